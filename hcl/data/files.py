@@ -1,0 +1,82 @@
+"""File helpers shared by the data sets: where things live, atomic writes, safe image decoding."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+__all__ = [
+    "DATA_DIR",
+    "atomic_write",
+    "check_split",
+    "default_cache_dir",
+    "find_first",
+    "open_image",
+    "read_maybe_gzip",
+]
+
+# data/ at the repository root: shipped hierarchies, and the git-ignored cache/.
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+
+
+def default_cache_dir() -> Path:
+    """``$HCL_CACHE_DIR`` if set, else ``data/cache`` in the repository."""
+    return Path(os.environ.get("HCL_CACHE_DIR", DATA_DIR / "cache"))
+
+
+def atomic_write(path: str | os.PathLike[str], payload: bytes) -> None:
+    """Write ``payload`` to ``path`` through a temporary file and ``os.replace`` (never torn)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def find_first(candidates: Iterable[Path], what: str) -> Path:
+    """The first existing path among ``candidates``; FileNotFoundError listing them all otherwise."""
+    tried = list(candidates)
+    for path in tried:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{what} not found; looked for: " + ", ".join(str(p) for p in tried))
+
+
+def read_maybe_gzip(path: Path) -> bytes:
+    """The bytes of ``path``, gunzipped when its name ends in ``.gz``."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError) as err:
+        raise ValueError(f"{path}: cannot read ({err})") from err
+
+
+def open_image(path: str | os.PathLike[str], index: int) -> Image.Image:
+    """Decode an image file fully; a missing or corrupt file raises an error naming path and index."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"image {index} is missing: {path}") from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise OSError(f"cannot decode image {index} ({path}): {err}") from err
+
+
+def check_split(split: str, allowed: Sequence[str], dataset: str) -> str:
+    """Return ``split`` if it is one of ``allowed``, else raise ValueError listing them."""
+    if split not in allowed:
+        raise ValueError(f"{dataset} has no split {split!r}; choose one of {list(allowed)}")
+    return split
