@@ -1,0 +1,131 @@
+"""DeepFashion In-Shop on a tiny fixture in the official layout (img tree + list_eval_partition.txt)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hcl.data import DeepFashionInShop, build_dataset
+
+# (image name, item id, status)
+ROWS = [
+    ("img/WOMEN/Dresses/id_00000002/02_1_front.jpg", "id_00000002", "train"),
+    ("img/WOMEN/Dresses/id_00000002/02_2_side.jpg", "id_00000002", "train"),
+    ("img/WOMEN/Dresses/id_00000002/03_1_front.jpg", "id_00000002", "train"),
+    ("img/WOMEN/Denim/id_00000010/01_1_front.jpg", "id_00000010", "train"),
+    ("img/MEN/Denim/id_00000080/01_1_front.jpg", "id_00000080", "train"),
+    ("img/MEN/Denim/id_00000080/01_7_additional.jpg", "id_00000080", "train"),
+    ("img/MEN/Tees_Tanks/id_00000100/04_1_front.jpg", "id_00000100", "query"),
+    ("img/MEN/Tees_Tanks/id_00000100/04_2_side.jpg", "id_00000100", "gallery"),
+    ("img/WOMEN/Dresses/id_00000200/01_1_front.jpg", "id_00000200", "gallery"),
+    ("img/WOMEN/Dresses/id_00000200/01_3_back.jpg", "id_00000200", "query"),
+]
+
+
+def write_partition(path: Path, rows: list[tuple[str, str, str]], count: int | None = None) -> None:
+    lines = [str(len(rows) if count is None else count), "image_name item_id evaluation_status"]
+    lines += [f"{name:<60}{item:<20}{status}" for name, item, status in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def build_inshop(root: Path, rows: list[tuple[str, str, str]] = ROWS, images_under: str = "", eval_dir: str = "") -> Path:
+    for i, (name, _, _) in enumerate(rows):
+        file = root / images_under / name
+        file.parent.mkdir(parents=True, exist_ok=True)
+        colour = (i * 20 % 256, 100, 200)
+        Image.new("RGB", (12, 16), colour).save(file, format="JPEG")
+    write_partition(root / eval_dir / "list_eval_partition.txt", rows)
+    return root
+
+
+def test_splits_labels_and_hierarchy(tmp_path: Path) -> None:
+    root = build_inshop(tmp_path)
+    train = DeepFashionInShop(root, "train")
+    assert len(train) == 6 and train.labels.shape == (6, 4)
+    assert train.hierarchy.level_names == ["gender", "category", "product", "variation"]
+    assert train.hierarchy.decode(train.labels[:1]) == [
+        ("WOMEN", "WOMEN/Dresses", "WOMEN/Dresses/id_00000002", "WOMEN/Dresses/id_00000002/02")
+    ]
+    # Same product and variation share the row; another variation differs only at the last level.
+    assert train.labels[0].tolist() == train.labels[1].tolist()
+    assert train.labels[0, :3].tolist() == train.labels[2, :3].tolist() and train.labels[0, 3] != train.labels[2, 3]
+    # Denim exists for both genders and stays two different categories.
+    assert train.labels[3, 1] != train.labels[4, 1]
+    assert train.paths == [str(root / r[0]) for r in ROWS[:6]]
+    assert train.item_ids[:2] == ["id_00000002", "id_00000002"]
+    query, gallery, test = (DeepFashionInShop(root, s) for s in ("query", "gallery", "test"))
+    assert (len(query), len(gallery), len(test)) == (2, 2, 4)
+    assert query.item_ids == ["id_00000100", "id_00000200"] and gallery.item_ids == ["id_00000100", "id_00000200"]
+    assert test.item_ids == query.item_ids + gallery.item_ids
+    assert train.hierarchy == query.hierarchy  # one hierarchy over all splits: ids agree
+    assert query.labels[0, :3].tolist() == gallery.labels[0, :3].tolist()
+    assert (train.channels, train.image_size) == (3, 256)
+
+
+def test_images_decode_as_rgb(tmp_path: Path) -> None:
+    root = build_inshop(tmp_path)
+    ds = build_dataset("deepfashion", root=root, split="gallery")
+    image = ds.get_image(0)
+    assert image.mode == "RGB" and image.size == (12, 16)
+    x, y = ds[1]
+    assert x.shape == (3, 16, 12)
+    assert y.tolist() == ds.labels[1].tolist()
+
+
+def test_official_download_layout_with_img_and_eval_folders(tmp_path: Path) -> None:
+    root = build_inshop(tmp_path, images_under="Img", eval_dir="Eval")
+    ds = DeepFashionInShop(root, "train")
+    assert len(ds) == 6 and ds.paths is not None and ds.paths[0].startswith(str(root / "Img" / "img"))
+
+
+def test_missing_files(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="list_eval_partition.txt"):
+        DeepFashionInShop(tmp_path)
+    root = build_inshop(tmp_path)
+    (root / ROWS[7][0]).unlink()
+    with pytest.raises(FileNotFoundError, match="id_00000100/04_2_side.jpg"):
+        DeepFashionInShop(root, "gallery")
+    assert len(DeepFashionInShop(root, "train")) == 6  # other splits are unaffected
+
+
+def test_corrupt_image_names_path_and_index(tmp_path: Path) -> None:
+    root = build_inshop(tmp_path)
+    (root / ROWS[1][0]).write_bytes(b"\xff\xd8 definitely not a jpeg")
+    ds = DeepFashionInShop(root)
+    ds.get_image(0)
+    with pytest.raises(OSError, match=r"image 1 .*02_2_side\.jpg"):
+        ds[1]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda lines: ["7"] + lines[1:], "announces 7 images but 10"),
+    (lambda lines: [lines[0], "image_name evaluation_status"] + lines[2:], "second line"),
+    (lambda lines: ["many"] + lines[1:], "first line"),
+    (lambda lines: lines[:3] + ["img/WOMEN/Dresses/id_00000002/02_1_front.jpg id_00000002"] + lines[4:], "expected"),
+    (lambda lines: lines[:2] + [lines[2].replace("train", "validation")] + lines[3:], "unknown evaluation status"),
+    (lambda lines: lines[:2] + [lines[2].replace("id_00000002 ", "id_00000003 ")] + lines[3:], "disagrees"),
+    (lambda lines: lines[:2] + [lines[2].replace("02_1_front.jpg", "front.jpg")] + lines[3:], "is not img/"),
+])
+def test_malformed_partition_files(tmp_path: Path, edit, message: str) -> None:  # type: ignore[no-untyped-def]
+    root = build_inshop(tmp_path)
+    partition = root / "list_eval_partition.txt"
+    lines = partition.read_text().splitlines()
+    partition.write_text("\n".join(edit(lines)) + "\n")
+    with pytest.raises(ValueError, match=message):
+        DeepFashionInShop(root)
+
+
+def test_empty_split_and_options(tmp_path: Path) -> None:
+    root = build_inshop(tmp_path, rows=[r for r in ROWS if r[2] != "query"])
+    with pytest.raises(ValueError, match="no samples"):
+        DeepFashionInShop(root, "query")
+    ds = DeepFashionInShop(root, "train", unseen_classes=["MEN/Denim"], levels=2)
+    assert len(ds) == 4 and ds.labels.shape == (4, 2)
+    assert ds.item_ids == ["id_00000002"] * 3 + ["id_00000010"]
+    sub = DeepFashionInShop(root, "train", subset=3)
+    assert len(sub) == 3 and len(sub.item_ids) == 3 and sub.paths is not None and len(sub.paths) == 3
+    assert np.all(np.diff([ROWS.index(next(r for r in ROWS if r[0] in p)) for p in sub.paths]) > 0)
