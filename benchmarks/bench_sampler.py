@@ -1,0 +1,92 @@
+"""Time one epoch of HierarchicalBatchSampler against a plain shuffled BatchSampler.
+
+Run ``python benchmarks/bench_sampler.py``. For each N (default 60,000 and 1,000,000) it draws
+4-level labels (``--branching`` children per node, leaves uniform), then times, interleaved
+round-robin so that machine noise hits both alike:
+
+* ``hierarchical``: ``list(HierarchicalBatchSampler(labels, B))`` for a fresh epoch
+  (``set_epoch`` each repeat), i.e. building the arrangement and yielding every batch;
+* ``plain``: ``list(BatchSampler(RandomSampler(range(N)), B, drop_last=True))``, the baseline.
+
+It prints a markdown table with the median seconds, the ratio (target <= 5x), the one-off
+construction time of the hierarchical sampler (label validation and prefix ids, paid once per
+run, not per epoch), and the per-level coverage (:func:`hcl.data.sampler_coverage`) of both.
+
+The sampler is CPU work by design (it runs in the DataLoader's process); ``--device cuda``
+places the labels on the GPU first, as a data set could hand them over, and the sampler copies
+them to the CPU once at construction (counted in the construction time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, RandomSampler
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hcl.data import HierarchicalBatchSampler, sampler_coverage  # noqa: E402
+
+
+def tree_labels(n: int, branching: list[int], seed: int) -> torch.Tensor:
+    """Labels of n samples whose leaves are uniform over a full tree. Shape (n, len(branching))."""
+    leaves = int(np.prod(branching))
+    leaf = np.random.default_rng(seed).integers(0, leaves, n)
+    columns, divisor = [], leaves
+    for b in branching:
+        divisor //= b
+        columns.append(leaf // divisor)
+    return torch.from_numpy(np.stack(columns, axis=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[60_000, 1_000_000])
+    parser.add_argument("--branching", type=int, nargs="+", default=[5, 4, 4, 20], help="children per level (4 levels)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="where the labels live before sampling (cpu or cuda)")
+    parser.add_argument("--no-coverage", action="store_true", help="skip the coverage columns (slow at 1M)")
+    args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda requested but CUDA is not available")
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
+          f"branching {args.branching}, labels on {args.device}")
+    print()
+    print("| N | levels | hierarchical s/epoch | plain s/epoch | ratio | construction s | coverage (hier.) | coverage (plain) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in args.sizes:
+        labels = tree_labels(n, args.branching, seed=0).to(args.device)
+        start = time.perf_counter()
+        sampler = HierarchicalBatchSampler(labels, args.batch_size, seed=0)
+        construction = time.perf_counter() - start
+        generator = torch.Generator().manual_seed(0)
+        plain = BatchSampler(RandomSampler(range(n), generator=generator), args.batch_size, drop_last=True)
+        times: dict[str, list[float]] = {"hierarchical": [], "plain": []}
+        batches: dict[str, list[list[int]]] = {}
+        for repeat in range(args.repeats):
+            sampler.set_epoch(repeat)
+            for name, source in (("hierarchical", sampler), ("plain", plain)):
+                start = time.perf_counter()
+                batches[name] = list(source)
+                times[name].append(time.perf_counter() - start)
+        hier, base = statistics.median(times["hierarchical"]), statistics.median(times["plain"])
+        if args.no_coverage:
+            cov_h = cov_p = "-"
+        else:
+            cpu_labels = labels.cpu()
+            cov_h = " / ".join(f"{c:.3f}" for c in sampler_coverage(cpu_labels, batches["hierarchical"]))
+            cov_p = " / ".join(f"{c:.3f}" for c in sampler_coverage(cpu_labels, batches["plain"]))
+        print(f"| {n:,} | {labels.shape[1]} | {hier:.3f} | {base:.3f} | {hier / base:.2f}x | {construction:.2f} "
+              f"| {cov_h} | {cov_p} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
