@@ -1,0 +1,203 @@
+"""The ``hcl`` command line: train, evaluate, embed, info and the demo.
+
+    hcl train --config configs/fashion_mnist_himulcone.yaml [--set key=value ...] [--resume]
+    hcl evaluate runs/my_run [--split test]
+    hcl embed runs/my_run --split test --out emb.npz
+    hcl info
+    hcl demo --out runs/demo
+
+``python -m hcl ...`` is the same, and ``torchrun --nproc_per_node=N -m hcl train ...`` trains
+with DistributedDataParallel. ``--set`` keys and types come from :class:`hcl.train.TrainConfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+# Exit codes: 0 done, 1 a failure during the run, 2 bad input, 130 stopped by Ctrl-C.
+_EXIT_FAILURE, _EXIT_USAGE, _EXIT_INTERRUPTED = 1, 2, 130
+
+
+def _config_keys_help() -> str:
+    from hcl.train.config import TrainConfig
+
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    return "config keys: " + ", ".join(names)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hcl", description="Hierarchical multi-label contrastive learning (HiMulCon, HiConE, HiMulConE)."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train", help="train an encoder from a config", epilog=_config_keys_help(),
+        description="Train an encoder. Under torchrun, each process trains its shard with DDP.",
+    )
+    train.add_argument("--config", type=Path, help="YAML or JSON config (default: the TrainConfig defaults)")
+    train.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                       help="override config keys, e.g. --set lr=0.05 epochs=20 output_dir=runs/x")
+    group = train.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoint.pt")
+    group.add_argument("--overwrite", action="store_true", help="start fresh over an existing run directory")
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a run per level; writes results.json")
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("--split", help="split to evaluate (default: the config's eval_split)")
+    evaluate.add_argument("--query-split", help="query split searched against --split as the gallery")
+    evaluate.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
+
+    embed = commands.add_parser("embed", help="write the embeddings of a split to .npz")
+    embed.add_argument("run_dir", type=Path)
+    embed.add_argument("--split", default="test")
+    embed.add_argument("--out", type=Path, help="output .npz (default: <run_dir>/embeddings_<split>.npz)")
+    embed.add_argument("--which", choices=("features", "projection"), help="default: the config's embedding")
+    embed.add_argument("--device", default=None)
+
+    commands.add_parser("info", help="versions, devices and data sets found")
+
+    demo = commands.add_parser("demo", help="train HiMulConE and SupCon on Fashion-MNIST, evaluate, report")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"))
+    demo.add_argument("--configs", type=Path, default=None, help="folder with the demo configs")
+    demo.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                      help="overrides applied to both runs")
+    demo.add_argument("--no-report", action="store_true", help="skip report.html (and its UMAP)")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from hcl.train import TrainConfig, apply_overrides, fit, load_config
+
+    cfg = load_config(args.config, args.overrides) if args.config else apply_overrides(TrainConfig(), args.overrides)
+    result = fit(cfg, resume=args.resume, overwrite=args.overwrite)
+    if result.interrupted:
+        return _EXIT_INTERRUPTED
+    if result.results is not None:
+        print(_results_table({cfg.loss: result.results}))
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from hcl.train import evaluate_run
+
+    results = evaluate_run(args.run_dir, split=args.split, query_split=args.query_split, device=args.device)
+    print(_results_table({results["loss"]: results}))
+    print(f"wrote {args.run_dir / 'results.json'}")
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from hcl.train import build_split, embed_dataset, load_run, resolve_device, save_embeddings
+
+    device = resolve_device(args.device or "auto")
+    cfg, model, _ = load_run(args.run_dir, device=device)
+    dataset = build_split(cfg, args.split)
+    embeddings, labels, indices = embed_dataset(
+        model, dataset, which=args.which or cfg.embedding, batch_size=cfg.eval_batch_size, device=device
+    )
+    out = args.out or args.run_dir / f"embeddings_{args.split}.npz"
+    save_embeddings(out, embeddings, labels, dataset.hierarchy, indices)
+    print(f"wrote {len(embeddings)} embeddings of dimension {embeddings.shape[1]} to {out}")
+    return 0
+
+
+def _info(_: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    import torchvision
+
+    import hcl
+    from hcl.train import resolve_device
+
+    lines = [
+        f"hcl {hcl.__version__}",
+        f"python {platform.python_version()} ({platform.platform()})",
+        f"torch {torch.__version__}, torchvision {torchvision.__version__}, numpy {np.__version__}",
+        f"cpu threads: {torch.get_num_threads()}",
+    ]
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            lines.append(f"cuda:{index} {props.name}, {props.total_memory / 2**30:.0f} GiB, "
+                         f"compute capability {props.major}.{props.minor}, bf16 {torch.cuda.is_bf16_supported()}")
+    else:
+        lines.append("cuda: not available")
+    lines.append(f"mps: {'available' if torch.backends.mps.is_available() else 'not available'}")
+    lines.append(f"default device: {resolve_device('auto')}")
+    fashion = Path("/usr/share/datasets/fashion-mnist")
+    lines.append(f"Fashion-MNIST (Debian dataset-fashion-mnist): {'found' if fashion.is_dir() else 'not found'} at {fashion}")
+    print("\n".join(lines))
+    return 0
+
+
+def _results_table(runs: dict[str, dict]) -> str:
+    """Per-level metrics of one or more evaluated runs, side by side, as plain text."""
+    names = list(runs)
+    first = runs[names[0]]
+    level_names = first.get("levels") or [f"level{i}" for i in range(len(first["retrieval"]))]
+    metrics = [m for m in first["retrieval"]["0"] if m != "num_queries"]
+    width = max(12, *(len(n) for n in names))
+    header = f"{'level':<14}{'metric':<14}" + "".join(f"{n:>{width + 2}}" for n in names)
+    rows = [header, "-" * len(header)]
+    for level, level_name in enumerate(level_names):
+        for metric in metrics:
+            values = "".join(f"{runs[n]['retrieval'][str(level)][metric]:>{width + 2}.4f}" for n in names)
+            rows.append(f"{level_name:<14}{metric:<14}{values}")
+        if "knn_accuracy" in first:
+            values = "".join(f"{runs[n]['knn_accuracy'][str(level)]:>{width + 2}.4f}" for n in names)
+            rows.append(f"{level_name:<14}{'knn_accuracy':<14}{values}")
+    rows.append(f"{'(all)':<14}{'cpcc':<14}" + "".join(f"{runs[n]['cpcc']:>{width + 2}.4f}" for n in names))
+    return "\n".join(rows)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from hcl.train.demo import run_demo
+
+    run_demo(args.out, configs_dir=args.configs, overrides=args.overrides, report=not args.no_report,
+             print_table=lambda runs: print(_results_table(runs)))
+    return 0
+
+
+_COMMANDS = {"train": _train, "evaluate": _evaluate, "embed": _embed, "info": _info, "demo": _demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (the ``hcl`` console script exits with it).
+
+    Errors are reported in one line naming the problem (exit 2 for bad input such as an unknown
+    config key, 1 for a failure during the run such as a NaN loss); set ``HCL_DEBUG=1`` for the
+    full traceback.
+    """
+    args = _parser().parse_args(argv)
+    from hcl.train.loop import NonFiniteLossError
+
+    if os.environ.get("HCL_DEBUG"):  # full tracebacks instead of one-line errors
+        return _COMMANDS[args.command](args)
+    try:
+        return _COMMANDS[args.command](args)
+    except NonFiniteLossError as error:
+        print(f"hcl {args.command}: error: {error}", file=sys.stderr)
+        return _EXIT_FAILURE
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as error:
+        print(f"hcl {args.command}: error: {error}", file=sys.stderr)
+        return _EXIT_USAGE
+    except (OSError, RuntimeError) as error:
+        print(f"hcl {args.command}: error: {error}", file=sys.stderr)
+        return _EXIT_FAILURE
+    except KeyboardInterrupt:
+        print(f"hcl {args.command}: interrupted", file=sys.stderr)
+        return _EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""The training configuration: one typed dataclass, loadable from and saved as YAML or JSON.
+
+The command line's ``--set key=value`` overrides are derived from the dataclass fields and their
+types, so there is one source of truth for what a run can be configured with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["LOSSES", "TrainConfig", "apply_overrides", "load_config", "save_config"]
+
+LOSSES = ("himulcone", "himulcon", "hicone", "supcon", "simclr", "cross_entropy")
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "loss": LOSSES,
+    "loss_mode": ("paper", "reference"),
+    "optimizer": ("sgd", "adamw"),
+    "precision": ("fp32", "bf16", "fp16"),
+    "sampler": ("hierarchical", "random"),
+    "embedding": ("features", "projection"),
+    "device": ("auto", "cpu", "cuda", "mps"),
+}
+_POSITIVE = (
+    "n_views",
+    "width",
+    "embedding_dim",
+    "batch_size",
+    "epochs",
+    "log_every",
+    "eval_batch_size",
+    "knn_k",
+    "levels",
+    "train_subset",
+    "eval_subset",
+    "image_size",
+    "head_hidden_dim",
+    "max_steps",
+)
+_NON_NEGATIVE = ("num_workers", "checkpoint_every", "weight_decay", "warmup_epochs", "min_lr", "momentum")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. Saved as ``<output_dir>/config.json``.
+
+    Construction validates every field: an unknown key raises ValueError, a value of the wrong
+    type raises TypeError, and an out-of-range value raises ValueError, each naming the key.
+    """
+
+    # --- data (hcl.data.build_dataset) ---
+    dataset: str = "fashion_mnist"  # fashion_mnist, synthetic, deepfashion, cifar100, image_folder
+    data_root: str | None = None  # dataset directory; None = the dataset's default location
+    data_options: dict[str, Any] = field(default_factory=dict)  # extra build_dataset options
+    levels: int | None = None  # hierarchy depth used (the coarsest `levels` levels); None = all
+    train_split: str = "train"
+    train_subset: int | None = None  # train on a subset of this many images; None = all
+    eval_split: str = "test"  # the gallery (and, without a query split, the query) set
+    eval_query_split: str | None = None  # e.g. DeepFashion's "query" against the "gallery" split
+    eval_subset: int | None = None  # evaluate on a subset of this many images; None = all
+    image_size: int | None = None  # None = the dataset's native size
+    n_views: int = 2  # augmented views per image in a batch (cross_entropy uses 1)
+    sampler: str = "hierarchical"  # "hierarchical" (HierarchicalBatchSampler) or "random"
+    num_workers: int = 0  # DataLoader worker processes
+
+    # --- model (hcl.models.build_encoder) ---
+    backbone: str = "compact_cnn"  # "compact_cnn" or a torchvision model name ("resnet50")
+    width: int = 32  # first-stage channels of compact_cnn
+    small_images: bool | None = None  # 3x3 stem, no max-pool; None = when image_size <= 64
+    pretrained: str | None = None  # local weights file (torchvision or SupCon/MoCo checkpoint)
+    head_hidden_dim: int | None = None  # projection MLP hidden width; None = feature dimension
+    embedding_dim: int = 128  # projection output dimension
+    embedding: str = "features"  # evaluated embedding: backbone "features" or "projection"
+
+    # --- loss (hcl.losses) ---
+    loss: str = "himulcone"  # himulcone, himulcon, hicone, supcon, simclr, cross_entropy
+    loss_mode: str = "paper"  # "paper" or "reference" (the public reference code's behaviour)
+    temperature: float = 0.1
+    level_weights: list[float] | None = None  # lambda_l, coarse -> fine; None = the loss default
+
+    # --- optimisation ---
+    batch_size: int = 256  # images per step over all processes together
+    epochs: int = 10
+    optimizer: str = "sgd"  # "sgd" (momentum) or "adamw"
+    lr: float = 0.1  # peak learning rate, reached after the warm-up
+    momentum: float = 0.9  # SGD momentum (AdamW: beta1)
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to min_lr
+    min_lr: float = 0.0
+    grad_clip: float | None = None  # max gradient norm; None = no clipping
+    max_steps: int | None = None  # cap on the total number of steps (the schedule spans them)
+
+    # --- runtime ---
+    device: str = "auto"  # auto = CUDA, else MPS, else CPU
+    precision: str = "fp32"  # fp32, bf16 or fp16 autocast (fp16 uses a GradScaler)
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the model
+    sync_batchnorm: bool = True  # SyncBatchNorm under multi-GPU DistributedDataParallel
+    seed: int = 0
+    output_dir: str = "runs/default"
+    log_every: int = 10  # steps between training lines in metrics.jsonl
+    checkpoint_every: int = 0  # steps between checkpoints; 0 = at epoch ends only
+    eval_every: int = 0  # epochs between evaluations; 0 = after the last epoch only; -1 = never
+    eval_batch_size: int = 512
+    retrieval_ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    knn_k: int = 10  # neighbours of the k-NN classifier in the evaluation
+    progress: bool = True  # tqdm progress bars
+
+    def __post_init__(self) -> None:
+        hints = _field_types()
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+        for key, choices in _CHOICES.items():
+            if getattr(self, key) not in choices:
+                raise ValueError(f"config key {key!r} must be one of {list(choices)}, got {getattr(self, key)!r}")
+        for key in _POSITIVE:
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"config key {key!r} must be >= 1, got {value!r}")
+        for key in _NON_NEGATIVE:
+            if getattr(self, key) < 0:
+                raise ValueError(f"config key {key!r} must be >= 0, got {getattr(self, key)!r}")
+        if self.eval_every < -1:
+            raise ValueError(f"config key 'eval_every' must be >= -1 (-1 = never), got {self.eval_every!r}")
+        if self.temperature <= 0:
+            raise ValueError(f"config key 'temperature' must be > 0, got {self.temperature!r}")
+        if self.lr <= 0:
+            raise ValueError(f"config key 'lr' must be > 0, got {self.lr!r}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"config key 'grad_clip' must be > 0, got {self.grad_clip!r}")
+        if not self.retrieval_ks or min(self.retrieval_ks) < 1:
+            raise ValueError(f"config key 'retrieval_ks' must be a non-empty list of k >= 1, got {self.retrieval_ks!r}")
+        if self.level_weights is not None and self.loss in ("hicone", "supcon", "simclr", "cross_entropy"):
+            raise ValueError(f"config key 'level_weights' does not apply to loss {self.loss!r}; set it to null")
+        if self.loss == "cross_entropy" and self.embedding == "projection":
+            raise ValueError("config key 'embedding' must be 'features' for loss 'cross_entropy' (it has no projection head)")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Build from a mapping; an unknown key raises ValueError naming it (and the closest key)."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"a config must be a mapping of keys to values, got {type(data).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in names:
+                close = difflib.get_close_matches(str(key), names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown config key {key!r}{hint}")
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy of every field."""
+        return dataclasses.asdict(self)
+
+    @property
+    def num_views(self) -> int:
+        """Views per image actually drawn: 1 for cross-entropy, else ``n_views``."""
+        return 1 if self.loss == "cross_entropy" else self.n_views
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(key, value, arg)
+            except TypeError:
+                continue
+    elif origin is list:
+        if isinstance(value, (list, tuple)):
+            (item,) = typing.get_args(tp)
+            return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    elif origin is dict:
+        if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+            return dict(value)
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Any:
+        return value
+    raise TypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _accepts_str(tp: Any) -> bool:
+    if tp is str:
+        return True
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp)
+
+
+def apply_overrides(cfg: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
+    """Return a copy of ``cfg`` with ``key=value`` overrides applied (``--set`` on the CLI).
+
+    Values are parsed as YAML (``lr=0.05``, ``channels_last=true``, ``level_weights=[1,2,3]``,
+    ``pretrained=null``), except that a string field keeps the text as written.
+    ``data_options.<name>=value`` sets one entry of ``data_options``.
+
+    Raises:
+        ValueError: an override without ``=``, or an unknown key (named).
+        TypeError: a value of the wrong type for its key (named).
+    """
+    data = cfg.to_dict()
+    hints = _field_types()
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"an override must look like key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if key.startswith("data_options."):
+            data["data_options"] = {**data["data_options"], key.split(".", 1)[1]: yaml.safe_load(text)}
+            continue
+        if key not in hints:
+            close = difflib.get_close_matches(key, list(hints), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown config key {key!r}{hint}")
+        if _accepts_str(hints[key]) and text.strip() not in ("null", "~", ""):
+            data[key] = text
+        else:
+            try:
+                data[key] = yaml.safe_load(text)
+            except yaml.YAMLError as error:
+                raise ValueError(f"cannot parse the value of config key {key!r}: {text!r} ({error})") from error
+    return TrainConfig.from_dict(data)
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> TrainConfig:
+    """Load a config from YAML (``.yaml``/``.yml``) or JSON (``.json``), then apply overrides.
+
+    Raises:
+        FileNotFoundError: the file does not exist (named).
+        ValueError / TypeError: unparsable file, unknown key or wrong type (the key named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"cannot parse config file {path}: {error}") from error
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ValueError(f"config file {path} must hold a mapping of keys to values, got {type(data).__name__}")
+    try:
+        cfg = TrainConfig.from_dict(data)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{path}: {error}") from error
+    return apply_overrides(cfg, overrides) if overrides else cfg
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> Path:
+    """Write ``cfg`` as JSON (``.json``) or YAML (any other suffix); returns the path."""
+    path = Path(path)
+    data = cfg.to_dict()
+    if path.suffix == ".json":
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    else:
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

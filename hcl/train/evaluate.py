@@ -1,0 +1,327 @@
+"""Evaluation of a trained encoder: embeddings of a split, per-level metrics, the run's results.
+
+One small set of functions rather than a framework: :func:`embed_dataset` turns a data set into
+L2-normalised embeddings, :func:`evaluate_model` computes the per-level retrieval metrics and the
+CPCC used by the training loop's evaluation hook, and :func:`evaluate_run` does the full
+evaluation of a run directory (``hcl evaluate``): it adds the k-NN accuracy per level and writes
+``results.json`` and ``embeddings_<split>.npz``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from hcl.hierarchy import Hierarchy
+from hcl.train.checkpoint import load_checkpoint
+from hcl.train.config import TrainConfig
+from hcl.train.distributed import resolve_device
+
+__all__ = [
+    "build_model",
+    "build_split",
+    "embed_dataset",
+    "evaluate_model",
+    "evaluate_run",
+    "load_run",
+    "save_embeddings",
+]
+
+_RESNET_PREFIXES = ("resnet", "resnext", "wide_resnet")
+
+
+def build_split(cfg: TrainConfig, split: str, *, augment: bool = False, subset: int | None = None) -> Dataset:
+    """The data set split of ``cfg`` with the transform training or evaluation needs.
+
+    ``augment=True`` gives ``cfg.num_views`` SupCon-augmented views per image (x is (V, C, H, W));
+    otherwise the deterministic evaluation transform (x is (C, H, W)). ``cfg.levels`` and
+    ``cfg.data_options`` are passed to :func:`hcl.data.build_dataset`, and ``subset`` (default:
+    ``cfg.train_subset`` for the training split, ``cfg.eval_subset`` otherwise) as its
+    ``subset`` option.
+
+    Raises:
+        FileNotFoundError: ``cfg.data_root`` does not exist (named).
+    """
+    from hcl.data import MultiViewTransform, build_dataset, eval_transform, supcon_augmentation
+
+    if cfg.data_root is not None and not Path(cfg.data_root).exists():
+        raise FileNotFoundError(f"data_root {cfg.data_root!r} does not exist (dataset {cfg.dataset!r})")
+    options: dict[str, Any] = dict(cfg.data_options)
+    if cfg.levels is not None:
+        options["levels"] = cfg.levels
+    if subset is None:
+        subset = cfg.train_subset if split == cfg.train_split else cfg.eval_subset
+    if subset is not None:
+        options["subset"] = subset
+    dataset = build_dataset(cfg.dataset, split=split, root=cfg.data_root, **options)
+    size = cfg.image_size or dataset.image_size
+    if augment:
+        view = supcon_augmentation(size, dataset.channels, dataset.mean, dataset.std)
+        dataset.transform = MultiViewTransform(view, n_views=cfg.num_views)
+    else:
+        dataset.transform = eval_transform(size, dataset.channels, dataset.mean, dataset.std)
+    return dataset
+
+
+def build_model(cfg: TrainConfig, *, in_channels: int, image_size: int, num_classes: int | None = None) -> nn.Module:
+    """The :class:`hcl.models.Encoder` that ``cfg`` describes, with random weights.
+
+    ``small_images=None`` in the config selects the small-image stem for ResNet-family backbones
+    at 64 px or less.
+    """
+    from hcl.models import build_encoder
+
+    small = cfg.small_images
+    if small is None:
+        small = image_size <= 64 and cfg.backbone.startswith(_RESNET_PREFIXES)
+    return build_encoder(
+        cfg.backbone,
+        in_channels=in_channels,
+        small_images=bool(small) and cfg.backbone != "compact_cnn",
+        width=cfg.width,
+        head_hidden_dim=cfg.head_hidden_dim,
+        embedding_dim=cfg.embedding_dim,
+        num_classes=num_classes if cfg.loss == "cross_entropy" else None,
+    )
+
+
+@torch.no_grad()
+def embed_dataset(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    which: str = "features",
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """L2-normalised embeddings of every sample of ``dataset``, in dataset order.
+
+    The model is put in evaluation mode (and left there). ``which`` selects the backbone
+    ``"features"`` or the ``"projection"`` head (see :meth:`hcl.models.Encoder.embed`); a model
+    without ``embed`` is used as it is and its output normalised.
+
+    Returns:
+        ``(embeddings, labels, indices)``.
+
+    Shape:
+        Returns (N, D) float32, (N, L) int64 and (N,) int64.
+    """
+    from tqdm.auto import tqdm
+
+    from hcl.train.loop import autocast_context
+
+    device = resolve_device("auto") if device is None else torch.device(device)
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    chunks, label_chunks = [], []
+    for images, labels in tqdm(loader, desc="embedding", disable=not progress, leave=False):
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast_context(device, precision):
+            out = model.embed(images, which) if hasattr(model, "embed") else model(images)
+        chunks.append(torch.nn.functional.normalize(out.float(), dim=1).cpu())
+        label_chunks.append(torch.as_tensor(labels).reshape(len(images), -1).cpu())
+    embeddings = torch.cat(chunks).numpy().astype(np.float32)
+    labels = torch.cat(label_chunks).numpy().astype(np.int64)
+    return embeddings, labels, np.arange(len(embeddings), dtype=np.int64)
+
+
+def save_embeddings(
+    path: str | Path,
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    hierarchy: Hierarchy,
+    indices: np.ndarray | None = None,
+) -> Path:
+    """Write ``embeddings``, ``labels``, ``hierarchy`` (its JSON string) and ``indices`` to .npz.
+
+    Shape:
+        embeddings: (N, D), stored float32; labels: (N, L), stored int64; indices: (N,).
+    """
+    path = Path(path)
+    if len(embeddings) != len(labels):
+        raise ValueError(f"{len(embeddings)} embeddings but {len(labels)} label rows")
+    if indices is None:
+        indices = np.arange(len(embeddings))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        path,
+        embeddings=np.asarray(embeddings, dtype=np.float32),
+        labels=np.asarray(labels, dtype=np.int64),
+        hierarchy=np.array(json.dumps(hierarchy.to_dict())),
+        indices=np.asarray(indices, dtype=np.int64),
+    )
+    return path
+
+
+def _usable_ks(ks: list[int], num_rankable: int) -> list[int]:
+    usable = sorted({k for k in ks if k <= num_rankable})
+    return usable or [1]
+
+
+def _retrieval_and_cpcc(
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
+    hierarchy: Hierarchy,
+    ks: list[int],
+    query: np.ndarray | None = None,
+    query_labels: np.ndarray | None = None,
+) -> dict[str, Any]:
+    from hcl.metrics import cpcc, per_level_retrieval
+
+    rankable = len(gallery) - (1 if query is None else 0)
+    retrieval = per_level_retrieval(
+        gallery,
+        gallery_labels,
+        _usable_ks(ks, rankable),
+        query=query,
+        query_labels=query_labels,
+        hierarchy=hierarchy,
+    )
+    return {
+        "retrieval": {str(level): values for level, values in retrieval.items()},
+        "cpcc": float(cpcc(gallery, gallery_labels)),
+    }
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: Dataset,
+    cfg: TrainConfig,
+    *,
+    device: str | torch.device | None = None,
+    query_set: Dataset | None = None,
+) -> dict[str, Any]:
+    """Per-level retrieval (precision@1, recall@k, R-precision, MAP@R) and CPCC on ``dataset``.
+
+    Without ``query_set`` every sample queries the rest (leave-one-out); with it, its samples
+    query ``dataset`` as the gallery. Levels are keyed ``"0"`` (coarsest) to ``"L-1"``.
+    """
+    options = {"which": cfg.embedding, "batch_size": cfg.eval_batch_size, "device": device,
+               "precision": cfg.precision, "channels_last": cfg.channels_last}
+    gallery, gallery_labels, _ = embed_dataset(model, dataset, **options)
+    query = query_labels = None
+    if query_set is not None:
+        query, query_labels, _ = embed_dataset(model, query_set, **options)
+    return _retrieval_and_cpcc(gallery, gallery_labels, dataset.hierarchy, cfg.retrieval_ks, query, query_labels)
+
+
+def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tuple[TrainConfig, nn.Module, dict[str, Any]]:
+    """The config, the trained model (in eval mode, on ``device``) and the checkpoint of a run.
+
+    Raises:
+        FileNotFoundError: no ``config.json`` or ``checkpoint.pt`` in ``run_dir`` (named).
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: {config_path} does not exist")
+    cfg = TrainConfig.from_dict(json.loads(config_path.read_text()))
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    spec = state["model_spec"]
+    model = build_model(cfg, in_channels=spec["in_channels"], image_size=spec["image_size"],
+                        num_classes=spec["num_classes"])
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    return cfg, model, state
+
+
+def _knn_per_level(
+    train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray, k: int
+) -> dict[str, float]:
+    from hcl.metrics import knn_accuracy
+
+    result = knn_accuracy(train, train_labels, test, test_labels, k=min(k, len(train)))
+    return {str(level): float(value) for level, value in result.items()}
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    split: str | None = None,
+    query_split: str | None = None,
+    device: str | torch.device | None = None,
+    cfg: TrainConfig | None = None,
+    model: nn.Module | None = None,
+    progress: bool = False,
+    write: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a run per level and write ``results.json`` and ``embeddings_<split>.npz``.
+
+    Embeds ``split`` (default ``cfg.eval_split``) and, for DeepFashion-style protocols, the
+    ``query_split`` (default ``cfg.eval_query_split`` when evaluating the configured split), then
+    computes per-level retrieval, CPCC, and the k-NN accuracy per level of a classifier whose
+    neighbours come from the training split (``cfg.train_subset`` of it).
+
+    Args:
+        run_dir: the run directory.
+        split: the split to evaluate.
+        query_split: queries searched against ``split`` as the gallery.
+        device: default CUDA, else MPS, else CPU.
+        cfg, model: pass them to skip loading the run from disk (the training loop does).
+        progress: show progress bars.
+        write: write ``results.json`` and the embeddings.
+
+    Returns:
+        ``{"split", "query_split", "embedding", "levels", "num_samples", "retrieval": {level:
+        {...}}, "cpcc", "knn_accuracy": {level: float}, "knn_k", "step"}``, levels keyed
+        ``"0"`` (coarsest) to ``"L-1"``.
+    """
+    run_dir = Path(run_dir)
+    device = resolve_device("auto") if device is None else torch.device(device)
+    step = None
+    if model is None or cfg is None:
+        loaded_cfg, model, state = load_run(run_dir, device=device)
+        cfg = cfg or loaded_cfg
+        step = int(state["step"])
+    split = split or cfg.eval_split
+    if query_split is None and split == cfg.eval_split:
+        query_split = cfg.eval_query_split
+    options = {"which": cfg.embedding, "batch_size": cfg.eval_batch_size, "device": device,
+               "precision": cfg.precision, "channels_last": cfg.channels_last, "progress": progress}
+
+    gallery_set = build_split(cfg, split)
+    hierarchy = gallery_set.hierarchy
+    gallery, gallery_labels, gallery_indices = embed_dataset(model, gallery_set, **options)
+    query = query_labels = query_indices = None
+    if query_split is not None:
+        query, query_labels, query_indices = embed_dataset(model, build_split(cfg, query_split), **options)
+    metrics = _retrieval_and_cpcc(gallery, gallery_labels, hierarchy, cfg.retrieval_ks, query, query_labels)
+
+    reference_set = build_split(cfg, cfg.train_split, subset=cfg.train_subset)
+    reference, reference_labels, _ = embed_dataset(model, reference_set, **options)
+    knn = _knn_per_level(reference, reference_labels, query if query is not None else gallery,
+                         query_labels if query_labels is not None else gallery_labels, cfg.knn_k)
+
+    results = {
+        "split": split,
+        "query_split": query_split,
+        "embedding": cfg.embedding,
+        "loss": cfg.loss,
+        "levels": list(hierarchy.level_names),
+        "num_samples": int(len(gallery)),
+        **metrics,
+        "knn_accuracy": knn,
+        "knn_k": cfg.knn_k,
+        "step": step,
+    }
+    if write:
+        save_embeddings(run_dir / f"embeddings_{split}.npz", gallery, gallery_labels, hierarchy, gallery_indices)
+        if query_split is not None:
+            save_embeddings(run_dir / f"embeddings_{query_split}.npz", query, query_labels, hierarchy, query_indices)
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if progress:
+        print(f"evaluated {run_dir} on {split}: cpcc {results['cpcc']:.3f}", file=sys.stderr)
+    return results

@@ -1,0 +1,97 @@
+"""TrainConfig: typed fields, YAML/JSON round trips, --set overrides, errors naming the key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hcl.train import TrainConfig, apply_overrides, load_config, save_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_round_trip(tmp_path: Path, suffix: str) -> None:
+    cfg = TrainConfig(dataset="synthetic", level_weights=[1, 2.5, 3], data_options={"depth": 3}, lr=1)
+    path = save_config(cfg, tmp_path / f"run{suffix}")
+    loaded = load_config(path)
+    assert loaded == cfg
+    assert loaded.level_weights == [1.0, 2.5, 3.0] and isinstance(loaded.lr, float)
+
+
+def test_overrides_follow_field_types() -> None:
+    cfg = apply_overrides(
+        TrainConfig(),
+        ["lr=0.5", "epochs=3", "channels_last=true", "level_weights=[1, 2, 3]", "pretrained=null",
+         "output_dir=123", "data_options.depth=3", "max_steps=7"],
+    )
+    assert cfg.lr == 0.5 and cfg.epochs == 3 and cfg.channels_last is True
+    assert cfg.level_weights == [1.0, 2.0, 3.0] and cfg.pretrained is None
+    assert cfg.output_dir == "123"  # a string field keeps the text
+    assert cfg.data_options == {"depth": 3} and cfg.max_steps == 7
+
+
+@pytest.mark.parametrize(
+    ("override", "error", "pattern"),
+    [
+        ("lrr=0.1", ValueError, "unknown config key 'lrr'; did you mean 'lr'"),
+        ("epochs=1.5", TypeError, "config key 'epochs' must be int, got 1.5"),
+        ("lr=fast", TypeError, "config key 'lr' must be float"),
+        ("channels_last=1", TypeError, "config key 'channels_last' must be bool"),
+        ("retrieval_ks=[1, x]", TypeError, r"config key 'retrieval_ks\[1\]' must be int"),
+        ("loss=triplet", ValueError, "config key 'loss' must be one of"),
+        ("precision=fp8", ValueError, "config key 'precision' must be one of"),
+        ("batch_size=0", ValueError, "config key 'batch_size' must be >= 1"),
+        ("temperature=0", ValueError, "config key 'temperature' must be > 0"),
+        ("eval_every=-2", ValueError, "config key 'eval_every' must be >= -1"),
+        ("lr", ValueError, "must look like key=value"),
+    ],
+)
+def test_override_errors_name_the_key(override: str, error: type, pattern: str) -> None:
+    with pytest.raises(error, match=pattern):
+        apply_overrides(TrainConfig(), [override])
+
+
+def test_file_errors_name_the_key_and_path(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("dataset: synthetic\nbatchsize: 64\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: unknown config key 'batchsize'; did you mean 'batch_size'"):
+        load_config(path)
+    path.write_text("epochs: ten\n")
+    with pytest.raises(TypeError, match="config key 'epochs' must be int, got 'ten'"):
+        load_config(path)
+    path.write_text("- a list\n")
+    with pytest.raises(ValueError, match="must hold a mapping"):
+        load_config(path)
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "c.json").write_text(json.dumps({"loss": "hicone", "level_weights": [1, 1]}))
+    with pytest.raises(ValueError, match="'level_weights' does not apply to loss 'hicone'"):
+        load_config(tmp_path / "c.json")
+
+
+def test_cross_entropy_uses_one_view() -> None:
+    assert TrainConfig(loss="cross_entropy", n_views=2).num_views == 1
+    assert TrainConfig(loss="supcon", n_views=3).num_views == 3
+    with pytest.raises(ValueError, match="'embedding' must be 'features' for loss 'cross_entropy'"):
+        TrainConfig(loss="cross_entropy", embedding="projection")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_shipped_configs_load(name: str) -> None:
+    cfg = load_config(CONFIGS / name)
+    assert cfg.output_dir.startswith("runs/")
+
+
+def test_shipped_configs_exist() -> None:
+    names = {p.name for p in CONFIGS.glob("*.yaml")}
+    assert {
+        "fashion_mnist_himulcone.yaml",
+        "fashion_mnist_supcon.yaml",
+        "fashion_mnist_cross_entropy.yaml",
+        "synthetic_quick.yaml",
+        "deepfashion_resnet50.yaml",
+        "cifar100_resnet18.yaml",
+    } <= names
