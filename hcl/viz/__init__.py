@@ -1,0 +1,54 @@
+"""Visualisation: 2-D projections, plotly figures, the hierarchy explorer and the HTML report.
+
+Every name is imported on first use, so ``import hcl.viz`` stays light; plotly, umap-learn,
+scikit-learn and ipywidgets load only when a function that needs them is called.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "HierarchyExplorer",
+    "class_similarity_heatmap",
+    "clear_projection_cache",
+    "distance_vs_tree_distance",
+    "level_colors",
+    "per_level_metric_bars",
+    "project_2d",
+    "read_metrics_log",
+    "save_html",
+    "scatter_by_level",
+    "scatter_with_level_dropdown",
+    "training_curves",
+    "write_report",
+]
+
+_HOME = {
+    "HierarchyExplorer": "hcl.viz.explorer",
+    "class_similarity_heatmap": "hcl.viz.figures",
+    "clear_projection_cache": "hcl.viz.projection",
+    "distance_vs_tree_distance": "hcl.viz.figures",
+    "level_colors": "hcl.viz.figures",
+    "per_level_metric_bars": "hcl.viz.figures",
+    "project_2d": "hcl.viz.projection",
+    "read_metrics_log": "hcl.viz.runs",
+    "save_html": "hcl.viz.figures",
+    "scatter_by_level": "hcl.viz.figures",
+    "scatter_with_level_dropdown": "hcl.viz.figures",
+    "training_curves": "hcl.viz.figures",
+    "write_report": "hcl.viz.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        value = getattr(importlib.import_module(_HOME[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hcl.viz' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

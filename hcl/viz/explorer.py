@@ -1,0 +1,442 @@
+"""HierarchyExplorer: an ipywidgets view of an embedding and its label tree.
+
+Pick a node (at any level) to highlight its subtree, re-colour the points by any level, switch
+between UMAP, t-SNE and PCA, click a point (or type its index) to list its nearest neighbours with
+the level down to which each agrees, and read per-level retrieval metrics for the chosen subtree.
+Everything happens through widget values, so the behaviour is scriptable and testable in plain
+Python: setting ``explorer.level_selector.value`` re-colours ``explorer.figure``.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+
+from hcl.hierarchy import Hierarchy
+from hcl.labels import shared_prefix_length
+from hcl.viz.figures import (
+    UNKNOWN_COLOR,
+    image_getter,
+    label_paths,
+    level_colors,
+    resolve_level,
+    thumbnail_uri,
+)
+from hcl.viz.projection import METHODS, as_embedding_array, project_2d
+from hcl.viz.runs import load_embeddings
+
+__all__ = ["HierarchyExplorer"]
+
+_DIMMED = "#dddddd"
+_QUERY_COLOR = "#111111"
+
+
+class HierarchyExplorer:
+    """Interactive explorer of embeddings in a label hierarchy (JupyterLab, ipywidgets + plotly).
+
+    Display it by making it the last expression of a cell (or ``display(explorer)``). The parts,
+    all public widgets: ``level_selector`` (colour by level), ``node_selector`` (the subtree to
+    highlight; value ``None`` or ``(level, node id)``), ``method_selector`` (projection),
+    ``sample_selector`` (the query sample), ``figure`` (a plotly ``FigureWidget``; clicking a
+    point selects it as the query), ``neighbours_view`` and ``metrics_view`` (HTML tables).
+
+    Figure traces: 0 all points (colours by level, dimmed outside the subtree), 1 the query's
+    neighbours (rings), 2 the query (a star), then legend-only entries for the current level.
+
+    Args:
+        embeddings: the embeddings.
+        labels: their label rows (the convention of :class:`hcl.Hierarchy`).
+        hierarchy: the label tree.
+        images: optional images shown for the query and its neighbours (see
+            :func:`hcl.viz.figures.image_getter`), indexed by row.
+        method: initial projection, ``"umap"``, ``"tsne"`` or ``"pca"`` (see
+            :func:`hcl.viz.project_2d`; results are cached, so switching back is instant).
+        coords: precomputed 2-D positions; then the method selector is hidden.
+        seed: projection seed.
+        n_neighbors: how many neighbours of the query to list.
+        max_metric_queries: most subtree samples used as queries for the subtree metrics (a
+            seeded random subset beyond that, so the table stays interactive).
+        max_legend_classes: most nodes listed in the legend.
+
+    Shape:
+        embeddings: (N, D). labels: (N, L). coords: (N, 2).
+    """
+
+    def __init__(
+        self,
+        embeddings: Any,
+        labels: Any,
+        hierarchy: Hierarchy,
+        *,
+        images: Any = None,
+        method: str = "umap",
+        coords: Any = None,
+        seed: int = 0,
+        n_neighbors: int = 10,
+        max_metric_queries: int = 200,
+        max_legend_classes: int = 40,
+    ) -> None:
+        self._embeddings = as_embedding_array(embeddings)
+        n = len(self._embeddings)
+        if n < 2:
+            raise ValueError(f"the explorer needs at least 2 samples, got {n}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if not 1 <= n_neighbors < n:
+            raise ValueError(f"n_neighbors must be in 1..{n - 1} (N - 1), got {n_neighbors}")
+        if max_metric_queries < 1:
+            raise ValueError(f"max_metric_queries must be >= 1, got {max_metric_queries}")
+        self.hierarchy = hierarchy
+        self.labels = hierarchy.validate(labels).cpu().numpy()
+        if len(self.labels) != n:
+            raise ValueError(f"got {len(self.labels)} label rows for {n} embeddings")
+        self.paths = label_paths(self.labels, hierarchy)
+        self._images: Callable[[int], Any] | None = image_getter(images, n) if images is not None else None
+        self._seed = seed
+        self._n_neighbors = n_neighbors
+        self._max_metric_queries = max_metric_queries
+        self._max_legend_classes = max_legend_classes
+        self._fixed_coords = coords is not None
+        self.coords = (
+            np.asarray(as_embedding_array(coords, name="coords")) if coords is not None
+            else project_2d(self._embeddings, method, seed)
+        )
+        if self.coords.shape != (n, 2):
+            raise ValueError(f"coords must have shape ({n}, 2), got {self.coords.shape}")
+        self._neighbour_rows = np.empty(0, dtype=np.int64)
+
+        L = hierarchy.num_levels
+        self.level_selector = widgets.Dropdown(
+            options=[(name, lv) for lv, name in enumerate(hierarchy.level_names)], value=L - 1,
+            description="colour by",
+        )
+        self.node_selector = widgets.Dropdown(
+            options=[("(everything)", None)] + self._tree_options(), value=None, description="subtree",
+            layout=widgets.Layout(width="360px"),
+        )
+        self.method_selector = widgets.ToggleButtons(
+            options=list(METHODS), value=method, description="projection",
+            style={"button_width": "60px"},
+            layout=widgets.Layout(display="none" if self._fixed_coords else None),
+        )
+        self.sample_selector = widgets.BoundedIntText(value=0, min=0, max=n - 1, description="sample")
+        self.neighbours_view = widgets.HTML()
+        self.metrics_view = widgets.HTML()
+        self.figure = go.FigureWidget(self._initial_traces())
+        self.figure.update_layout(
+            template="plotly_white", height=560, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+            hovermode="closest", legend={"itemsizing": "constant"}, uirevision="hcl-explorer",
+        )
+        self.figure.update_xaxes(showticklabels=False, zeroline=False, showgrid=False)
+        self.figure.update_yaxes(showticklabels=False, zeroline=False, showgrid=False)
+        self.figure.data[0].on_click(self._on_click)
+
+        self.level_selector.observe(lambda _: self._refresh_colours(), names="value")
+        self.node_selector.observe(lambda _: self._refresh_subtree(), names="value")
+        self.method_selector.observe(lambda change: self._reproject(change["new"]), names="value")
+        self.sample_selector.observe(lambda _: self._refresh_sample(), names="value")
+
+        self._refresh_colours()
+        self._refresh_subtree()
+        self._refresh_sample()
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox([self.level_selector, self.node_selector]),
+                self.method_selector,
+                widgets.HBox(
+                    [
+                        widgets.Box([self.figure], layout=widgets.Layout(flex="3 1 0%", min_width="420px")),
+                        widgets.VBox(
+                            [self.sample_selector, self.neighbours_view],
+                            layout=widgets.Layout(flex="2 1 0%", min_width="320px"),
+                        ),
+                    ]
+                ),
+                self.metrics_view,
+            ]
+        )
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_run(
+        cls,
+        run_dir: str | os.PathLike[str],
+        split: str = "test",
+        *,
+        images: Callable[[int], Any] | None = None,
+        max_points: int | None = 5000,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> HierarchyExplorer:
+        """An explorer of a run directory's ``embeddings_<split>.npz``.
+
+        Args:
+            run_dir: the run directory.
+            split: which embeddings file.
+            images: optional ``dataset index -> PIL.Image`` (e.g. a dataset's ``get_image``);
+                the npz file's ``indices`` map rows to dataset indices.
+            max_points: keep a seeded random subset of this many rows (``None``: all), so the
+                scatter stays responsive.
+            seed: subset and projection seed.
+            **kwargs: passed to the constructor.
+        """
+        run = load_embeddings(run_dir, split)
+        rows = np.arange(len(run.labels))
+        if max_points is not None and len(rows) > max_points:
+            rows = np.sort(np.random.default_rng(seed).choice(len(rows), max_points, replace=False))
+        indices = run.indices[rows]
+        getter = None if images is None else (lambda i: images(int(indices[i])))
+        return cls(run.embeddings[rows], run.labels[rows], run.hierarchy, images=getter, seed=seed, **kwargs)
+
+    def _tree_options(self) -> list[tuple[str, tuple[int, int]]]:
+        """Every node, depth first, indented by level: the drop-down's "tree"."""
+        h = self.hierarchy
+        options: list[tuple[str, tuple[int, int]]] = []
+
+        def visit(level: int, node: int) -> None:
+            options.append(("\u2003" * level + h.nodes(level)[node] + f"  ({h.level_names[level]})", (level, node)))
+            if level + 1 < h.num_levels:
+                for child in h.children(level, node):
+                    visit(level + 1, child)
+
+        for root in range(h.num_nodes(0)):
+            visit(0, root)
+        return options
+
+    def _initial_traces(self) -> list[go.Scatter]:
+        hover = "%{hovertext}<br>sample %{customdata}<extra></extra>"
+        return [
+            go.Scatter(
+                x=self.coords[:, 0], y=self.coords[:, 1], mode="markers", name="samples", showlegend=False,
+                hovertext=self.paths, customdata=np.arange(len(self.coords)), hovertemplate=hover,
+                marker={"size": 6},
+            ),
+            go.Scatter(
+                x=[], y=[], mode="markers", name="neighbours", hoverinfo="skip",
+                marker={"size": 13, "color": "rgba(0,0,0,0)", "line": {"color": _QUERY_COLOR, "width": 1.5}},
+            ),
+            go.Scatter(
+                x=[], y=[], mode="markers", name="query", hoverinfo="skip",
+                marker={"size": 18, "symbol": "star", "color": _QUERY_COLOR, "line": {"color": "white", "width": 1}},
+            ),
+        ]
+
+    # ----------------------------------------------------------------- state
+    @property
+    def level(self) -> int:
+        """The level the points are coloured by."""
+        return int(self.level_selector.value)
+
+    @property
+    def node(self) -> tuple[int, int] | None:
+        """The highlighted subtree's root as ``(level, node id)``, or ``None`` for everything."""
+        return self.node_selector.value
+
+    @property
+    def sample(self) -> int:
+        """The query sample's row."""
+        return int(self.sample_selector.value)
+
+    def set_level(self, level: int | str) -> None:
+        """Colour by ``level`` (index or name)."""
+        self.level_selector.value = resolve_level(self.hierarchy, level)
+
+    def select_node(self, level: int | str | None, node: int | str | None = None) -> None:
+        """Highlight the subtree of ``node`` (id or name) at ``level``; ``None`` clears it."""
+        if level is None:
+            self.node_selector.value = None
+            return
+        level = resolve_level(self.hierarchy, level)
+        if node is None:
+            raise ValueError("select_node needs a node (id or name) when a level is given")
+        idx = self.hierarchy.index(level, node) if isinstance(node, str) else int(node)
+        if not 0 <= idx < self.hierarchy.num_nodes(level):
+            raise ValueError(f"node id {idx} out of range at level {level} ({self.hierarchy.num_nodes(level)} nodes)")
+        self.node_selector.value = (level, idx)
+
+    def select_sample(self, row: int) -> None:
+        """Make sample ``row`` the query."""
+        if not 0 <= row < len(self.labels):
+            raise ValueError(f"sample row {row} out of range 0..{len(self.labels) - 1}")
+        self.sample_selector.value = int(row)
+
+    def subtree_mask(self) -> np.ndarray:
+        """Which samples lie in the highlighted subtree (all True when none is chosen).
+
+        Shape:
+            Returns (N,) bool.
+        """
+        if self.node is None:
+            return np.ones(len(self.labels), dtype=bool)
+        level, idx = self.node
+        return self.labels[:, level] == idx
+
+    # ----------------------------------------------------------------- tables
+    def neighbours(self, row: int | None = None) -> pd.DataFrame:
+        """The query's nearest neighbours (cosine), with label paths and where they agree.
+
+        Columns: ``sample``, ``similarity``, ``path``, ``shared_levels`` (how many levels, from
+        the coarsest, the neighbour's label agrees with the query's) and ``agrees_down_to`` (the
+        finest agreeing level's name, or ``"-"``).
+        """
+        from hcl.metrics import nearest_neighbors
+
+        row = self.sample if row is None else int(row)
+        sims, idx = nearest_neighbors(self._embeddings, self._n_neighbors + 1, query=self._embeddings[row : row + 1])
+        pairs = [(int(j), float(s)) for j, s in zip(idx[0].tolist(), sims[0].tolist()) if j != row]
+        rows = np.array([j for j, _ in pairs[: self._n_neighbors]], dtype=np.int64)
+        shared = shared_prefix_length(
+            torch.from_numpy(self.labels[rows]), torch.from_numpy(self.labels[row]).expand(len(rows), -1)
+        ).numpy()
+        names = self.hierarchy.level_names
+        return pd.DataFrame(
+            {
+                "sample": rows,
+                "similarity": [s for _, s in pairs[: self._n_neighbors]],
+                "path": self.paths[rows],
+                "shared_levels": shared,
+                "agrees_down_to": [names[s - 1] if s > 0 else "-" for s in shared],
+            }
+        )
+
+    def subtree_metrics(self) -> pd.DataFrame:
+        """Per-level retrieval metrics of the highlighted subtree's samples as queries.
+
+        Each query searches all *other* samples (leave-one-out), exactly as
+        :func:`hcl.metrics.per_level_retrieval` does for the whole set (which is what this
+        returns when no subtree is chosen); within a subtree at most ``max_metric_queries``
+        queries (a seeded random subset) are used. Rows: levels; columns:
+        the metrics, with ``num_queries`` counting the queries averaged at each level.
+        """
+        from hcl.metrics import per_level_retrieval, retrieval_table
+
+        n = len(self.labels)
+        ks = tuple(k for k in (1, 5, 10) if k <= n - 1)
+        if self.node is None:
+            return retrieval_table(per_level_retrieval(self._embeddings, self.labels, ks), self.hierarchy)
+        members = np.flatnonzero(self.subtree_mask())
+        if len(members) > self._max_metric_queries:
+            members = np.sort(np.random.default_rng(self._seed).choice(members, self._max_metric_queries, replace=False))
+        sums: dict[int, dict[str, float]] = {}
+        counts = np.zeros(self.hierarchy.num_levels, dtype=np.int64)
+        for q in members:
+            others = np.concatenate([np.arange(q), np.arange(q + 1, n)])
+            result = per_level_retrieval(
+                self._embeddings[others], self.labels[others], ks,
+                query=self._embeddings[q : q + 1], query_labels=self.labels[q : q + 1],
+            )
+            for level, metrics in result.items():
+                counted = int(metrics["num_queries"])
+                counts[level] += counted
+                acc = sums.setdefault(level, {k: 0.0 for k in metrics if k != "num_queries"})
+                if counted:
+                    for key in acc:
+                        acc[key] += metrics[key] * counted
+        averaged = {
+            level: {k: (v / counts[level] if counts[level] else float("nan")) for k, v in acc.items()}
+            | {"num_queries": int(counts[level])}
+            for level, acc in sums.items()
+        }
+        if not averaged:
+            columns = ["precision@1", *(f"recall@{k}" for k in ks), "r_precision", "map@r", "num_queries"]
+            return pd.DataFrame(columns=columns, index=pd.Index(self.hierarchy.level_names, name="level"))
+        return retrieval_table(averaged, self.hierarchy)
+
+    # ----------------------------------------------------------------- updates
+    def _on_click(self, trace: Any, points: Any, state: Any) -> None:
+        if points.point_inds:
+            self.sample_selector.value = int(points.point_inds[0])
+
+    def _reproject(self, method: str) -> None:
+        self.coords = project_2d(self._embeddings, method, self._seed)
+        with self.figure.batch_update():
+            self.figure.data[0].x = self.coords[:, 0]
+            self.figure.data[0].y = self.coords[:, 1]
+            self._place_query()
+
+    def _point_colours(self) -> np.ndarray:
+        palette = np.asarray(level_colors(self.hierarchy, self.level) + [UNKNOWN_COLOR], dtype=object)
+        colours = palette[self.labels[:, self.level]]  # -1 (unknown) picks the last entry
+        return np.where(self.subtree_mask(), colours, _DIMMED)
+
+    def _refresh_colours(self) -> None:
+        level = self.level
+        colors = level_colors(self.hierarchy, level)
+        present = np.unique(self.labels[self.labels[:, level] >= 0, level])
+        legend = [] if len(present) > self._max_legend_classes else [
+            go.Scatter(x=[None], y=[None], mode="markers", name=self.hierarchy.nodes(level)[node],
+                       marker={"size": 9, "color": colors[node]}, hoverinfo="skip")
+            for node in present
+        ]
+        with self.figure.batch_update():
+            self.figure.data[0].marker.color = self._point_colours()
+            self.figure.data = self.figure.data[:3]
+            if legend:
+                self.figure.add_traces(legend)
+            self.figure.layout.legend.title.text = self.hierarchy.level_names[level]
+
+    def _refresh_subtree(self) -> None:
+        mask = self.subtree_mask()
+        with self.figure.batch_update():
+            self.figure.data[0].marker.color = self._point_colours()
+            self.figure.data[0].marker.opacity = np.where(mask, 0.9, 0.35)
+            if self.node is None:
+                self.figure.layout.title.text = f"all {len(mask)} samples"
+            else:
+                level, idx = self.node
+                path = " / ".join(self.hierarchy.path(level, idx))
+                self.figure.layout.title.text = f"subtree {path}: {int(mask.sum())} of {len(mask)} samples"
+        self.metrics_view.value = self._metrics_html()
+
+    def _refresh_sample(self) -> None:
+        table = self.neighbours()
+        self._neighbour_rows = table["sample"].to_numpy()
+        with self.figure.batch_update():
+            self._place_query()
+        self.neighbours_view.value = self._neighbours_html(table)
+
+    def _place_query(self) -> None:
+        rows = self._neighbour_rows
+        self.figure.data[1].x, self.figure.data[1].y = self.coords[rows, 0], self.coords[rows, 1]
+        self.figure.data[2].x, self.figure.data[2].y = self.coords[[self.sample], 0], self.coords[[self.sample], 1]
+
+    # ----------------------------------------------------------------- rendering
+    def _thumb(self, row: int, size: int) -> str:
+        if self._images is None:
+            return ""
+        return f'<img src="{thumbnail_uri(self._images(int(row)), size)}" style="image-rendering:pixelated;width:{size}px">'
+
+    def _neighbours_html(self, table: pd.DataFrame) -> str:
+        row = self.sample
+        head = f"<b>sample {row}</b> {self._thumb(row, 56)}<br>{html.escape(str(self.paths[row]))}"
+        cells = "".join(
+            "<tr>"
+            f"<td>{self._thumb(r.sample, 28)}</td><td>{r.sample}</td><td>{r.similarity:.3f}</td>"
+            f"<td>{html.escape(str(r.path))}</td><td>{html.escape(r.agrees_down_to)}</td>"
+            "</tr>"
+            for r in table.itertuples()
+        )
+        return (
+            f"<div style='font-size:12px'>{head}<table class='hcl-neighbours'>"
+            "<tr><th></th><th>sample</th><th>cos</th><th>label path</th><th>agrees down to</th></tr>"
+            f"{cells}</table></div>"
+        )
+
+    def _metrics_html(self) -> str:
+        frame = self.subtree_metrics()
+        what = "all samples" if self.node is None else " / ".join(self.hierarchy.path(*self.node))
+        return (
+            f"<div style='font-size:12px'><b>retrieval metrics, queries from {html.escape(what)}</b>"
+            f"{frame.to_html(float_format=lambda v: f'{v:.3f}', classes='hcl-metrics', border=0)}</div>"
+        )
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)

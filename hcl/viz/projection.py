@@ -1,0 +1,135 @@
+"""2-D projections of embeddings (UMAP, t-SNE, PCA), cached per (embedding, method, parameters)."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MIN_POINTS_NONLINEAR", "as_embedding_array", "clear_projection_cache", "project_2d"]
+
+METHODS = ("umap", "tsne", "pca")
+# UMAP and t-SNE need a neighbourhood; below this many points PCA is used instead.
+MIN_POINTS_NONLINEAR = 5
+_CACHE_SIZE = 16
+_cache: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
+
+
+def as_embedding_array(embeddings: Any, name: str = "embeddings") -> np.ndarray:
+    """Validate embeddings (numpy or torch) and return a float32 (N, D) numpy array.
+
+    Raises:
+        TypeError: a non-numeric array.
+        ValueError: not two-dimensional, or a non-finite value (the row is named).
+
+    Shape:
+        embeddings: (N, D). Returns (N, D) float32.
+    """
+    if hasattr(embeddings, "detach"):
+        embeddings = embeddings.detach().cpu().numpy()
+    array = np.asarray(embeddings)
+    if array.dtype == object or array.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be a numeric array, got dtype {array.dtype}")
+    if array.ndim != 2:
+        raise ValueError(f"{name} must have shape (N, D), got {array.shape}")
+    array = array.astype(np.float32, copy=False)
+    finite = np.isfinite(array).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise ValueError(f"{name} has a non-finite value in row {row}")
+    return array
+
+
+def project_2d(embeddings: Any, method: str = "umap", seed: int = 0, **params: Any) -> np.ndarray:
+    """Project embeddings to 2-D with UMAP, t-SNE or PCA.
+
+    Results are cached (the 16 most recent) per (embedding contents, method, seed, params), so a
+    notebook or the explorer can ask again for free; each call returns a fresh copy.
+
+    Degenerate cases: no points raises ValueError; with fewer than ``MIN_POINTS_NONLINEAR`` (5)
+    points UMAP and t-SNE are undefined, so PCA is used (with a warning). PCA of a single point,
+    or of data with rank < 2, pads the missing coordinates with zeros.
+
+    Args:
+        embeddings: numpy array or torch tensor.
+        method: ``"umap"`` (umap-learn; defaults ``n_neighbors=15, min_dist=0.1,
+            metric="cosine"``), ``"tsne"`` (scikit-learn; defaults ``perplexity=30`` clipped to
+            ``(N - 1) / 3``, ``init="pca"``, ``metric="cosine"``) or ``"pca"`` (no parameters;
+            components' signs fixed so the output is deterministic).
+        seed: random state of UMAP / t-SNE.
+        **params: passed to ``umap.UMAP`` or ``sklearn.manifold.TSNE``.
+
+    Shape:
+        embeddings: (N, D). Returns (N, 2) float32.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "pca" and params:
+        raise ValueError(f"PCA takes no parameters, got {sorted(params)}")
+    array = as_embedding_array(embeddings)
+    if len(array) == 0:
+        raise ValueError("cannot project an empty set of embeddings (N = 0)")
+    digest = hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).hexdigest()
+    key = (digest, array.shape, method, int(seed), tuple(sorted((k, repr(v)) for k, v in params.items())))
+    if key in _cache:
+        _cache.move_to_end(key)
+        return _cache[key].copy()
+    if method != "pca" and len(array) < MIN_POINTS_NONLINEAR:
+        warnings.warn(
+            f"{method} needs at least {MIN_POINTS_NONLINEAR} points, got {len(array)}; using PCA",
+            stacklevel=2,
+        )
+        coords = _pca(array)
+    elif method == "umap":
+        coords = _umap(array, seed, params)
+    elif method == "tsne":
+        coords = _tsne(array, seed, params)
+    else:
+        coords = _pca(array)
+    coords = np.ascontiguousarray(coords, dtype=np.float32)
+    coords.setflags(write=False)
+    _cache[key] = coords
+    while len(_cache) > _CACHE_SIZE:
+        _cache.popitem(last=False)
+    return coords.copy()
+
+
+def clear_projection_cache() -> None:
+    """Forget every cached projection."""
+    _cache.clear()
+
+
+def _pca(array: np.ndarray) -> np.ndarray:
+    centred = array.astype(np.float64) - array.mean(axis=0, dtype=np.float64)
+    u, s, vt = np.linalg.svd(centred, full_matrices=False)
+    k = min(2, len(s))
+    coords = np.zeros((len(array), 2))
+    coords[:, :k] = u[:, :k] * s[:k]
+    # SVD signs are arbitrary: make each component's largest loading positive.
+    for c in range(k):
+        if vt[c, np.argmax(np.abs(vt[c]))] < 0:
+            coords[:, c] = -coords[:, c]
+    return coords
+
+
+def _umap(array: np.ndarray, seed: int, params: dict[str, Any]) -> np.ndarray:
+    import umap
+
+    settings = {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine"} | params
+    settings["n_neighbors"] = max(2, min(int(settings["n_neighbors"]), len(array) - 1))
+    reducer = umap.UMAP(n_components=2, random_state=seed, n_jobs=1, **settings)
+    with warnings.catch_warnings():
+        # umap-learn warns that a fixed random_state disables parallelism: that is the point.
+        warnings.filterwarnings("ignore", message=".*random_state.*", category=UserWarning)
+        return reducer.fit_transform(array)
+
+
+def _tsne(array: np.ndarray, seed: int, params: dict[str, Any]) -> np.ndarray:
+    from sklearn.manifold import TSNE
+
+    settings = {"perplexity": 30.0, "init": "pca", "metric": "cosine"} | params
+    settings["perplexity"] = float(min(settings["perplexity"], max(1.0, (len(array) - 1) / 3)))
+    return TSNE(n_components=2, random_state=seed, **settings).fit_transform(array)
