@@ -60,7 +60,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
           f"branching {args.branching}, labels on {args.device}")
     print()
-    print("| N | levels | hierarchical s/epoch | plain s/epoch | ratio | construction s | coverage (hier.) | coverage (plain) |")
+    print("| N | levels | hierarchical s/epoch | plain s/epoch | ratio | construction s "
+          "| coverage (hier.) | coverage (plain) |")
     print("|---|---|---|---|---|---|---|---|")
     for n in args.sizes:
         labels = tree_labels(n, args.branching, seed=0).to(args.device)

@@ -11,6 +11,7 @@ The images are the official IDX files. By default they are read from Debian's
 
 from __future__ import annotations
 
+import gzip
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ from hcl.data.base import HierarchicalDataset
 from hcl.data.files import DATA_DIR, check_split, find_first, read_maybe_gzip
 from hcl.hierarchy import Hierarchy
 
-__all__ = ["DEFAULT_FASHION_MNIST_ROOT", "FASHION_MNIST_CLASSES", "FashionMNIST", "read_idx"]
+__all__ = ["DEFAULT_FASHION_MNIST_ROOT", "FASHION_MNIST_CLASSES", "FashionMNIST", "read_idx", "read_idx_header"]
 
 DEFAULT_FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 HIERARCHY_FILE = DATA_DIR / "fashion_mnist_hierarchy.json"
@@ -70,17 +71,19 @@ class FashionMNIST(HierarchicalDataset):
         self.root = Path(root) if root is not None else DEFAULT_FASHION_MNIST_ROOT
         images_path = _locate(self.root, f"{_FILE_STEM[split]}-images-idx3-ubyte")
         labels_path = _locate(self.root, f"{_FILE_STEM[split]}-labels-idx1-ubyte")
-        self._images = read_idx(images_path)
         raw = read_idx(labels_path)
-        if self._images.ndim != 3 or raw.ndim != 1:
+        # Images are decoded on first use: the labels alone (sampler, evaluation) need no pixels.
+        image_dims = read_idx_header(images_path)
+        if len(image_dims) != 3 or raw.ndim != 1:
             raise ValueError(
                 f"expected 3-d images in {images_path} and 1-d labels in {labels_path}, "
-                f"got shapes {self._images.shape} and {raw.shape}"
+                f"got shapes {image_dims} and {raw.shape}"
             )
-        if len(raw) != len(self._images):
-            raise ValueError(
-                f"{labels_path} has {len(raw)} labels but {images_path} has {len(self._images)} images"
-            )
+        if len(raw) != image_dims[0]:
+            raise ValueError(f"{labels_path} has {len(raw)} labels but {images_path} has {image_dims[0]} images")
+        self._images_path = images_path
+        self._image_dims = image_dims
+        self._image_array: np.ndarray | None = None
         if raw.size and raw.max() >= len(FASHION_MNIST_CLASSES):
             bad = int(np.flatnonzero(raw >= len(FASHION_MNIST_CLASSES))[0])
             raise ValueError(f"{labels_path}: label {int(raw[bad])} at index {bad} is not a class id 0..9")
@@ -95,6 +98,16 @@ class FashionMNIST(HierarchicalDataset):
             unseen_classes=unseen_classes,
             levels=levels,
         )
+
+    @property
+    def _images(self) -> np.ndarray:
+        """All images of the split, (N, 28, 28) uint8, read from the IDX file on first use."""
+        if self._image_array is None:
+            images = read_idx(self._images_path)
+            if images.shape != self._image_dims:
+                raise ValueError(f"{self._images_path} holds {images.shape}, its header said {self._image_dims}")
+            self._image_array = images
+        return self._image_array
 
     def _load_image(self, row: int) -> Image.Image:
         return Image.fromarray(self._images[row])
@@ -116,16 +129,32 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """
     path = Path(path)
     data = read_maybe_gzip(path)
+    dims = _parse_header(data, path)
+    header = 4 + 4 * len(dims)
+    expected = int(np.prod(dims))
+    if len(data) - header != expected:
+        raise ValueError(f"{path}: header promises {dims} = {expected} bytes, the file holds {len(data) - header}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def read_idx_header(path: str | os.PathLike[str]) -> tuple[int, ...]:
+    """The dimensions an IDX file's header announces, reading only the header."""
+    path = Path(path)
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            head = f.read(4)
+            head += f.read(4 * head[3]) if len(head) == 4 else b""
+    except (OSError, EOFError) as err:
+        raise ValueError(f"{path}: cannot read ({err})") from err
+    return _parse_header(head, path)
+
+
+def _parse_header(data: bytes, path: Path) -> tuple[int, ...]:
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise ValueError(f"{path}: not an IDX file (bad magic number {data[:4].hex()})")
     if data[2] != _IDX_UBYTE:
         raise ValueError(f"{path}: IDX element type 0x{data[2]:02x} is not unsigned byte (0x08)")
     ndim = data[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(data) < header:
+    if ndim == 0 or len(data) < 4 + 4 * ndim:
         raise ValueError(f"{path}: truncated IDX header")
-    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims))
-    if len(data) - header != expected:
-        raise ValueError(f"{path}: header promises {dims} = {expected} bytes, the file holds {len(data) - header}")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    return tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))

@@ -26,7 +26,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from torch.utils.data import Sampler
 
 from hcl.labels import as_label_tensor, prefix_ids

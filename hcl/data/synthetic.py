@@ -11,7 +11,7 @@ CNN can learn every level and coarse levels are the easiest:
 
 Views of an instance differ by position, size, rotation, brightness, background and pixel
 noise, all scaled by ``noise``. Images are rendered with vectorised numpy (10,000 32x32 images
-take about a second) and cached under ``data/cache/`` keyed by every parameter.
+take a few seconds on a CPU) and cached under ``data/cache/`` keyed by every parameter.
 """
 
 from __future__ import annotations
@@ -250,7 +250,8 @@ def _draw(f: dict[str, np.ndarray], v: dict[str, np.ndarray], size: int) -> np.n
         if len(sel):
             mask[sel] = _shape_mask(index, u[sel], w[sel])
     stripe_angle = f["stripe_angle"][:, None, None]
-    stripes = np.sin(np.float32(2 * np.pi) * f["stripe_freq"][:, None, None] * (u * np.cos(stripe_angle) + w * np.sin(stripe_angle)))
+    along = u * np.cos(stripe_angle) + w * np.sin(stripe_angle)
+    stripes = np.sin(np.float32(2 * np.pi) * f["stripe_freq"][:, None, None] * along)
     shade = np.where(stripes < 0, np.float32(0.55), np.float32(1.0)) * v["bright"][:, None, None]
     rgb = np.array([colorsys.hsv_to_rgb(h % 1.0, 0.75, 0.95) for h in f["hue"]], dtype=np.float32)
     image = np.where(mask[..., None], rgb[:, None, None, :] * shade[..., None], v["background"][:, None, None, None])

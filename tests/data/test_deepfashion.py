@@ -32,7 +32,9 @@ def write_partition(path: Path, rows: list[tuple[str, str, str]], count: int | N
     path.write_text("\n".join(lines) + "\n")
 
 
-def build_inshop(root: Path, rows: list[tuple[str, str, str]] = ROWS, images_under: str = "", eval_dir: str = "") -> Path:
+def build_inshop(
+    root: Path, rows: list[tuple[str, str, str]] = ROWS, images_under: str = "", eval_dir: str = ""
+) -> Path:
     for i, (name, _, _) in enumerate(rows):
         file = root / images_under / name
         file.parent.mkdir(parents=True, exist_ok=True)

@@ -122,6 +122,18 @@ def test_malformed_idx_files(tmp_path: Path) -> None:
         FashionMNIST(tmp_path / "labels")
 
 
+def test_images_are_read_on_first_use_and_truncation_is_reported(tmp_path: Path) -> None:
+    write_fmnist(tmp_path, np.full((3, 28, 28), 7, dtype=np.uint8), np.array([0, 1, 2], dtype=np.uint8))
+    ds = FashionMNIST(tmp_path)
+    assert ds._image_array is None and ds.labels.shape == (3, 3)  # labels need no pixels
+    assert np.asarray(ds.get_image(2)).max() == 7
+    images = tmp_path / "train-images-idx3-ubyte.gz"
+    images.write_bytes(gzip.compress(idx_bytes(np.zeros((3, 28, 28), dtype=np.uint8))[:-100]))
+    truncated = FashionMNIST(tmp_path)
+    with pytest.raises(ValueError, match="header promises"):
+        truncated.get_image(0)
+
+
 def test_empty_split_is_an_error(tmp_path: Path) -> None:
     write_fmnist(tmp_path, np.zeros((0, 28, 28), dtype=np.uint8), np.zeros(0, dtype=np.uint8))
     with pytest.raises(ValueError, match="no samples"):

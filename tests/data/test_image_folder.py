@@ -61,7 +61,8 @@ def test_parent_map_dict_and_json(tmp_path: Path) -> None:
         make_image(tmp_path / "images" / cls / "1.png")
     parents = {"beagle": "dog", "dog": "animal", "animal": None, "tabby": "cat", "cat": "animal", "car": "vehicle"}
     ds = HierarchicalImageFolder(tmp_path / "images", parent_map=parents)
-    assert ds.hierarchy.decode(ds.labels) == [("animal", "dog", "beagle"), ("vehicle", "car"), ("animal", "cat", "tabby")]
+    expected = [("animal", "dog", "beagle"), ("vehicle", "car"), ("animal", "cat", "tabby")]
+    assert ds.hierarchy.decode(ds.labels) == expected
     (tmp_path / "map.json").write_text(json.dumps(parents))
     from_file = HierarchicalImageFolder(tmp_path / "images", parent_map=tmp_path / "map.json")
     assert from_file.hierarchy == ds.hierarchy and from_file.labels.tolist() == ds.labels.tolist()

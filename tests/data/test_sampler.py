@@ -76,7 +76,9 @@ def test_batches_sizes_and_disjoint_equal_shards(n: int, batch_size: int, replic
     labels = ragged_labels(n, seed=1)
     shards = []
     for rank in range(replicas):
-        sampler = HierarchicalBatchSampler(labels, batch_size, seed=3, drop_last=drop_last, num_replicas=replicas, rank=rank)
+        sampler = HierarchicalBatchSampler(
+            labels, batch_size, seed=3, drop_last=drop_last, num_replicas=replicas, rank=rank
+        )
         batches = list(sampler)
         assert len(batches) == len(sampler)
         assert all(len(b) == batch_size for b in batches[:-1])
@@ -124,7 +126,9 @@ def test_property_sizes_and_disjointness(n: int, batch_size: int, replicas: int,
     seen: list[int] = []
     lengths = set()
     for rank in range(replicas):
-        sampler = HierarchicalBatchSampler(labels, batch_size, seed=seed, drop_last=drop_last, num_replicas=replicas, rank=rank)
+        sampler = HierarchicalBatchSampler(
+            labels, batch_size, seed=seed, drop_last=drop_last, num_replicas=replicas, rank=rank
+        )
         batches = list(sampler)
         assert len(batches) == len(sampler)
         assert all(len(b) == batch_size for b in (batches if drop_last else batches[:-1]))
@@ -202,7 +206,8 @@ def test_sampler_coverage_closed_form_and_degenerate_cases() -> None:
 def test_hierarchical_batches_beat_plain_shuffling_on_a_deep_tree() -> None:
     labels = tree_labels((5, 4, 4, 5), 25)  # the synthetic set's default shape, 10,000 samples
     ours = sampler_coverage(labels, list(HierarchicalBatchSampler(labels, 256)))
-    plain_sampler = BatchSampler(RandomSampler(range(len(labels)), generator=torch.Generator().manual_seed(0)), 256, True)
+    shuffled = RandomSampler(range(len(labels)), generator=torch.Generator().manual_seed(0))
+    plain_sampler = BatchSampler(shuffled, 256, drop_last=True)
     plain = sampler_coverage(labels, list(plain_sampler))
     assert min(ours) >= 0.95, ours
     assert plain[-1] < 0.6  # the finest level is where plain shuffling fails
