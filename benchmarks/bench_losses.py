@@ -1,0 +1,261 @@
+"""Forward+backward time and peak memory of the hcl losses against flat SupCon and a loop baseline.
+
+Run ``python benchmarks/bench_losses.py`` (``--device cuda`` on a GPU). For every batch size
+(counted in views, N = B*V) it times, on the same random unit features and the same synthetic
+hierarchy, interleaved round-robin so that machine noise hits all methods alike:
+
+* hcl ``HiMulConE`` and ``HiMulCon`` in paper mode, ``HiMulConE`` in reference mode;
+* flat SupCon on the finest labels: ``hcl.losses.SupConLoss`` and pytorch-metric-learning's
+  ``SupConLoss`` (on the flattened views), the baselines of the ratios;
+* the loop formulation: a straightforward re-implementation of the reference code's
+  per-level loop (a Python loop over the batch builds each level's (B, B) mask, then one dense
+  SupCon per level), computing the same value as reference mode.
+
+It prints a markdown table: median milliseconds, the ratio to hcl's flat SupCon and to PML's,
+and peak memory. On CUDA peak memory is ``torch.cuda.max_memory_allocated`` above what was
+allocated before the call. On CPU it is measured with the PyTorch profiler
+(``profile_memory=True``): the running sum of the bytes every op allocates (counted from the op's
+start) and frees (counted at its end), so at op granularity: temporaries allocated and freed
+inside one ATen op are not seen. Only tensors are counted.
+
+The hierarchy: ``--levels`` levels with ``--branching`` children per node, leaves drawn
+uniformly for each sample, ``--views`` views per sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hcl.losses import HiMulCon, HiMulConE, SupConLoss  # noqa: E402
+
+REFERENCE_BASE_TEMPERATURE = 0.07
+
+
+def loop_formulation(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """The reference HMLC 'hmce' loss, computed the way the reference code does.
+
+    For k = 1..L-1 the last k label columns are zeroed, a Python loop over the batch builds the
+    (B, B) mask of equal rows, a dense SupCon (SupContrast's, with base temperature 0.07) runs on
+    it, the level loss is maxed with the running max and weighted by exp(1/k), and only the first
+    sample of each remaining label row is kept, rows in sorted order. Anchors without positives
+    are skipped. The sum is divided by L.
+
+    Shape:
+        features: (B, V, D); labels: (B, L) without -1. Returns a scalar.
+    """
+    features = F.normalize(features, dim=-1)
+    num_levels = labels.shape[1]
+    cumulative = features.sum() * 0
+    running_max = None
+    for k in range(1, num_levels):
+        layer_labels = labels.clone()
+        layer_labels[:, num_levels - k :] = 0
+        mask = torch.stack([(layer_labels == layer_labels[i]).all(dim=1) for i in range(layer_labels.shape[0])])
+        layer_loss = _dense_supcon(features, mask.float(), temperature)
+        if layer_loss is not None:
+            if running_max is not None:
+                layer_loss = torch.maximum(running_max, layer_loss)
+            cumulative = cumulative + torch.exp(torch.tensor(1.0 / k)) * layer_loss
+            running_max = layer_loss if running_max is None else torch.maximum(running_max, layer_loss)
+        _, inverse = torch.unique(layer_labels, dim=0, sorted=True, return_inverse=True)
+        first = torch.full((int(inverse.max()) + 1,), labels.shape[0], dtype=torch.long, device=labels.device)
+        first.scatter_reduce_(0, inverse, torch.arange(labels.shape[0], device=labels.device), reduce="amin")
+        labels, features = labels[first], features[first]
+    return cumulative / num_levels
+
+
+def _dense_supcon(features: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor | None:
+    """SupContrast's loss on all views with a (B, B) positive mask; None without any positive."""
+    num_samples, num_views, _ = features.shape
+    views = torch.cat(torch.unbind(features, dim=1), dim=0)
+    logits = views @ views.t() / temperature
+    logits = logits - logits.max(dim=1, keepdim=True).values.detach()
+    not_self = 1 - torch.eye(num_samples * num_views, device=features.device)
+    mask = mask.repeat(num_views, num_views) * not_self
+    log_prob = logits - torch.log((torch.exp(logits) * not_self).sum(dim=1, keepdim=True))
+    positives = mask.sum(dim=1)
+    has_positive = positives > 0
+    if not bool(has_positive.any()):
+        return None
+    mean_log_prob = (mask * log_prob).sum(dim=1)[has_positive] / positives[has_positive]
+    return -(temperature / REFERENCE_BASE_TEMPERATURE) * mean_log_prob.mean()
+
+
+def synthetic_labels(num_samples: int, num_levels: int, branching: int, generator: torch.Generator) -> torch.Tensor:
+    """Labels of a balanced tree: leaves drawn uniformly, column l = leaf // branching**(L-1-l)."""
+    leaves = torch.randint(0, branching**num_levels, (num_samples,), generator=generator)
+    return torch.stack([leaves // branching ** (num_levels - 1 - level) for level in range(num_levels)], dim=1)
+
+
+def _methods(labels: torch.Tensor) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    finest = labels[:, -1]
+    methods: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+        "flat SupCon (hcl)": lambda x: SupConLoss(0.1)(x, finest),
+        "HiMulConE paper (hcl)": lambda x: HiMulConE(0.1)(x, labels),
+        "HiMulCon paper (hcl)": lambda x: HiMulCon(0.1)(x, labels),
+        "HiMulConE reference (hcl)": lambda x: HiMulConE(0.1, mode="reference")(x, labels),
+    }
+    try:
+        from pytorch_metric_learning.losses import SupConLoss as PMLSupConLoss
+    except ImportError:
+        return methods
+    pml = PMLSupConLoss(temperature=0.1)
+    methods["flat SupCon (PML)"] = lambda x: pml(
+        torch.cat(torch.unbind(x, dim=1)), finest.repeat(x.shape[1])
+    )
+    return methods
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_once(method: Callable[[torch.Tensor], torch.Tensor], features: torch.Tensor) -> float:
+    x = features.detach().clone().requires_grad_(True)
+    _synchronize(features.device)
+    start = time.perf_counter()
+    method(x).backward()
+    _synchronize(features.device)
+    return time.perf_counter() - start
+
+
+def _peak_memory(method: Callable[[torch.Tensor], torch.Tensor], features: torch.Tensor) -> float:
+    """Peak bytes allocated above the starting point during one forward+backward."""
+    x = features.detach().clone().requires_grad_(True)
+    if features.device.type == "cuda":
+        torch.cuda.synchronize(features.device)
+        torch.cuda.reset_peak_memory_stats(features.device)
+        base = torch.cuda.memory_allocated(features.device)
+        method(x).backward()
+        torch.cuda.synchronize(features.device)
+        return float(torch.cuda.max_memory_allocated(features.device) - base)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        method(x).backward()
+    # An op's net allocation counts from its start, its net release from its end (frees inside
+    # an op are not time-stamped), which errs towards a higher peak.
+    changes = sorted(
+        (e.time_range.start if e.self_cpu_memory_usage > 0 else e.time_range.end, e.self_cpu_memory_usage)
+        for e in prof.events()
+        if e.self_cpu_memory_usage
+    )
+    running = peak = 0
+    for _, change in changes:
+        running += change
+        peak = max(peak, running)
+    return float(peak)
+
+
+def run(args: argparse.Namespace) -> list[dict[str, object]]:
+    """Time every method at every size; return one row per (size, method)."""
+    device = torch.device(args.device)
+    generator = torch.Generator().manual_seed(args.seed)
+    rows = []
+    for num_views_total in args.sizes:
+        num_samples = num_views_total // args.views
+        labels = synthetic_labels(num_samples, args.levels, args.branching, generator).to(device)
+        features = F.normalize(torch.randn(num_samples, args.views, args.dim, generator=generator), dim=-1).to(device)
+        methods = _methods(labels)
+        loop_skipped = device.type == "cpu" and num_views_total > args.loop_max_views
+        if not loop_skipped:
+            methods["loop formulation (reference HMLC, hmce)"] = lambda x: loop_formulation(x, labels)
+        times: dict[str, list[float]] = {name: [] for name in methods}
+        for name, method in methods.items():  # warm-up
+            _time_once(method, features)
+        loop_repeats = max(3, args.repeats // 4)
+        for repeat in range(args.repeats):
+            for name, method in methods.items():
+                if name.startswith("loop") and repeat >= loop_repeats:
+                    continue
+                times[name].append(_time_once(method, features))
+        medians = {name: statistics.median(values) * 1e3 for name, values in times.items()}
+        for name in methods:
+            rows.append(
+                {
+                    "method": name,
+                    "views": num_views_total,
+                    "device": device.type,
+                    "ms": medians[name],
+                    "vs_hcl": medians[name] / medians["flat SupCon (hcl)"],
+                    "vs_pml": medians[name] / medians["flat SupCon (PML)"] if "flat SupCon (PML)" in medians else None,
+                    "peak_mib": _peak_memory(methods[name], features) / 2**20,
+                    "repeats": len(times[name]),
+                }
+            )
+        if loop_skipped:
+            rows.append(
+                {
+                    "method": "loop formulation (reference HMLC, hmce)",
+                    "views": num_views_total,
+                    "device": device.type,
+                    "skipped": f"skipped on CPU above --loop-max-views {args.loop_max_views}",
+                }
+            )
+    return rows
+
+
+def format_table(rows: list[dict[str, object]]) -> str:
+    """The rows as a markdown table."""
+    lines = [
+        "| method | views (B*V) | device | ms (median) | x flat SupCon (hcl) | x flat SupCon (PML) | peak MiB |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        if "skipped" in row:
+            lines.append(f"| {row['method']} | {row['views']} | {row['device']} | {row['skipped']} | | | |")
+            continue
+        vs_pml = "n/a" if row["vs_pml"] is None else f"{row['vs_pml']:.2f}"
+        lines.append(
+            f"| {row['method']} | {row['views']} | {row['device']} | {row['ms']:.2f} | {row['vs_hcl']:.2f} | "
+            f"{vs_pml} | {row['peak_mib']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[256, 1024, 4096], help="views, comma-separated"
+    )
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per method (median reported)")
+    parser.add_argument("--views", type=int, default=2, help="views per sample")
+    parser.add_argument("--dim", type=int, default=128, help="embedding dimension D")
+    parser.add_argument("--levels", type=int, default=4, help="label levels L")
+    parser.add_argument("--branching", type=int, default=4, help="children per node of the synthetic tree")
+    parser.add_argument("--loop-max-views", type=int, default=4096, help="skip the loop formulation above this on CPU")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda requested but CUDA is not available")
+    return args
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    table = format_table(run(args))
+    print(
+        f"D={args.dim}, L={args.levels}, branching={args.branching}, V={args.views}, temperature=0.1, "
+        f"threads={torch.get_num_threads()}, torch {torch.__version__}"
+    )
+    print(table)
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Argument validation shared by the losses: every error names the problem and the bad value."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from hcl.labels import as_label_tensor
+
+MODES = ("paper", "reference")
+
+LevelWeights = Sequence[float] | Callable[[torch.Tensor], Any]
+
+
+def check_temperature(temperature: Any) -> float:
+    """Return ``temperature`` as a float, or raise if it is not a finite number > 0."""
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(f"temperature must be a real number, got {temperature!r} of type {type(temperature).__name__}")
+    value = float(temperature)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
+    return value
+
+
+def check_mode(mode: Any) -> str:
+    """Return ``mode`` if it is ``"paper"`` or ``"reference"``, else raise naming it."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return mode
+
+
+def check_level_weights(level_weights: Any, mode: str) -> tuple[float, ...] | Callable[..., Any] | None:
+    """Validate ``level_weights`` at construction time (their count is checked at call time).
+
+    Paper mode takes a sequence of finite, non-negative floats. Reference mode also takes a
+    callable (the reference's ``layer_penalty``, applied to ``1/k``).
+    """
+    if level_weights is None:
+        return None
+    if callable(level_weights):
+        if mode != "reference":
+            raise TypeError(
+                "a callable level_weights (the reference's layer penalty) needs mode='reference'; "
+                f"paper mode takes a sequence of floats, got {level_weights!r}"
+            )
+        return level_weights
+    if isinstance(level_weights, (str, bytes)) or not isinstance(level_weights, (Sequence, torch.Tensor)):
+        raise TypeError(f"level_weights must be a sequence of floats, got {level_weights!r}")
+    values = []
+    for i, weight in enumerate(level_weights):
+        if isinstance(weight, torch.Tensor) and weight.numel() == 1:
+            weight = weight.item()
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
+            raise TypeError(f"level_weights[{i}] must be a real number, got {weight!r}")
+        if not math.isfinite(float(weight)) or float(weight) < 0:
+            raise ValueError(f"level_weights[{i}] must be finite and >= 0, got {weight!r}")
+        values.append(float(weight))
+    if not values:
+        raise ValueError("level_weights must not be empty")
+    return tuple(values)
+
+
+def check_weight_count(weights: tuple[float, ...], expected: int, what: str) -> None:
+    """Raise if a sequence of level weights does not have ``expected`` entries."""
+    if len(weights) != expected:
+        raise ValueError(f"level_weights must have {expected} entries ({what}), got {len(weights)}: {list(weights)}")
+
+
+def check_features(features: Any) -> torch.Tensor:
+    """Validate features and return them as a (B, V, D) view.
+
+    Shape:
+        features: (B, V, D) or (B, D) (one view). Returns (B, V, D).
+    """
+    if not isinstance(features, torch.Tensor):
+        raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
+    if not features.is_floating_point():
+        raise TypeError(f"features must be a floating-point tensor, got dtype {features.dtype}")
+    if features.dim() == 2:
+        features = features.unsqueeze(1)
+    elif features.dim() != 3:
+        raise ValueError(f"features must have shape (B, V, D) or (B, D), got {tuple(features.shape)}")
+    if min(features.shape) == 0:
+        raise ValueError(f"features must have at least one sample, view and dimension, got {tuple(features.shape)}")
+    finite = torch.isfinite(features)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()[0].tolist()
+        value = features[tuple(bad)].item()
+        raise ValueError(
+            f"features contain {int((~finite).sum())} non-finite values (NaN or inf); "
+            f"the first is {value} at (sample, view, dim) = {tuple(bad)}"
+        )
+    return features
+
+
+def check_labels(labels: Any, batch_size: int, device: torch.device, num_levels: int | None = None) -> torch.Tensor:
+    """Validate labels with :func:`hcl.labels.as_label_tensor` and match them to the batch.
+
+    Shape:
+        labels: (B, L) or (B,). Returns (B, L) int64 on ``device``.
+    """
+    labels = as_label_tensor(labels, num_levels=num_levels, device=device)
+    if labels.shape[0] != batch_size:
+        raise ValueError(f"labels have {labels.shape[0]} rows but features have {batch_size} samples")
+    return labels

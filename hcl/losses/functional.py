@@ -1,0 +1,147 @@
+"""Functional forms of the losses (paper mode); the classes in hcl.losses wrap these.
+
+Paper mode, for features of N = B*V unit views and labels with L levels (column 0 coarsest):
+
+* ``P_l(i)``: the other views whose label prefix 0..l equals anchor i's, both known; the other
+  views of i's own sample are among them at every level where i's label is known.
+* ``ell(i, p) = -log(exp(s_ip / t) / sum_{a != i} exp(s_ia / t))``, s the cosine similarity.
+* level term ``T_l`` = mean over anchors with ``|P_l(i)| > 0`` of the mean over ``p in P_l(i)``
+  of ``ell(i, p)`` or, with the hierarchy constraint, of ``max(ell(i, p), m_i)`` where ``m_i``
+  is the largest ``ell(i, q)`` over ``q in P_{l+1}(i)`` (no bound at the finest level, or when
+  ``P_{l+1}(i)`` is empty).
+* loss = ``(1/L) * sum_l lambda_l * T_l``.
+
+Degenerate cases: an anchor unknown (-1) or without positives at a level is skipped there; a
+level without anchors contributes 0; a batch without any positive pair (e.g. one view of
+distinct classes, or one sample with one view) returns ``features.sum() * 0``, a zero that keeps
+the autograd graph. Everything is computed in float32 (float64 for float64 inputs) with
+autocast disabled, so bf16/fp16 autocast cannot overflow the softmax.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from hcl.losses._checks import (
+    check_features,
+    check_labels,
+    check_level_weights,
+    check_temperature,
+    check_weight_count,
+)
+from hcl.losses._kernel import pairwise_contrastive
+from hcl.losses.groups import build_view_groups
+
+__all__ = ["default_level_weights", "hierarchical_contrastive_loss", "supcon_loss"]
+
+
+def default_level_weights(num_levels: int) -> tuple[float, ...]:
+    """The paper-mode default ``lambda_l = exp(1 / (L - l))`` for ``l = 0..L-1`` (coarse to fine).
+
+    The finest level gets ``e``, as the reference training script's ``layer_penalty=torch.exp``
+    gives its finest level.
+    """
+    return tuple(math.exp(1.0 / (num_levels - level)) for level in range(num_levels))
+
+
+@contextlib.contextmanager
+def full_precision(features: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Yield ``features`` in float32 (or float64) with autocast disabled on their device."""
+    dtype = torch.promote_types(features.dtype, torch.float32)
+    device_type = features.device.type
+    if torch.amp.is_autocast_available(device_type):
+        context: Any = torch.autocast(device_type=device_type, enabled=False)
+    else:
+        context = contextlib.nullcontext()
+    with context:
+        yield features.to(dtype)
+
+
+def paper_loss(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    level_weights: Sequence[float],
+    constrained: bool,
+) -> torch.Tensor | None:
+    """The paper-mode loss on validated inputs, or ``None`` when no anchor has a positive.
+
+    Shape:
+        features: (B, V, D) floating; labels: (B, L) int64; level_weights: L floats.
+    """
+    num_samples, num_views, dim = features.shape
+    num_levels = labels.shape[1]
+    groups = build_view_groups(labels, num_views)
+    positives = (groups.size - 1).clamp_(min=0).to(features.dtype)
+    anchors = positives > 0
+    counts = anchors.sum(dim=1).tolist()
+    scales = [w / (num_levels * c) if c else 0.0 for w, c in zip(level_weights, counts)]
+    if not any(scales):
+        return None
+    weights = torch.tensor(scales, dtype=features.dtype, device=features.device)
+    anchor_weight = anchors * weights.unsqueeze(1)
+    lse_weight = anchor_weight.sum(dim=0)
+    positive_weight = anchor_weight / positives.clamp(min=1)
+    z = F.normalize(features.reshape(num_samples * num_views, dim)[groups.rows], dim=1)
+    return pairwise_contrastive(z, temperature, lse_weight, positive_weight, groups, constrained)
+
+
+def hierarchical_contrastive_loss(
+    features: torch.Tensor,
+    labels: Any,
+    *,
+    temperature: float = 0.1,
+    level_weights: Sequence[float] | None = None,
+    constrained: bool = False,
+) -> torch.Tensor:
+    """Paper-mode HiMulCon (``constrained=False``) or HiMulConE (``constrained=True``).
+
+    HiConE is ``constrained=True`` with all level weights 1. See the module docstring for the
+    definitions and the degenerate cases.
+
+    Args:
+        features: embeddings, L2-normalised here (idempotent).
+        labels: hierarchical labels, column 0 coarsest, -1 unknown at that level and below.
+        temperature: t > 0.
+        level_weights: L non-negative floats, coarse to fine; default
+            :func:`default_level_weights`.
+        constrained: apply the hierarchy constraint.
+
+    Shape:
+        features: (B, V, D) or (B, D); labels: (B, L) or (B,). Returns a scalar.
+    """
+    temperature = check_temperature(temperature)
+    features = check_features(features)
+    labels = check_labels(labels, features.shape[0], features.device)
+    num_levels = labels.shape[1]
+    weights = check_level_weights(level_weights, "paper")
+    if weights is None:
+        weights = default_level_weights(num_levels)
+    check_weight_count(weights, num_levels, "one per label level, coarse to fine")
+    with full_precision(features) as values:
+        loss = paper_loss(values, labels, temperature, weights, constrained)
+    return features.sum() * 0 if loss is None else loss
+
+
+def supcon_loss(features: torch.Tensor, labels: Any, *, temperature: float = 0.1) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, the "L_out" form) over all views.
+
+    Every view is an anchor; its positives are the other views with the same label; the loss is
+    the mean over anchors with at least one positive of the mean ``ell(i, p)``. Unknown (-1)
+    labels make an anchor that is skipped (it still appears in the others' denominators).
+
+    Shape:
+        features: (B, V, D) or (B, D); labels: (B,) or (B, 1). Returns a scalar.
+    """
+    temperature = check_temperature(temperature)
+    features = check_features(features)
+    labels = check_labels(labels, features.shape[0], features.device, num_levels=1)
+    with full_precision(features) as values:
+        loss = paper_loss(values, labels, temperature, (1.0,), constrained=False)
+    return features.sum() * 0 if loss is None else loss

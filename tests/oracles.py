@@ -1,0 +1,166 @@
+"""Slow, obviously-correct loop oracles for the losses, written straight from the definitions.
+
+Every quantity is built with explicit Python loops over anchors and pairs (no masks, no
+vectorised tricks), in the dtype of the input (use float64), and stays differentiable, so the
+tests can compare both values and gradients with the vectorised losses. Keep batches tiny.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+__all__ = ["oracle_paper_loss", "oracle_reference_loss", "oracle_supcon", "paper_default_weights"]
+
+
+def paper_default_weights(num_levels: int) -> list[float]:
+    """lambda_l = exp(1 / (L - l)), l = 0..L-1."""
+    return [math.exp(1.0 / (num_levels - level)) for level in range(num_levels)]
+
+
+def _views(features: torch.Tensor) -> tuple[list[torch.Tensor], list[int]]:
+    """Unit view vectors, view-major like SupContrast, and the sample each view comes from."""
+    if features.dim() == 2:
+        features = features.unsqueeze(1)
+    num_samples, num_views, _ = features.shape
+    vectors, samples = [], []
+    for view in range(num_views):
+        for sample in range(num_samples):
+            vector = features[sample, view]
+            vectors.append(vector / vector.norm())
+            samples.append(sample)
+    return vectors, samples
+
+
+def _prefix(label_row: Sequence[int], level: int) -> tuple[int, ...] | None:
+    """The label prefix 0..level, or None when any of it is unknown."""
+    prefix = tuple(int(v) for v in label_row[: level + 1])
+    return None if any(v < 0 for v in prefix) else prefix
+
+
+def _pair_losses(vectors: list[torch.Tensor], temperature: float) -> list[list[torch.Tensor | None]]:
+    """ell[i][p] = -log(exp(s_ip/t) / sum_{a != i} exp(s_ia/t)); None on the diagonal."""
+    n = len(vectors)
+    ell: list[list[torch.Tensor | None]] = []
+    for i in range(n):
+        others = [torch.dot(vectors[i], vectors[a]) / temperature for a in range(n) if a != i]
+        log_denominator = torch.logsumexp(torch.stack(others), dim=0) if others else None
+        row = []
+        for p in range(n):
+            row.append(None if p == i else log_denominator - torch.dot(vectors[i], vectors[p]) / temperature)
+        ell.append(row)
+    return ell
+
+
+def oracle_paper_loss(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    level_weights: Sequence[float],
+    constrained: bool,
+) -> torch.Tensor:
+    """Paper-mode HiMulCon (unconstrained) or HiConE/HiMulConE (constrained).
+
+    For each level l: P_l(i) = other views with equal, known prefix 0..l; the level term is the
+    mean over anchors with |P_l(i)| > 0 of the mean over p of ell(i,p), or of max(ell(i,p), m_i)
+    with m_i = max over q in P_{l+1}(i) of ell(i,q) when constrained and P_{l+1}(i) is not empty.
+    Loss = (1/L) sum_l lambda_l term_l; no positive pair at all gives features.sum() * 0.
+    """
+    labels = labels.reshape(labels.shape[0], -1)
+    num_levels = labels.shape[1]
+    vectors, samples = _views(features)
+    n = len(vectors)
+    rows = [labels[s].tolist() for s in samples]
+    ell = _pair_losses(vectors, temperature)
+
+    def positives(i: int, level: int) -> list[int]:
+        mine = _prefix(rows[i], level)
+        if mine is None:
+            return []
+        return [p for p in range(n) if p != i and _prefix(rows[p], level) == mine]
+
+    total = None
+    for level in range(num_levels):
+        anchor_terms = []
+        for i in range(n):
+            pos = positives(i, level)
+            if not pos:
+                continue
+            bound = None
+            if constrained and level + 1 < num_levels:
+                finer = positives(i, level + 1)
+                if finer:
+                    bound = ell[i][finer[0]]
+                    for q in finer[1:]:
+                        bound = torch.maximum(bound, ell[i][q])
+            pair_terms = [ell[i][p] if bound is None else torch.maximum(ell[i][p], bound) for p in pos]
+            anchor_terms.append(sum(pair_terms) / len(pair_terms))
+        if anchor_terms:
+            term = level_weights[level] * sum(anchor_terms) / len(anchor_terms) / num_levels
+            total = term if total is None else total + term
+    return features.sum() * 0 if total is None else total
+
+
+def oracle_supcon(features: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Flat SupCon: the one-level paper loss with weight 1."""
+    return oracle_paper_loss(features, labels.reshape(-1, 1), temperature, [1.0], constrained=False)
+
+
+def _reference_supcon(
+    features: torch.Tensor, label_rows: list[tuple[int, ...]], temperature: float
+) -> torch.Tensor | None:
+    """SupContrast's loss with a label mask and base temperature 0.07; anchors without positives
+    are skipped (the reference would divide by zero), None when there is no anchor at all."""
+    vectors, samples = _views(features)
+    n = len(vectors)
+    anchor_terms = []
+    for i in range(n):
+        others = [torch.dot(vectors[i], vectors[a]) / temperature for a in range(n) if a != i]
+        if not others:
+            continue
+        log_denominator = torch.logsumexp(torch.stack(others), dim=0)
+        log_probs = [
+            torch.dot(vectors[i], vectors[p]) / temperature - log_denominator
+            for p in range(n)
+            if p != i and label_rows[samples[p]] == label_rows[samples[i]]
+        ]
+        if log_probs:
+            anchor_terms.append(-(temperature / 0.07) * sum(log_probs) / len(log_probs))
+    return sum(anchor_terms) / len(anchor_terms) if anchor_terms else None
+
+
+def oracle_reference_loss(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    penalty: Callable[[torch.Tensor], torch.Tensor] | Sequence[float],
+    loss_type: str,
+) -> torch.Tensor:
+    """The reference HMLC loop: for k = 1..L-1 zero the last k columns, one SupCon per level,
+    combine ('hmc', 'hce', 'hmce'), then keep the first sample of each remaining label row with
+    the rows in sorted order (torch.unique(sorted=True) semantics); divide by L."""
+    if features.dim() == 2:
+        features = features.unsqueeze(1)
+    num_levels = labels.shape[1]
+    kept = list(range(labels.shape[0]))
+    total = features.sum() * 0
+    running = None
+    for k in range(1, num_levels):
+        rows = [tuple(int(v) for v in labels[s, : num_levels - k].tolist()) for s in kept]
+        layer = _reference_supcon(features[kept], rows, temperature)
+        if callable(penalty):
+            weight = float(penalty(torch.tensor(1.0 / k, dtype=torch.float32)))
+        else:
+            weight = penalty[num_levels - 1 - k]
+        if layer is not None:
+            if loss_type in ("hce", "hmce") and running is not None:
+                layer = torch.maximum(running, layer)
+            total = total + (1.0 if loss_type == "hce" else weight) * layer
+            running = layer if running is None else torch.maximum(running, layer)
+        first: dict[tuple[int, ...], int] = {}
+        for position, row in enumerate(rows):
+            first.setdefault(row, kept[position])
+        kept = [first[row] for row in sorted(first)]
+    return total / num_levels
