@@ -1,0 +1,191 @@
+"""Benchmark hcl.metrics.per_level_retrieval against pytorch-metric-learning's AccuracyCalculator.
+
+Both run on the same random-but-clustered embeddings (default 100,000 x 128, a 2 x 5 x 10 x 20
+hierarchy: 2, 10, 100 and 2,000 classes per level), each in its own subprocess so that its peak
+resident memory (ru_maxrss) is its own. PML is applied level by level with the level's label
+prefixes as its labels and ``k="max_bin_count"`` (what MAP@R needs: the largest class size);
+levels whose k x N neighbour table would not fit in ``--pml-memory-gb`` are reported as skipped,
+with the memory they would need. PML's FaissKNN is an exact IndexFlatL2 search, which on
+L2-normalised embeddings ranks exactly as cosine similarity does.
+
+Usage:
+    python benchmarks/bench_metrics.py                  # 100k, CPU, 2 threads
+    python benchmarks/bench_metrics.py --n 20000        # smaller
+    python benchmarks/bench_metrics.py --device cuda    # hcl on the GPU (PML/faiss stays on CPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BRANCHING = (2, 5, 10, 20)
+METRICS = ("precision@1", "r_precision", "map@r")
+PML_NAMES = {"precision@1": "precision_at_1", "r_precision": "r_precision", "map@r": "mean_average_precision_at_r"}
+
+
+def make_data(n: int, dim: int, seed: int):
+    """Clustered embeddings: a sum of one random centre per level plus noise.
+
+    Labels use raw ids that repeat under different parents (child index within its parent), as
+    many real label files do, so the prefix logic is exercised.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n_fine = int(np.prod(BRANCHING))
+    fine = rng.integers(0, n_fine, size=n)
+    labels = np.empty((n, len(BRANCHING)), dtype=np.int64)
+    node = fine.copy()
+    for level in range(len(BRANCHING) - 1, -1, -1):
+        labels[:, level] = node % BRANCHING[level]
+        node //= BRANCHING[level]
+    scales = (1.0, 0.7, 0.5, 0.4)
+    embeddings = rng.standard_normal((n, dim)).astype(np.float32)
+    width = 1
+    for level, scale in enumerate(scales):
+        width *= BRANCHING[level]
+        centres = rng.standard_normal((width, dim)).astype(np.float32) * scale
+        ids = np.zeros(n, dtype=np.int64)
+        for up in range(level + 1):
+            ids = ids * BRANCHING[up] + labels[:, up]
+        embeddings += centres[ids]
+    return embeddings, labels
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Run one measurement and print one JSON line (seconds, peak RSS, metrics)."""
+    import resource
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    embeddings, labels = make_data(args.n, args.dim, args.seed)
+    start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out: dict = {"what": args.worker}
+    if args.worker == "hcl":
+        from hcl.metrics import per_level_retrieval
+
+        emb = torch.from_numpy(embeddings)
+        if args.device != "cpu":
+            emb = emb.to(args.device)
+            per_level_retrieval(emb[:2000], labels[:2000])  # warm up kernels and the allocator
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        result = per_level_retrieval(emb, labels, ks=(1, 5, 10))
+        if args.device != "cpu":
+            torch.cuda.synchronize()
+        out["seconds"] = time.perf_counter() - t0
+        out["levels"] = {str(k): v for k, v in result.items()}
+        if args.device != "cpu":
+            out["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        import faiss
+        from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+        from hcl.labels import prefix_ids
+
+        faiss.omp_set_num_threads(args.threads)
+        normed = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+        ids = prefix_ids(torch.from_numpy(labels)).numpy()
+        calc = AccuracyCalculator(
+            include=tuple(PML_NAMES.values()), k="max_bin_count", device=torch.device("cpu")
+        )
+        out["levels"], out["seconds_per_level"], out["skipped"] = {}, {}, {}
+        for level in range(labels.shape[1]):
+            k = int(np.bincount(ids[:, level]).max()) - 1
+            need_gb = args.n * k * 12 / 2**30  # float32 distances + int64 indices
+            if need_gb > args.pml_memory_gb:
+                out["skipped"][str(level)] = f"k={k} needs {need_gb:.0f} GB of neighbour tables"
+                continue
+            t0 = time.perf_counter()
+            acc = calc.get_accuracy(normed, ids[:, level])
+            out["seconds_per_level"][str(level)] = time.perf_counter() - t0
+            out["levels"][str(level)] = {m: acc[p] for m, p in PML_NAMES.items()}
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["baseline_rss_mb"] = start_rss / 1024
+    print(json.dumps(out))
+
+
+def run_worker(what: str, args: argparse.Namespace) -> dict:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(args.threads)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, __file__, "--worker", what, "--n", str(args.n), "--dim", str(args.dim),
+           "--seed", str(args.seed), "--threads", str(args.threads), "--device", args.device,
+           "--pml-memory-gb", str(args.pml_memory_gb)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"what": what, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:], "wall": time.perf_counter() - t0}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=100_000, help="number of embeddings")
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for both libraries")
+    parser.add_argument("--device", default="cpu", help="where hcl computes: cpu or cuda")
+    parser.add_argument("--pml-memory-gb", type=float, default=4.0,
+                        help="skip PML levels whose neighbour tables would exceed this")
+    parser.add_argument("--skip-pml", action="store_true")
+    parser.add_argument("--worker", choices=("hcl", "pml"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            sys.exit("--device cuda given but CUDA is not available")
+    print(f"# per_level_retrieval benchmark: N={args.n}, D={args.dim}, hierarchy "
+          f"{' x '.join(map(str, BRANCHING))}, {args.threads} CPU threads, hcl on {args.device}\n")
+    runs = [run_worker("hcl", args)]
+    if not args.skip_pml:
+        runs.append(run_worker("pml", args))
+    for run in runs:
+        if "error" in run:
+            print(f"{run['what']} failed: {run['error']}")
+    hcl_run = runs[0]
+    pml_run = runs[1] if len(runs) > 1 and "error" not in runs[1] else None
+    print("| implementation | levels | seconds | peak RSS (MB) |")
+    print("|---|---|---|---|")
+    if "error" not in hcl_run:
+        extra = f", GPU peak {hcl_run['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in hcl_run else ""
+        print(f"| hcl per_level_retrieval ({args.device}) | all {len(BRANCHING)} | "
+              f"{hcl_run['seconds']:.1f} | {hcl_run['peak_rss_mb']:.0f}{extra} |")
+    if pml_run is not None:
+        done = sorted(pml_run["seconds_per_level"], key=int)
+        total = sum(pml_run["seconds_per_level"].values())
+        print(f"| PML AccuracyCalculator (faiss CPU, k=max_bin_count) | {', '.join(done) or 'none'} | "
+              f"{total:.1f} | {pml_run['peak_rss_mb']:.0f} |")
+        for level, why in sorted(pml_run["skipped"].items()):
+            print(f"| PML level {level} | skipped | {why} | |")
+    if "error" in hcl_run:
+        return
+    print("\n| level | classes | metric | hcl | PML | abs diff |")
+    print("|---|---|---|---|---|---|")
+    classes = 1
+    for level in range(len(BRANCHING)):
+        classes *= BRANCHING[level]
+        ours = hcl_run["levels"][str(level)]
+        theirs = pml_run["levels"].get(str(level)) if pml_run else None
+        for metric in METRICS:
+            ref = f"{theirs[metric]:.6f}" if theirs else "-"
+            diff = f"{abs(theirs[metric] - ours[metric]):.1e}" if theirs else "-"
+            print(f"| {level} | {classes} | {metric} | {ours[metric]:.6f} | {ref} | {diff} |")
+        print(f"| {level} | {classes} | recall@10 | {ours['recall@10']:.6f} | - | - |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,356 @@
+"""Per-level classification on frozen embeddings: k-nearest neighbours, linear probes, transfer.
+
+Every function returns ``{level: accuracy}`` for levels ``0..L-1`` (coarse to fine). The class
+of a sample at level ``l`` is its label prefix ``0..l`` (:func:`hcl.labels.prefix_ids`,
+computed over train and test together, so ids agree). A test sample unknown at a level is not
+counted there; a level with no counted test sample has accuracy NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from hcl.labels import as_label_tensor, prefix_ids
+from hcl.metrics._validation import as_embeddings, as_labels_for, check_same_levels
+from hcl.metrics.retrieval import nearest_neighbors
+
+# Test samples per chunk of the k x k vote comparison.
+_VOTE_CHUNK = 4096
+
+__all__ = [
+    "choose_unseen_classes",
+    "knn_accuracy",
+    "linear_probe",
+    "seen_unseen_split",
+    "transfer_accuracy",
+]
+
+
+@torch.no_grad()
+def knn_accuracy(
+    train_emb: Any,
+    train_labels: Any,
+    test_emb: Any,
+    test_labels: Any,
+    k: int = 20,
+    *,
+    weighted: bool = True,
+    temperature: float = 0.07,
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
+) -> dict[int, float]:
+    """Accuracy of a cosine k-nearest-neighbour vote, at every level.
+
+    Each test sample takes its k most cosine-similar training samples (computed in blocks). At
+    level l each neighbour votes for its level-l class with weight ``exp(sim / temperature)``
+    (``weighted``, as in DINO's k-NN evaluation) or 1 (a plain majority vote); neighbours
+    unknown at l do not vote. The class with the largest total wins; a tie goes to the class of
+    the nearest tied neighbour. With no voter at all the prediction is wrong.
+
+    Args:
+        train_emb, train_labels: the labelled pool searched.
+        test_emb, test_labels: the samples classified.
+        k: neighbours per test sample, at most the number of training samples.
+        weighted: similarity-weighted vote (default) or majority vote.
+        temperature: of the weights, when ``weighted``.
+        batch_size: test samples per similarity block.
+        device: where to compute (default: where ``train_emb`` is).
+
+    Returns:
+        ``{level: accuracy}``.
+
+    Shape:
+        train_emb: (N, D); train_labels: (N, L); test_emb: (M, D); test_labels: (M, L).
+    """
+    train_ids, test_ids = _joint_prefix_ids(train_emb, train_labels, test_emb, test_labels)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    sims, index = nearest_neighbors(train_emb, k, query=test_emb, batch_size=batch_size, device=device)
+    sims, index = sims.cpu().double(), index.cpu()
+    weights = torch.exp((sims - 1.0) / temperature) if weighted else torch.ones_like(sims)
+    result = {}
+    for level in range(train_ids.shape[1]):
+        votes = train_ids[:, level][index]  # (M, k) class of each neighbour, -1 unknown
+        predicted = torch.cat(
+            [_vote(votes[lo : lo + _VOTE_CHUNK], weights[lo : lo + _VOTE_CHUNK]) for lo in range(0, len(votes), _VOTE_CHUNK)]
+        )
+        result[level] = _accuracy(predicted, test_ids[:, level])
+    return result
+
+
+def _vote(votes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The winning class per row; ties go to the class of the nearest tied neighbour.
+
+    Shape:
+        votes: (M, k) class ids (-1: no vote), neighbours sorted nearest first; weights: (M, k).
+        Returns (M,), -1 where nobody voted.
+    """
+    voting = votes >= 0
+    # Each neighbour's score is the total weight of its class; argmax takes the first maximum.
+    same = votes[:, :, None] == votes[:, None, :]
+    scores = (same * (weights * voting)[:, None, :]).sum(dim=2).masked_fill(~voting, -1.0)
+    return votes.gather(1, scores.argmax(dim=1, keepdim=True)).squeeze(1)
+
+
+def linear_probe(
+    train_emb: Any,
+    train_labels: Any,
+    test_emb: Any,
+    test_labels: Any,
+    *,
+    backend: str = "auto",
+    C: float = 1.0,
+    max_iter: int = 500,
+    device: torch.device | str | None = None,
+) -> dict[int, float]:
+    """Accuracy of a multinomial logistic-regression probe per level, on frozen embeddings.
+
+    Features are standardised with the training mean and standard deviation. At each level one
+    probe is fitted on the training samples known there, minimising
+    ``mean cross-entropy + ||W||^2 / (2 C n)`` (scikit-learn's objective for
+    ``LogisticRegression(C=C)``, divided by ``C n``). Test samples whose class has no training
+    sample cannot be predicted correctly and count as errors; a level with a single training
+    class predicts that class.
+
+    Args:
+        backend: ``"sklearn"`` (LBFGS in scikit-learn), ``"torch"`` (full-batch LBFGS on
+            ``device``, for large data or a GPU), or ``"auto"``: sklearn up to 20,000 training
+            samples, else torch.
+        C: inverse regularisation strength.
+        max_iter: optimiser iterations.
+        device: where the torch backend runs (default: CPU).
+
+    Returns:
+        ``{level: accuracy}``.
+
+    Shape:
+        train_emb: (N, D); train_labels: (N, L); test_emb: (M, D); test_labels: (M, L).
+    """
+    if backend not in ("auto", "sklearn", "torch"):
+        raise ValueError(f"backend must be 'auto', 'sklearn' or 'torch', got {backend!r}")
+    if not C > 0:
+        raise ValueError(f"C must be positive, got {C}")
+    train_ids, test_ids = _joint_prefix_ids(train_emb, train_labels, test_emb, test_labels)
+    x_train = as_embeddings(train_emb, "train_emb", device="cpu").double()
+    x_test = as_embeddings(test_emb, "test_emb", device="cpu").double()
+    mean, std = x_train.mean(dim=0), x_train.std(dim=0, correction=0)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    if backend == "auto":
+        backend = "sklearn" if len(x_train) <= 20_000 else "torch"
+    result = {}
+    for level in range(train_ids.shape[1]):
+        known = train_ids[:, level] >= 0
+        y = train_ids[known, level]
+        classes = torch.unique(y)
+        if len(classes) == 0:
+            predicted = torch.full((len(x_test),), -1, dtype=torch.int64)
+        elif len(classes) == 1:
+            predicted = classes.expand(len(x_test))
+        elif backend == "sklearn":
+            predicted = _sklearn_probe(x_train[known], y, x_test, C, max_iter)
+        else:
+            predicted = _torch_probe(x_train[known], y, x_test, C, max_iter, device)
+        result[level] = _accuracy(predicted, test_ids[:, level])
+    return result
+
+
+def choose_unseen_classes(
+    labels: Any, fraction: float = 0.2, *, level: int = -1, seed: int = 0
+) -> list[tuple[int, ...]]:
+    """Pick a random fraction of the classes at ``level`` to hold out as "unseen".
+
+    Returns the held-out classes as label prefixes (tuples of length ``level + 1``), sorted,
+    ready for :func:`seen_unseen_split` and :func:`transfer_accuracy`. At least one class is
+    held out and at least one kept.
+
+    Shape:
+        labels: (N, L).
+    """
+    labels = as_label_tensor(labels, device="cpu")
+    level = _check_level(level, labels.shape[1])
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be between 0 and 1 (exclusive), got {fraction}")
+    prefixes = torch.unique(labels[labels[:, level] >= 0, : level + 1], dim=0)
+    if len(prefixes) < 2:
+        raise ValueError(f"level {level} has {len(prefixes)} class(es); need at least 2 to hold some out")
+    n_unseen = min(len(prefixes) - 1, max(1, round(fraction * len(prefixes))))
+    chosen = np.random.default_rng(seed).choice(len(prefixes), size=n_unseen, replace=False)
+    return sorted(tuple(prefixes[i].tolist()) for i in chosen)
+
+
+def seen_unseen_split(labels: Any, unseen_classes: Iterable[Sequence[int] | int]) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the samples of seen and of unseen classes.
+
+    Args:
+        labels: (N, L) hierarchical labels.
+        unseen_classes: label prefixes, e.g. ``(3, 1)`` = child 1 of root 3 (with its whole
+            subtree), or full label rows (trailing ``-1`` ignored); a bare int ``c`` means the
+            root ``(c,)``. :func:`choose_unseen_classes` returns such a list.
+
+    Returns:
+        ``(seen, unseen)`` boolean arrays. A sample is unseen when its label starts with one of
+        the prefixes; seen when it is known at least as deep as the deepest prefix and matches
+        none. Samples too shallow to tell are in neither.
+
+    Shape:
+        labels: (N, L). Returns (N,), (N,).
+    """
+    labels = as_label_tensor(labels, device="cpu").numpy()
+    n, num_levels = labels.shape
+    unseen = np.zeros(n, dtype=bool)
+    deepest = 0
+    for spec in unseen_classes:
+        prefix = [int(spec)] if isinstance(spec, (int, np.integer)) else [int(v) for v in spec]
+        while prefix and prefix[-1] == -1:
+            prefix.pop()
+        if not prefix or len(prefix) > num_levels or min(prefix) < 0:
+            raise ValueError(f"unseen class {spec!r} is not a label prefix of at most {num_levels} known levels")
+        unseen |= (labels[:, : len(prefix)] == np.asarray(prefix)).all(axis=1)
+        deepest = max(deepest, len(prefix))
+    if deepest == 0:
+        raise ValueError("unseen_classes is empty")
+    seen = ~unseen & (labels[:, deepest - 1] >= 0)
+    return seen, unseen
+
+
+def transfer_accuracy(
+    train_emb: Any,
+    train_labels: Any,
+    test_emb: Any,
+    test_labels: Any,
+    unseen_classes: Iterable[Sequence[int] | int],
+    *,
+    method: str = "knn",
+    **kwargs: Any,
+) -> dict[str, dict[int, float]]:
+    """Seen/unseen transfer: per-level accuracy separately on seen and on unseen classes.
+
+    The protocol of Zhang et al. (CVPR 2022, "Use All The Labels"): the embedding was trained
+    on the seen classes only; a k-NN classifier or linear probe is then fitted on the training
+    split of each group and tested on that group's test split, so the "unseen" numbers show how
+    well the embedding transfers to classes it never saw. One call::
+
+        transfer_accuracy(train_emb, train_labels, test_emb, test_labels, unseen, method="knn")
+
+    Args:
+        unseen_classes: as in :func:`seen_unseen_split` (e.g. from :func:`choose_unseen_classes`).
+        method: ``"knn"`` (:func:`knn_accuracy`) or ``"linear"`` (:func:`linear_probe`).
+        **kwargs: passed on to that function (``k``, ``C``, ``backend``, ...).
+
+    Returns:
+        ``{"seen": {level: accuracy}, "unseen": {level: accuracy}}``; a group with no training
+        or no test sample gets NaN at every level.
+
+    Shape:
+        train_emb: (N, D); train_labels: (N, L); test_emb: (M, D); test_labels: (M, L).
+    """
+    if method not in ("knn", "linear"):
+        raise ValueError(f"method must be 'knn' or 'linear', got {method!r}")
+    unseen_classes = list(unseen_classes)
+    train_x = as_embeddings(train_emb, "train_emb", device="cpu")
+    test_x = as_embeddings(test_emb, "test_emb", device="cpu")
+    train_y = as_labels_for(train_labels, train_x, "train_labels", "train_emb")
+    test_y = as_labels_for(test_labels, test_x, "test_labels", "test_emb")
+    check_same_levels(train_y, test_y, "train_labels", "test_labels")
+    train_groups = seen_unseen_split(train_y, unseen_classes)
+    test_groups = seen_unseen_split(test_y, unseen_classes)
+    result = {}
+    for name, train_mask, test_mask in zip(("seen", "unseen"), train_groups, test_groups):
+        train_mask, test_mask = torch.from_numpy(train_mask), torch.from_numpy(test_mask)
+        if not bool(train_mask.any()) or not bool(test_mask.any()):
+            result[name] = {level: math.nan for level in range(train_y.shape[1])}
+            continue
+        args = (train_x[train_mask], train_y[train_mask], test_x[test_mask], test_y[test_mask])
+        if method == "knn":
+            kwargs_knn = dict(kwargs)
+            kwargs_knn["k"] = min(kwargs_knn.get("k", 20), int(train_mask.sum()))
+            result[name] = knn_accuracy(*args, **kwargs_knn)
+        else:
+            result[name] = linear_probe(*args, **kwargs)
+    return result
+
+
+def _joint_prefix_ids(
+    train_emb: Any, train_labels: Any, test_emb: Any, test_labels: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validated prefix ids of train and test labels, computed jointly so that they agree."""
+    train_x = as_embeddings(train_emb, "train_emb", device="cpu")
+    test_x = as_embeddings(test_emb, "test_emb", device="cpu")
+    if train_x.shape[1] != test_x.shape[1]:
+        raise ValueError(f"test_emb has dimension {test_x.shape[1]} but train_emb has {train_x.shape[1]}")
+    train_y = as_labels_for(train_labels, train_x, "train_labels", "train_emb")
+    test_y = as_labels_for(test_labels, test_x, "test_labels", "test_emb")
+    check_same_levels(train_y, test_y, "train_labels", "test_labels")
+    ids = prefix_ids(torch.cat([train_y, test_y]))
+    return ids[: len(train_y)], ids[len(train_y) :]
+
+
+def _accuracy(predicted: torch.Tensor, truth: torch.Tensor) -> float:
+    """Fraction of known ``truth`` entries (>= 0) that ``predicted`` matches; NaN if none."""
+    known = truth >= 0
+    if not bool(known.any()):
+        return math.nan
+    return float((predicted[known] == truth[known]).double().mean())
+
+
+def _check_level(level: int, num_levels: int) -> int:
+    if not -num_levels <= level < num_levels:
+        raise ValueError(f"level {level} is out of range for {num_levels} levels")
+    return level % num_levels
+
+
+def _sklearn_probe(x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, C: float, max_iter: int) -> torch.Tensor:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    from threadpoolctl import threadpool_limits
+
+    model = LogisticRegression(C=C, max_iter=max_iter)
+    # LBFGS makes many small BLAS calls; threading them costs more than it saves until the
+    # problem is large.
+    blas_threads = 1 if x.numel() * len(torch.unique(y)) < 50_000_000 else None
+    with warnings.catch_warnings(), threadpool_limits(limits=blas_threads, user_api="blas"):
+        # A probe that stops at max_iter is still a probe; the caller chose max_iter.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x.numpy(), y.numpy())
+    return torch.from_numpy(model.predict(x_test.numpy())).to(torch.int64)
+
+
+def _torch_probe(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_test: torch.Tensor,
+    C: float,
+    max_iter: int,
+    device: torch.device | str | None,
+) -> torch.Tensor:
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    dtype = torch.float64 if device.type == "cpu" else torch.float32
+    classes, target = torch.unique(y, return_inverse=True)
+    x, target = x.to(device, dtype), target.to(device)
+    weight = torch.zeros(x.shape[1], len(classes), device=device, dtype=dtype, requires_grad=True)
+    bias = torch.zeros(len(classes), device=device, dtype=dtype, requires_grad=True)
+    penalty = 1.0 / (2.0 * C * len(x))
+    optimizer = torch.optim.LBFGS(
+        [weight, bias], lr=1.0, max_iter=max_iter, tolerance_grad=1e-6, tolerance_change=1e-10,
+        history_size=20, line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ weight + bias, target) + penalty * (weight * weight).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    with torch.no_grad():
+        scores = x_test.to(device, dtype) @ weight + bias
+    return classes[scores.argmax(dim=1).cpu()]

@@ -1,0 +1,563 @@
+"""Per-level retrieval metrics (precision@1, recall@k, R-precision, MAP@R) computed in blocks.
+
+Relevance at level ``l`` is equality of the label prefix ``0..l`` (:func:`hcl.labels.prefix_ids`),
+so one pass over the similarities serves every level. The similarity matrix is never held whole:
+each block of queries gets a (block, gallery) similarity chunk, and every gallery item in it is
+turned into one integer sort key ``(rounded similarity, how deep it shares the query's label
+path)``. Sorting those keys once gives, for every level, where the relevant items rank; the
+metrics are then prefix sums over the sorted run. Only the top ``max R`` positions of a row are
+needed (R = the number of relevant items), so the row is first partitioned there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from hcl.labels import prefix_ids
+from hcl.metrics._validation import as_embeddings, as_labels_for, check_ks, check_same_levels
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from hcl.hierarchy import Hierarchy
+
+__all__ = ["nearest_neighbors", "per_level_retrieval", "retrieval_table"]
+
+# Elements of one (block, gallery) similarity chunk when batch_size is not given (128 MiB float32).
+_BLOCK_ELEMENTS = 1 << 25
+# Rows per CPU task: small enough that a task's passes over its rows stay in cache.
+_ROWS_PER_TASK = 8
+
+
+def per_level_retrieval(
+    embeddings: Any,
+    labels: Any,
+    ks: int | Iterable[int] = (1, 5, 10),
+    *,
+    query: Any = None,
+    query_labels: Any = None,
+    hierarchy: Hierarchy | None = None,
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
+) -> dict[int, dict[str, float]]:
+    """Retrieval quality at every level of the hierarchy, with cosine similarity.
+
+    Without ``query``, every sample queries all the others (leave-one-out: a sample never
+    retrieves itself). With ``query``/``query_labels``, each query searches ``embeddings`` as the
+    gallery (DeepFashion In-Shop's query/gallery protocol).
+
+    Definitions, per level ``l``:
+
+    * A gallery item is *relevant* to a query when their labels agree and are known on levels
+      ``0..l``. Gallery items unknown at ``l`` are never relevant there but are still ranked.
+    * A query unknown (``-1``) at ``l`` is skipped at ``l``. So is a query with no relevant item
+      in the gallery (R = 0), for which R-precision and MAP@R are undefined; this matches
+      pytorch-metric-learning, which drops such "lone" queries. ``num_queries`` says how many
+      queries were averaged; with none, every metric is NaN.
+    * ``precision@1``: the nearest item is relevant. ``recall@k``: at least one of the k nearest
+      items is relevant (the Recall@K of the metric-learning literature). ``r_precision``: the
+      fraction of the R nearest items that are relevant. ``map@r``: MAP@R of Musgrave et al.,
+      "A Metric Learning Reality Check" (ECCV 2020): ``(1/R) * sum_{i<=R} P(i) * rel(i)``.
+      All are averaged over the counted queries.
+
+    Ties: similarities are rounded to a grid of ``2**-(29 - b)`` with ``b = bit_length(L)``
+    (``1.5e-8`` for up to 7 levels, at most ``6e-8``, the float32 spacing near 1; for more than 31
+    levels the similarities are compared exactly), and equal values are ties. A tie between a
+    relevant and a non-relevant item is broken against the query (the non-relevant item ranks
+    first), at every level. The result therefore does not depend on the order of the gallery.
+
+    Cost: one (query x gallery) matrix product in blocks, then a partition and sort of each
+    row's top ``max R`` keys. Memory is O(batch_size x gallery).
+
+    Args:
+        embeddings: the gallery (and, without ``query``, the queries), any scale; rows are
+            L2-normalised here.
+        labels: the gallery's hierarchical labels (the convention of :class:`hcl.Hierarchy`).
+        ks: the k of ``recall@k``; each must be at most the number of items a query can retrieve.
+        query: separate query embeddings (optional, with ``query_labels``).
+        query_labels: the queries' labels, with as many levels as ``labels``.
+        hierarchy: if given, labels are checked against it (ids in range, consistent parents).
+        batch_size: queries per block (default: about 2**25 / gallery size).
+        device: where to compute (default: where ``embeddings`` is).
+
+    Returns:
+        ``{level: {"precision@1", "recall@<k>" for each k, "r_precision", "map@r": float,
+        "num_queries": int}}`` for levels ``0..L-1``, coarse to fine.
+
+    Raises:
+        ValueError: shape mismatch, empty input, NaN/inf or all-zero embeddings, a k larger than
+            what a query can retrieve, ``query`` without ``query_labels`` (or the reverse).
+
+    Shape:
+        embeddings: (N, D); labels: (N, L); query: (Q, D); query_labels: (Q, L).
+    """
+    ks = check_ks(ks)
+    gallery, g_labels, queries, q_labels, leave_one_out = _check_inputs(
+        embeddings, labels, query, query_labels, hierarchy, device
+    )
+    n_gallery, num_levels = g_labels.shape
+    n_rankable = n_gallery - int(leave_one_out)
+    if ks[-1] > n_rankable:
+        what = "other gallery items" if leave_one_out else "gallery items"
+        raise ValueError(f"k={ks[-1]} in ks is larger than the {n_rankable} {what} a query can retrieve")
+    plan = _RankingPlan(q_labels, g_labels, leave_one_out)
+    n_queries = len(q_labels)
+    if batch_size is None:
+        batch_size = max(1, _BLOCK_ELEMENTS // n_gallery)
+    elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = min(batch_size, n_queries)
+    engine = _numpy_block_sums if gallery.device.type == "cpu" else _torch_block_sums
+    totals, counts = _retrieval_sums(queries, gallery, plan, ks, batch_size, engine)
+    return _finish(totals, counts, ks)
+
+
+def retrieval_table(
+    result: Mapping[int, Mapping[str, float]],
+    hierarchy: Hierarchy | None = None,
+    *,
+    level_names: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """The result of :func:`per_level_retrieval` as a DataFrame, one row per level.
+
+    Rows are named by ``level_names``, else by ``hierarchy.level_names``, else ``level0``, ...;
+    columns are the metric names in the result's order.
+    """
+    import pandas as pd
+
+    levels = sorted(result)
+    if level_names is None and hierarchy is not None:
+        level_names = hierarchy.level_names
+    if level_names is None:
+        names = [f"level{level}" for level in levels]
+    else:
+        if len(level_names) < len(levels) or any(level >= len(level_names) for level in levels):
+            raise ValueError(f"got {len(level_names)} level names for levels {levels}")
+        names = [str(level_names[level]) for level in levels]
+    columns = list(result[levels[0]]) if levels else []
+    frame = pd.DataFrame([[result[level][c] for c in columns] for level in levels], columns=columns)
+    frame.index = pd.Index(names, name="level")
+    if "num_queries" in frame:
+        frame["num_queries"] = frame["num_queries"].astype("int64")
+    return frame
+
+
+@torch.no_grad()
+def nearest_neighbors(
+    embeddings: Any,
+    k: int,
+    *,
+    query: Any = None,
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k most cosine-similar gallery items of each query, computed in blocks.
+
+    Without ``query`` it is leave-one-out over ``embeddings`` (a sample is never its own
+    neighbour). Exact ties are ordered as :func:`torch.topk` leaves them.
+
+    Returns:
+        ``(similarities, indices)``: sorted from the most similar; indices into ``embeddings``.
+
+    Raises:
+        ValueError: bad embeddings (see :func:`per_level_retrieval`) or k larger than the gallery.
+
+    Shape:
+        embeddings: (N, D); query: (Q, D). Returns (Q, k) float32 and (Q, k) int64, Q = N
+        without ``query``.
+    """
+    if device is None and isinstance(embeddings, torch.Tensor):
+        device = embeddings.device
+    gallery = as_embeddings(embeddings, "embeddings", device=device, normalize=True)
+    leave_one_out = query is None
+    queries = gallery if leave_one_out else as_embeddings(query, "query", device=gallery.device, normalize=True)
+    if queries.shape[1] != gallery.shape[1]:
+        raise ValueError(f"query has dimension {queries.shape[1]} but embeddings has {gallery.shape[1]}")
+    n_gallery = len(gallery)
+    available = n_gallery - int(leave_one_out)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if k > available:
+        raise ValueError(f"k={k} is larger than the {available} gallery items a query can retrieve")
+    if batch_size is None:
+        batch_size = max(1, _BLOCK_ELEMENTS // n_gallery)
+    sims_out, idx_out = [], []
+    for start in range(0, len(queries), batch_size):
+        sims = queries[start : start + batch_size] @ gallery.T
+        if leave_one_out:
+            rows = torch.arange(len(sims), device=sims.device)
+            sims[rows, rows + start] = -math.inf
+        values, indices = torch.topk(sims, k, dim=1)
+        sims_out.append(values)
+        idx_out.append(indices)
+    return torch.cat(sims_out), torch.cat(idx_out)
+
+
+def _check_inputs(
+    embeddings: Any,
+    labels: Any,
+    query: Any,
+    query_labels: Any,
+    hierarchy: Hierarchy | None,
+    device: torch.device | str | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    """Validated (gallery, gallery labels, queries, query labels, leave_one_out)."""
+    if device is None and isinstance(embeddings, torch.Tensor):
+        device = embeddings.device
+    gallery = as_embeddings(embeddings, "embeddings", device=device, normalize=True)
+    g_labels = as_labels_for(labels, gallery, "labels", "embeddings")
+    if (query is None) != (query_labels is None):
+        given, missing = ("query", "query_labels") if query is not None else ("query_labels", "query")
+        raise ValueError(f"{given} was given without {missing}; pass both or neither")
+    if query is None:
+        queries, q_labels, leave_one_out = gallery, g_labels, True
+    else:
+        queries = as_embeddings(query, "query", device=gallery.device, normalize=True)
+        q_labels = as_labels_for(query_labels, queries, "query_labels", "query")
+        if queries.shape[1] != gallery.shape[1]:
+            raise ValueError(f"query has dimension {queries.shape[1]} but embeddings has {gallery.shape[1]}")
+        check_same_levels(q_labels, g_labels, "query_labels", "labels")
+        leave_one_out = False
+    if hierarchy is not None:
+        hierarchy.validate(g_labels)
+        if not leave_one_out:
+            hierarchy.validate(q_labels)
+    return gallery, g_labels, queries, q_labels, leave_one_out
+
+
+class _RankingPlan:
+    """Where each query's label prefixes sit in the gallery once it is ordered by label path.
+
+    The gallery is sorted lexicographically by its prefix ids, so at every level the items
+    sharing a prefix form one contiguous run ``[start, end)``, and a query's runs are nested.
+    ``relevant[q, l]`` is the number of relevant items of query q at level l, or -1 where the
+    query is skipped (unknown label, or nothing relevant).
+    """
+
+    def __init__(self, q_labels: torch.Tensor, g_labels: torch.Tensor, leave_one_out: bool) -> None:
+        n_gallery, num_levels = g_labels.shape
+        ids = prefix_ids(g_labels if leave_one_out else torch.cat([q_labels, g_labels])).numpy()
+        q_ids, g_ids = ids[: len(q_labels)], ids[len(ids) - n_gallery :]
+        order = np.lexsort(g_ids.T[::-1])
+        sorted_ids = g_ids[order]
+        positions = np.arange(n_gallery)
+        self.order = torch.from_numpy(order)
+        self.num_levels = num_levels
+        self.starts = np.zeros((len(q_labels), num_levels), dtype=np.int64)
+        self.ends = np.zeros((len(q_labels), num_levels), dtype=np.int64)
+        for level in range(num_levels):
+            n_ids = int(ids[:, level].max()) + 1
+            if n_ids <= 0:
+                break
+            column = sorted_ids[:, level]
+            known = column >= 0
+            first = np.full(n_ids, n_gallery, dtype=np.int64)
+            last = np.full(n_ids, -1, dtype=np.int64)
+            np.minimum.at(first, column[known], positions[known])
+            np.maximum.at(last, column[known], positions[known])
+            first[last < 0] = 0
+            q_column = q_ids[:, level]
+            q_known = q_column >= 0
+            self.starts[q_known, level] = first[q_column[q_known]]
+            self.ends[q_known, level] = last[q_column[q_known]] + 1
+        runs = self.ends - self.starts
+        self.self_position = np.argsort(order) if leave_one_out else None
+        if leave_one_out:
+            runs = np.maximum(runs - 1, 0)
+        self.relevant = np.where(runs > 0, runs, -1)
+
+    def mark_rows(self, keys: np.ndarray, first: int, self_key: int) -> None:
+        """Add one to each key per level its item shares with the query; push the query itself last.
+
+        Shape:
+            keys: (B, N) for queries ``first .. first + B - 1``, modified in place.
+        """
+        for row in range(len(keys)):
+            query = first + row
+            for level in range(self.num_levels):
+                lo, hi = self.starts[query, level], self.ends[query, level]
+                if hi <= lo:
+                    break
+                keys[row, lo:hi] += 1
+            if self.self_position is not None:
+                keys[row, self.self_position[query]] = self_key
+
+    def mark_rows_torch(self, keys: torch.Tensor, first: int, self_key: int) -> None:
+        """:meth:`mark_rows` with whole-tensor operations, for accelerators."""
+        rows = torch.arange(len(keys), device=keys.device)
+        positions = torch.arange(keys.shape[1], device=keys.device)
+        starts = torch.from_numpy(self.starts[first : first + len(keys)]).to(keys.device)
+        ends = torch.from_numpy(self.ends[first : first + len(keys)]).to(keys.device)
+        for level in range(self.num_levels):
+            keys.add_((positions >= starts[:, level, None]) & (positions < ends[:, level, None]))
+        if self.self_position is not None:
+            self_position = torch.from_numpy(self.self_position[first : first + len(keys)]).to(keys.device)
+            keys[rows, self_position] = self_key
+
+
+@dataclass(frozen=True)
+class _KeyLayout:
+    """How a (similarity, shared depth) pair is packed into one integer sort key.
+
+    ``key = floor(trunc(-sim * 2**(scale_bits + code_bits)) / 2**code_bits) * 2**code_bits +
+    shared``: the similarity quantised (monotonically) to cells of width ``2**-scale_bits`` in the
+    high bits, and ``shared`` (0..L), the number of levels the item shares with the query, in the
+    low ``code_bits`` bits. Ascending key order is descending similarity, and within a cell the
+    least relevant item comes first. The query itself gets the largest key, so it sorts last.
+    """
+
+    code_bits: int
+    scale_bits: int
+    np_dtype: type
+    torch_dtype: torch.dtype
+
+    @classmethod
+    def for_levels(cls, num_levels: int) -> _KeyLayout:
+        code_bits = max(1, num_levels.bit_length())
+        # |key| <= 2**(scale_bits + code_bits) * (1 + float32 rounding) must fit the dtype.
+        if code_bits <= 5:
+            return cls(code_bits, 29 - code_bits, np.int32, torch.int32)
+        return cls(code_bits, 40, np.int64, torch.int64)
+
+    @property
+    def code_mask(self) -> int:
+        return 2**self.code_bits - 1
+
+    @property
+    def self_key(self) -> int:
+        return int(np.iinfo(self.np_dtype).max)
+
+
+@dataclass(frozen=True)
+class _Context:
+    """Everything a block needs besides its similarities."""
+
+    plan: _RankingPlan
+    layout: _KeyLayout
+    ks: tuple[int, ...]
+    n_rankable: int
+    harmonic: np.ndarray  # harmonic[n] = 1 + 1/2 + ... + 1/n, n = 0..n_rankable
+
+
+def _retrieval_sums(
+    queries: torch.Tensor,
+    gallery: torch.Tensor,
+    plan: _RankingPlan,
+    ks: tuple[int, ...],
+    batch_size: int,
+    engine: Callable[..., tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-level sums of the metrics over counted queries, and the counts.
+
+    Returns:
+        ``(sums, counts)``: sums has columns precision@1, r_precision, map@r, recall@k (each k).
+
+    Shape:
+        queries: (Q, D) and gallery: (N, D), both L2-normalised. Returns (L, 3 + len(ks))
+        float64 and (L,) int64.
+    """
+    num_levels = plan.num_levels
+    layout = _KeyLayout.for_levels(num_levels)
+    n_gallery = len(gallery)
+    n_rankable = n_gallery - int(plan.self_position is not None)
+    harmonic = np.concatenate(([0.0], np.cumsum(1.0 / np.arange(1, n_rankable + 1))))
+    context = _Context(plan, layout, ks, n_rankable, harmonic)
+    gallery_t = gallery[plan.order.to(gallery.device)].T.contiguous()
+    # A power-of-two scale is exact, so the product below is exactly the scaled similarity.
+    scaled_queries = queries * -float(2 ** (layout.scale_bits + layout.code_bits))
+    sims_buffer = torch.empty(batch_size, n_gallery, dtype=torch.float32, device=gallery.device)
+    sums = np.zeros((num_levels, 3 + len(ks)))
+    counts = np.zeros(num_levels, dtype=np.int64)
+    on_cpu = gallery.device.type == "cpu"
+    workers = max(1, torch.get_num_threads()) if on_cpu else 1
+    buffers = None
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(queries), batch_size):
+            stop = min(start + batch_size, len(queries))
+            sims = sims_buffer[: stop - start]
+            if on_cpu:
+                # NumPy's OpenBLAS is faster than torch's MKL on AMD CPUs, and no slower elsewhere.
+                np.matmul(scaled_queries[start:stop].numpy(), gallery_t.numpy(), out=sims.numpy())
+            else:
+                torch.mm(scaled_queries[start:stop], gallery_t, out=sims)
+            if engine is _numpy_block_sums and buffers is None:
+                buffers = _Buffers.allocate(batch_size, n_gallery, layout)
+            block_sums, block_counts = engine(sims, start, context, pool, buffers)
+            sums += block_sums
+            counts += block_counts
+    return sums, counts
+
+
+@dataclass(frozen=True)
+class _Buffers:
+    """Per-call scratch arrays for the CPU engine, reused across blocks to avoid page faults."""
+
+    keys: np.ndarray
+    codes: np.ndarray
+    relevant: np.ndarray
+
+    @classmethod
+    def allocate(cls, rows: int, n: int, layout: _KeyLayout) -> _Buffers:
+        return cls(np.empty((rows, n), layout.np_dtype), np.empty((rows, n), np.uint8), np.empty((rows, n), bool))
+
+
+def _numpy_block_sums(
+    sims: torch.Tensor, first: int, context: _Context, pool: ThreadPoolExecutor, buffers: _Buffers
+) -> tuple[np.ndarray, np.ndarray]:
+    """CPU engine: small groups of rows go to threads, so each group's passes stay in cache.
+
+    NumPy's partition and SIMD sort are much faster than ``torch.sort`` on the CPU, and release
+    the GIL, as do the other array operations here.
+    """
+    array = sims.numpy()
+    futures = []
+    for lo in range(0, len(array), _ROWS_PER_TASK):
+        hi = min(lo + _ROWS_PER_TASK, len(array))
+        scratch = _Buffers(buffers.keys[lo:hi], buffers.codes[lo:hi], buffers.relevant[lo:hi])
+        futures.append(pool.submit(_numpy_rows, array[lo:hi], first + lo, context, scratch))
+    results = [future.result() for future in futures]
+    return sum(r[0] for r in results), sum(r[1] for r in results)
+
+
+def _numpy_rows(
+    sims: np.ndarray, first: int, context: _Context, scratch: _Buffers
+) -> tuple[np.ndarray, np.ndarray]:
+    """Metric sums for the queries ``first .. first + len(sims) - 1``.
+
+    Shape:
+        sims: (B, N) scaled similarities. Returns (L, 3 + len(ks)) and (L,).
+    """
+    layout, ks, plan = context.layout, context.ks, context.plan
+    num_levels = plan.num_levels
+    keys = scratch.keys
+    np.copyto(keys, sims, casting="unsafe")  # truncates toward zero
+    np.bitwise_and(keys, ~layout.code_mask, out=keys)
+    plan.mark_rows(keys, first, layout.self_key)
+    relevant_counts = plan.relevant[first : first + len(keys)]
+    depth = min(context.n_rankable, max(int(relevant_counts[:, 0].max()), ks[-1]))
+    if depth < keys.shape[1]:
+        keys.partition(depth - 1, axis=1)
+    top = keys[:, :depth]
+    top.sort(axis=1)
+    shared = np.bitwise_and(top, layout.code_mask, out=scratch.codes[:, :depth], casting="unsafe")
+    sums = np.zeros((num_levels, 3 + len(ks)))
+    counts = np.zeros(num_levels, dtype=np.int64)
+    for level in range(num_levels):
+        r = relevant_counts[:, level]
+        counted = np.flatnonzero(r > 0)
+        if len(counted) == 0:
+            break  # a query skipped at a level is skipped at every finer level too
+        width = min(depth, max(int(r.max()), ks[-1]))
+        relevant = np.greater(shared[:, :width], level, out=scratch.relevant[:, :width])
+        n_hits, ap_times_r = _hits_in_top_r(relevant, r, context.harmonic)
+        head = relevant[counted, : ks[-1]]
+        r_counted = r[counted]
+        sums[level, 0] = head[:, 0].sum()
+        sums[level, 1] = (n_hits[counted] / r_counted).sum()
+        sums[level, 2] = (ap_times_r[counted] / r_counted).sum()
+        for i, k in enumerate(ks):
+            sums[level, 3 + i] = head[:, :k].any(axis=1).sum()
+        counts[level] = len(counted)
+    return sums, counts
+
+
+def _hits_in_top_r(relevant: np.ndarray, r: np.ndarray, harmonic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the number of hits in the top R, and ``R * AP@R = sum_j j / p_j``.
+
+    ``p_j`` is the 1-based rank of the j-th hit. Work is proportional to the hits or to the
+    misses in the top R, whichever are fewer: between two consecutive misses the number of misses
+    so far, ``t``, is constant, so a run of hits at ranks ``q+2 .. e`` after the t-th miss (at
+    0-based rank ``q``) adds ``sum_j j / (j + t) = n - t * (H(e) - H(q + 1))`` with ``n`` hits and
+    ``H`` the harmonic numbers; the hits before the first miss each add 1.
+
+    Shape:
+        relevant: (B, W) bool over ranks; r: (B,) with R <= W, or <= 0 for rows to ignore;
+        harmonic: (W + 1,) with ``harmonic[n] = 1 + 1/2 + ... + 1/n``. Returns (B,), (B,).
+    """
+    rows = len(relevant)
+    r_clipped = np.maximum(r, 0)
+    inside = np.arange(relevant.shape[1]) < r_clipped[:, None]
+    hit_mask = relevant & inside
+    n_hits = np.count_nonzero(hit_mask, axis=1)
+    if 2 * int(n_hits.sum()) <= int(r_clipped.sum()):
+        row, rank0 = np.nonzero(hit_mask)
+        j = np.arange(1, len(row) + 1) - (np.cumsum(n_hits) - n_hits)[row]
+        return n_hits, np.bincount(row, weights=j / (rank0 + 1), minlength=rows)
+    miss_mask = np.logical_xor(inside, hit_mask)
+    row, rank0 = np.nonzero(miss_mask)
+    n_misses = r_clipped - n_hits
+    first_of_row = np.cumsum(n_misses) - n_misses
+    t = np.arange(1, len(row) + 1) - first_of_row[row]
+    # The run after each miss ends just before the next miss of its row, or at rank R.
+    end = np.empty_like(rank0)
+    end[:-1] = rank0[1:]
+    last_of_row = first_of_row + n_misses - 1
+    has_miss = n_misses > 0
+    end[last_of_row[has_miss]] = r_clipped[has_miss]
+    runs = (end - rank0 - 1) - t * (harmonic[end] - harmonic[rank0 + 1])
+    before_first_miss = r_clipped.copy()
+    before_first_miss[has_miss] = rank0[first_of_row[has_miss]]
+    return n_hits, np.bincount(row, weights=runs, minlength=rows) + before_first_miss
+
+
+def _torch_block_sums(
+    sims: torch.Tensor, first: int, context: _Context, pool: object = None, buffers: object = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Accelerator engine: the same keys and metrics as :func:`_numpy_rows`, in whole-block ops."""
+    layout, ks, plan = context.layout, context.ks, context.plan
+    num_levels = plan.num_levels
+    keys = sims.to(layout.torch_dtype).bitwise_and_(~layout.code_mask)
+    plan.mark_rows_torch(keys, first, layout.self_key)
+    relevant_counts = torch.from_numpy(plan.relevant[first : first + len(keys)]).to(keys.device)
+    depth = min(context.n_rankable, max(int(relevant_counts[:, 0].max()), ks[-1]))
+    if depth * 8 <= keys.shape[1]:
+        top = torch.topk(keys, depth, dim=1, largest=False, sorted=True).values
+    else:
+        top = torch.sort(keys, dim=1).values[:, :depth]
+    shared = top & layout.code_mask
+    positions = torch.arange(depth, device=keys.device)
+    # Counts stay exact in float32 below 2**24.
+    dtype = torch.float32 if depth < 2**24 else torch.float64
+    inverse_ranks = 1.0 / torch.arange(1, depth + 1, device=keys.device, dtype=torch.float64)
+    sums = np.zeros((num_levels, 3 + len(ks)))
+    counts = np.zeros(num_levels, dtype=np.int64)
+    for level in range(num_levels):
+        r = relevant_counts[:, level]
+        counted = r > 0
+        n_counted = int(counted.sum())
+        if n_counted == 0:
+            break
+        width = min(depth, max(int(r.max()), ks[-1]))
+        relevant = (shared[:, :width] > level).to(dtype)
+        hits = relevant.cumsum(dim=1)
+        r_safe = r.clamp(min=1)
+        r_precision = hits.gather(1, (r_safe - 1)[:, None]).squeeze(1).double() / r_safe
+        # MAP@R: at each relevant position i <= R, the precision hits(i) / i.
+        precision = (hits * relevant).double().mul_(inverse_ranks[:width])
+        precision.masked_fill_(positions[:width] >= r[:, None], 0)
+        average_precision = precision.sum(dim=1) / r_safe
+        columns = [relevant[:, 0].double(), r_precision, average_precision]
+        columns += [(hits[:, k - 1] > 0).double() for k in ks]
+        per_query = torch.stack(columns, dim=1) * counted[:, None]
+        sums[level] = per_query.sum(dim=0).cpu().numpy()
+        counts[level] = n_counted
+    return sums, counts
+
+
+def _finish(sums: np.ndarray, counts: np.ndarray, ks: tuple[int, ...]) -> dict[int, dict[str, float]]:
+    result: dict[int, dict[str, float]] = {}
+    for level in range(len(counts)):
+        n = int(counts[level])
+        means = (sums[level] / n).tolist() if n else [math.nan] * sums.shape[1]
+        entry: dict[str, float] = {"precision@1": means[0]}
+        entry.update({f"recall@{k}": means[3 + i] for i, k in enumerate(ks)})
+        entry.update({"r_precision": means[1], "map@r": means[2], "num_queries": n})
+        result[level] = entry
+    return result
