@@ -11,10 +11,11 @@ O(N^2) per epoch. :class:`HierarchicalBatchSampler` reaches the same goal with a
    random child order) and unit ``t`` is joined with unit ``t + M // 2`` ("folding" the list), which
    never joins two units of the same child unless one child holds more than half of the units.
    Nodes with a single child pass their units up unchanged.
-3. The resulting coarsest units (about ``2**L`` samples for a full binary split) are shuffled and
-   laid out contiguously, each unit's sub-units kept contiguous too, so a batch cut through a unit
-   keeps every finer sub-unit whole. Batches are consecutive runs of ``batch_size`` indices, dealt
-   round-robin to the ranks.
+3. The resulting coarsest units (about ``2**L`` samples for a full binary split) are shuffled,
+   packed so that few straddle a batch boundary (a unit that does not fit the current batch's
+   room waits for a batch it fits), and laid out contiguously, each unit's sub-units contiguous
+   too, so a batch boundary through a unit keeps most finer sub-units whole. Batches are
+   consecutive runs of ``batch_size`` indices, dealt round-robin to the ranks.
 
 Every step is a sort or a scan over at most N items, so an epoch costs O(N log N).
 """
@@ -125,7 +126,7 @@ class HierarchicalBatchSampler(Sampler[list[int]]):
             Returns (N,) int64, a permutation of ``0..N-1``.
         """
         rng = np.random.default_rng([self.seed, self.epoch])
-        return self._plan.arrange(rng)
+        return self._plan.arrange(rng, self.batch_size)
 
     def _shard_sizes(self) -> tuple[int, int]:
         """(full batches per rank, size of this rank's short last batch or 0)."""
@@ -216,7 +217,7 @@ class _LeafGroups:
         self.sorted_group_index = np.repeat(np.arange(len(starts)), self.group_sizes)
         self.group_depth = depth[self.by_group[starts]]
 
-    def arrange(self, rng: np.random.Generator) -> np.ndarray:
+    def arrange(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
         """One epoch's order: see the module docstring for the construction."""
         n = self.num_samples
         group = self.sorted_group_index
@@ -237,8 +238,9 @@ class _LeafGroups:
             unit_map, rep, level = self._merge_level(lv, rep, level, rng)
             merges.append(unit_map)
             sizes.append(np.bincount(unit_map, weights=sizes[-1], minlength=len(rep)).astype(np.int64))
-        # Lay the coarsest units out in random order, then each unit's parts inside it, down to pairs.
-        top = rng.permutation(len(rep))
+        # Lay the coarsest units out in random order, packed into batches, then each unit's parts
+        # inside it, down to pairs.
+        top = _pack(rng.permutation(len(rep)), sizes[-1], batch_size)
         start = np.empty(len(rep), dtype=np.int64)
         start[top] = _exclusive_cumsum(sizes[-1][top])
         for stage in range(len(merges) - 1, -1, -1):
@@ -315,3 +317,36 @@ def _place_parts(parent_start: np.ndarray, parent_of: np.ndarray, sizes: np.ndar
     start = np.empty(len(parent_of), dtype=np.int64)
     start[order] = parent_start[parents] + offset - base
     return start
+
+
+def _pack(order: np.ndarray, sizes: np.ndarray, batch_size: int, max_waiting: int = 64) -> np.ndarray:
+    """Reorder units (given in random order) so that few of them straddle a batch boundary.
+
+    Units are placed in order; one that does not fit in the current batch's remaining room waits
+    (up to ``max_waiting`` units), and after every placement the largest waiting unit that fits
+    the remaining room is placed. When too many wait, or a unit is larger than a batch, it is
+    placed anyway and cut by the boundary. Linear in the number of units.
+    """
+    waiting: dict[int, list[int]] = {}
+    num_waiting = 0
+    out: list[int] = []
+    room = batch_size
+    size_of = sizes.tolist()
+    for unit in order.tolist():
+        size = size_of[unit]
+        if size > room and size < batch_size and num_waiting < max_waiting:
+            waiting.setdefault(size, []).append(unit)
+            num_waiting += 1
+            continue
+        out.append(unit)
+        room = (room - size) % batch_size or batch_size
+        while waiting and min(waiting) <= room:
+            best = max(s for s in waiting if s <= room)
+            out.append(waiting[best].pop())
+            if not waiting[best]:
+                del waiting[best]
+            num_waiting -= 1
+            room = (room - best) % batch_size or batch_size
+    for group in waiting.values():
+        out.extend(group)
+    return np.asarray(out, dtype=np.int64)

@@ -240,6 +240,17 @@ def test_ragged_and_unlabelled_samples_are_all_used_with_good_coverage() -> None
     assert min(sampler_coverage(labels, batches)) >= 0.9
 
 
+def test_single_level_and_raw_ids_repeating_under_parents() -> None:
+    flat = torch.arange(10).repeat_interleave(6)
+    batches = list(HierarchicalBatchSampler(flat, 20))
+    assert sampler_coverage(flat, batches) == [1.0]
+    # Raw id 0 under parents 0 and 1 names two different classes (prefixes differ).
+    labels = torch.tensor([[0, 0]] * 6 + [[1, 0]] * 6 + [[1, 1]] * 6)
+    batches = list(HierarchicalBatchSampler(labels, 6, seed=2))
+    assert min(sampler_coverage(labels, batches)) >= 0.9
+    assert sampler_coverage(labels, [[0, 6]])[1] == 0.0  # (0, 0) and (1, 0) are not the same class
+
+
 def test_units_keep_siblings_together_in_tiny_batches() -> None:
     # Batch 4 over two classes of one parent: each batch should pair both classes (2 + 2).
     labels = torch.tensor([[0, 0]] * 8 + [[0, 1]] * 8)
@@ -247,6 +258,25 @@ def test_units_keep_siblings_together_in_tiny_batches() -> None:
         sampler = HierarchicalBatchSampler(labels, 4, seed=epoch)
         for batch in sampler:
             assert Counter(labels[batch, 1].tolist()) == {0: 2, 1: 2}
+
+
+def test_packing_units_into_batches_cuts_fewer_units() -> None:
+    from hcl.data.sampler import _pack
+
+    rng = np.random.default_rng(0)
+    sizes = rng.choice([16, 17, 8, 4], size=3000, p=[0.6, 0.2, 0.1, 0.1])
+    order = rng.permutation(3000)
+
+    def cuts(arrangement: np.ndarray) -> int:
+        end = np.cumsum(sizes[arrangement])
+        return int(np.sum((end - sizes[arrangement]) // 256 != (end - 1) // 256))
+
+    packed = _pack(order, sizes, 256)
+    assert sorted(packed.tolist()) == list(range(3000))  # a permutation of the units
+    assert cuts(packed) < 0.75 * cuts(order)
+    assert np.array_equal(_pack(order, sizes, 256), packed)
+    sizes[::100] = 300  # units larger than a batch are cut, but still placed
+    assert sorted(_pack(order, sizes, 256).tolist()) == list(range(3000))
 
 
 def test_works_as_a_dataloader_batch_sampler() -> None:
