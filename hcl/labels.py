@@ -84,8 +84,11 @@ def prefix_ids(labels: torch.Tensor) -> torch.Tensor:
         known = labels[:, level] >= 0
         if not bool(known.any()):
             break
-        pairs = torch.stack([parent[known], labels[known, level]], dim=1)
-        _, inverse = torch.unique(pairs, dim=0, return_inverse=True)
+        values, raw = torch.unique(labels[known, level], return_inverse=True)
+        # One 1-D key per (parent prefix, label) pair: far faster than torch.unique(dim=0),
+        # and ordered like the pairs, so ids stay lexicographic in the prefixes.
+        key = parent[known] * len(values) + raw
+        _, inverse = torch.unique(key, return_inverse=True)
         out[known, level] = inverse
         parent = out[:, level]
     return out
