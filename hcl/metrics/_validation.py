@@ -17,15 +17,16 @@ def as_embeddings(
     *,
     device: torch.device | str | None = None,
     normalize: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Validate a float (N, D) array or tensor and return it as float32, optionally L2-normalised.
+    """Validate a float (N, D) array or tensor and return it as ``dtype``, optionally L2-normalised.
 
     Raises:
         TypeError: not a real floating-point (or integer) array.
         ValueError: not 2-D, empty, non-finite values, or (with ``normalize``) a zero row.
 
     Shape:
-        embeddings: (N, D). Returns (N, D) float32.
+        embeddings: (N, D). Returns (N, D).
     """
     if isinstance(embeddings, torch.Tensor):
         tensor = embeddings.detach()
@@ -40,7 +41,7 @@ def as_embeddings(
         raise ValueError(f"{name} must have shape (N, D), got {tuple(tensor.shape)}")
     if tensor.shape[0] == 0 or tensor.shape[1] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(tensor.shape)}")
-    tensor = tensor.to(device=device if device is not None else tensor.device, dtype=torch.float32)
+    tensor = tensor.to(device=device if device is not None else tensor.device, dtype=dtype)
     finite = torch.isfinite(tensor).all(dim=1)
     if not bool(finite.all()):
         row = int((~finite).nonzero()[0])

@@ -119,9 +119,9 @@ def linear_probe(
     class predicts that class.
 
     Args:
-        backend: ``"sklearn"`` (LBFGS in scikit-learn), ``"torch"`` (full-batch LBFGS on
-            ``device``, for large data or a GPU), or ``"auto"``: sklearn up to 20,000 training
-            samples, else torch.
+        backend: ``"sklearn"`` (scikit-learn's LogisticRegression), ``"torch"`` (the same
+            objective evaluated by torch on ``device``, for large data or a GPU, minimised by
+            SciPy's L-BFGS-B), or ``"auto"``: sklearn up to 20,000 training samples, else torch.
         C: inverse regularisation strength.
         max_iter: optimiser iterations.
         device: where the torch backend runs (default: CPU).
@@ -331,26 +331,31 @@ def _torch_probe(
     max_iter: int,
     device: torch.device | str | None,
 ) -> torch.Tensor:
+    """The probe's loss and gradient in torch (on ``device``), minimised by SciPy's L-BFGS-B,
+    the solver scikit-learn uses too; only the (D + 1) x classes parameters cross devices."""
+    from scipy.optimize import minimize
+
     device = torch.device(device) if device is not None else torch.device("cpu")
     dtype = torch.float64 if device.type == "cpu" else torch.float32
     classes, target = torch.unique(y, return_inverse=True)
     x, target = x.to(device, dtype), target.to(device)
-    weight = torch.zeros(x.shape[1], len(classes), device=device, dtype=dtype, requires_grad=True)
-    bias = torch.zeros(len(classes), device=device, dtype=dtype, requires_grad=True)
+    n_features, n_classes = x.shape[1], len(classes)
     penalty = 1.0 / (2.0 * C * len(x))
-    optimizer = torch.optim.LBFGS(
-        [weight, bias], lr=1.0, max_iter=max_iter, tolerance_grad=1e-6, tolerance_change=1e-10,
-        history_size=20, line_search_fn="strong_wolfe",
-    )
 
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x @ weight + bias, target) + penalty * (weight * weight).sum()
-        loss.backward()
-        return loss
+    def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        params = torch.from_numpy(theta).to(device, dtype).requires_grad_(True)
+        weight = params[: n_features * n_classes].view(n_features, n_classes)
+        bias = params[n_features * n_classes :]
+        with torch.enable_grad():
+            loss = torch.nn.functional.cross_entropy(x @ weight + bias, target) + penalty * (weight * weight).sum()
+            (grad,) = torch.autograd.grad(loss, params)
+        return float(loss.detach()), grad.to("cpu", torch.float64).numpy()
 
-    with torch.enable_grad():
-        optimizer.step(closure)
+    start = np.zeros((n_features + 1) * n_classes)
+    options = {"maxiter": max_iter, "maxls": 50, "gtol": 1e-5, "ftol": 64 * np.finfo(float).eps}
+    theta = minimize(loss_and_grad, start, jac=True, method="L-BFGS-B", options=options).x
+    params = torch.from_numpy(theta).to(device, dtype)
     with torch.no_grad():
-        scores = x_test.to(device, dtype) @ weight + bias
+        scores = x_test.to(device, dtype) @ params[: n_features * n_classes].view(n_features, n_classes)
+        scores += params[n_features * n_classes :]
     return classes[scores.argmax(dim=1).cpu()]

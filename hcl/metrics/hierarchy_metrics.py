@@ -43,7 +43,7 @@ def cpcc(embeddings: Any, labels: Any) -> float:
     Shape:
         embeddings: (N, D); labels: (N, L).
     """
-    emb = as_embeddings(embeddings, "embeddings", device="cpu").double()
+    emb = as_embeddings(embeddings, "embeddings", device="cpu", dtype=torch.float64)
     labels = as_labels_for(labels, emb, "labels", "embeddings")
     known = labels[:, 0] >= 0
     classes, inverse = torch.unique(labels[known], dim=0, return_inverse=True)
