@@ -26,7 +26,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,8 @@ class FitResult:
         epoch: epochs completed.
         interrupted: stopped by Ctrl-C (SIGINT) after checkpointing; resume with ``resume=True``.
         results: the final evaluation (as in ``results.json``), or None when it did not run.
+        history: the loss of every step this call ran.
+        model: the trained model (unwrapped from DDP / torch.compile), on its training device.
     """
 
     run_dir: Path
@@ -95,6 +97,7 @@ class FitResult:
     interrupted: bool = False
     results: dict[str, Any] | None = None
     history: list[float] = field(default_factory=list)
+    model: nn.Module | None = None
 
 
 class SeededViews(Dataset):
@@ -378,7 +381,10 @@ def check_output_dir(path: Path, needed_bytes: int = 0) -> None:
     except OSError as error:
         raise OSError(f"the output directory {path} is not writable: {error.strerror or error}") from error
     finally:
-        probe.unlink(missing_ok=True)
+        # On a read-only file system even removing a file that was never created fails (EROFS),
+        # which would replace the clear error above.
+        with suppress(OSError):
+            probe.unlink(missing_ok=True)
     free = shutil.disk_usage(path).free
     if needed_bytes and free < needed_bytes:
         raise OSError(
@@ -729,4 +735,6 @@ def _fit(
     if interrupted and ctx.is_main:
         print(f"interrupted at step {step}; checkpoint written to {ckpt_path}; continue with --resume",
               file=sys.stderr)
-    return FitResult(run_dir, step, step // steps_per_epoch, interrupted=interrupted, results=results, history=history)
+    return FitResult(
+        run_dir, step, step // steps_per_epoch, interrupted=interrupted, results=results, history=history, model=model
+    )
