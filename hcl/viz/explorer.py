@@ -132,7 +132,7 @@ class HierarchyExplorer:
         self.metrics_view = widgets.HTML()
         self.figure = go.FigureWidget(self._initial_traces())
         self.figure.update_layout(
-            template="plotly_white", height=560, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+            template="plotly_white", width=660, height=560, margin={"l": 10, "r": 10, "t": 40, "b": 10},
             hovermode="closest", legend={"itemsizing": "constant"}, uirevision="hcl-explorer",
         )
         self.figure.update_xaxes(showticklabels=False, zeroline=False, showgrid=False)
@@ -153,10 +153,10 @@ class HierarchyExplorer:
                 self.method_selector,
                 widgets.HBox(
                     [
-                        widgets.Box([self.figure], layout=widgets.Layout(flex="3 1 0%", min_width="420px")),
+                        widgets.Box([self.figure], layout=widgets.Layout(flex="0 0 auto", width="670px")),
                         widgets.VBox(
                             [self.sample_selector, self.neighbours_view],
-                            layout=widgets.Layout(flex="2 1 0%", min_width="320px"),
+                            layout=widgets.Layout(flex="1 1 auto", min_width="320px"),
                         ),
                     ]
                 ),
