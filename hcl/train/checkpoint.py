@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint"]
+__all__ = ["capture_rng_state", "load_checkpoint", "remove_partial_writes", "restore_rng_state", "save_checkpoint"]
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -38,6 +38,20 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_partial_writes(path: str | Path) -> list[Path]:
+    """Delete the temporary files of :func:`save_checkpoint` calls to ``path`` that never finished.
+
+    A process killed during a write (SIGKILL, out of memory, power loss) cannot remove its
+    temporary file, and each one is as large as a checkpoint. Call this only while no other
+    process writes ``path``, e.g. when a run starts. Returns the files removed.
+    """
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{path.name}.*.tmp"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -37,7 +37,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from hcl.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from hcl.train.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    remove_partial_writes,
+    restore_rng_state,
+    save_checkpoint,
+)
 from hcl.train.config import TrainConfig, save_config
 from hcl.train.distributed import (
     DistributedContext,
@@ -505,6 +511,7 @@ def _fit(
     log_path = run_dir / "metrics.jsonl"
     if ctx.is_main:
         check_output_dir(run_dir)
+        remove_partial_writes(ckpt_path)  # left by a run killed while writing a checkpoint
     state = None
     if ckpt_path.is_file():
         if resume:
@@ -658,11 +665,15 @@ def _fit(
             first = step - epoch * steps_per_epoch
             last = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
             batches = [[(epoch, i) for i in batch] for batch in list(sampler)[first:last]]
+            # The loader draws a base seed each time it is iterated. From the global generator that
+            # is one extra draw per resume inside an epoch, after which the global stream (dropout,
+            # stochastic depth) of a resumed run differs from an uninterrupted run's.
             loader = DataLoader(
                 seeded,
                 batch_sampler=batches,
                 num_workers=cfg.num_workers,
                 pin_memory=collate_device,
+                generator=torch.Generator().manual_seed(seeded.item_seed(epoch, len(seeded))),
             )
             net.train()
             bar = tqdm(total=last, initial=first, desc=f"epoch {epoch + 1}/{num_epochs}", leave=False,
