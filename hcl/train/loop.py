@@ -37,7 +37,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from hcl.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from hcl.train.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    remove_partial_writes,
+    restore_rng_state,
+    save_checkpoint,
+)
 from hcl.train.config import TrainConfig, save_config
 from hcl.train.distributed import (
     DistributedContext,
@@ -505,6 +511,7 @@ def _fit(
     log_path = run_dir / "metrics.jsonl"
     if ctx.is_main:
         check_output_dir(run_dir)
+        remove_partial_writes(ckpt_path)  # left by a run killed while writing a checkpoint
     state = None
     if ckpt_path.is_file():
         if resume:
