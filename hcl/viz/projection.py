@@ -15,6 +15,7 @@ METHODS = ("umap", "tsne", "pca")
 # UMAP and t-SNE need a neighbourhood; below this many points PCA is used instead.
 MIN_POINTS_NONLINEAR = 5
 _CACHE_SIZE = 16
+_TSNE_THREADED_FROM = 5000
 _cache: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
 
 
@@ -129,7 +130,15 @@ def _umap(array: np.ndarray, seed: int, params: dict[str, Any]) -> np.ndarray:
 
 def _tsne(array: np.ndarray, seed: int, params: dict[str, Any]) -> np.ndarray:
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     settings = {"perplexity": 30.0, "init": "pca", "metric": "cosine"} | params
     settings["perplexity"] = float(min(settings["perplexity"], max(1.0, (len(array) - 1) / 3)))
-    return TSNE(n_components=2, random_state=seed, **settings).fit_transform(array)
+    reducer = TSNE(n_components=2, random_state=seed, **settings)
+    if len(array) >= _TSNE_THREADED_FROM:
+        return reducer.fit_transform(array)
+    # Below a few thousand points each of t-SNE's 1000 OpenMP-parallel gradient steps is too
+    # small to share out, and on a busy machine the threads mostly wait for each other (216
+    # points: 36 s with the default threads, 10 s with one, on a loaded 2-core machine).
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return reducer.fit_transform(array)
