@@ -6,7 +6,6 @@ checkpoint cannot run code when it is loaded.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,9 +92,12 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = False) ->
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
+    from hcl.train.checkpoint import check_zip_crc
+
     try:
+        check_zip_crc(path)  # torch.load does not: a flipped bit would load as a wrong weight
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+    except Exception as error:  # whatever damaged bytes make the parsers raise, name the file
         raise ValueError(f"cannot read weights from {path}: {error}") from error
     state = _unwrap_state_dict(obj, path)
 
