@@ -132,11 +132,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def load_cifar_pickle(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a CIFAR python pickle (written by Python 2 or 3) with ``str`` keys."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
+    with open(path, "rb") as f:
+        try:
             data = _RestrictedUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError) as err:
-        raise ValueError(f"{path}: not a readable CIFAR pickle ({err})") from err
+        except Exception as err:  # damaged bytes make the unpickler raise almost anything; name the file
+            raise ValueError(f"{path}: not a readable CIFAR pickle ({err})") from err
     if not isinstance(data, Mapping):
         raise ValueError(f"{path}: a CIFAR pickle holds a dict, got {type(data).__name__}")
     return {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in data.items()}
