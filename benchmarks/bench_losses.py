@@ -246,13 +246,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    table = format_table(run(args))
-    print(
-        f"D={args.dim}, L={args.levels}, branching={args.branching}, V={args.views}, temperature=0.1, "
-        f"threads={torch.get_num_threads()}, torch {torch.__version__}"
-    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads or threads)
+    try:
+        table = format_table(run(args))
+        print(
+            f"D={args.dim}, L={args.levels}, branching={args.branching}, V={args.views}, temperature=0.1, "
+            f"threads={torch.get_num_threads()}, torch {torch.__version__}"
+        )
+    finally:
+        torch.set_num_threads(threads)
     print(table)
     return table
 

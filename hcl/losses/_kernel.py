@@ -11,13 +11,18 @@ that averages ``ell`` over positives is therefore a weighted sum of
 * for the hierarchy constraint, ``max(ell(i,p), m_i) = LSE_i - min(x_ip, c_i)`` with
   ``c_i = min_{q in P_{l+1}(i)} x_iq``, and ``sum_p min(x_ip, c_i)`` is the plain sum minus
   ``R_i = sum_{p in P_l(i)} relu(x_ip - c_i)``. Both ``c_i`` and ``R_i`` only involve pairs
-  inside the anchor's group, which :class:`hcl.losses.groups.LevelGroups` lays out
-  contiguously, so only (N, largest group) blocks are gathered.
+  inside the anchor's group: the views are sorted so that every group is a contiguous range,
+  and a level's in-group pairs are visited either as one (N, largest group) gathered block
+  (many small groups) or group by group as square slices of the logits (few large groups).
 
-Memory: one (N, N) matrix survives the forward pass (the exponentials of the logits, turned into
-the softmax gradient in the backward pass, as a plain SupCon keeps), plus, per constrained
-level, one bool per in-group pair (which pairs exceed their bound) and, when they fit in the
-size of one (N, N) float matrix, the in-group column indices.
+Gradient: with logits x = z z^T / t, z gets (G + G^T) z / t for G = d loss / d x. The LSE part
+of G is ``u_i exp(x_ij - shift_i)``; with one shared shift it is symmetric up to the row factor,
+so G + G^T is built in one pass and one (N, N) x (N, D) product suffices. The constraint part is
+symmetrised inside each group's block.
+
+Memory: one (N, N) matrix survives the forward pass (the exponentials of the logits, which a
+plain SupCon keeps as well), one more is built in the backward pass, plus one bool per in-group
+pair of each constrained level (which pairs exceed their bound).
 """
 
 from __future__ import annotations
@@ -25,14 +30,109 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from hcl.losses.groups import ViewGroups
+from hcl.losses.groups import LevelGroups, ViewGroups
 
 __all__ = ["pairwise_contrastive"]
+
+# A shared shift of all logits keeps exp(logits - shift) symmetric. It is used while every row's
+# largest entry stays far from underflow: row maxima within this many units of the global one.
+_SHARED_SHIFT_SPREAD = {torch.float32: 60.0, torch.float64: 600.0}
+
+# A level is visited group by group (square slices) when its largest group has at least this
+# many views and it has at most max(8, N * _SLICE_GROUPS_PER_VIEW) groups with positives.
+_SLICE_MIN_SIZE = 32
+_SLICE_GROUPS_PER_VIEW = 1 / 128
 
 
 def _group_sums(values: torch.Tensor, group: torch.Tensor, num_groups: int) -> torch.Tensor:
     """Sum of ``values`` over each group. Shape: values (N, D), group (N,); returns (G, D)."""
     return values.new_zeros(num_groups, values.shape[1]).index_add_(0, group, values)
+
+
+def _by_group(level: LevelGroups, n: int) -> list[tuple[int, int]] | None:
+    """The level's group spans when few large groups make square slices cheaper than a gathered
+    (N, max_size) block (each slice costs a few Python-level ops), else None."""
+    if level.max_size < _SLICE_MIN_SIZE:
+        return None
+    spans = level.spans()
+    return spans if len(spans) <= max(8, n * _SLICE_GROUPS_PER_VIEW) else None
+
+
+def _constraint_forward(
+    logits: torch.Tensor,
+    level: LevelGroups,
+    bound: torch.Tensor | None,
+    need_bound: bool,
+    spans: list[tuple[int, int]] | None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, list[torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
+    """One level's in-group pass: the excess ``R_i`` over ``bound`` and the next level's bound.
+
+    Returns ``(excess, count, above, next_bound, next_column)``: ``excess`` (N,) is
+    ``sum_p relu(x_ip - bound_i)`` over i's group and ``count`` (N,) the number of pairs
+    above the bound (both None without a bound); ``above`` the bool blocks of those pairs;
+    ``next_bound`` (N,) the minimum logit over i's group, excluding i (+inf without a
+    positive) and ``next_column`` its column, when ``need_bound``.
+    """
+    n = logits.shape[0]
+    excess = count = next_bound = next_column = None
+    above: list[torch.Tensor] = []
+    if spans is None:
+        columns = level.block_index()
+        # The anchor itself (diagonal) and the padding are -inf: inert in every term.
+        blocks = [logits.gather(1, columns).masked_fill_(level.block_padding(), float("-inf"))]
+        ranges = [(0, n)]
+    else:
+        blocks = [logits[start:stop, start:stop] for start, stop in spans]
+        ranges = spans
+    if need_bound:
+        next_bound = logits.new_full((n,), float("inf"))
+        next_column = torch.zeros(n, dtype=torch.int64, device=logits.device)
+    if bound is not None:
+        excess = logits.new_zeros(n)
+        count = logits.new_zeros(n)
+    for (start, stop), block in zip(ranges, blocks):
+        if need_bound:
+            # -inf (self, padding) counts as +inf for the minimum. (argmin: min(dim) is
+            # pathologically slow on small CPU inputs.)
+            finite = block.nan_to_num(neginf=float("inf"))
+            position = finite.argmin(dim=1, keepdim=True)
+            next_bound[start:stop] = finite.gather(1, position).squeeze(1)
+            next_column[start:stop] = (
+                columns.gather(1, position).squeeze(1) if spans is None else position.squeeze(1) + start
+            )
+        if bound is not None:
+            clipped = (block - bound[start:stop].unsqueeze(1)).clamp_(min=0)
+            excess[start:stop] = clipped.sum(dim=1)
+            above.append(clipped > 0)
+            count[start:stop] = above[-1].sum(dim=1)
+    return excess, count, above, next_bound, next_column
+
+
+def _constraint_backward(
+    grad_logits: torch.Tensor,
+    level: LevelGroups,
+    above: list[torch.Tensor],
+    coefficient: torch.Tensor,
+    spans: list[tuple[int, int]] | None,
+) -> None:
+    """Add ``B + B^T`` to ``grad_logits``, B the in-group gradient ``coefficient_i * above_ip``."""
+    if spans is not None:
+        for (start, stop), pairs in zip(spans, above):
+            block = pairs * coefficient[start:stop].unsqueeze(1)
+            square = grad_logits[start:stop, start:stop]
+            square += block
+            square += block.t()
+        return
+    n = grad_logits.shape[0]
+    block = above[0] * coefficient.unsqueeze(1)
+    columns = level.block_index()
+    # Views of a group share one block row: entry (i, r) is pair (i, start_i + r), whose
+    # transpose sits in row start_i + r at position i - start_i.
+    rows = torch.arange(n, device=grad_logits.device)
+    partner = (columns * level.max_size).add_((rows - level.start).unsqueeze(1))
+    transposed = block.view(-1).index_select(0, partner.view(-1)).view_as(block)
+    transposed.masked_fill_(level.block_padding(), 0)
+    grad_logits.scatter_add_(1, columns, transposed.add_(block))
 
 
 class _PairwiseContrastive(torch.autograd.Function):
@@ -60,10 +160,9 @@ class _PairwiseContrastive(torch.autograd.Function):
             positive_total = positive_total + (sums[-1] * weighted_sums[-1]).sum()
         loss = -inv_temperature * positive_total
 
-        # Constraint terms, finest level first: level l+1's blocks give the bounds of level l.
-        constrained_levels, columns_kept, above_kept, bound_columns = [], [], [], []
+        # Constraint terms, finest level first: level l+1's groups give the bounds of level l.
+        constrained_levels, spans_kept, above_kept, counts, bound_columns = [], [], [], [], []
         if constrained:
-            index_budget = n * n // 2  # int64 indices kept for backward: at most one float32 (N, N)
             bound = bound_column = None
             for index in reversed(range(len(groups.levels))):
                 level = groups.levels[index]
@@ -71,40 +170,45 @@ class _PairwiseContrastive(torch.autograd.Function):
                     # No positive at this level: no term here and no bound for the level above.
                     bound = bound_column = None
                     continue
-                columns = level.block_index()
-                block = logits.gather(1, columns)
-                next_bound = next_column = None
-                if index > 0:
-                    # The anchor itself and the padding are -inf: excluded from the minimum.
-                    # (argmin, not min(dim): the latter is pathologically slow on small CPU inputs.)
-                    finite = torch.where(block == float("-inf"), float("inf"), block)
-                    position = finite.argmin(dim=1, keepdim=True)
-                    next_bound = finite.gather(1, position).squeeze(1)
-                    next_column = columns.gather(1, position).squeeze(1)
-                if bound is not None:
-                    excess = block.sub_(bound.unsqueeze(1)).clamp_(min=0)
-                    loss = loss + torch.dot(positive_weight[index], excess.sum(dim=1))
+                spans = _by_group(level, n)
+                excess, count, above, next_bound, next_column = _constraint_forward(
+                    logits, level, bound, index > 0, spans
+                )
+                if excess is not None:
+                    loss = loss + torch.dot(positive_weight[index], excess)
                     constrained_levels.append(index)
-                    above_kept.append(excess > 0)
+                    spans_kept.append(spans)
+                    above_kept.append(above)
+                    counts.append(count)
                     bound_columns.append(bound_column)
-                    keep = columns.numel() <= index_budget
-                    index_budget -= columns.numel() if keep else 0
-                    columns_kept.append(columns if keep else None)
                 bound, bound_column = next_bound, next_column
 
         # One log-sum-exp per row, shared by all levels; the exponentials are kept for backward.
-        row_max = logits.amax(dim=1, keepdim=True)
-        exponentials = logits.sub_(row_max).exp_()
+        row_max = logits.amax(dim=1)
+        top = row_max.max()
+        shared_shift = bool(top - row_max.min() <= _SHARED_SHIFT_SPREAD.get(z.dtype, 60.0))
+        shift = top if shared_shift else row_max
+        exponentials = logits.sub_(shift if shared_shift else shift.unsqueeze(1)).exp_()
         row_sum = exponentials.sum(dim=1)
-        lse = row_max.squeeze(1) + row_sum.log()
-        loss = loss + torch.dot(lse_weight, lse)
+        loss = loss + torch.dot(lse_weight, shift + row_sum.log())
 
         ctx.inv_temperature = inv_temperature
         ctx.groups = groups
         ctx.constrained_levels = constrained_levels
-        ctx.columns = columns_kept
+        ctx.spans = spans_kept
+        ctx.num_above = [len(above) for above in above_kept]
+        ctx.shared_shift = shared_shift
         ctx.save_for_backward(
-            z, exponentials, row_sum, lse_weight, positive_weight, *sums, *weighted_sums, *above_kept, *bound_columns
+            z,
+            exponentials,
+            row_sum,
+            lse_weight,
+            positive_weight,
+            *sums,
+            *weighted_sums,
+            *counts,
+            *bound_columns,
+            *[pairs for above in above_kept for pairs in above],
         )
         return loss
 
@@ -113,27 +217,41 @@ class _PairwiseContrastive(torch.autograd.Function):
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor) -> tuple:
         z, exponentials, row_sum, lse_weight, positive_weight, *rest = ctx.saved_tensors
         groups = ctx.groups
-        num_levels = len(groups.levels)
-        num_constrained = len(ctx.constrained_levels)
-        sums, weighted_sums = rest[:num_levels], rest[num_levels : 2 * num_levels]
-        above_kept = rest[2 * num_levels : 2 * num_levels + num_constrained]
-        bound_columns = rest[2 * num_levels + num_constrained :]
-        inv_t = ctx.inv_temperature
+        num_levels, num_constrained = len(groups.levels), len(ctx.constrained_levels)
+        sums, rest = rest[:num_levels], rest[num_levels:]
+        weighted_sums, rest = rest[:num_levels], rest[num_levels:]
+        counts, rest = rest[:num_constrained], rest[num_constrained:]
+        bound_columns, rest = rest[:num_constrained], rest[num_constrained:]
+        above_kept = []
+        for count in ctx.num_above:
+            above_kept.append(rest[:count])
+            rest = rest[count:]
         n = z.shape[0]
+        rows = torch.arange(n, device=z.device)
 
-        # d loss / d logits: every row's softmax, weighted by its LSE coefficient ...
-        grad_logits = exponentials * (grad_output * lse_weight / row_sum).unsqueeze(1)
-        # ... plus, per constrained level, +w on the in-group pairs above the anchor's bound and
-        # -w times their number on the bound's own pair.
-        for index, columns, above, bound_column in zip(ctx.constrained_levels, ctx.columns, above_kept, bound_columns):
-            if columns is None:
-                columns = groups.levels[index].block_index()
+        # The LSE part of d loss / d logits is u_i E_ij; with a shared shift E is symmetric and
+        # G + G^T = u_i E_ij + u_j E_ij, otherwise G^T z is a second product.
+        scale = grad_output * lse_weight / row_sum
+        grad_logits = exponentials * scale.unsqueeze(1)
+        grad_z = None
+        if ctx.shared_shift:
+            grad_logits.addcmul_(exponentials, scale.unsqueeze(0))
+        else:
+            grad_z = torch.mm(grad_logits.t(), z)
+
+        # Constraint part: +w_i on the in-group pairs above i's bound, -w_i times their number on
+        # the bound's own pair, both symmetrised.
+        for index, spans, above, count, bound_column in zip(
+            ctx.constrained_levels, ctx.spans, above_kept, counts, bound_columns
+        ):
             coefficient = grad_output * positive_weight[index]
-            grad_logits.scatter_add_(1, columns, above.to(z.dtype).mul_(coefficient.unsqueeze(1)))
-            flat = torch.arange(n, device=z.device) * n + bound_column
-            grad_logits.view(-1).index_add_(0, flat, -coefficient * above.sum(dim=1))
-        # logits = z z^T / t: both factors get a gradient; BLAS reads the transpose in place.
-        grad_z = torch.mm(grad_logits, z).addmm_(grad_logits.t(), z)
+            _constraint_backward(grad_logits, groups.levels[index], above, coefficient, spans)
+            at_bound = -coefficient * count
+            grad_logits.index_put_((rows, bound_column), at_bound, accumulate=True)
+            grad_logits.index_put_((bound_column, rows), at_bound, accumulate=True)
+
+        product = torch.mm(grad_logits, z)
+        grad_z = product if grad_z is None else grad_z.add_(product)
 
         # Positive sums: d/dz_j of w_li z_i . (S_g - z_i) summed is w_lj S_g + C_g - 2 w_lj z_j.
         positive_grad = positive_weight.sum(dim=0).unsqueeze(1) * z * -2
@@ -141,7 +259,7 @@ class _PairwiseContrastive(torch.autograd.Function):
             positive_grad += weight.unsqueeze(1) * level_sums.index_select(0, level.group)
             positive_grad += level_weighted.index_select(0, level.group)
         grad_z -= grad_output * positive_grad
-        return grad_z.mul_(inv_t), None, None, None, None, None
+        return grad_z.mul_(ctx.inv_temperature), None, None, None, None, None
 
 
 def pairwise_contrastive(

@@ -9,6 +9,7 @@ the pairs inside each group, without building any (N, N) mask.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,10 @@ class LevelGroups:
             position when unknown).
         size: (N,) int64 number of views in the group, anchor included (0 when unknown).
         max_size: the largest group size (0 when nothing is known at this level).
+        table: (num_groups, max_size) int64: the columns (sorted positions) of each run's
+            views, padded with the run's first column; a run of unknown views is all padding.
+        padding: (num_groups, max_size) bool: which entries of ``table`` are padding.
+        group_size: (num_groups,) int64 number of views of each run (0 for unknown views).
     """
 
     group: torch.Tensor
@@ -35,21 +40,36 @@ class LevelGroups:
     start: torch.Tensor
     size: torch.Tensor
     max_size: int
+    table: torch.Tensor
+    padding: torch.Tensor
+    group_size: torch.Tensor
 
     def block_index(self) -> torch.Tensor:
-        """Columns of each view's group, padded with the view's own column.
+        """Columns of each view's group (itself included), padded with the group's first column.
 
-        Row i lists ``start_i, ..., start_i + size_i - 1`` then repeats ``i`` up to
-        ``max_size`` columns; the kernel's logits are ``-inf`` on the diagonal, so the padding
-        and the anchor itself are inert.
+        All views of a group share one row, so row i's entry at position r pairs view i with
+        the view at ``start_i + r``, whose own row lists i at position ``i - start_i``.
 
         Shape:
             Returns (N, max_size) int64.
         """
-        n = self.group.shape[0]
-        offsets = torch.arange(self.max_size, device=self.start.device)
-        own = torch.arange(n, device=self.start.device).unsqueeze(1)
-        return torch.where(offsets < self.size.unsqueeze(1), self.start.unsqueeze(1) + offsets, own)
+        return self.table.index_select(0, self.group)
+
+    def block_padding(self) -> torch.Tensor:
+        """Which entries of :meth:`block_index` are padding rather than group members.
+
+        Shape:
+            Returns (N, max_size) bool.
+        """
+        return self.padding.index_select(0, self.group)
+
+    def spans(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` sorted positions of every group with at least two views."""
+        if self.max_size < 2:
+            return []
+        keep = self.group_size >= 2
+        starts = self.table[keep, 0]
+        return list(zip(starts.tolist(), (starts + self.group_size[keep]).tolist()))
 
 
 @dataclass(frozen=True)
@@ -85,9 +105,18 @@ def sort_by_prefix(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
         sample starts a run at that level.
     """
     num_samples, num_levels = labels.shape
-    order = torch.arange(num_samples, device=labels.device)
-    for level in reversed(range(num_levels)):
-        order = order[torch.argsort(labels[order, level], stable=True)]
+    # One sort on a mixed-radix key (labels + 1 as digits) when it fits in int64, else stable
+    # sorts column by column, finest first.
+    radix = (labels.amax(dim=0) + 2).tolist() if num_samples else [1] * num_levels
+    if math.prod(radix) < 2**62:
+        key = torch.zeros(num_samples, dtype=torch.int64, device=labels.device)
+        for level in range(num_levels):
+            key = key * radix[level] + (labels[:, level] + 1)
+        order = torch.argsort(key)
+    else:
+        order = torch.arange(num_samples, device=labels.device)
+        for level in reversed(range(num_levels)):
+            order = order[torch.argsort(labels[order, level], stable=True)]
     ordered = labels[order]
     new_run = torch.ones_like(ordered, dtype=torch.bool)
     # A run starts where any label in columns 0..l differs from the previous sorted sample.
@@ -111,27 +140,47 @@ def build_view_groups(labels: torch.Tensor, num_views: int) -> ViewGroups:
         labels: (B, L) int64.
     """
     num_samples, num_levels = labels.shape
+    num_views_total = num_samples * num_views
     device = labels.device
     order, run, new_run = sort_by_prefix(labels)
     known = labels[order] >= 0
-    position = torch.arange(num_samples, device=device).unsqueeze(1).expand(-1, num_levels)
-    start = torch.cummax(torch.where(new_run, position, 0), dim=0).values
-    # The next run's start, scanning from the end, gives each run's length.
-    next_start = torch.full_like(start, num_samples)
-    next_start[:-1] = torch.where(new_run[1:], position[1:], num_samples)
-    end = torch.cummin(next_start.flip(0), dim=0).values.flip(0)
-    size = torch.where(known, end - start, 0)
 
-    view = torch.arange(num_views, device=device)
-    rows = (order.unsqueeze(1) * num_views + view).reshape(-1)
-    own_position = torch.arange(num_samples * num_views, device=device).unsqueeze(0)
-    group = run.t().repeat_interleave(num_views, dim=1)
-    size = (size.t() * num_views).repeat_interleave(num_views, dim=1)
-    start = torch.where(size > 0, (start.t() * num_views).repeat_interleave(num_views, dim=1), own_position)
+    # Every run of every level at once, level-major: its first sorted sample and its length.
+    run_level, run_first = new_run.t().nonzero(as_tuple=True)
+    same_level_next = torch.zeros_like(run_level, dtype=torch.bool)
+    same_level_next[:-1] = run_level[1:] == run_level[:-1]
+    run_end = torch.full_like(run_first, num_samples)
+    run_end[:-1] = torch.where(same_level_next[:-1], run_first[1:], num_samples)
+    run_size = torch.where(known[run_first, run_level], run_end - run_first, 0) * num_views
+    run_start = run_first * num_views
     num_groups = (run[-1] + 1).tolist() if num_samples else [0] * num_levels
-    max_size = size.amax(dim=1).tolist()
+    offsets = [0]
+    for count in num_groups[:-1]:
+        offsets.append(offsets[-1] + count)
+
+    # Per view, level by level: (L, N) run ids, group sizes and group starts.
+    global_run = (run + torch.tensor(offsets, device=device)).t()
+    group = run.t().repeat_interleave(num_views, dim=1)
+    size = run_size[global_run].repeat_interleave(num_views, dim=1)
+    own_position = torch.arange(num_views_total, device=device)
+    start = torch.where(size > 0, run_start[global_run].repeat_interleave(num_views, dim=1), own_position)
+    rows = (order.unsqueeze(1) * num_views + torch.arange(num_views, device=device)).reshape(-1)
+
+    max_size = size.amax(dim=1).tolist() if num_views_total else [0] * num_levels
+    columns = torch.arange(max(max_size), device=device)
+    valid = columns < run_size.unsqueeze(1)
+    table = torch.where(valid, run_start.unsqueeze(1) + columns, run_start.unsqueeze(1))
     levels = tuple(
-        LevelGroups(group=group[l], num_groups=num_groups[l], start=start[l], size=size[l], max_size=max_size[l])
-        for l in range(num_levels)
+        LevelGroups(
+            group=group[level],
+            num_groups=num_groups[level],
+            start=start[level],
+            size=size[level],
+            max_size=max_size[level],
+            table=table[offsets[level] : offsets[level] + num_groups[level], : max_size[level]],
+            padding=~valid[offsets[level] : offsets[level] + num_groups[level], : max_size[level]],
+            group_size=run_size[offsets[level] : offsets[level] + num_groups[level]],
+        )
+        for level in range(num_levels)
     )
     return ViewGroups(rows=rows, group=group, size=size, levels=levels)

@@ -1,0 +1,59 @@
+"""The loss kernel's alternative code paths agree with the oracle: square slices versus gathered
+blocks for the in-group pairs, and a shared versus per-row shift for the log-sum-exp."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from oracles import oracle_paper_loss
+
+import hcl.losses._kernel as kernel
+from hcl.losses import HiConE, HiMulConE
+
+# Two coarse classes, three mid classes, ragged fine labels: groups of very different sizes.
+LABELS = torch.tensor(
+    [[0, 0, 0], [0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, -1], [0, -1, -1], [1, 2, 0], [1, 2, 0], [1, 2, 1], [1, 3, 0]]
+)
+
+
+def features(seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(10, 2, 5, generator=generator, dtype=torch.float64).requires_grad_()
+
+
+def value_and_grad(loss: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return loss.detach(), torch.autograd.grad(loss, x)[0]
+
+
+@pytest.mark.parametrize("slices", [True, False], ids=["square-slices", "gathered-blocks"])
+@pytest.mark.parametrize("shared_shift", [True, False], ids=["shared-shift", "row-shift"])
+def test_code_paths_match_oracle(monkeypatch: pytest.MonkeyPatch, slices: bool, shared_shift: bool) -> None:
+    monkeypatch.setattr(kernel, "_SLICE_MIN_SIZE", 0 if slices else 10**9)
+    monkeypatch.setattr(kernel, "_SLICE_GROUPS_PER_VIEW", 1.0)
+    spread = 600.0 if shared_shift else -1.0
+    monkeypatch.setattr(kernel, "_SHARED_SHIFT_SPREAD", {torch.float32: spread, torch.float64: spread})
+    for seed, loss_fn, weights in [(0, HiMulConE(0.2, level_weights=[1.0, 2.0, 3.0]), [1.0, 2.0, 3.0]), (1, HiConE(0.7), [1.0] * 3)]:
+        x = features(seed)
+        actual = value_and_grad(loss_fn(x, LABELS), x)
+        expected = value_and_grad(oracle_paper_loss(x, LABELS, loss_fn.temperature, weights, constrained=True), x)
+        torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-12)
+
+
+def test_row_shift_is_used_when_row_maxima_are_far_apart() -> None:
+    # t = 0.004: row maxima of the logits lie further apart than the shared shift allows in
+    # float32 (whole rows would underflow), so float32 takes the per-row shift, float64 not.
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(24, 2, 6, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 2, (24, 2), generator=generator)
+    loss_fn = HiMulConE(0.004)
+    views = torch.nn.functional.normalize(x.reshape(48, 6), dim=1)
+    row_max = (views @ views.t()).fill_diagonal_(-2).amax(dim=1) / 0.004
+    assert float(row_max.max() - row_max.min()) > kernel._SHARED_SHIFT_SPREAD[torch.float32]
+    single = x.float().requires_grad_()
+    double = x.clone().requires_grad_()
+    loss32, loss64 = loss_fn(single, labels), loss_fn(double, labels)
+    loss32.backward()
+    loss64.backward()
+    assert torch.isfinite(loss32)
+    torch.testing.assert_close(loss32.double(), loss64, rtol=1e-4, atol=0)
+    torch.testing.assert_close(single.grad.double(), double.grad, rtol=1e-3, atol=1e-3)
