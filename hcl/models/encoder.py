@@ -172,6 +172,11 @@ class Encoder(nn.Module):
         embedding_dim: output dimension of the projection head.
         num_classes: when given, the model is a cross-entropy baseline: ``forward`` returns
             logits of a linear classifier on the features and there is no projection head.
+        head_norm: batch norm after both head layers (the output one without affine
+            parameters), as in SimSiam and MoCo v3. The embedding is then standardised over the
+            batch before the L2 normalisation, so it cannot collapse to one point; paper-mode
+            HiConE/HiMulConE, whose hierarchy constraint acts like hardest-positive mining, was
+            seen to collapse to that point with the plain head (see ``configs/``).
 
     Shape:
         x: (N, C, H, W). ``features(x)``: (N, feature_dim). ``forward(x)``: (N, embedding_dim),
@@ -186,6 +191,7 @@ class Encoder(nn.Module):
         head_hidden_dim: int | None = None,
         embedding_dim: int = 128,
         num_classes: int | None = None,
+        head_norm: bool = False,
     ) -> None:
         super().__init__()
         if feature_dim < 1 or embedding_dim < 1:
@@ -200,9 +206,18 @@ class Encoder(nn.Module):
             self.output_dim = num_classes
         else:
             hidden = head_hidden_dim or feature_dim
-            self.head = nn.Sequential(
-                nn.Linear(feature_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, embedding_dim)
-            )
+            if head_norm:
+                self.head = nn.Sequential(
+                    nn.Linear(feature_dim, hidden, bias=False),
+                    nn.BatchNorm1d(hidden),
+                    nn.ReLU(inplace=True),
+                    nn.Linear(hidden, embedding_dim, bias=False),
+                    nn.BatchNorm1d(embedding_dim, affine=False),
+                )
+            else:
+                self.head = nn.Sequential(
+                    nn.Linear(feature_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, embedding_dim)
+                )
             self.classifier = None
             self.output_dim = embedding_dim
 
@@ -244,6 +259,7 @@ def build_encoder(
     head_hidden_dim: int | None = None,
     embedding_dim: int = 128,
     num_classes: int | None = None,
+    head_norm: bool = False,
 ) -> Encoder:
     """Build an :class:`Encoder` from a backbone name; see :func:`build_backbone` for the options.
 
@@ -254,5 +270,10 @@ def build_encoder(
     """
     net, feature_dim = build_backbone(backbone, in_channels=in_channels, small_images=small_images, width=width)
     return Encoder(
-        net, feature_dim, head_hidden_dim=head_hidden_dim, embedding_dim=embedding_dim, num_classes=num_classes
+        net,
+        feature_dim,
+        head_hidden_dim=head_hidden_dim,
+        embedding_dim=embedding_dim,
+        num_classes=num_classes,
+        head_norm=head_norm,
     )

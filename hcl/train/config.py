@@ -79,6 +79,7 @@ class TrainConfig:
     pretrained: str | None = None  # local weights file (torchvision or SupCon/MoCo checkpoint)
     head_hidden_dim: int | None = None  # projection MLP hidden width; None = feature dimension
     embedding_dim: int = 128  # projection output dimension
+    head_norm: bool = False  # batch norm in the projection head (prevents embedding collapse)
     embedding: str = "features"  # evaluated embedding: backbone "features" or "projection"
 
     # --- loss (hcl.losses) ---

@@ -89,6 +89,7 @@ def build_model(cfg: TrainConfig, *, in_channels: int, image_size: int, num_clas
         head_hidden_dim=cfg.head_hidden_dim,
         embedding_dim=cfg.embedding_dim,
         num_classes=num_classes if cfg.loss == "cross_entropy" else None,
+        head_norm=cfg.head_norm,
     )
 
 

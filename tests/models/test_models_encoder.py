@@ -90,3 +90,16 @@ def test_bad_arguments_name_the_value() -> None:
         build_encoder("compact_cnn", width=4).embed(torch.randn(1, 3, 8, 8), "logits")
     with pytest.raises(ValueError, match="width must be >= 1"):
         CompactCNN(width=0)
+
+
+def test_head_norm_standardises_the_projection_over_the_batch() -> None:
+    torch.manual_seed(0)
+    model = build_encoder("compact_cnn", in_channels=1, width=4, embedding_dim=8, head_norm=True)
+    assert isinstance(model.head[-1], nn.BatchNorm1d) and not model.head[-1].affine
+    features = torch.randn(64, 16) * 0.01 + 5.0  # nearly identical features
+    projected = model.head(features)
+    torch.testing.assert_close(projected.mean(0), torch.zeros(8), atol=1e-5, rtol=0)
+    torch.testing.assert_close(projected.std(0, unbiased=False), torch.ones(8), atol=1e-2, rtol=0)
+    z = model(torch.randn(16, 1, 28, 28))
+    # Unit vectors that do not all point the same way: the mean cosine similarity stays far from 1.
+    assert float((z @ z.T).mean().detach()) < 0.5
