@@ -434,12 +434,23 @@ class Hierarchy:
         try:
             if data.get("format") != "hcl.Hierarchy":
                 raise ValueError(f"'format' is {data.get('format')!r}, expected 'hcl.Hierarchy'")
-            level_names = [str(lv["name"]) for lv in data["levels"]]
-            level_nodes, level_parents = [], []
+            level_names, level_nodes, level_parents = [], [], []
             for level, lv in enumerate(data["levels"]):
+                # Names must be strings as written: a null or a number is an error, not a node "None".
+                if not isinstance(lv["name"], str):
+                    raise TypeError(f"the name of level {level} must be a string, got {lv['name']!r}")
                 above = {name: i for i, name in enumerate(level_nodes[-1])} if level else {}
-                names = [str(name) for name, _ in lv["nodes"]]
-                parents = [-1 if p is None and not level else above[str(p)] for _, p in lv["nodes"]]
+                names, parents = [], []
+                for node in lv["nodes"]:
+                    well_formed = isinstance(node, list) and len(node) == 2 and isinstance(node[0], str)
+                    if not well_formed or (node[1] is not None if level == 0 else not isinstance(node[1], str)):
+                        expected = "[name, null]" if level == 0 else "[name, parent name]"
+                        raise TypeError(f"a node of level {level} must be {expected}, got {node!r}")
+                    if level and node[1] not in above:
+                        raise ValueError(f"node {node[0]!r} of level {level} has unknown parent {node[1]!r}")
+                    names.append(node[0])
+                    parents.append(above[node[1]] if level else -1)
+                level_names.append(lv["name"])
                 level_nodes.append(names)
                 level_parents.append(parents)
             # The stored order is the id order: keep it, so ids survive a save/load round trip.
@@ -465,7 +476,7 @@ class Hierarchy:
         try:
             with open(path) as f:
                 data = json.load(f)
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
             raise ValueError(f"{path}: malformed hierarchy JSON ({err})") from err
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a hierarchy JSON must hold an object, got {type(data).__name__}")
