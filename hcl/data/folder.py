@@ -177,11 +177,13 @@ def _parent_map_paths(
         source = str(parent_map)
         try:
             with open(parent_map) as f:
-                parent_map = json.load(f)
+                parent_map = json.load(f, object_pairs_hook=_object_without_conflicts)
         except FileNotFoundError:
             raise FileNotFoundError(f"parent map file not found: {source}") from None
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, RecursionError) as err:
             raise ValueError(f"{source}: malformed JSON ({err})") from err
+        except ValueError as err:  # two parents, or not UTF-8 text
+            raise ValueError(f"{source}: {err}") from err
         if not isinstance(parent_map, Mapping):
             raise ValueError(f"{source}: expected a JSON object child -> parent, got {type(parent_map).__name__}")
     paths = []
@@ -190,9 +192,20 @@ def _parent_map_paths(
             raise ValueError(f"class folder {cls!r} is not in {source} (every class needs an entry; roots map to null)")
         chain = [cls]
         while (parent := parent_map.get(chain[-1])) is not None:
-            parent = str(parent)
+            if not isinstance(parent, str):
+                raise ValueError(f"{source}: the parent of {chain[-1]!r} must be a name or null, got {parent!r}")
             if parent in chain:
                 raise ValueError(f"{source} has a cycle: {' -> '.join(chain + [parent])}")
             chain.append(parent)
         paths.append(tuple(reversed(chain)))
     return paths
+
+
+def _object_without_conflicts(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict; a key repeated with another value is an error (json keeps the last)."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result and result[key] != value:
+            raise ValueError(f"node {key!r} has two parents: {result[key]!r} and {value!r}")
+        result[key] = value
+    return result
