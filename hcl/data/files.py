@@ -72,7 +72,7 @@ def open_image(path: str | os.PathLike[str], index: int) -> Image.Image:
             return image.copy()
     except FileNotFoundError as err:
         raise FileNotFoundError(f"image {index} is missing: {path}") from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise OSError(f"cannot decode image {index} ({path}): {err}") from err
 
 
