@@ -102,14 +102,18 @@ def load_embeddings(run_dir: str | os.PathLike[str], split: str | None = "test")
     path = run_dir / f"embeddings_{split}.npz"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (available splits: {available or 'none'})")
-    with np.load(path, allow_pickle=False) as data:
-        missing = {"embeddings", "labels"} - set(data.files)
-        if missing:
-            raise ValueError(f"{path} lacks {sorted(missing)} (has {data.files})")
-        embeddings = np.asarray(data["embeddings"], dtype=np.float32)
-        labels = np.asarray(data["labels"], dtype=np.int64)
-        indices = np.asarray(data["indices"], dtype=np.int64) if "indices" in data.files else np.arange(len(labels))
-        hierarchy_json = str(data["hierarchy"]) if "hierarchy" in data.files else None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            stored = {name: data[name] for name in data.files}
+    except Exception as error:  # damaged, not an npz, or object arrays (never unpickled)
+        raise ValueError(f"cannot read embeddings file {path}: {error}") from error
+    missing = {"embeddings", "labels"} - set(stored)
+    if missing:
+        raise ValueError(f"{path} lacks {sorted(missing)} (has {sorted(stored)})")
+    embeddings = np.asarray(stored["embeddings"], dtype=np.float32)
+    labels = np.asarray(stored["labels"], dtype=np.int64)
+    indices = np.asarray(stored["indices"], dtype=np.int64) if "indices" in stored else np.arange(len(labels))
+    hierarchy_json = str(stored["hierarchy"]) if "hierarchy" in stored else None
     if hierarchy_json is not None:
         hierarchy = Hierarchy.from_dict(json.loads(hierarchy_json), source=str(path))
     elif (run_dir / "hierarchy.json").is_file():
