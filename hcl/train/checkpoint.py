@@ -14,6 +14,7 @@ import torch
 
 __all__ = [
     "capture_rng_state",
+    "check_training_state",
     "check_zip_crc",
     "load_checkpoint",
     "remove_partial_writes",
@@ -93,6 +94,34 @@ def check_zip_crc(path: str | Path) -> None:
         damaged = archive.testzip()
     if damaged is not None:
         raise ValueError(f"{damaged} fails its CRC-32 check: the file is damaged")
+
+
+# What fit() writes and what resuming (and load_run) read, with the type each must have.
+_TRAINING_STATE = {
+    "model": dict,
+    "optimizer": dict,
+    "scaler": dict,
+    "step": int,
+    "rng": dict,
+    "config": dict,
+    "model_spec": dict,
+}
+
+
+def check_training_state(
+    state: dict[str, Any], path: str | Path, keys: tuple[str, ...] = tuple(_TRAINING_STATE)
+) -> None:
+    """Raise ValueError naming ``path`` unless ``state`` has the training-checkpoint ``keys``.
+
+    A checkpoint edited by hand or by another program is caught here, before its contents are
+    used, rather than as a KeyError or TypeError deep inside model or optimizer code.
+    """
+    for key in keys:
+        if key not in state:
+            raise ValueError(f"checkpoint {path} lacks {key!r} (has {sorted(state)}): not an hcl training checkpoint")
+        kind = _TRAINING_STATE[key]
+        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+            raise ValueError(f"checkpoint {path}: {key!r} must be a {kind.__name__}, got {type(state[key]).__name__}")
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -20,8 +20,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from hcl.hierarchy import Hierarchy
-from hcl.train.checkpoint import load_checkpoint
-from hcl.train.config import TrainConfig
+from hcl.train.checkpoint import check_training_state, load_checkpoint
+from hcl.train.config import TrainConfig, load_config
 from hcl.train.distributed import resolve_device
 
 __all__ = [
@@ -229,8 +229,9 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tupl
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory: {config_path} does not exist")
-    cfg = TrainConfig.from_dict(json.loads(config_path.read_text()))
+    cfg = load_config(config_path)
     state = load_checkpoint(run_dir / "checkpoint.pt")
+    check_training_state(state, run_dir / "checkpoint.pt", ("model", "model_spec", "step"))
     spec = state["model_spec"]
     model = build_model(cfg, in_channels=spec["in_channels"], image_size=spec["image_size"],
                         num_classes=spec["num_classes"])

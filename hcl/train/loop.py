@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from hcl.train.checkpoint import (
     capture_rng_state,
+    check_training_state,
     load_checkpoint,
     remove_partial_writes,
     restore_rng_state,
@@ -516,6 +517,7 @@ def _fit(
     if ckpt_path.is_file():
         if resume:
             state = load_checkpoint(ckpt_path)
+            check_training_state(state, ckpt_path, ("model", "optimizer", "scaler", "step", "rng", "config"))
             changed = _config_differences(state["config"], cfg)
             if changed:
                 detail = ", ".join(f"{k}: {state['config'].get(k)!r} -> {getattr(cfg, k)!r}" for k in changed)
