@@ -11,8 +11,9 @@ hierarchy, interleaved round-robin so that machine noise hits all methods alike:
   per-level loop (a Python loop over the batch builds each level's (B, B) mask, then one dense
   SupCon per level), computing the same value as reference mode.
 
-It prints a markdown table: median milliseconds, the ratio to hcl's flat SupCon and to PML's,
-and peak memory. On CUDA peak memory is ``torch.cuda.max_memory_allocated`` above what was
+It prints a markdown table: median (and minimum) milliseconds, the ratio of medians to hcl's
+flat SupCon and to PML's, and peak memory. On a shared machine the minimum is the steadier
+figure. On CUDA peak memory is ``torch.cuda.max_memory_allocated`` above what was
 allocated before the call. On CPU it is measured with the PyTorch profiler
 (``profile_memory=True``): the running sum of the bytes every op allocates (counted from the op's
 start) and frees (counted at its end), so at op granularity: temporaries allocated and freed
@@ -181,6 +182,7 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
                     continue
                 times[name].append(_time_once(method, features))
         medians = {name: statistics.median(values) * 1e3 for name, values in times.items()}
+        print(f"timed {num_views_total} views", file=sys.stderr)
         for name in methods:
             rows.append(
                 {
@@ -188,6 +190,7 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
                     "views": num_views_total,
                     "device": device.type,
                     "ms": medians[name],
+                    "ms_min": min(times[name]) * 1e3,
                     "vs_hcl": medians[name] / medians["flat SupCon (hcl)"],
                     "vs_pml": medians[name] / medians["flat SupCon (PML)"] if "flat SupCon (PML)" in medians else None,
                     "peak_mib": _peak_memory(methods[name], features) / 2**20,
@@ -209,17 +212,18 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
 def format_table(rows: list[dict[str, object]]) -> str:
     """The rows as a markdown table."""
     lines = [
-        "| method | views (B*V) | device | ms (median) | x flat SupCon (hcl) | x flat SupCon (PML) | peak MiB |",
-        "|---|---:|---|---:|---:|---:|---:|",
+        "| method | views (B*V) | device | ms (median) | ms (min) | x flat SupCon (hcl) | x flat SupCon (PML) "
+        "| peak MiB |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         if "skipped" in row:
-            lines.append(f"| {row['method']} | {row['views']} | {row['device']} | {row['skipped']} | | | |")
+            lines.append(f"| {row['method']} | {row['views']} | {row['device']} | {row['skipped']} | | | | |")
             continue
         vs_pml = "n/a" if row["vs_pml"] is None else f"{row['vs_pml']:.2f}"
         lines.append(
-            f"| {row['method']} | {row['views']} | {row['device']} | {row['ms']:.2f} | {row['vs_hcl']:.2f} | "
-            f"{vs_pml} | {row['peak_mib']:.1f} |"
+            f"| {row['method']} | {row['views']} | {row['device']} | {row['ms']:.2f} | {row['ms_min']:.2f} | "
+            f"{row['vs_hcl']:.2f} | {vs_pml} | {row['peak_mib']:.1f} |"
         )
     return "\n".join(lines)
 
@@ -228,7 +232,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     parser.add_argument(
-        "--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[256, 1024, 4096], help="views, comma-separated"
+        "--sizes",
+        type=lambda s: [int(v) for v in s.split(",")],
+        default=[256, 1024, 4096],
+        help="batch sizes in views (B*V), comma-separated",
     )
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per method (median reported)")
     parser.add_argument("--views", type=int, default=2, help="views per sample")

@@ -11,11 +11,15 @@ Paper mode, for features of N = B*V unit views and labels with L levels (column 
   ``P_{l+1}(i)`` is empty).
 * loss = ``(1/L) * sum_l lambda_l * T_l``.
 
-Degenerate cases: an anchor unknown (-1) or without positives at a level is skipped there; a
-level without anchors contributes 0; a batch without any positive pair (e.g. one view of
-distinct classes, or one sample with one view) returns ``features.sum() * 0``, a zero that keeps
-the autograd graph. Everything is computed in float32 (float64 for float64 inputs) with
-autocast disabled, so bf16/fp16 autocast cannot overflow the softmax.
+Degenerate cases: an anchor whose label is unknown (-1) at a level, or that has no positive
+there, is skipped at that level (it still appears in every denominator); a level without anchors
+contributes 0; with one view per sample, positives come from other samples only; a single
+sample with V >= 2 views has its other views as positives at each known level; a batch without
+any positive pair (one view of distinct classes, one sample with one view) returns
+``features.sum() * 0``, a zero that keeps the autograd graph.
+
+Everything is computed in float32 (float64 for float64 inputs) with autocast disabled, so
+bf16/fp16 autocast cannot overflow the softmax.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ differs from the paper's equations. For labels with L columns it does, for ``k =
    prefix, so at the next level "first" means the kept sample with the smallest finer prefix;
 4. the sum is divided by L (not L - 1).
 
+Unlike paper mode, the value depends on the order of the samples in the batch whenever a prefix
+of length L-1 repeats, through which sample step 3 keeps.
+
 Where the reference divides by zero (an anchor without positives, e.g. with one view) the
 anchor is skipped, as in paper mode; a level without any positive pair adds nothing and leaves
 the running max unchanged; L = 1 has no level and gives ``features.sum() * 0``. Unknown (-1)

@@ -48,7 +48,8 @@ def test_groups_match_brute_force(seed: int, num_views: int, high: int) -> None:
         same_prefix = torch.tensor([[p is not None and p == q for q in prefixes] for p in prefixes])
         assert torch.equal(same_group & (info.size > 0).unsqueeze(1), same_prefix)
         assert info.max_size == max([int(v) for v in info.size] + [0])
-        assert info.spans() == sorted({(int(info.start[i]), int(info.start[i] + info.size[i])) for i in range(n) if info.size[i] >= 2})
+        spans = {(int(info.start[i]), int(info.start[i] + info.size[i])) for i in range(n) if info.size[i] >= 2}
+        assert info.spans() == sorted(spans)
 
 
 def test_sort_by_prefix_orders_lexicographically_with_unknown_first() -> None:

@@ -32,7 +32,8 @@ def test_code_paths_match_oracle(monkeypatch: pytest.MonkeyPatch, slices: bool, 
     monkeypatch.setattr(kernel, "_SLICE_GROUPS_PER_VIEW", 1.0)
     spread = 600.0 if shared_shift else -1.0
     monkeypatch.setattr(kernel, "_SHARED_SHIFT_SPREAD", {torch.float32: spread, torch.float64: spread})
-    for seed, loss_fn, weights in [(0, HiMulConE(0.2, level_weights=[1.0, 2.0, 3.0]), [1.0, 2.0, 3.0]), (1, HiConE(0.7), [1.0] * 3)]:
+    cases = [(0, HiMulConE(0.2, level_weights=[1.0, 2.0, 3.0]), [1.0, 2.0, 3.0]), (1, HiConE(0.7), [1.0] * 3)]
+    for seed, loss_fn, weights in cases:
         x = features(seed)
         actual = value_and_grad(loss_fn(x, LABELS), x)
         expected = value_and_grad(oracle_paper_loss(x, LABELS, loss_fn.temperature, weights, constrained=True), x)

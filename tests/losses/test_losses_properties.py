@@ -54,7 +54,8 @@ def _assert_permutation_invariant(loss_fn: torch.nn.Module, features: torch.Tens
 
 @pytest.mark.parametrize("loss_fn", PAPER_LOSSES, ids=repr)
 def test_paper_mode_is_permutation_invariant(loss_fn: torch.nn.Module) -> None:
-    _assert_permutation_invariant(loss_fn, double_features(12, 2, 4, seed=1), torch.randint(-1, 2, (12, 1)).expand(-1, 3).clone())
+    ragged = torch.randint(-1, 2, (12, 1)).expand(-1, 3).clone()
+    _assert_permutation_invariant(loss_fn, double_features(12, 2, 4, seed=1), ragged)
     _assert_permutation_invariant(loss_fn, double_features(12, 2, 4, seed=1), torch.randint(0, 2, (12, 3)))
 
 
@@ -130,7 +131,8 @@ def test_hicone_constraint_closed_form() -> None:
     fine = (_ell(similarity, t, a, f) + _ell(similarity, t, f, a)) / 2
     assert _ell(similarity, t, a, c) < _ell(similarity, t, a, f)
     assert _ell(similarity, t, f, c) < _ell(similarity, t, f, a)
-    coarse = (_ell(similarity, t, a, f) + _ell(similarity, t, f, a) + (_ell(similarity, t, c, a) + _ell(similarity, t, c, f)) / 2) / 3
+    coarse_c = (_ell(similarity, t, c, a) + _ell(similarity, t, c, f)) / 2  # c has no finer positive: no bound
+    coarse = (_ell(similarity, t, a, f) + _ell(similarity, t, f, a) + coarse_c) / 3
     expected = (coarse + fine) / 2
     assert HiConE(t)(features, labels).item() == pytest.approx(expected, rel=1e-12)
     # Without the constraint the coarse pairs keep their smaller losses.
@@ -275,7 +277,8 @@ def test_float32_matches_float64() -> None:
     features = torch.randn(40, 2, 16, dtype=torch.float64)
     labels = torch.randint(0, 3, (40, 3))
     for loss_fn in PAPER_LOSSES + REFERENCE_LOSSES:
-        torch.testing.assert_close(loss_fn(features.float(), labels).double(), loss_fn(features, labels), rtol=1e-5, atol=0)
+        single = loss_fn(features.float(), labels).double()
+        torch.testing.assert_close(single, loss_fn(features, labels), rtol=1e-5, atol=0)
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

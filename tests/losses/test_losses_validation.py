@@ -31,7 +31,9 @@ def test_batch_size_mismatch(loss_fn: torch.nn.Module) -> None:
         loss_fn(FEATURES, LABELS[:3])
 
 
-@pytest.mark.parametrize("bad", [LABELS.float(), LABELS.bool(), np.array([["a", "b"]] * 4)], ids=["float", "bool", "str"])
+@pytest.mark.parametrize(
+    "bad", [LABELS.float(), LABELS.bool(), np.array([["a", "b"]] * 4)], ids=["float", "bool", "str"]
+)
 def test_non_integer_labels(bad: object) -> None:
     with pytest.raises(TypeError, match="must be"):
         HiMulConE()(FEATURES, bad)
@@ -66,7 +68,8 @@ def test_reference_mode_rejects_unknown_labels() -> None:
 def test_non_finite_features(value: float) -> None:
     features = FEATURES.clone()
     features[2, 1, 0] = value
-    with pytest.raises(ValueError, match=rf"1 non-finite values.*first is {value} at \(sample, view, dim\) = \(2, 1, 0\)"):
+    message = rf"1 non-finite values.*first is {value} at \(sample, view, dim\) = \(2, 1, 0\)"
+    with pytest.raises(ValueError, match=message):
         HiMulConE()(features, LABELS)
 
 
