@@ -5,13 +5,15 @@ hierarchy: 2, 10, 100 and 2,000 classes per level), each in its own subprocess s
 resident memory (ru_maxrss) is its own. PML is applied level by level with the level's label
 prefixes as its labels and ``k="max_bin_count"`` (what MAP@R needs: the largest class size);
 levels whose k x N neighbour table would not fit in ``--pml-memory-gb`` are reported as skipped,
-with the memory they would need. PML's FaissKNN is an exact IndexFlatL2 search, which on
-L2-normalised embeddings ranks exactly as cosine similarity does.
+with the memory they would need (about 80 bytes per query and neighbour, measured). PML's
+FaissKNN is an exact IndexFlatL2 search, which on L2-normalised embeddings ranks as cosine
+similarity does (up to float32 rounding: near-ties may swap, hence differences of ~1e-6).
 
 Usage:
     python benchmarks/bench_metrics.py                  # 100k, CPU, 2 threads
     python benchmarks/bench_metrics.py --n 20000        # smaller
     python benchmarks/bench_metrics.py --device cuda    # hcl on the GPU (PML/faiss stays on CPU)
+    python benchmarks/bench_metrics.py --device cuda --skip-pml   # the GPU figure alone
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ def worker(args: argparse.Namespace) -> None:
     embeddings, labels = make_data(args.n, args.dim, args.seed)
     start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out: dict = {"what": args.worker}
+
+    def cpu_seconds() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
     if args.worker == "hcl":
         from hcl.metrics import per_level_retrieval
 
@@ -77,11 +84,12 @@ def worker(args: argparse.Namespace) -> None:
             emb = emb.to(args.device)
             per_level_retrieval(emb[:2000], labels[:2000])  # warm up kernels and the allocator
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         result = per_level_retrieval(emb, labels, ks=(1, 5, 10))
         if args.device != "cpu":
             torch.cuda.synchronize()
         out["seconds"] = time.perf_counter() - t0
+        out["cpu_seconds"] = cpu_seconds() - c0
         out["levels"] = {str(k): v for k, v in result.items()}
         if args.device != "cpu":
             out["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -98,9 +106,12 @@ def worker(args: argparse.Namespace) -> None:
             include=tuple(PML_NAMES.values()), k="max_bin_count", device=torch.device("cpu")
         )
         out["levels"], out["seconds_per_level"], out["skipped"] = {}, {}, {}
+        c0 = cpu_seconds()
         for level in range(labels.shape[1]):
             k = int(np.bincount(ids[:, level]).max()) - 1
-            need_gb = args.n * k * 12 / 2**30  # float32 distances + int64 indices
+            # Measured: about 75 bytes per (query, neighbour) at peak (distances, indices, the
+            # neighbours' labels and PML's masks and copies of them).
+            need_gb = args.n * k * 80 / 2**30
             if need_gb > args.pml_memory_gb:
                 out["skipped"][str(level)] = f"k={k} needs {need_gb:.0f} GB of neighbour tables"
                 continue
@@ -108,6 +119,7 @@ def worker(args: argparse.Namespace) -> None:
             acc = calc.get_accuracy(normed, ids[:, level])
             out["seconds_per_level"][str(level)] = time.perf_counter() - t0
             out["levels"][str(level)] = {m: acc[p] for m, p in PML_NAMES.items()}
+        out["cpu_seconds"] = cpu_seconds() - c0
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["baseline_rss_mb"] = start_rss / 1024
     print(json.dumps(out))
@@ -124,7 +136,8 @@ def run_worker(what: str, args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        return {"what": what, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:], "wall": time.perf_counter() - t0}
+        last_line = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
+        return {"what": what, "error": last_line, "wall": time.perf_counter() - t0}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -135,7 +148,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for both libraries")
     parser.add_argument("--device", default="cpu", help="where hcl computes: cpu or cuda")
-    parser.add_argument("--pml-memory-gb", type=float, default=4.0,
+    parser.add_argument("--pml-memory-gb", type=float, default=12.0,
                         help="skip PML levels whose neighbour tables would exceed this")
     parser.add_argument("--skip-pml", action="store_true")
     parser.add_argument("--worker", choices=("hcl", "pml"), help=argparse.SUPPRESS)
@@ -149,7 +162,9 @@ def main() -> None:
         if not torch.cuda.is_available():
             sys.exit("--device cuda given but CUDA is not available")
     print(f"# per_level_retrieval benchmark: N={args.n}, D={args.dim}, hierarchy "
-          f"{' x '.join(map(str, BRANCHING))}, {args.threads} CPU threads, hcl on {args.device}\n")
+          f"{' x '.join(map(str, BRANCHING))}, {args.threads} CPU threads, hcl on {args.device}")
+    print(f"# {os.cpu_count()} CPUs here, load average {os.getloadavg()[0]:.1f} at the start; on a busy "
+          "machine CPU seconds / threads is the better guide to the wall time on idle cores\n")
     runs = [run_worker("hcl", args)]
     if not args.skip_pml:
         runs.append(run_worker("pml", args))
@@ -158,19 +173,19 @@ def main() -> None:
             print(f"{run['what']} failed: {run['error']}")
     hcl_run = runs[0]
     pml_run = runs[1] if len(runs) > 1 and "error" not in runs[1] else None
-    print("| implementation | levels | seconds | peak RSS (MB) |")
-    print("|---|---|---|---|")
+    print("| implementation | levels | wall seconds | CPU seconds | peak RSS (MB) |")
+    print("|---|---|---|---|---|")
     if "error" not in hcl_run:
         extra = f", GPU peak {hcl_run['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in hcl_run else ""
         print(f"| hcl per_level_retrieval ({args.device}) | all {len(BRANCHING)} | "
-              f"{hcl_run['seconds']:.1f} | {hcl_run['peak_rss_mb']:.0f}{extra} |")
+              f"{hcl_run['seconds']:.1f} | {hcl_run['cpu_seconds']:.1f} | {hcl_run['peak_rss_mb']:.0f}{extra} |")
     if pml_run is not None:
         done = sorted(pml_run["seconds_per_level"], key=int)
         total = sum(pml_run["seconds_per_level"].values())
         print(f"| PML AccuracyCalculator (faiss CPU, k=max_bin_count) | {', '.join(done) or 'none'} | "
-              f"{total:.1f} | {pml_run['peak_rss_mb']:.0f} |")
+              f"{total:.1f} | {pml_run['cpu_seconds']:.1f} | {pml_run['peak_rss_mb']:.0f} |")
         for level, why in sorted(pml_run["skipped"].items()):
-            print(f"| PML level {level} | skipped | {why} | |")
+            print(f"| PML level {level} | skipped | {why} | | |")
     if "error" in hcl_run:
         return
     print("\n| level | classes | metric | hcl | PML | abs diff |")

@@ -20,9 +20,6 @@ from hcl.labels import as_label_tensor, prefix_ids
 from hcl.metrics._validation import as_embeddings, as_labels_for, check_same_levels
 from hcl.metrics.retrieval import nearest_neighbors
 
-# Test samples per chunk of the k x k vote comparison.
-_VOTE_CHUNK = 4096
-
 __all__ = [
     "choose_unseen_classes",
     "knn_accuracy",
@@ -30,6 +27,9 @@ __all__ = [
     "seen_unseen_split",
     "transfer_accuracy",
 ]
+
+# Test samples per chunk of the k x k vote comparison.
+_VOTE_CHUNK = 4096
 
 
 @torch.no_grad()
@@ -77,9 +77,8 @@ def knn_accuracy(
     result = {}
     for level in range(train_ids.shape[1]):
         votes = train_ids[:, level][index]  # (M, k) class of each neighbour, -1 unknown
-        predicted = torch.cat(
-            [_vote(votes[lo : lo + _VOTE_CHUNK], weights[lo : lo + _VOTE_CHUNK]) for lo in range(0, len(votes), _VOTE_CHUNK)]
-        )
+        chunks = range(0, len(votes), _VOTE_CHUNK)
+        predicted = torch.cat([_vote(votes[i : i + _VOTE_CHUNK], weights[i : i + _VOTE_CHUNK]) for i in chunks])
         result[level] = _accuracy(predicted, test_ids[:, level])
     return result
 
@@ -185,7 +184,9 @@ def choose_unseen_classes(
     return sorted(tuple(prefixes[i].tolist()) for i in chosen)
 
 
-def seen_unseen_split(labels: Any, unseen_classes: Iterable[Sequence[int] | int]) -> tuple[np.ndarray, np.ndarray]:
+def seen_unseen_split(
+    labels: Any, unseen_classes: Iterable[Sequence[int] | int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Masks of the samples of seen and of unseen classes.
 
     Args:
@@ -211,7 +212,9 @@ def seen_unseen_split(labels: Any, unseen_classes: Iterable[Sequence[int] | int]
         while prefix and prefix[-1] == -1:
             prefix.pop()
         if not prefix or len(prefix) > num_levels or min(prefix) < 0:
-            raise ValueError(f"unseen class {spec!r} is not a label prefix of at most {num_levels} known levels")
+            raise ValueError(
+                f"unseen class {spec!r} is not a label prefix of at most {num_levels} known levels"
+            )
         unseen |= (labels[:, : len(prefix)] == np.asarray(prefix)).all(axis=1)
         deepest = max(deepest, len(prefix))
     if deepest == 0:
@@ -306,7 +309,9 @@ def _check_level(level: int, num_levels: int) -> int:
     return level % num_levels
 
 
-def _sklearn_probe(x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, C: float, max_iter: int) -> torch.Tensor:
+def _sklearn_probe(
+    x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, C: float, max_iter: int
+) -> torch.Tensor:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
@@ -347,7 +352,8 @@ def _torch_probe(
         weight = params[: n_features * n_classes].view(n_features, n_classes)
         bias = params[n_features * n_classes :]
         with torch.enable_grad():
-            loss = torch.nn.functional.cross_entropy(x @ weight + bias, target) + penalty * (weight * weight).sum()
+            loss = torch.nn.functional.cross_entropy(x @ weight + bias, target)
+            loss = loss + penalty * (weight * weight).sum()
             (grad,) = torch.autograd.grad(loss, params)
         return float(loss.detach()), grad.to("cpu", torch.float64).numpy()
 

@@ -8,6 +8,7 @@ Tree distances use the label convention of :class:`hcl.Hierarchy`: two label row
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -56,32 +57,34 @@ def cpcc(embeddings: Any, labels: Any) -> float:
         raise ValueError(f"the embeddings of class {bad} sum to zero; its mean has no direction")
     means = sums / norms[:, None]
     depth = (classes >= 0).sum(dim=1)
-    rows, cols = torch.triu_indices(len(classes), len(classes), offset=1)
+    n_pairs = len(classes) * (len(classes) - 1) // 2
+    step = max(1, _PAIR_CHUNK // len(classes))
+
+    def pairs() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(tree distance, embedding distance) of the pairs i < j, a block of rows i at a time."""
+        for lo in range(0, len(classes), step):
+            rows = slice(lo, lo + step)
+            upper = torch.arange(len(classes))[None, :] > torch.arange(lo, lo + len(classes[rows]))[:, None]
+            shared = shared_prefix_length(classes[rows, None, :], classes[None, :, :])
+            tree = (depth[rows, None] + depth[None, :] - 2 * shared).double()
+            dist = torch.cdist(means[rows], means, compute_mode="donot_use_mm_for_euclid_dist")
+            yield tree[upper], dist[upper]
+
     # Two passes over the pairs (means, then centred sums) keep the correlation accurate.
-    first = [torch.zeros((), dtype=torch.float64) for _ in range(2)]
-    for lo in range(0, len(rows), _PAIR_CHUNK):
-        tree, emb_dist = _pair_distances(classes, depth, means, rows[lo : lo + _PAIR_CHUNK], cols[lo : lo + _PAIR_CHUNK])
-        first[0] += tree.sum()
-        first[1] += emb_dist.sum()
-    mean_tree, mean_emb = first[0] / len(rows), first[1] / len(rows)
-    sxx = syy = sxy = torch.zeros((), dtype=torch.float64)
-    for lo in range(0, len(rows), _PAIR_CHUNK):
-        tree, emb_dist = _pair_distances(classes, depth, means, rows[lo : lo + _PAIR_CHUNK], cols[lo : lo + _PAIR_CHUNK])
-        tree, emb_dist = tree - mean_tree, emb_dist - mean_emb
-        sxx, syy, sxy = sxx + (tree * tree).sum(), syy + (emb_dist * emb_dist).sum(), sxy + (tree * emb_dist).sum()
-    if float(sxx) == 0.0 or float(syy) == 0.0:
+    sum_tree = sum_emb = 0.0
+    for tree, dist in pairs():
+        sum_tree += float(tree.sum())
+        sum_emb += float(dist.sum())
+    mean_tree, mean_emb = sum_tree / n_pairs, sum_emb / n_pairs
+    sxx = syy = sxy = 0.0
+    for tree, dist in pairs():
+        tree, dist = tree - mean_tree, dist - mean_emb
+        sxx += float((tree * tree).sum())
+        syy += float((dist * dist).sum())
+        sxy += float((tree * dist).sum())
+    if sxx == 0.0 or syy == 0.0:
         return math.nan
-    return float(sxy / torch.sqrt(sxx * syy))
-
-
-def _pair_distances(
-    classes: torch.Tensor, depth: torch.Tensor, means: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tree and Euclidean distances for the class pairs (rows[i], cols[i]), as float64."""
-    shared = shared_prefix_length(classes[rows], classes[cols])
-    tree = (depth[rows] + depth[cols] - 2 * shared).double()
-    emb_dist = torch.linalg.vector_norm(means[rows] - means[cols], dim=1)
-    return tree, emb_dist
+    return sxy / math.sqrt(sxx * syy)
 
 
 def mistake_severity(predicted: Any, target: Any) -> float:

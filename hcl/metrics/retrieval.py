@@ -3,10 +3,12 @@
 Relevance at level ``l`` is equality of the label prefix ``0..l`` (:func:`hcl.labels.prefix_ids`),
 so one pass over the similarities serves every level. The similarity matrix is never held whole:
 each block of queries gets a (block, gallery) similarity chunk, and every gallery item in it is
-turned into one integer sort key ``(rounded similarity, how deep it shares the query's label
-path)``. Sorting those keys once gives, for every level, where the relevant items rank; the
-metrics are then prefix sums over the sorted run. Only the top ``max R`` positions of a row are
-needed (R = the number of relevant items), so the row is first partitioned there.
+turned into one integer sort key ``(quantised similarity, how many levels it shares with the
+query)``. Sorting those keys once gives, at every level, the rank of every relevant item. Only
+the top ``max R`` ranks of a row matter (R = the number of relevant items, largest at level 0),
+so each row is partitioned there and only that part is sorted (a value-only SIMD sort). The
+gallery is first ordered by label path, so the items sharing a prefix with a query are one
+contiguous run per level and the "levels shared" field is written with a few slice additions.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ if TYPE_CHECKING:
 
 __all__ = ["nearest_neighbors", "per_level_retrieval", "retrieval_table"]
 
-# Elements of one (block, gallery) similarity chunk when batch_size is not given (128 MiB float32).
+# Elements of one (block, gallery) similarity chunk when batch_size is not given: 128 MiB of
+# float32 on the CPU, 512 MiB on an accelerator (where bigger blocks keep the device busy).
 _BLOCK_ELEMENTS = 1 << 25
+_BLOCK_ELEMENTS_ACCELERATOR = 1 << 27
 # Rows per CPU task: small enough that a task's passes over its rows stay in cache.
 _ROWS_PER_TASK = 8
 
@@ -67,14 +71,16 @@ def per_level_retrieval(
       "A Metric Learning Reality Check" (ECCV 2020): ``(1/R) * sum_{i<=R} P(i) * rel(i)``.
       All are averaged over the counted queries.
 
-    Ties: similarities are rounded to a grid of ``2**-(29 - b)`` with ``b = bit_length(L)``
-    (``1.5e-8`` for up to 7 levels, at most ``6e-8``, the float32 spacing near 1; for more than 31
-    levels the similarities are compared exactly), and equal values are ties. A tie between a
-    relevant and a non-relevant item is broken against the query (the non-relevant item ranks
-    first), at every level. The result therefore does not depend on the order of the gallery.
+    Ties: similarities are quantised, monotonically, to cells of width ``2**-(29 - b)`` with
+    ``b = bit_length(L)`` (``1.5e-8`` for 4 to 7 levels, never coarser than ``6e-8``, the float32
+    spacing near 1, so finer than the rounding error of a float32 dot product; beyond 31 levels
+    ``2**-40``), and items in one cell are tied. A tie between a relevant and a non-relevant
+    item is broken against the query (the non-relevant item ranks first), at every level, so the
+    result does not depend on the order of the gallery.
 
-    Cost: one (query x gallery) matrix product in blocks, then a partition and sort of each
-    row's top ``max R`` keys. Memory is O(batch_size x gallery).
+    Cost: one (query x gallery) matrix product in blocks, then per query a partition of its row
+    at the largest R and a sort of the part above it. Memory is O(batch_size x gallery); the
+    gallery's N x N similarity matrix is never formed.
 
     Args:
         embeddings: the gallery (and, without ``query``, the queries), any scale; rows are
@@ -84,7 +90,8 @@ def per_level_retrieval(
         query: separate query embeddings (optional, with ``query_labels``).
         query_labels: the queries' labels, with as many levels as ``labels``.
         hierarchy: if given, labels are checked against it (ids in range, consistent parents).
-        batch_size: queries per block (default: about 2**25 / gallery size).
+        batch_size: queries per block (default: 2**25 / gallery size on the CPU, 2**27 on an
+            accelerator).
         device: where to compute (default: where ``embeddings`` is).
 
     Returns:
@@ -110,7 +117,8 @@ def per_level_retrieval(
     plan = _RankingPlan(q_labels, g_labels, leave_one_out)
     n_queries = len(q_labels)
     if batch_size is None:
-        batch_size = max(1, _BLOCK_ELEMENTS // n_gallery)
+        block = _BLOCK_ELEMENTS if gallery.device.type == "cpu" else _BLOCK_ELEMENTS_ACCELERATOR
+        batch_size = max(1, block // n_gallery)
     elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     batch_size = min(batch_size, n_queries)
@@ -128,7 +136,8 @@ def retrieval_table(
     """The result of :func:`per_level_retrieval` as a DataFrame, one row per level.
 
     Rows are named by ``level_names``, else by ``hierarchy.level_names``, else ``level0``, ...;
-    columns are the metric names in the result's order.
+    columns are the metric names in the result's order. Any ``{level: {name: value}}`` result
+    works, e.g. that of :func:`hcl.metrics.clustering_per_level`.
     """
     import pandas as pd
 
@@ -138,7 +147,7 @@ def retrieval_table(
     if level_names is None:
         names = [f"level{level}" for level in levels]
     else:
-        if len(level_names) < len(levels) or any(level >= len(level_names) for level in levels):
+        if any(level >= len(level_names) for level in levels):
             raise ValueError(f"got {len(level_names)} level names for levels {levels}")
         names = [str(level_names[level]) for level in levels]
     columns = list(result[levels[0]]) if levels else []
@@ -177,7 +186,9 @@ def nearest_neighbors(
         device = embeddings.device
     gallery = as_embeddings(embeddings, "embeddings", device=device, normalize=True)
     leave_one_out = query is None
-    queries = gallery if leave_one_out else as_embeddings(query, "query", device=gallery.device, normalize=True)
+    queries = gallery
+    if not leave_one_out:
+        queries = as_embeddings(query, "query", device=gallery.device, normalize=True)
     if queries.shape[1] != gallery.shape[1]:
         raise ValueError(f"query has dimension {queries.shape[1]} but embeddings has {gallery.shape[1]}")
     n_gallery = len(gallery)
@@ -405,7 +416,8 @@ class _Buffers:
 
     @classmethod
     def allocate(cls, rows: int, n: int, layout: _KeyLayout) -> _Buffers:
-        return cls(np.empty((rows, n), layout.np_dtype), np.empty((rows, n), np.uint8), np.empty((rows, n), bool))
+        shape = (rows, n)
+        return cls(np.empty(shape, layout.np_dtype), np.empty(shape, np.uint8), np.empty(shape, bool))
 
 
 def _numpy_block_sums(
@@ -455,54 +467,59 @@ def _numpy_rows(
         if len(counted) == 0:
             break  # a query skipped at a level is skipped at every finer level too
         width = min(depth, max(int(r.max()), ks[-1]))
-        relevant = np.greater(shared[:, :width], level, out=scratch.relevant[:, :width])
-        n_hits, ap_times_r = _hits_in_top_r(relevant, r, context.harmonic)
+        relevant = scratch.relevant.reshape(-1)[: len(keys) * width].reshape(len(keys), width)
+        np.greater(shared[:, :width], level, out=relevant)
         head = relevant[counted, : ks[-1]]
-        r_counted = r[counted]
         sums[level, 0] = head[:, 0].sum()
-        sums[level, 1] = (n_hits[counted] / r_counted).sum()
-        sums[level, 2] = (ap_times_r[counted] / r_counted).sum()
         for i, k in enumerate(ks):
             sums[level, 3 + i] = head[:, :k].any(axis=1).sum()
+        n_hits, ap_times_r = _hits_in_top_r(relevant, r, context.harmonic)
+        r_counted = r[counted]
+        sums[level, 1] = (n_hits[counted] / r_counted).sum()
+        sums[level, 2] = (ap_times_r[counted] / r_counted).sum()
         counts[level] = len(counted)
     return sums, counts
 
 
-def _hits_in_top_r(relevant: np.ndarray, r: np.ndarray, harmonic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _hits_in_top_r(
+    relevant: np.ndarray, r: np.ndarray, harmonic: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the number of hits in the top R, and ``R * AP@R = sum_j j / p_j``.
 
     ``p_j`` is the 1-based rank of the j-th hit. Work is proportional to the hits or to the
     misses in the top R, whichever are fewer: between two consecutive misses the number of misses
-    so far, ``t``, is constant, so a run of hits at ranks ``q+2 .. e`` after the t-th miss (at
-    0-based rank ``q``) adds ``sum_j j / (j + t) = n - t * (H(e) - H(q + 1))`` with ``n`` hits and
-    ``H`` the harmonic numbers; the hits before the first miss each add 1.
+    so far, ``t``, is constant, so the run of hits after the t-th miss (at 0-based rank ``q``, the
+    run ending before 0-based rank ``e``) adds ``sum_j j / (j + t) = n - t * (H(e) - H(q + 1))``
+    with ``n = e - q - 1`` hits and ``H`` the harmonic numbers; hits before the first miss add 1.
 
     Shape:
-        relevant: (B, W) bool over ranks; r: (B,) with R <= W, or <= 0 for rows to ignore;
-        harmonic: (W + 1,) with ``harmonic[n] = 1 + 1/2 + ... + 1/n``. Returns (B,), (B,).
+        relevant: (B, W) bool over ranks, C-contiguous, overwritten; r: (B,) with R <= W, or
+        <= 0 for rows to ignore; harmonic: (W + 1,), ``harmonic[n] = 1 + 1/2 + ... + 1/n``.
+        Returns (B,) int64, (B,) float64.
     """
-    rows = len(relevant)
-    r_clipped = np.maximum(r, 0)
-    inside = np.arange(relevant.shape[1]) < r_clipped[:, None]
-    hit_mask = relevant & inside
-    n_hits = np.count_nonzero(hit_mask, axis=1)
-    if 2 * int(n_hits.sum()) <= int(r_clipped.sum()):
-        row, rank0 = np.nonzero(hit_mask)
+    rows, width = relevant.shape
+    r = np.clip(r, 0, width)
+    for row in range(rows):
+        relevant[row, r[row] :] = False
+    n_hits = np.array([np.count_nonzero(relevant[row]) for row in range(rows)], dtype=np.int64)
+    n_misses = r - n_hits
+    if n_hits.sum() <= n_misses.sum():
+        row, rank0 = np.divmod(np.flatnonzero(relevant), width)
         j = np.arange(1, len(row) + 1) - (np.cumsum(n_hits) - n_hits)[row]
         return n_hits, np.bincount(row, weights=j / (rank0 + 1), minlength=rows)
-    miss_mask = np.logical_xor(inside, hit_mask)
-    row, rank0 = np.nonzero(miss_mask)
-    n_misses = r_clipped - n_hits
+    misses = np.invert(relevant, out=relevant)
+    for row in range(rows):
+        misses[row, r[row] :] = False
+    row, rank0 = np.divmod(np.flatnonzero(misses), width)
     first_of_row = np.cumsum(n_misses) - n_misses
     t = np.arange(1, len(row) + 1) - first_of_row[row]
     # The run after each miss ends just before the next miss of its row, or at rank R.
     end = np.empty_like(rank0)
     end[:-1] = rank0[1:]
-    last_of_row = first_of_row + n_misses - 1
     has_miss = n_misses > 0
-    end[last_of_row[has_miss]] = r_clipped[has_miss]
+    end[(first_of_row + n_misses - 1)[has_miss]] = r[has_miss]
     runs = (end - rank0 - 1) - t * (harmonic[end] - harmonic[rank0 + 1])
-    before_first_miss = r_clipped.copy()
+    before_first_miss = r.astype(np.float64)
     before_first_miss[has_miss] = rank0[first_of_row[has_miss]]
     return n_hits, np.bincount(row, weights=runs, minlength=rows) + before_first_miss
 

@@ -11,6 +11,7 @@ from scipy.cluster.hierarchy import cophenet
 from scipy.spatial.distance import pdist
 from scipy.stats import pearsonr
 
+import hcl.metrics.hierarchy_metrics as hierarchy_metrics
 from hcl import Hierarchy
 from hcl.metrics import cpcc, hierarchical_distance_at_k, mistake_severity, nearest_neighbors
 
@@ -21,7 +22,8 @@ LEAVES = np.array([[r, c, leaf] for r in range(2) for c in range(2) for leaf in 
 def samples_of(classes: np.ndarray, per_class: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     labels = np.repeat(classes, per_class, axis=0)
-    emb = rng.standard_normal((len(labels), dim)) + np.repeat(rng.standard_normal((len(classes), dim)) * 2, per_class, 0)
+    centres = rng.standard_normal((len(classes), dim)) * 2
+    emb = rng.standard_normal((len(labels), dim)) + np.repeat(centres, per_class, axis=0)
     return emb, labels
 
 
@@ -67,10 +69,13 @@ def test_cpcc_matches_pearson_on_a_ragged_tree() -> None:
         assert hierarchy.tree_distance(encoded[i], encoded[j]) == tree[i, j]
 
 
-def test_cpcc_properties() -> None:
+def test_cpcc_properties(monkeypatch: pytest.MonkeyPatch) -> None:
     emb, labels = samples_of(LEAVES, per_class=3, dim=4, seed=0)
     value = cpcc(emb, labels)
     assert -1.0 <= value <= 1.0
+    # Pairs are processed in blocks of rows; small blocks give the same answer.
+    monkeypatch.setattr(hierarchy_metrics, "_PAIR_CHUNK", 10)
+    assert cpcc(emb, labels) == pytest.approx(value, abs=1e-12)
     # Means are L2-normalised, so a global scale changes nothing; sample order changes nothing.
     assert cpcc(emb * 7.5, labels) == pytest.approx(value, abs=1e-12)
     perm = np.random.default_rng(0).permutation(len(labels))

@@ -63,7 +63,9 @@ def smallest_mixed_gap(emb, labels, query=None, query_labels=None) -> float:
     return smallest
 
 
-def tie_free(n: int, branching: tuple[int, ...], dim: int, seed: int, unknown: float = 0.0, split: int | None = None):
+def tie_free(
+    n: int, branching: tuple[int, ...], dim: int, seed: int, unknown: float = 0.0, split: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Labels and clustered embeddings redrawn until no near-tie (< 1e-6) can swap a hit."""
     for attempt in range(50):
         labels = ragged_labels(n, branching, seed + 1000 * attempt, unknown)
@@ -218,6 +220,17 @@ def test_torch_engine_matches_numpy_engine(monkeypatch: pytest.MonkeyPatch) -> N
     )
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu() -> None:
+    emb, labels = tie_free(300, (2, 3, 4), dim=6, seed=4, unknown=0.2)
+    emb[250:280] = emb[:30]
+    expected = per_level_retrieval(emb, labels, ks=(1, 5))
+    got = per_level_retrieval(torch.from_numpy(emb).cuda(), labels, ks=(1, 5), batch_size=64)
+    assert_close(got, expected, tol=1e-9)
+    got_q = per_level_retrieval(emb[:200], labels[:200], query=emb[200:], query_labels=labels[200:], device="cuda")
+    assert_close(got_q, per_level_retrieval(emb[:200], labels[:200], query=emb[200:], query_labels=labels[200:]))
+
+
 def test_many_levels_use_wide_keys() -> None:
     """More than 31 levels switch to 64-bit sort keys; the numbers still match the oracle."""
     emb, base = tie_free(60, (2, 3), dim=3, seed=11, unknown=0.2)
@@ -330,7 +343,8 @@ def test_random_embeddings_score_chance() -> None:
         assert result[level]["precision@1"] == pytest.approx(chance, abs=0.05)
         assert result[level]["r_precision"] == pytest.approx(chance, abs=0.02)
         # Random recall@10: 1 - (1 - p)^10 for a same-class fraction p.
-        assert result[level]["recall@10"] == pytest.approx(float(np.mean(1 - (1 - (sizes - 1) / (n - 1)) ** 10)), abs=0.05)
+        recall_chance = float(np.mean(1 - (1 - (sizes - 1) / (n - 1)) ** 10))
+        assert result[level]["recall@10"] == pytest.approx(recall_chance, abs=0.05)
         assert result[level]["map@r"] < result[level]["r_precision"] + 0.01
 
 
@@ -344,7 +358,8 @@ def test_batch_size_and_gallery_order_do_not_change_results() -> None:
     shuffled = per_level_retrieval(emb[perm], labels[perm], ks=(1, 5))
     assert_close(shuffled, base, tol=1e-12)
     # Scaling the embeddings does not matter (cosine similarity); torch input is accepted.
-    assert_close(per_level_retrieval(torch.from_numpy(emb) * 3.0, torch.from_numpy(labels), ks=(1, 5)), base, tol=1e-12)
+    scaled = per_level_retrieval(torch.from_numpy(emb) * 3.0, torch.from_numpy(labels), ks=(1, 5))
+    assert_close(scaled, base, tol=1e-12)
 
 
 def test_ks_are_sorted_and_deduplicated() -> None:
