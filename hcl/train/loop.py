@@ -426,6 +426,28 @@ class _RandomBatches:
         yield from blocks.reshape(len(self), self.num_replicas, self.batch_size)[:, self.rank, :].tolist()
 
 
+def _lost_batch(iterator: Any, batches: Sequence[Sequence[tuple[int, int]]], dataset: Dataset, first: int) -> str:
+    """Which batch a dead DataLoader worker was loading: its position, sample indices and files.
+
+    PyTorch reports only the worker's pid. The batch comes from the iterator's task table (batch
+    position -> worker); ``first`` is the position of ``batches[0]`` in its epoch. The table is
+    private to torch's multi-process iterator, so this degrades to "unknown" without it.
+    """
+    dead = [i for i, worker in enumerate(getattr(iterator, "_workers", [])) if not worker.is_alive()]
+    tasks = getattr(iterator, "_task_info", {})
+    lost = sorted(i for i, info in tasks.items() if len(info) == 1 and (not dead or info[0] in dead))
+    if not lost:
+        return "the batch it was loading is unknown"
+    keys = batches[lost[0]]
+    indices = [index for _, index in keys]
+    paths = getattr(dataset, "paths", None)
+    files = f" (files: {', '.join(paths[i] for i in indices)})" if paths else ""
+    return (
+        f"it was loading batch {first + lost[0] + 1} of epoch {keys[0][0] + 1}, samples {indices}{files}; "
+        "one of them may crash the image decoder, or the worker ran out of memory"
+    )
+
+
 def _log_line(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a") as handle:
         handle.write(json.dumps(record) + "\n")
@@ -488,8 +510,14 @@ def fit(
         OSError: the output directory is unusable.
     """
     ctx = init_distributed(cfg.device)
+    loading: dict[str, Any] = {}  # the current epoch's loader iterator, to name a dead worker's batch
     try:
-        return _fit(cfg, ctx, resume=resume, overwrite=overwrite, on_step=on_step)
+        return _fit(cfg, ctx, resume=resume, overwrite=overwrite, on_step=on_step, loading=loading)
+    except RuntimeError as error:
+        # Raised by next(iterator), or by the SIGCHLD handler anywhere inside a step.
+        if "DataLoader worker" in str(error) and loading:
+            raise RuntimeError(f"{str(error).rstrip(' .')}; {_lost_batch(**loading)}") from error
+        raise
     finally:
         cleanup_distributed(ctx)
 
@@ -501,6 +529,7 @@ def _fit(
     resume: bool,
     overwrite: bool,
     on_step: Callable[[int, nn.Module, float], None] | None,
+    loading: dict[str, Any],
 ) -> FitResult:
     from tqdm.auto import tqdm
 
@@ -681,7 +710,9 @@ def _fit(
             bar = tqdm(total=last, initial=first, desc=f"epoch {epoch + 1}/{num_epochs}", leave=False,
                        disable=not (cfg.progress and ctx.is_main))
             window_start, window_steps = time.perf_counter(), 0
-            for images, batch_labels, _ in loader:
+            iterator = iter(loader)
+            loading.update(iterator=iterator, batches=batches, dataset=train_set, first=first)
+            for images, batch_labels, _ in iterator:
                 images = images.to(device, non_blocking=True)
                 batch_labels = batch_labels.to(device, non_blocking=True)
                 for group in optimizer.param_groups:
