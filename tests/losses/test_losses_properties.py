@@ -292,7 +292,7 @@ def test_cuda_matches_cpu(loss_fn: torch.nn.Module) -> None:
     target = labels[:, 0] if isinstance(loss_fn, SupConLoss) else labels
     results = []
     for device in ("cpu", "cuda"):
-        x = features.to(device).requires_grad_()
+        x = features.to(device).detach().clone().requires_grad_()
         loss = loss_fn(x, target.to(device))
         loss.backward()
         results.append((loss.cpu(), x.grad.cpu()))
