@@ -1,19 +1,19 @@
-"""One rank of the 2-process gloo tests in test_train_ddp.py (run as a script, not collected).
+"""One rank of the 2-process gloo test in test_train_ddp.py (run as a script, not collected).
 
-``step --rank R --world W --init FILE --out DIR``: for each loss, one train_step of a
-DDP-wrapped model on this rank's shard of a fixed batch; saves the loss, the gradients and the
-gathered labels. Rank 0 also runs the same step in one process over the whole batch (the
-reference the test compares every rank with).
+Run with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set, as torchrun sets them:
+``python _ddp_worker.py --out DIR --config JSON``. The rank joins the process group, then
 
-``fit --config JSON --out DIR`` (with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set, as
-torchrun sets them): hcl.train.fit as under ``torchrun -m hcl train``; saves this rank's weights.
+1. for each loss, runs one train_step of a DDP-wrapped model on its shard of a fixed batch and
+   saves the loss, the gradients and the gathered labels; rank 0 also runs the same step in one
+   process over the whole batch (the reference the test compares every rank with);
+2. runs hcl.train.fit(config) in that process group, as ``torchrun -m hcl train`` does, and saves
+   its final weights.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -39,11 +39,10 @@ def make_model() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(36, 16), nn.Tanh(), nn.Linear(16, 8))
 
 
-def run_step(args: argparse.Namespace) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{args.init}", rank=args.rank, world_size=args.world)
+def run_step(rank: int, world: int, out: Path) -> None:
     images, labels = make_batch()
-    shard = BATCH // args.world
-    rows = slice(args.rank * shard, (args.rank + 1) * shard)
+    shard = BATCH // world
+    rows = slice(rank * shard, (rank + 1) * shard)
     result: dict[str, dict] = {}
     for name in LOSSES:
         model = make_model()
@@ -51,33 +50,29 @@ def run_step(args: argparse.Namespace) -> None:
         optimizer = torch.optim.SGD(ddp.parameters(), lr=0.0)
         loss, _, gathered = train_step(ddp, build_objective(name), images[rows], labels[rows], optimizer)
         result[name] = {"loss": loss, "grads": [p.grad.clone() for p in model.parameters()], "labels": gathered}
-        if args.rank == 0:
+        if rank == 0:
             reference = make_model()
             optimizer = torch.optim.SGD(reference.parameters(), lr=0.0)
             loss, _, _ = train_step(reference, build_objective(name), images, labels, optimizer, gather=False)
             result[name]["reference"] = {"loss": loss, "grads": [p.grad.clone() for p in reference.parameters()]}
-    torch.save(result, Path(args.out) / f"step_rank{args.rank}.pt")
-    dist.destroy_process_group()
+    torch.save(result, out / f"step_rank{rank}.pt")
 
 
-def run_fit(args: argparse.Namespace) -> None:
-    cfg = TrainConfig.from_dict(json.loads(args.config))
+def run_fit(rank: int, config: str, out: Path) -> None:
+    cfg = TrainConfig.from_dict(json.loads(config))
     result = fit(cfg)
     state = {k: v.clone() for k, v in result.model.state_dict().items()}
-    torch.save({"step": result.step, "model": state}, Path(args.out) / f"fit_rank{os.environ['RANK']}.pt")
+    torch.save({"step": result.step, "model": state}, out / f"fit_rank{rank}.pt")
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=("step", "fit"))
-    parser.add_argument("--rank", type=int, default=0)
-    parser.add_argument("--world", type=int, default=2)
-    parser.add_argument("--init", default="")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--config", default="{}")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--config", required=True)
     arguments = parser.parse_args()
-    if arguments.mode == "step":
-        run_step(arguments)
-    else:
-        run_fit(arguments)
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    run_step(rank, world, arguments.out)
+    run_fit(rank, arguments.config, arguments.out)
+    dist.destroy_process_group()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
@@ -110,11 +110,15 @@ def test_errors_are_one_line_and_name_the_key(tmp_path: Path, capsys: pytest.Cap
     assert "is not a run directory" in capsys.readouterr().err
 
 
-def test_info_and_python_dash_m(capsys: pytest.CaptureFixture[str]) -> None:
+def test_info_and_python_dash_m(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["info"]) == 0
     assert f"torch {torch.__version__}" in capsys.readouterr().out
-    done = subprocess.run([sys.executable, "-m", "hcl", "train", "--help"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "--set KEY=VALUE" in done.stdout and "config keys:" in done.stdout
+    monkeypatch.setattr(sys, "argv", ["hcl", "train", "--help"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_module("hcl", run_name="__main__")
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "--set KEY=VALUE" in out and "config keys:" in out and "head_norm" in out
 
 
 @pytest.mark.skipif(not FASHION_MNIST.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
