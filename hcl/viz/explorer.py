@@ -37,6 +37,12 @@ __all__ = ["HierarchyExplorer"]
 
 _DIMMED = "#dddddd"
 _QUERY_COLOR = "#111111"
+_TABLE_STYLE = (
+    "<style>table.hcl-neighbours, table.hcl-metrics {border-collapse: collapse; margin-top: 4px}"
+    " .hcl-neighbours td, .hcl-neighbours th, .hcl-metrics td, .hcl-metrics th {padding: 2px 8px; text-align: right}"
+    " .hcl-neighbours td:nth-child(4), .hcl-neighbours td:nth-child(5) {text-align: left}"
+    " .hcl-neighbours tr:nth-child(even), .hcl-metrics tbody tr:nth-child(even) {background: #f4f4f4}</style>"
+)
 
 
 class HierarchyExplorer:
@@ -81,7 +87,7 @@ class HierarchyExplorer:
         coords: Any = None,
         seed: int = 0,
         n_neighbors: int = 10,
-        max_metric_queries: int = 200,
+        max_metric_queries: int = 100,
         max_legend_classes: int = 40,
     ) -> None:
         self._embeddings = as_embedding_array(embeddings)
@@ -425,7 +431,7 @@ class HierarchyExplorer:
             for r in table.itertuples()
         )
         return (
-            f"<div style='font-size:12px'>{head}<table class='hcl-neighbours'>"
+            f"{_TABLE_STYLE}<div style='font-size:12px'>{head}<table class='hcl-neighbours'>"
             "<tr><th></th><th>sample</th><th>cos</th><th>label path</th><th>agrees down to</th></tr>"
             f"{cells}</table></div>"
         )
@@ -434,7 +440,7 @@ class HierarchyExplorer:
         frame = self.subtree_metrics()
         what = "all samples" if self.node is None else " / ".join(self.hierarchy.path(*self.node))
         return (
-            f"<div style='font-size:12px'><b>retrieval metrics, queries from {html.escape(what)}</b>"
+            f"{_TABLE_STYLE}<div style='font-size:12px'><b>retrieval metrics, queries from {html.escape(what)}</b>"
             f"{frame.to_html(float_format=lambda v: f'{v:.3f}', classes='hcl-metrics', border=0)}</div>"
         )
 

@@ -120,27 +120,33 @@ def label_paths(labels: Any, hierarchy: Hierarchy, sep: str = " / ") -> np.ndarr
 def level_colors(hierarchy: Hierarchy, level: int | str) -> list[str]:
     """One colour per node of ``level`` that shows the tree: a subtree shares its root's hue.
 
-    Level-0 nodes get distinct palette colours; deeper nodes are lighter and darker shades, with
-    a small hue shift, of their level-0 ancestor's colour, spread over that ancestor's subtree.
+    Level-0 nodes get distinct palette colours. A deeper node takes its level-0 ancestor's
+    colour with the hue turned and the lightness changed according to its place, in tree order,
+    among that ancestor's descendants at ``level``; the hue stays within 40% of the gap to the
+    nearest other root's hue (at most +-0.12, about 43 degrees), so a subtree is recognisable.
 
     Returns:
         ``num_nodes(level)`` hex colours, indexed by node id.
     """
     level = resolve_level(hierarchy, level)
     roots = hierarchy.node_labels(level)[:, 0].numpy()
+    root_rgb = [
+        tuple(c / 255 for c in hex_to_rgb(_ROOT_PALETTE[r % len(_ROOT_PALETTE)])) for r in range(hierarchy.num_nodes(0))
+    ]
+    if level == 0:
+        return [_hex(*root_rgb[r]) for r in roots]
+    root_hue = np.array([colorsys.rgb_to_hls(*rgb)[0] for rgb in root_rgb])
     colors = []
     for node, root in enumerate(roots):
-        r, g, b = (c / 255 for c in hex_to_rgb(_ROOT_PALETTE[int(root) % len(_ROOT_PALETTE)]))
-        if level == 0:
-            colors.append(_hex(r, g, b))
-            continue
+        gaps = np.abs(root_hue - root_hue[root])
+        gaps = np.minimum(gaps, 1 - gaps)[np.arange(len(root_hue)) != root]
+        band = min(0.12, 0.4 * float(gaps.min())) if len(gaps) else 0.12
         siblings = np.flatnonzero(roots == root)
         m = len(siblings)
         t = 0.0 if m == 1 else int(np.searchsorted(siblings, node)) / (m - 1) - 0.5
-        h, lightness, s = colorsys.rgb_to_hls(r, g, b)
-        lightness = float(np.clip(lightness + 0.42 * t, 0.18, 0.82))
-        h = (h + 0.06 * t) % 1.0
-        colors.append(_hex(*colorsys.hls_to_rgb(h, lightness, s)))
+        h, lightness, s = colorsys.rgb_to_hls(*root_rgb[root])
+        lightness = float(np.clip(lightness + 0.4 * t, 0.22, 0.72))
+        colors.append(_hex(*colorsys.hls_to_rgb((h + 2 * band * t) % 1.0, lightness, s)))
     return colors
 
 
