@@ -145,7 +145,8 @@ def _results_table(runs: dict[str, dict]) -> str:
     names = list(runs)
     first = runs[names[0]]
     level_names = first.get("levels") or [f"level{i}" for i in range(len(first["retrieval"]))]
-    metrics = [m for m in first["retrieval"]["0"] if m != "num_queries"]
+    # recall@1 equals precision@1 by definition (a relevant item among the 1 nearest): shown once.
+    metrics = [m for m in first["retrieval"]["0"] if m not in ("num_queries", "recall@1")]
     width = max(12, *(len(n) for n in names))
     header = f"{'level':<14}{'metric':<14}" + "".join(f"{n:>{width + 2}}" for n in names)
     rows = [header, "-" * len(header)]

@@ -151,6 +151,11 @@ def build_backbone(
             feature_dim = linear.in_features
             setattr(parent, child_name, nn.Identity())
             break
+        convs = [m for m in classifier.modules() if isinstance(m, nn.Conv2d)]
+        if convs:  # a 1x1-convolution classifier (SqueezeNet): pool the features it would read
+            feature_dim = convs[0].in_channels
+            setattr(model, attribute, nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1)))
+            break
     if feature_dim is None:
         raise ValueError(f"cannot find the classifier of torchvision model {name!r} to remove")
 

@@ -21,15 +21,6 @@ from hcl.train.loop import SeededViews
 SYNTHETIC = {"depth": 3, "branching": [2, 2, 3], "samples_per_leaf": 8, "image_size": 16, "cache": False}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models on a shared CPU: one intra-op thread avoids the spin-wait of an oversubscribed pool.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _config(tmp_path: Path, name: str = "run", **changes) -> TrainConfig:
     base = {
         "dataset": "synthetic",
