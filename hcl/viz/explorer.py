@@ -39,8 +39,9 @@ _DIMMED = "#dddddd"
 _QUERY_COLOR = "#111111"
 _TABLE_STYLE = (
     "<style>table.hcl-neighbours, table.hcl-metrics {border-collapse: collapse; margin-top: 4px}"
-    " .hcl-neighbours td, .hcl-neighbours th, .hcl-metrics td, .hcl-metrics th {padding: 2px 8px; text-align: right}"
-    " .hcl-neighbours td:nth-child(4), .hcl-neighbours td:nth-child(5) {text-align: left}"
+    " .hcl-neighbours td, .hcl-neighbours th, .hcl-metrics td, .hcl-metrics th {padding: 1px 4px; text-align: right;"
+    " white-space: nowrap; line-height: 1.3}"
+    " .hcl-neighbours :is(td, th):nth-child(4), .hcl-neighbours :is(td, th):nth-child(5) {text-align: left}"
     " .hcl-neighbours tr:nth-child(even), .hcl-metrics tbody tr:nth-child(even) {background: #f4f4f4}</style>"
 )
 
@@ -164,7 +165,9 @@ class HierarchyExplorer:
                             [self.sample_selector, self.neighbours_view],
                             layout=widgets.Layout(flex="1 1 auto", min_width="320px"),
                         ),
-                    ]
+                    ],
+                    # In a narrow notebook the neighbours move below the plot instead of overflowing.
+                    layout=widgets.Layout(flex_flow="row wrap"),
                 ),
                 self.metrics_view,
             ]
