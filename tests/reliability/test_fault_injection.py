@@ -22,7 +22,6 @@ import random
 import re
 import signal
 import time
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -285,7 +284,6 @@ def test_a_failing_checkpoint_write_keeps_the_previous_one_and_resumes_exactly(
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []
     resumed = fit(TrainConfig(**_config(run_dir, max_steps=8)), resume=True)
     assert resumed.step == 8 and resumed.history == straight.history[4:]
-    _assert_same_state(
-        load_checkpoint(run_dir / "checkpoint.pt")["model"], load_checkpoint(tmp_path / "straight/checkpoint.pt")["model"]
-    )
+    resumed_state = load_checkpoint(run_dir / "checkpoint.pt")
+    _assert_same_state(resumed_state["model"], load_checkpoint(tmp_path / "straight/checkpoint.pt")["model"])
     cases.add("training.failed_write", "recovered")

@@ -23,7 +23,7 @@ from hcl.losses import HiConE, HiMulCon, HiMulConE, SupConLoss
 
 # The oracles are Python loops: HCL_FAST=1 (make test, CI) tries 40 batches per loss, HCL_FAST=0 400.
 ORACLE_FUZZ = settings(max_examples=40 if FAST else 400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=150 if FAST else 1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 RTOL64, RTOL32 = 1e-7, 2e-4
 CONSTRAINED = {HiMulCon: False, HiMulConE: True, HiConE: True}
 REFERENCE_TYPE = {HiMulCon: "hmc", HiMulConE: "hmce", HiConE: "hce"}
@@ -173,7 +173,9 @@ bad_settings = st.fixed_dictionaries(
 @FUZZ
 @given(features=bad_features, labels=bad_labels, options=bad_settings, mode=st.sampled_from(["paper", "reference"]))
 @pytest.mark.parametrize("loss_class", [HiMulCon, HiMulConE, HiConE, SupConLoss])
-def test_any_input_gives_a_finite_value_or_a_clear_error(loss_class: type, features, labels, options, mode, cases) -> None:
+def test_any_input_gives_a_finite_value_or_a_clear_error(
+    loss_class: type, features, labels, options, mode, cases
+) -> None:
     """Junk of every kind: a finite value (when the junk happens to be valid) or ValueError/TypeError."""
     kwargs: dict[str, Any] = {"temperature": options["temperature"]}
     if loss_class in (HiMulCon, HiMulConE):

@@ -14,7 +14,7 @@ from typing import Any
 import hypothesis.strategies as st
 import numpy as np
 import pytest
-import torch
+from conftest import FAST
 from hypothesis import HealthCheck, given, settings
 
 from hcl.metrics import (
@@ -27,7 +27,8 @@ from hcl.metrics import (
     per_level_retrieval,
 )
 
-FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# HCL_FAST=1 (make test, CI) tries 120 cases per test, HCL_FAST=0 1000.
+FUZZ = settings(max_examples=120 if FAST else 1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
@@ -90,7 +91,8 @@ def oracle_retrieval(
     """Per-level retrieval from the definitions, one query and one level at a time."""
     result = {}
     for level in range(g_labels.shape[1]):
-        sums: dict[str, float] = {"precision@1": 0.0, "r_precision": 0.0, "map@r": 0.0, **{f"recall@{k}": 0.0 for k in ks}}
+        names = ["precision@1", *(f"recall@{k}" for k in ks), "r_precision", "map@r"]
+        sums = dict.fromkeys(names, 0.0)
         counted = 0
         for q in range(len(queries)):
             mine = _known_prefix(q_labels[q], level)
@@ -232,7 +234,8 @@ def test_cpcc_matches_the_oracle(data, num_samples: int, num_levels: int, dim: i
         cases.add("metrics.cpcc", "rejected")
         return
     actual = cpcc(embeddings, labels)
-    assert (math.isnan(expected) and math.isnan(actual)) or math.isclose(actual, expected, abs_tol=1e-9), (actual, expected)
+    same = (math.isnan(expected) and math.isnan(actual)) or math.isclose(actual, expected, abs_tol=1e-9)
+    assert same, (actual, expected)
     cases.add("metrics.cpcc", "value")
 
 
@@ -294,12 +297,15 @@ def oracle_knn(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, te
 @FUZZ
 @given(data=st.data(), sizes=st.tuples(st.integers(1, 10), st.integers(1, 6)), num_levels=st.integers(1, 5),
        weighted=st.booleans(), temperature=st.sampled_from([0.07, 0.5, 2.0]))
-def test_knn_accuracy_matches_the_oracle(data, sizes, num_levels: int, weighted: bool, temperature: float, cases) -> None:
+def test_knn_accuracy_matches_the_oracle(
+    data, sizes, num_levels: int, weighted: bool, temperature: float, cases
+) -> None:
     num_train, num_test = sizes
     generator = np.random.default_rng(data.draw(st.integers(0, 2**31)))
     # Continuous embeddings: no two neighbours tie, so the neighbour order is unambiguous.
     train, test = generator.normal(size=(num_train, 3)), generator.normal(size=(num_test, 3))
-    train_labels, test_labels = data.draw(label_rows(num_train, num_levels)), data.draw(label_rows(num_test, num_levels))
+    train_labels = data.draw(label_rows(num_train, num_levels))
+    test_labels = data.draw(label_rows(num_test, num_levels))
     k = data.draw(st.integers(1, num_train))
     expected = oracle_knn(train, train_labels, test, test_labels, k, weighted, temperature)
     actual = knn_accuracy(train, train_labels, test, test_labels, k=k, weighted=weighted, temperature=temperature)
@@ -310,7 +316,7 @@ def test_knn_accuracy_matches_the_oracle(data, sizes, num_levels: int, weighted:
 
 
 @pytest.mark.filterwarnings("ignore:Number of distinct clusters")  # duplicate points: fewer clusters
-@settings(FUZZ, max_examples=25)
+@settings(FUZZ, max_examples=15)
 @given(data=st.data(), num_samples=st.integers(2, 12), num_levels=st.integers(1, 4))
 def test_clustering_scores_are_finite_and_in_range(data, num_samples: int, num_levels: int, cases) -> None:
     embeddings = data.draw(grid_embeddings(num_samples, 3))
