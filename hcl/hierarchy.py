@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path, PurePath
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
 import torch
 
+from hcl.atomic import write_text_atomic
 from hcl.labels import as_label_tensor, prefix_ids, shared_prefix_length
 
 __all__ = ["Hierarchy"]
@@ -460,19 +460,7 @@ class Hierarchy:
 
     def to_json(self, path: str | os.PathLike[str]) -> None:
         """Write the hierarchy as JSON atomically (a crash never leaves a torn file)."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=1)
-            # mkstemp creates the file 0600; give it the permissions a plain open() would.
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str]) -> Hierarchy:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
+
+from hcl.atomic import atomic_write
 
 __all__ = [
     "DATA_DIR",
@@ -27,21 +28,6 @@ DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 def default_cache_dir() -> Path:
     """``$HCL_CACHE_DIR`` if set, else ``data/cache`` in the repository."""
     return Path(os.environ.get("HCL_CACHE_DIR", DATA_DIR / "cache"))
-
-
-def atomic_write(path: str | os.PathLike[str], payload: bytes) -> None:
-    """Write ``payload`` to ``path`` through a temporary file and ``os.replace`` (never torn)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def find_first(candidates: Iterable[Path], what: str) -> Path:

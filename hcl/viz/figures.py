@@ -10,7 +10,6 @@ import base64
 import colorsys
 import io
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from plotly.basedatatypes import BaseFigure
 from plotly.colors import hex_to_rgb, qualitative
 from plotly.subplots import make_subplots
 
+from hcl.atomic import write_text_atomic
 from hcl.hierarchy import Hierarchy
 from hcl.labels import shared_prefix_length
 from hcl.viz.projection import as_embedding_array
@@ -730,23 +730,4 @@ def save_html(fig: BaseFigure, path: str | os.PathLike[str]) -> Path:
     if not isinstance(fig, BaseFigure):
         raise TypeError(f"fig must be a plotly figure, got {type(fig).__name__}")
     return write_text_atomic(path, to_html(fig))
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write text to ``path`` via a temporary file and a rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        # mkstemp creates the file private (0600); give it the permissions open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 

@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from hcl.atomic import write_text_atomic
 from hcl.viz.figures import (
     distance_vs_tree_distance,
     per_level_metric_bars,
     scatter_levels_grid,
     to_html,
     training_curves,
-    write_text_atomic,
 )
 from hcl.viz.projection import project_2d
 from hcl.viz.runs import load_embeddings, read_metrics_log, read_results
