@@ -147,7 +147,8 @@ def test_half_precision_inputs_are_computed_in_float32(dtype: torch.dtype, devic
         y = labels[:, :1] if loss_class is SupConLoss else labels
         half, _ = _value_and_grad(_loss(loss_class, 0.05), features, y)
         single, _ = _value_and_grad(_loss(loss_class, 0.05), features.float(), y)
-        assert half == single
+        # Bit-identical on CPU; CUDA kernels may reduce in another order (seen: 1e-7 relative).
+        assert half == pytest.approx(single, rel=0 if device == "cpu" else 1e-6)
         cases.add("stress.half_inputs", "value")
 
 
