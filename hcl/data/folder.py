@@ -186,18 +186,26 @@ def _parent_map_paths(
             raise ValueError(f"{source}: {err}") from err
         if not isinstance(parent_map, Mapping):
             raise ValueError(f"{source}: expected a JSON object child -> parent, got {type(parent_map).__name__}")
+    for child, parent in parent_map.items():
+        if parent is not None and not isinstance(parent, str):
+            raise ValueError(f"{source}: the parent of {child!r} must be a name or null, got {parent!r}")
+
+    def path_to(node: str) -> tuple[str, ...]:
+        chain, seen = [node], {node}
+        while (parent := parent_map.get(chain[-1])) is not None:
+            if parent in seen:
+                raise ValueError(f"{source} has a cycle: {' -> '.join(chain + [parent])}")
+            chain.append(parent)
+            seen.add(parent)
+        return tuple(reversed(chain))
+
+    for node in parent_map:  # a cycle anywhere makes the map wrong, even away from the classes
+        path_to(node)
     paths = []
     for cls in classes:
         if cls not in parent_map:
             raise ValueError(f"class folder {cls!r} is not in {source} (every class needs an entry; roots map to null)")
-        chain = [cls]
-        while (parent := parent_map.get(chain[-1])) is not None:
-            if not isinstance(parent, str):
-                raise ValueError(f"{source}: the parent of {chain[-1]!r} must be a name or null, got {parent!r}")
-            if parent in chain:
-                raise ValueError(f"{source} has a cycle: {' -> '.join(chain + [parent])}")
-            chain.append(parent)
-        paths.append(tuple(reversed(chain)))
+        paths.append(path_to(cls))
     return paths
 
 
