@@ -178,7 +178,8 @@ def _metrics_section(summaries: Mapping[str, Mapping[str, Any]]) -> str:
         )
         body.append(f"<tr><td class='name'>{html.escape(lv)}</td><td class='name'>{html.escape(m)}</td>{cells}</tr>")
     sources = "; ".join(f"{html.escape(n)}: {html.escape(summaries[n]['source'])}" for n in with_metrics)
-    table = f"<table class='metrics'>{header}{''.join(body)}</table><p class='meta'>from {sources}; best in bold</p>"
+    best_note = "; best in bold" if len(with_metrics) > 1 else ""
+    table = f"<table class='metrics'>{header}{''.join(body)}</table><p class='meta'>from {sources}{best_note}</p>"
     bars_metrics = [m for m in ("map@r", "precision@1") if m in metrics] or metrics[:1]
     bars = per_level_metric_bars(
         {n: summaries[n]["retrieval"] for n in with_metrics}, bars_metrics, title="per-level retrieval, by run"
