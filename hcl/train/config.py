@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from hcl.atomic import write_text_atomic
+
 __all__ = ["LOSSES", "TrainConfig", "apply_overrides", "load_config", "save_config"]
 
 LOSSES = ("himulcone", "himulcon", "hicone", "supcon", "simclr", "cross_entropy")
@@ -295,7 +297,7 @@ def save_config(cfg: TrainConfig, path: str | Path) -> Path:
     path = Path(path)
     data = cfg.to_dict()
     if path.suffix == ".json":
-        path.write_text(json.dumps(data, indent=2) + "\n")
+        write_text_atomic(path, json.dumps(data, indent=2) + "\n")
     else:
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
     return path

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hcl.atomic import write_text_atomic
 from hcl.train.config import load_config
 from hcl.train.evaluate import evaluate_run
 from hcl.train.loop import check_output_dir, fit
@@ -105,7 +106,7 @@ def run_demo(
             for loss in DEMO_LOSSES
         },
     }
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
     if print_table is not None:
         print_table(results)
     print(f"wrote {out / 'metrics.json'}", file=sys.stderr)
@@ -124,6 +125,6 @@ def run_demo(
         )
         print(f"wrote {path}", file=sys.stderr)
     summary["seconds_total"] = time.perf_counter() - started
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
     print(f"demo finished in {summary['seconds_total']:.0f} s", file=sys.stderr)
     return summary

@@ -9,6 +9,7 @@ evaluation of a run directory (``hcl evaluate``): it adds the k-NN accuracy per 
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from hcl.atomic import atomic_write, write_text_atomic
 from hcl.hierarchy import Hierarchy
 from hcl.train.checkpoint import check_training_state, load_checkpoint
 from hcl.train.config import TrainConfig, load_config
@@ -152,19 +154,21 @@ def save_embeddings(
         embeddings: (N, D), stored float32; labels: (N, L), stored int64; indices: (N,).
     """
     path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")  # as numpy.savez names it
     if len(embeddings) != len(labels):
         raise ValueError(f"{len(embeddings)} embeddings but {len(labels)} label rows")
     if indices is None:
         indices = np.arange(len(embeddings))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()  # written whole, then renamed into place: a crash never leaves a torn file
     np.savez(
-        path,
+        buffer,
         embeddings=np.asarray(embeddings, dtype=np.float32),
         labels=np.asarray(labels, dtype=np.int64),
         hierarchy=np.array(json.dumps(hierarchy.to_dict())),
         indices=np.asarray(indices, dtype=np.int64),
     )
-    return path
+    return atomic_write(path, buffer.getvalue())
 
 
 def _usable_ks(ks: list[int], num_rankable: int) -> list[int]:
@@ -323,7 +327,7 @@ def evaluate_run(
         save_embeddings(run_dir / f"embeddings_{split}.npz", gallery, gallery_labels, hierarchy, gallery_indices)
         if query_split is not None:
             save_embeddings(run_dir / f"embeddings_{query_split}.npz", query, query_labels, hierarchy, query_indices)
-        (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
     if progress:
         print(f"evaluated {run_dir} on {split}: cpcc {results['cpcc']:.3f}", file=sys.stderr)
     return results

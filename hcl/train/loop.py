@@ -37,6 +37,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from hcl.atomic import write_text_atomic
 from hcl.train.checkpoint import (
     capture_rng_state,
     check_training_state,
@@ -465,7 +466,8 @@ def _truncate_log(path: Path, last_step: int) -> None:
             continue  # a line torn by the crash that the run resumes from
         if int(record.get("step", 0)) <= last_step:
             kept.append(line)
-    path.write_text("".join(line + "\n" for line in kept))
+    # Atomic: a kill during the rewrite must not lose the lines before the checkpoint.
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def _config_differences(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
@@ -670,7 +672,7 @@ def _fit(
             if final:
                 result = evaluate_run(run_dir, cfg=cfg, model=model, device=device, progress=cfg.progress)
                 result["step"] = at_step
-                (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+                write_text_atomic(run_dir / "results.json", json.dumps(result, indent=2) + "\n")
                 metrics = {"retrieval": result["retrieval"], "cpcc": result["cpcc"]}
             else:
                 eval_set = build_split(cfg, cfg.eval_split)

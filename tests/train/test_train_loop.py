@@ -175,3 +175,26 @@ def test_low_level_train_on_a_loader() -> None:
     losses = train(model, build_objective("himulcon"), loader, epochs=4, lr=0.05, device="cpu")
     assert len(losses) == 12
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def test_a_crash_while_resume_trims_the_log_keeps_every_line_before_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hcl import atomic
+    from hcl.train.loop import _truncate_log
+
+    log = tmp_path / "metrics.jsonl"
+    lines = [json.dumps({"kind": "train", "step": step}) for step in range(1, 7)]
+    log.write_text("".join(line + "\n" for line in lines) + '{"kind": "tr')  # torn by a kill
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies inside the rewrite
+
+    monkeypatch.setattr(atomic.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _truncate_log(log, 4)
+    assert log.read_text().splitlines()[:6] == lines  # untouched, nothing lost
+    monkeypatch.undo()
+    _truncate_log(log, 4)
+    assert log.read_text().splitlines() == lines[:4]
+    assert list(tmp_path.iterdir()) == [log]  # no temporary file left behind
