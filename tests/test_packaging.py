@@ -1,13 +1,17 @@
-"""Packaging: pyproject.toml and environment.yml agree; the distribution and import names."""
+"""Packaging: pyproject.toml and environment.yml agree; the distribution and import names; package data."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 import hcl
@@ -53,3 +57,47 @@ def test_import_is_light() -> None:
     code = "import sys, hcl; print(sorted(m for m in ('umap', 'plotly', 'ipywidgets', 'sklearn') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel built from a copy of the sources, so the build leaves nothing in the repository."""
+    source = tmp_path_factory.mktemp("source")
+    shutil.copy(ROOT / "pyproject.toml", source)
+    shutil.copy(ROOT / "README.md", source)
+    shutil.copytree(ROOT / "hcl", source / "hcl", ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path_factory.mktemp("wheel")
+    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q"]
+    subprocess.run([*pip, "-w", str(out), str(source)], check=True, capture_output=True)
+    (built,) = out.glob("*.whl")
+    return built
+
+
+def test_wheel_ships_the_fashion_mnist_hierarchy(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        assert "hcl/data/fashion_mnist_hierarchy.json" in archive.namelist()
+
+
+def test_installed_wheel_loads_the_hierarchy_without_the_repository(wheel: Path, tmp_path: Path) -> None:
+    """The unpacked wheel alone, run from elsewhere: no repository data/ folder to fall back on."""
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    code = (
+        "import hcl\n"
+        "from hcl import Hierarchy\n"
+        "from hcl.data.fashion_mnist import HIERARCHY_FILE\n"
+        "print(hcl.__file__)\n"
+        "print(Hierarchy.from_json(HIERARCHY_FILE).level_names)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    module_file, level_names = out.stdout.splitlines()
+    assert Path(module_file).is_relative_to(site)  # the wheel's copy, not the editable install
+    assert level_names == "['group', 'category', 'class']"

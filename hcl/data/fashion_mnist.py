@@ -3,7 +3,8 @@
 The images are the official IDX files. By default they are read from Debian's
 ``dataset-fashion-mnist`` package (``/usr/share/datasets/fashion-mnist/``); any directory holding
 ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` works too, including torchvision's layout
-(``<root>/FashionMNIST/raw/``). The hierarchy ships as ``data/fashion_mnist_hierarchy.json``::
+(``<root>/FashionMNIST/raw/``). The hierarchy ships as package data,
+``hcl/data/fashion_mnist_hierarchy.json``::
 
     clothes: tops (T-shirt/top, Pullover, Shirt), bottoms (Trouser), dresses (Dress), outers (Coat)
     goods:   accessories (Bag), shoes (Sandal, Sneaker, Ankle boot)
@@ -22,13 +23,14 @@ import torch
 from PIL import Image
 
 from hcl.data.base import HierarchicalDataset
-from hcl.data.files import DATA_DIR, check_split, find_first, read_maybe_gzip
+from hcl.data.files import check_split, find_first, read_maybe_gzip
 from hcl.hierarchy import Hierarchy
 
 __all__ = ["DEFAULT_FASHION_MNIST_ROOT", "FASHION_MNIST_CLASSES", "FashionMNIST", "read_idx", "read_idx_header"]
 
 DEFAULT_FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
-HIERARCHY_FILE = DATA_DIR / "fashion_mnist_hierarchy.json"
+# Package data next to this module, so installed wheels carry it (see pyproject.toml).
+HIERARCHY_FILE = Path(__file__).with_name("fashion_mnist_hierarchy.json")
 # The class of each IDX label value 0..9, as documented with the data set.
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",

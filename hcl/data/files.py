@@ -21,7 +21,7 @@ __all__ = [
     "read_maybe_gzip",
 ]
 
-# data/ at the repository root: shipped hierarchies, and the git-ignored cache/.
+# data/ at the repository root: default roots of downloaded data sets, and the git-ignored cache/.
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 
 
