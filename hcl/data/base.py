@@ -34,7 +34,8 @@ class HierarchicalDataset(Dataset):
     """Base class: label bookkeeping, shared options and ``__getitem__``; subclasses decode images.
 
     A subclass parses its files into the label rows of every stored sample (``raw_labels``) and
-    implements :meth:`_load_image` for a stored sample, then calls :meth:`_select`.
+    implements :meth:`_load_image` for a stored sample, then calls :meth:`_select`. Stored rows
+    and data set indices differ once an option drops samples; errors name the index.
 
     Args:
         transform: applied to the PIL image; ``None`` returns the image as a float tensor
@@ -122,8 +123,11 @@ class HierarchicalDataset(Dataset):
         self.paths = [raw_paths[r] for r in rows] if raw_paths is not None else None
         self._rows = rows
 
-    def _load_image(self, row: int) -> Image.Image:
-        """Decode stored sample ``row`` (an index into the raw data, not into this data set)."""
+    def _load_image(self, row: int, index: int) -> Image.Image:
+        """Decode stored sample ``row`` (an index into the raw data), sample ``index`` of this data set.
+
+        Errors report ``index``, the number the caller passed, not ``row``.
+        """
         raise NotImplementedError
 
     # ------------------------------------------------------------------ the Dataset interface
@@ -134,7 +138,7 @@ class HierarchicalDataset(Dataset):
         """The untransformed image of sample ``index`` (e.g. for thumbnails)."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for a data set of {len(self)} samples")
-        return self._load_image(int(self._rows[index]))
+        return self._load_image(int(self._rows[index]), int(index))
 
     def __getitem__(self, index: int) -> tuple[Any, torch.Tensor]:
         image = self.get_image(index)

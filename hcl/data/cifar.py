@@ -118,7 +118,7 @@ class CIFAR100(HierarchicalDataset):
             levels=levels,
         )
 
-    def _load_image(self, row: int) -> Image.Image:
+    def _load_image(self, row: int, index: int) -> Image.Image:
         return Image.fromarray(np.ascontiguousarray(self._images[row]))
 
 

@@ -99,8 +99,8 @@ class DeepFashionInShop(HierarchicalDataset):
         )
         self.item_ids = [self.item_ids[r] for r in self._rows]
 
-    def _load_image(self, row: int) -> Image.Image:
-        return open_image(self._files[row], row).convert("RGB")
+    def _load_image(self, row: int, index: int) -> Image.Image:
+        return open_image(self._files[row], index).convert("RGB")
 
 
 def read_inshop_partition(path: str | os.PathLike[str]) -> list[tuple[str, str, str, int]]:

@@ -111,7 +111,7 @@ class FashionMNIST(HierarchicalDataset):
             self._image_array = images
         return self._image_array
 
-    def _load_image(self, row: int) -> Image.Image:
+    def _load_image(self, row: int, index: int) -> Image.Image:
         return Image.fromarray(self._images[row])
 
 

@@ -51,7 +51,11 @@ def read_maybe_gzip(path: Path) -> bytes:
 
 
 def open_image(path: str | os.PathLike[str], index: int) -> Image.Image:
-    """Decode an image file fully; a missing or corrupt file raises an error naming path and index."""
+    """Decode an image file fully; a missing or corrupt file raises an error naming path and index.
+
+    ``index`` is the sample's index in the data set (what ``dataset[i]`` was given), not the
+    file's position in a listing: the two differ under ``subset`` or ``unseen_classes``.
+    """
     try:
         with Image.open(path) as image:
             image.load()

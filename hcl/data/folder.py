@@ -137,8 +137,8 @@ class HierarchicalImageFolder(HierarchicalDataset):
             levels=levels,
         )
 
-    def _load_image(self, row: int) -> Image.Image:
-        return open_image(self._files[row], row).convert("L" if self.channels == 1 else "RGB")
+    def _load_image(self, row: int, index: int) -> Image.Image:
+        return open_image(self._files[row], index).convert("L" if self.channels == 1 else "RGB")
 
 
 def _split_dirs(root: Path) -> dict[str, Path]:

@@ -148,7 +148,7 @@ class SyntheticHierarchy(HierarchicalDataset):
             atomic_write(self.cache_path, buffer.getvalue())
         return images, leaf
 
-    def _load_image(self, row: int) -> Image.Image:
+    def _load_image(self, row: int, index: int) -> Image.Image:
         return Image.fromarray(self._images[row])
 
 

@@ -131,3 +131,14 @@ def test_empty_split_and_options(tmp_path: Path) -> None:
     sub = DeepFashionInShop(root, "train", subset=3)
     assert len(sub) == 3 and len(sub.item_ids) == 3 and sub.paths is not None and len(sub.paths) == 3
     assert np.all(np.diff([ROWS.index(next(r for r in ROWS if r[0] in p)) for p in sub.paths]) > 0)
+
+
+def test_corrupt_image_under_unseen_classes_names_its_data_set_index(tmp_path: Path) -> None:
+    """Without the held-out dresses, the MEN/Denim front view is row 4 of the split but sample 1."""
+    root = build_inshop(tmp_path)
+    (root / ROWS[4][0]).write_bytes(b"\xff\xd8 definitely not a jpeg")
+    ds = DeepFashionInShop(root, "train", unseen_classes=["WOMEN/Dresses"])
+    assert ds.paths is not None and ds.paths.index(str(root / ROWS[4][0])) == 1
+    ds.get_image(0)
+    with pytest.raises(OSError, match=r"cannot decode image 1 \(.*id_00000080/01_1_front\.jpg\)"):
+        ds[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,22 @@ def test_corrupt_image_and_grey_mode(tmp_path: Path) -> None:
     assert ds.get_image(0).mode == "L" and ds[0][0].shape == (1, 6, 6)
     with pytest.raises(OSError, match=r"image 1 .*a/2\.png"):
         ds.get_image(1)
+
+
+@pytest.mark.parametrize("options", [{"unseen_classes": ["a"]}, {"subset": 4}])
+def test_bad_images_are_named_by_their_data_set_index(tmp_path: Path, options: dict[str, object]) -> None:
+    """Under unseen classes or a subset, errors give the index passed to ``dataset[i]``, not the file's position."""
+    for top, leaf in (("a", "x"), ("b", "y")):
+        for i in range(4):
+            make_image(tmp_path / top / leaf / f"{i}.png", value=40 * i)
+    files = sorted(str(p) for p in tmp_path.rglob("*.png"))
+    ds = HierarchicalImageFolder(tmp_path, **options)
+    assert ds.paths is not None and len(ds) == 4
+    corrupt, missing = len(ds) - 1, len(ds) - 2
+    assert files.index(ds.paths[corrupt]) != corrupt and files.index(ds.paths[missing]) != missing
+    Path(ds.paths[corrupt]).write_bytes(b"\x89PNG broken")
+    Path(ds.paths[missing]).unlink()
+    with pytest.raises(OSError, match=rf"cannot decode image {corrupt} \({re.escape(ds.paths[corrupt])}\)"):
+        ds[corrupt]
+    with pytest.raises(FileNotFoundError, match=rf"image {missing} is missing: {re.escape(ds.paths[missing])}"):
+        ds[missing]

@@ -68,10 +68,10 @@ def test_a_dead_worker_names_the_batch_it_was_loading(
     victim = str(image_tree / "a" / "ay" / "2.png")
     real_load = HierarchicalImageFolder._load_image
 
-    def load_or_die(self: HierarchicalImageFolder, row: int) -> Image.Image:
+    def load_or_die(self: HierarchicalImageFolder, row: int, index: int) -> Image.Image:
         if self._files[row] == victim and torch.utils.data.get_worker_info() is not None:
             os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer or a segfaulting decoder does
-        return real_load(self, row)
+        return real_load(self, row, index)
 
     monkeypatch.setattr(HierarchicalImageFolder, "_load_image", load_or_die)
     index = HierarchicalImageFolder(image_tree).paths.index(victim)
