@@ -20,9 +20,18 @@ import yaml
 
 from hcl.atomic import write_text_atomic
 
-__all__ = ["LOSSES", "TrainConfig", "apply_overrides", "load_config", "save_config"]
+__all__ = ["LOSSES", "LOSS_DISPLAY_NAMES", "TrainConfig", "apply_overrides", "load_config", "save_config"]
 
-LOSSES = ("himulcone", "himulcon", "hicone", "supcon", "simclr", "cross_entropy")
+# Each loss's config name and its proper name, which reports show.
+LOSS_DISPLAY_NAMES = {
+    "himulcone": "HiMulConE",
+    "himulcon": "HiMulCon",
+    "hicone": "HiConE",
+    "supcon": "SupCon",
+    "simclr": "SimCLR",
+    "cross_entropy": "cross-entropy",
+}
+LOSSES = tuple(LOSS_DISPLAY_NAMES)
 _CHOICES: dict[str, tuple[str, ...]] = {
     "loss": LOSSES,
     "loss_mode": ("paper", "reference"),

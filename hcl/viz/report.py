@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from hcl.atomic import write_text_atomic
+from hcl.train.config import LOSS_DISPLAY_NAMES
 from hcl.viz.figures import (
     distance_vs_tree_distance,
     per_level_metric_bars,
@@ -56,8 +57,10 @@ def write_report(
     the file opens offline. A run lacking a part (no log yet, no embeddings) gets a note instead.
 
     Args:
-        runs: ``{display name: run directory}``, e.g. ``{"HiMulConE": "runs/demo/himulcone",
-            "SupCon": "runs/demo/supcon"}``.
+        runs: ``{name: run directory}``, e.g. ``{"himulcone": "runs/demo/himulcone",
+            "supcon": "runs/demo/supcon"}``. A name that is a config loss name is shown as the
+            loss's proper name (``"HiMulConE"``, ``"SupCon"``; see
+            :data:`hcl.train.LOSS_DISPLAY_NAMES`), any other name as given.
         out_path: the HTML file to write (atomically; parent folders are created).
         title: the page title.
         max_points: the projection uses a seeded random subset of at most this many test
@@ -69,7 +72,8 @@ def write_report(
         The path written.
 
     Raises:
-        ValueError: ``runs`` is empty. FileNotFoundError: a run directory does not exist.
+        ValueError: ``runs`` is empty, or two names would be shown alike (``"supcon"`` and
+            ``"SupCon"``). FileNotFoundError: a run directory does not exist.
     """
     from plotly.offline import get_plotlyjs
 
@@ -77,7 +81,13 @@ def write_report(
         raise ValueError("runs is empty: give at least one {name: run directory}")
     if max_points < 2:
         raise ValueError(f"max_points must be >= 2, got {max_points}")
-    run_dirs = {str(name): Path(path) for name, path in runs.items()}
+    run_dirs: dict[str, Path] = {}
+    given: dict[str, str] = {}
+    for name, path in runs.items():
+        shown = LOSS_DISPLAY_NAMES.get(str(name), str(name))
+        if shown in run_dirs:
+            raise ValueError(f"runs {given[shown]!r} and {str(name)!r} would both be shown as {shown!r}")
+        run_dirs[shown], given[shown] = Path(path), str(name)
     for name, path in run_dirs.items():
         if not path.is_dir():
             raise FileNotFoundError(f"run {name!r}: {path} is not a directory")

@@ -76,3 +76,27 @@ def test_report_rejects_bad_runs(tmp_path: Path) -> None:
         write_report({}, tmp_path / "r.html")
     with pytest.raises(FileNotFoundError, match="run 'x'"):
         write_report({"x": tmp_path / "missing"}, tmp_path / "r.html")
+
+
+def test_report_shows_loss_run_names_by_the_loss_names_proper(tmp_path: Path) -> None:
+    """The demo names its runs by config loss names (``himulcone``); the page says ``HiMulConE``."""
+    runs = {
+        "himulcone": write_fake_run(tmp_path / "a", embeddings=False),
+        "supcon": write_fake_run(tmp_path / "b", embeddings=False),
+        "cross_entropy": write_fake_run(tmp_path / "c", embeddings=False),
+        "my ablation": write_fake_run(tmp_path / "d", embeddings=False),
+    }
+    text = write_report(runs, tmp_path / "r.html", method="pca").read_text()
+    header = re.search(r"<tr><th>level</th><th>metric</th>(.*?)</tr>", text).group(1)
+    assert header == "<th>HiMulConE</th><th>SupCon</th><th>cross-entropy</th><th>my ablation</th>"
+    for name in ("HiMulConE", "SupCon", "cross-entropy", "my ablation"):
+        assert f"<b>{name}</b>" in text and f"Embeddings: {name}</h2>" in text, name
+        assert f'"name":"{name}"' in text, name  # the legends of the bars and the curves
+    for name in ("himulcone", "supcon", "cross_entropy"):
+        assert name not in text, name
+
+
+def test_report_rejects_two_runs_shown_under_one_name(tmp_path: Path) -> None:
+    run = write_fake_run(tmp_path / "run", embeddings=False)
+    with pytest.raises(ValueError, match="'supcon' and 'SupCon' would both be shown as 'SupCon'"):
+        write_report({"supcon": run, "SupCon": run}, tmp_path / "r.html")
