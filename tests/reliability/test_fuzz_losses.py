@@ -18,6 +18,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from conftest import FAST
 from oracles import oracle_paper_loss, oracle_reference_loss, paper_default_weights
+from reliability.strategies import label_rows
 
 from hcl.losses import HiConE, HiMulCon, HiMulConE, SupConLoss
 
@@ -30,25 +31,10 @@ REFERENCE_TYPE = {HiMulCon: "hmc", HiMulConE: "hmce", HiConE: "hce"}
 
 
 @st.composite
-def label_batches(draw: st.DrawFn, allow_unknown: bool = True) -> torch.Tensor:
-    """(B, L) labels in the prefix convention, from a small alphabet so that prefixes collide."""
+def label_batches(draw: st.DrawFn) -> torch.Tensor:
+    """(B, L) labels of 1..8 samples and 1..6 levels (see :func:`reliability.strategies.label_rows`)."""
     num_samples, num_levels = draw(st.integers(1, 8)), draw(st.integers(1, 6))
-    kind = draw(st.sampled_from(["random", "identical", "distinct", "duplicates"]))
-    row = st.lists(st.integers(0, 2), min_size=num_levels, max_size=num_levels)
-    if kind == "identical":
-        rows = [draw(row)] * num_samples
-    elif kind == "distinct":
-        rows = [[i] * num_levels for i in range(num_samples)]
-    elif kind == "duplicates":
-        pool = draw(st.lists(row, min_size=1, max_size=2))
-        rows = [pool[draw(st.integers(0, len(pool) - 1))] for _ in range(num_samples)]
-    else:
-        rows = [draw(row) for _ in range(num_samples)]
-    labels = torch.tensor(rows, dtype=torch.int64).reshape(num_samples, num_levels)
-    if allow_unknown and draw(st.booleans()):
-        depth = torch.tensor(draw(st.lists(st.integers(0, num_levels), min_size=num_samples, max_size=num_samples)))
-        labels[torch.arange(num_levels) >= depth.unsqueeze(1)] = -1
-    return labels
+    return torch.from_numpy(draw(label_rows(num_samples, num_levels)))
 
 
 @st.composite

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from conftest import FAST
 from hypothesis import HealthCheck, given, settings
+from reliability.strategies import label_rows
 
 from hcl.metrics import (
     clustering_per_level,
@@ -29,27 +30,6 @@ from hcl.metrics import (
 
 # HCL_FAST=1 (make test, CI) tries 120 cases per test, HCL_FAST=0 1000.
 FUZZ = settings(max_examples=120 if FAST else 1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@st.composite
-def label_rows(draw: st.DrawFn, num_samples: int, num_levels: int) -> np.ndarray:
-    """(N, L) labels in the prefix convention: random, identical, distinct or duplicated rows."""
-    kind = draw(st.sampled_from(["random", "identical", "distinct", "duplicates"]))
-    row = st.lists(st.integers(0, 2), min_size=num_levels, max_size=num_levels)
-    if kind == "identical":
-        rows = [draw(row)] * num_samples
-    elif kind == "distinct":
-        rows = [[i] * num_levels for i in range(num_samples)]
-    elif kind == "duplicates":
-        pool = draw(st.lists(row, min_size=1, max_size=2))
-        rows = [pool[draw(st.integers(0, len(pool) - 1))] for _ in range(num_samples)]
-    else:
-        rows = [draw(row) for _ in range(num_samples)]
-    labels = np.array(rows, dtype=np.int64).reshape(num_samples, num_levels)
-    if draw(st.booleans()):
-        depth = np.array(draw(st.lists(st.integers(0, num_levels), min_size=num_samples, max_size=num_samples)))
-        labels[np.arange(num_levels)[None, :] >= depth[:, None]] = -1
-    return labels
 
 
 def grid_embeddings(num_samples: int, dim: int) -> st.SearchStrategy[np.ndarray]:
