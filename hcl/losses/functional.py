@@ -30,7 +30,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from hcl.losses._checks import (
     check_features,
@@ -39,7 +38,7 @@ from hcl.losses._checks import (
     check_temperature,
     check_weight_count,
 )
-from hcl.losses._kernel import pairwise_contrastive
+from hcl.losses._kernel import hierarchical_contrastive
 from hcl.losses.groups import build_view_groups
 
 __all__ = ["default_level_weights", "hierarchical_contrastive_loss", "supcon_loss"]
@@ -73,6 +72,7 @@ def paper_loss(
     temperature: float,
     level_weights: Sequence[float],
     constrained: bool,
+    bound_gradient: bool = True,
 ) -> torch.Tensor | None:
     """The paper-mode loss on validated inputs, or ``None`` when no anchor has a positive.
 
@@ -82,18 +82,20 @@ def paper_loss(
     num_samples, num_views, dim = features.shape
     num_levels = labels.shape[1]
     groups = build_view_groups(labels, num_views)
-    positives = (groups.size - 1).clamp_(min=0).to(features.dtype)
-    anchors = positives > 0
-    counts = anchors.sum(dim=1).tolist()
+    # Every group of every level at once: a group of s >= 2 views holds s anchors with s - 1
+    # positives each; level l's term averages over its |A_l| anchors.
+    sizes = torch.cat([level.group_size for level in groups.levels])
+    level_of = torch.repeat_interleave(torch.tensor([level.num_groups for level in groups.levels], device=sizes.device))
+    anchors = torch.where(sizes >= 2, sizes, 0)
+    counts = torch.zeros(num_levels, dtype=torch.int64, device=sizes.device).index_add_(0, level_of, anchors).tolist()
     scales = [w / (num_levels * c) if c else 0.0 for w, c in zip(level_weights, counts)]
     if not any(scales):
         return None
-    weights = torch.tensor(scales, dtype=features.dtype, device=features.device)
-    anchor_weight = anchors * weights.unsqueeze(1)
-    lse_weight = anchor_weight.sum(dim=0)
-    positive_weight = anchor_weight / positives.clamp(min=1)
-    z = F.normalize(features.reshape(num_samples * num_views, dim)[groups.rows], dim=1)
-    return pairwise_contrastive(z, temperature, lse_weight, positive_weight, groups, constrained)
+    scale = torch.tensor(scales, dtype=features.dtype, device=features.device)
+    group_weight = scale[level_of] * (anchors > 0) / (sizes - 1).clamp(min=1)
+    return hierarchical_contrastive(
+        features.reshape(num_samples * num_views, dim), temperature, groups, group_weight, constrained, bound_gradient
+    )
 
 
 def hierarchical_contrastive_loss(

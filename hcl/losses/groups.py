@@ -33,6 +33,8 @@ class LevelGroups:
             views, padded with the run's first column; a run of unknown views is all padding.
         padding: (num_groups, max_size) bool: which entries of ``table`` are padding.
         group_size: (num_groups,) int64 number of views of each run (0 for unknown views).
+        parent: (num_groups,) int64 the run of the next coarser level that holds each run (the
+            runs nest); empty at level 0.
     """
 
     group: torch.Tensor
@@ -43,6 +45,7 @@ class LevelGroups:
     table: torch.Tensor
     padding: torch.Tensor
     group_size: torch.Tensor
+    parent: torch.Tensor
 
     def block_index(self) -> torch.Tensor:
         """Columns of each view's group (itself included), padded with the group's first column.
@@ -81,12 +84,15 @@ class ViewGroups:
             ``features.reshape(B * V, D)``.
         group: (L, N) int64, ``levels[l].group`` for every level (one tensor, for batched ops).
         size: (L, N) int64, ``levels[l].size`` for every level.
+        global_group: (L, N) int64, the group ids of all levels numbered consecutively (level 0's
+            first), to index tensors that concatenate every level's groups.
         levels: one :class:`LevelGroups` per level, coarse to fine.
     """
 
     rows: torch.Tensor
     group: torch.Tensor
     size: torch.Tensor
+    global_group: torch.Tensor
     levels: tuple[LevelGroups, ...]
 
 
@@ -160,6 +166,7 @@ def build_view_groups(labels: torch.Tensor, num_views: int) -> ViewGroups:
 
     # Per view, level by level: (L, N) run ids, group sizes and group starts.
     global_run = (run + torch.tensor(offsets, device=device)).t()
+    global_group = global_run.repeat_interleave(num_views, dim=1)
     group = run.t().repeat_interleave(num_views, dim=1)
     size = run_size[global_run].repeat_interleave(num_views, dim=1)
     own_position = torch.arange(num_views_total, device=device)
@@ -170,6 +177,8 @@ def build_view_groups(labels: torch.Tensor, num_views: int) -> ViewGroups:
     columns = torch.arange(max(max_size), device=device)
     valid = columns < run_size.unsqueeze(1)
     table = torch.where(valid, run_start.unsqueeze(1) + columns, run_start.unsqueeze(1))
+    # The run of level l-1 that holds each run of level l: its first sample's run there.
+    parent = run[run_first, (run_level - 1).clamp_(min=0)]
     levels = tuple(
         LevelGroups(
             group=group[level],
@@ -180,7 +189,8 @@ def build_view_groups(labels: torch.Tensor, num_views: int) -> ViewGroups:
             table=table[offsets[level] : offsets[level] + num_groups[level], : max_size[level]],
             padding=~valid[offsets[level] : offsets[level] + num_groups[level], : max_size[level]],
             group_size=run_size[offsets[level] : offsets[level] + num_groups[level]],
+            parent=parent[offsets[level] : offsets[level] + num_groups[level]] if level else parent[:0],
         )
         for level in range(num_levels)
     )
-    return ViewGroups(rows=rows, group=group, size=size, levels=levels)
+    return ViewGroups(rows=rows, group=group, size=size, global_group=global_group, levels=levels)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from oracles import oracle_paper_loss
+from oracles import oracle_paper_loss, paper_default_weights
 
 import hcl.losses._kernel as kernel
 from hcl.losses import HiConE, HiMulConE
@@ -30,8 +30,8 @@ def value_and_grad(loss: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, t
 def test_code_paths_match_oracle(monkeypatch: pytest.MonkeyPatch, slices: bool, shared_shift: bool) -> None:
     monkeypatch.setattr(kernel, "_SLICE_MIN_SIZE", 0 if slices else 10**9)
     monkeypatch.setattr(kernel, "_SLICE_GROUPS_PER_VIEW", 1.0)
-    spread = 600.0 if shared_shift else -1.0
-    monkeypatch.setattr(kernel, "_SHARED_SHIFT_SPREAD", {torch.float32: spread, torch.float64: spread})
+    limit = 600.0 if shared_shift else -1.0
+    monkeypatch.setattr(kernel, "_SHARED_SHIFT_RANGE", {torch.float32: limit, torch.float64: limit})
     cases = [(0, HiMulConE(0.2, level_weights=[1.0, 2.0, 3.0]), [1.0, 2.0, 3.0]), (1, HiConE(0.7), [1.0] * 3)]
     for seed, loss_fn, weights in cases:
         x = features(seed)
@@ -40,16 +40,15 @@ def test_code_paths_match_oracle(monkeypatch: pytest.MonkeyPatch, slices: bool, 
         torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-12)
 
 
-def test_row_shift_is_used_when_row_maxima_are_far_apart() -> None:
-    # t = 0.004: row maxima of the logits lie further apart than the shared shift allows in
-    # float32 (whole rows would underflow), so float32 takes the per-row shift, float64 not.
+def test_row_shift_is_used_when_a_shared_shift_would_underflow() -> None:
+    # t = 0.004: logits span [-250, 250], wider than exp can hold in float32 after one shared
+    # shift (whole rows would underflow), so float32 takes the per-row shift, float64 not.
     generator = torch.Generator().manual_seed(3)
     x = torch.randn(24, 2, 6, generator=generator, dtype=torch.float64)
     labels = torch.randint(0, 2, (24, 2), generator=generator)
     loss_fn = HiMulConE(0.004)
-    views = torch.nn.functional.normalize(x.reshape(48, 6), dim=1)
-    row_max = (views @ views.t()).fill_diagonal_(-2).amax(dim=1) / 0.004
-    assert float(row_max.max() - row_max.min()) > kernel._SHARED_SHIFT_SPREAD[torch.float32]
+    assert 2 / 0.004 > kernel._SHARED_SHIFT_RANGE[torch.float32]
+    assert 2 / 0.004 <= kernel._SHARED_SHIFT_RANGE[torch.float64]
     single = x.float().requires_grad_()
     double = x.clone().requires_grad_()
     loss32, loss64 = loss_fn(single, labels), loss_fn(double, labels)
@@ -58,3 +57,16 @@ def test_row_shift_is_used_when_row_maxima_are_far_apart() -> None:
     assert torch.isfinite(loss32)
     torch.testing.assert_close(loss32.double(), loss64, rtol=1e-4, atol=0)
     torch.testing.assert_close(single.grad.double(), double.grad, rtol=1e-3, atol=1e-3)
+
+
+def test_backward_twice_with_retain_graph_gives_the_same_gradient() -> None:
+    # The first backward may reuse the saved exponentials in place only when the graph is not
+    # kept; with retain_graph=True they must survive for the second pass.
+    x = features(4)
+    loss = HiMulConE(0.3)(x, LABELS)
+    (first,) = torch.autograd.grad(loss, x, retain_graph=True)
+    (second,) = torch.autograd.grad(loss, x, retain_graph=True)
+    (third,) = torch.autograd.grad(loss, x)
+    expected = torch.autograd.grad(oracle_paper_loss(x, LABELS, 0.3, paper_default_weights(3), constrained=True), x)[0]
+    assert torch.equal(first, second) and torch.equal(second, third)
+    torch.testing.assert_close(first, expected, rtol=1e-6, atol=1e-12)
