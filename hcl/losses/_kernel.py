@@ -26,8 +26,8 @@ symmetric up to the row factor, so G + G^T is built in one pass and one (N, N) x
 suffices. The constraint part is symmetrised inside each group's block.
 
 Memory: one (N, N) matrix survives the forward pass (the exponentials of the logits, which a
-plain SupCon keeps as well), one more is built in the backward pass, plus one bool per in-group
-pair of each constrained level (which pairs exceed their bound).
+plain SupCon keeps as well); the backward pass scales it in place unless the graph is kept, and
+each constrained level keeps one float per in-group pair (1.0 where a pair exceeds its bound).
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ _SHARED_SHIFT_RANGE = {torch.float32: 80.0, torch.float64: 700.0}
 _SLICE_MIN_SIZE = 32
 _SLICE_GROUPS_PER_VIEW = 1 / 128
 
-# In-place symmetric scaling in row blocks of about this many elements (a few hundred KiB).
-_ROW_BLOCK_ELEMENTS = 1 << 16
+# In-place symmetric scaling in row blocks of about this many elements (1 MiB in float32).
+_ROW_BLOCK_ELEMENTS = 1 << 18
 
 # As torch.nn.functional.normalize: x / max(|x|, eps).
 _NORM_EPS = 1e-12
@@ -89,33 +89,45 @@ class _InGroupPairs:
         Shape:
             Returns two (N,) tensors, float and int64.
         """
+        if self.columns is not None:
+            value, position = self._smallest(self.blocks[0])
+            return value, self.columns.gather(1, position.unsqueeze(1)).squeeze(1)
         value = self.blocks[0].new_full((n,), float("inf"))
         column = torch.zeros(n, dtype=torch.int64, device=value.device)
         for (start, stop), block in zip(self.ranges, self.blocks):
-            # -inf (self, padding) counts as +inf here. (argmin: min(dim) is slow on small CPU inputs.)
-            finite = block.nan_to_num(neginf=float("inf"))
-            position = finite.argmin(dim=1, keepdim=True)
-            value[start:stop] = finite.gather(1, position).squeeze(1)
-            column[start:stop] = (
-                self.columns.gather(1, position).squeeze(1) if self.columns is not None else position.squeeze(1) + start
-            )
+            value[start:stop], position = self._smallest(block)
+            column[start:stop] = position + start
         return value, column
 
-    def excess(self, bound: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    @staticmethod
+    def _smallest(block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # -inf (self, padding) counts as +inf here. (argmin: min(dim) is slow on small CPU inputs.)
+        finite = block.nan_to_num(neginf=float("inf"))
+        position = finite.argmin(dim=1, keepdim=True)
+        return finite.gather(1, position).squeeze(1), position.squeeze(1)
+
+    def excess(self, bound: torch.Tensor, counted: bool) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
         """``R_i = sum_p relu(x_ip - bound_i)`` over i's group, the number of pairs above the
-        bound and the bool blocks of those pairs.
+        bound (when ``counted``) and, per block, which pairs those are (1.0, else 0.0: the
+        backward pass multiplies with it).
 
         Shape:
-            bound: (N,). Returns two (N,) tensors and one bool tensor per block.
+            bound: (N,). Returns (N,), (N,) or None, and one tensor per block.
         """
-        excess, count = bound.new_zeros(bound.shape), bound.new_zeros(bound.shape)
-        above = []
+        if self.columns is not None:
+            clipped = (self.blocks[0] - bound.unsqueeze(1)).clamp_(min=0)
+            above = clipped.sign()
+            return clipped.sum(dim=1), above.sum(dim=1) if counted else None, [above]
+        excess = bound.new_zeros(bound.shape)
+        count = bound.new_zeros(bound.shape) if counted else None
+        blocks_above = []
         for (start, stop), block in zip(self.ranges, self.blocks):
             clipped = (block - bound[start:stop].unsqueeze(1)).clamp_(min=0)
             excess[start:stop] = clipped.sum(dim=1)
-            above.append(clipped > 0)
-            count[start:stop] = above[-1].sum(dim=1)
-        return excess, count, above
+            blocks_above.append(clipped.sign())
+            if count is not None:
+                count[start:stop] = blocks_above[-1].sum(dim=1)
+        return excess, count, blocks_above
 
 
 def _add_in_group(
@@ -132,10 +144,9 @@ def _add_in_group(
         grad_logits.t().scatter_add_(1, columns, block)  # entry (i, r) is pair (columns_ir, i)
         return
     for (start, stop), pairs in zip(spans, above):
-        block = pairs * coefficient[start:stop].unsqueeze(1)
         square = grad_logits[start:stop, start:stop]
-        square += block
-        square += block.t()
+        square.addcmul_(pairs, coefficient[start:stop].unsqueeze(1))
+        square.addcmul_(pairs.t(), coefficient[start:stop].unsqueeze(0))
 
 
 def _graph_is_kept() -> bool:
@@ -211,7 +222,7 @@ class _HierarchicalContrastive(torch.autograd.Function):
                 pairs = _InGroupPairs(logits, level)
                 coefficient = group_weight[offsets[index] : offsets[index + 1]].index_select(0, level.group)
                 if bound is not None:
-                    excess, count, above = pairs.excess(bound)
+                    excess, count, above = pairs.excess(bound, counted=bound_gradient)
                     loss = loss + torch.dot(coefficient, excess)
                     kept.append((pairs.spans, pairs.columns, above, coefficient, count, bound_column))
                 bound, bound_column = pairs.smallest(n) if index > 0 else (None, None)
