@@ -60,6 +60,7 @@ def oracle_paper_loss(
     temperature: float,
     level_weights: Sequence[float],
     constrained: bool,
+    bound_gradient: bool = True,
 ) -> torch.Tensor:
     """Paper-mode HiMulCon (unconstrained) or HiConE/HiMulConE (constrained).
 
@@ -67,6 +68,7 @@ def oracle_paper_loss(
     mean over anchors with |P_l(i)| > 0 of the mean over p of ell(i,p), or of max(ell(i,p), m_i)
     with m_i = max over q in P_{l+1}(i) of ell(i,q) when constrained and P_{l+1}(i) is not empty.
     Loss = (1/L) sum_l lambda_l term_l; no positive pair at all gives features.sum() * 0.
+    ``bound_gradient=False`` detaches m_i.
     """
     labels = labels.reshape(labels.shape[0], -1)
     num_levels = labels.shape[1]
@@ -95,7 +97,16 @@ def oracle_paper_loss(
                     bound = ell[i][finer[0]]
                     for q in finer[1:]:
                         bound = torch.maximum(bound, ell[i][q])
-            pair_terms = [ell[i][p] if bound is None else torch.maximum(ell[i][p], bound) for p in pos]
+                    if not bound_gradient:
+                        bound = bound.detach()
+            if bound is None:
+                pair_terms = [ell[i][p] for p in pos]
+            elif bound_gradient:
+                pair_terms = [torch.maximum(ell[i][p], bound) for p in pos]
+            else:
+                # A held bound: pairs at or above it (the bound's own pair included) keep their
+                # whole gradient, the pairs it holds up get none.
+                pair_terms = [torch.where(ell[i][p] >= bound, ell[i][p], bound) for p in pos]
             anchor_terms.append(sum(pair_terms) / len(pair_terms))
         if anchor_terms:
             term = level_weights[level] * sum(anchor_terms) / len(anchor_terms) / num_levels

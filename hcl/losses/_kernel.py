@@ -106,27 +106,26 @@ class _InGroupPairs:
         position = finite.argmin(dim=1, keepdim=True)
         return finite.gather(1, position).squeeze(1), position.squeeze(1)
 
-    def excess(self, bound: torch.Tensor, counted: bool) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
+    def excess(self, bound: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """``R_i = sum_p relu(x_ip - bound_i)`` over i's group, the number of pairs above the
-        bound (when ``counted``) and, per block, which pairs those are (1.0, else 0.0: the
-        backward pass multiplies with it).
+        bound and, per block, which pairs those are (1.0, else 0.0: the backward pass multiplies
+        with it).
 
         Shape:
-            bound: (N,). Returns (N,), (N,) or None, and one tensor per block.
+            bound: (N,). Returns two (N,) tensors and one tensor per block.
         """
         if self.columns is not None:
             clipped = (self.blocks[0] - bound.unsqueeze(1)).clamp_(min=0)
             above = clipped.sign()
-            return clipped.sum(dim=1), above.sum(dim=1) if counted else None, [above]
+            return clipped.sum(dim=1), above.sum(dim=1), [above]
         excess = bound.new_zeros(bound.shape)
-        count = bound.new_zeros(bound.shape) if counted else None
+        count = bound.new_zeros(bound.shape)
         blocks_above = []
         for (start, stop), block in zip(self.ranges, self.blocks):
             clipped = (block - bound[start:stop].unsqueeze(1)).clamp_(min=0)
             excess[start:stop] = clipped.sum(dim=1)
             blocks_above.append(clipped.sign())
-            if count is not None:
-                count[start:stop] = blocks_above[-1].sum(dim=1)
+            count[start:stop] = blocks_above[-1].sum(dim=1)
         return excess, count, blocks_above
 
 
@@ -222,7 +221,7 @@ class _HierarchicalContrastive(torch.autograd.Function):
                 pairs = _InGroupPairs(logits, level)
                 coefficient = group_weight[offsets[index] : offsets[index + 1]].index_select(0, level.group)
                 if bound is not None:
-                    excess, count, above = pairs.excess(bound, counted=bound_gradient)
+                    excess, count, above = pairs.excess(bound)
                     loss = loss + torch.dot(coefficient, excess)
                     kept.append((pairs.spans, pairs.columns, above, coefficient, count, bound_column))
                 bound, bound_column = pairs.smallest(n) if index > 0 else (None, None)
@@ -255,6 +254,11 @@ class _HierarchicalContrastive(torch.autograd.Function):
 
         # The LSE part of d loss / d logits is u_i E_ij; with a shared shift E is symmetric and
         # G + G^T = u_i E_ij + u_j E_ij, otherwise G^T z is a second product.
+        if not ctx.bound_gradient:
+            # A pair held up by a constant bound contributes a constant: not even its LSE moves.
+            lse_weight = lse_weight.clone()
+            for *_, coefficient, count, _ in ctx.kept:
+                lse_weight.addcmul_(coefficient, count, value=-1)
         scale = grad_output * lse_weight / row_sum
         grad_z = None
         if ctx.shared_shift:
@@ -263,8 +267,9 @@ class _HierarchicalContrastive(torch.autograd.Function):
             grad_logits = exponentials * scale.unsqueeze(1)
             grad_z = torch.mm(grad_logits.t(), z)
 
-        # Constraint part: +w_i on the in-group pairs above i's bound, -w_i times their number on
-        # the bound's own pair (unless the bound is held constant), both symmetrised.
+        # Constraint part: +w_i on the in-group pairs above i's bound (which cancels their -w_i
+        # from the positive sums), -w_i times their number on the bound's own pair (unless the
+        # bound is held constant), both symmetrised.
         rows = torch.arange(n, device=z.device)
         for spans, columns, above, coefficient, count, bound_column in ctx.kept:
             coefficient = grad_output * coefficient
@@ -315,8 +320,8 @@ def hierarchical_contrastive(
         groups: the groups of every level (see :func:`hcl.losses.groups.build_view_groups`).
         group_weight: the weight of every group of every level, level 0's first (0: skipped).
         constrained: apply the hierarchy constraint against the next finer level.
-        bound_gradient: let the gradient flow into the bound ``c_i`` (the loss as written);
-            False holds it constant.
+        bound_gradient: differentiate the constraint as written; False holds the bound
+            ``m_i = LSE_i - c_i`` constant, so a pair held up by it gets no gradient at all.
 
     Shape:
         features: (N, D) with N >= 2; group_weight: (sum_l num_groups_l,). Returns a scalar.

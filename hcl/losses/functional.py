@@ -105,6 +105,7 @@ def hierarchical_contrastive_loss(
     temperature: float = 0.1,
     level_weights: Sequence[float] | None = None,
     constrained: bool = False,
+    bound_gradient: bool = True,
 ) -> torch.Tensor:
     """Paper-mode HiMulCon (``constrained=False``) or HiMulConE (``constrained=True``).
 
@@ -118,6 +119,10 @@ def hierarchical_contrastive_loss(
         level_weights: L non-negative floats, coarse to fine; default
             :func:`default_level_weights`.
         constrained: apply the hierarchy constraint.
+        bound_gradient: let the gradient flow into the constraint's bound ``m_i`` (the loss as
+            written). False holds ``m_i`` constant: a pair held up by the bound then gets no
+            gradient, instead of pulling the anchor's hardest finer positive closer once per such
+            pair.
 
     Shape:
         features: (B, V, D) or (B, D); labels: (B, L) or (B,). Returns a scalar.
@@ -131,7 +136,7 @@ def hierarchical_contrastive_loss(
         weights = default_level_weights(num_levels)
     check_weight_count(weights, num_levels, "one per label level, coarse to fine")
     with full_precision(features) as values:
-        loss = paper_loss(values, labels, temperature, weights, constrained)
+        loss = paper_loss(values, labels, temperature, weights, constrained, bound_gradient)
     return features.sum() * 0 if loss is None else loss
 
 

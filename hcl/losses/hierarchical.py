@@ -40,11 +40,25 @@ class _HierarchicalLoss(nn.Module):
     weighted: ClassVar[bool]
     reference_type: ClassVar[str]
 
-    def __init__(self, temperature: float = 0.1, level_weights: LevelWeights = None, mode: str = "paper") -> None:
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        level_weights: LevelWeights = None,
+        mode: str = "paper",
+        bound_gradient: bool = True,
+    ) -> None:
         super().__init__()
         self.temperature = check_temperature(temperature)
         self.mode = check_mode(mode)
         self.level_weights = check_level_weights(level_weights, self.mode)
+        if not isinstance(bound_gradient, bool):
+            raise TypeError(f"bound_gradient must be True or False, got {bound_gradient!r}")
+        if not bound_gradient and (not self.constrained or self.mode != "paper"):
+            raise ValueError(
+                f"bound_gradient=False applies to HiConE and HiMulConE in paper mode, not {type(self).__name__} "
+                f"in mode {self.mode!r}"
+            )
+        self.bound_gradient = bound_gradient
 
     def forward(self, features: torch.Tensor, labels: Any) -> torch.Tensor:
         if self.mode == "reference":
@@ -60,13 +74,20 @@ class _HierarchicalLoss(nn.Module):
             labels = as_label_tensor(labels)
             weights = (1.0,) * labels.shape[1]
         return hierarchical_contrastive_loss(
-            features, labels, temperature=self.temperature, level_weights=weights, constrained=self.constrained
+            features,
+            labels,
+            temperature=self.temperature,
+            level_weights=weights,
+            constrained=self.constrained,
+            bound_gradient=self.bound_gradient,
         )
 
     def extra_repr(self) -> str:
         text = f"temperature={self.temperature}, mode={self.mode!r}"
         if self.weighted and self.level_weights is not None:
             text += f", level_weights={self.level_weights!r}"
+        if not self.bound_gradient:
+            text += ", bound_gradient=False"
         return text
 
 
@@ -114,6 +135,10 @@ class HiMulConE(_HierarchicalLoss):
         temperature: t > 0.
         level_weights: as for :class:`HiMulCon`.
         mode: ``"paper"`` or ``"reference"``.
+        bound_gradient: paper mode: True (default) differentiates ``max(ell(i,p), m_i)`` as
+            written, so every pair held up by the bound pulls the anchor's hardest finer positive
+            closer; False holds ``m_i`` constant (such pairs get no gradient), which keeps a plain
+            MLP head from collapsing onto the hardest positives.
 
     Shape:
         features: (B, V, D) or (B, D) floating, L2-normalised inside (idempotent).
@@ -136,6 +161,7 @@ class HiConE(_HierarchicalLoss):
     Args:
         temperature: t > 0.
         mode: ``"paper"`` or ``"reference"``.
+        bound_gradient: as for :class:`HiMulConE`.
 
     Shape:
         features: (B, V, D) or (B, D) floating, L2-normalised inside (idempotent).
@@ -147,5 +173,5 @@ class HiConE(_HierarchicalLoss):
     weighted = False
     reference_type = "hce"
 
-    def __init__(self, temperature: float = 0.1, mode: str = "paper") -> None:
-        super().__init__(temperature=temperature, level_weights=None, mode=mode)
+    def __init__(self, temperature: float = 0.1, mode: str = "paper", bound_gradient: bool = True) -> None:
+        super().__init__(temperature=temperature, level_weights=None, mode=mode, bound_gradient=bound_gradient)

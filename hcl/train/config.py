@@ -98,6 +98,7 @@ class TrainConfig:
     loss_mode: str = "paper"  # "paper" or "reference" (the public reference code's behaviour)
     temperature: float = 0.1
     level_weights: list[float] | None = None  # lambda_l, coarse -> fine; None = the loss default
+    bound_gradient: bool = True  # hicone/himulcone: False holds the constraint's bound m_i constant
 
     # --- optimisation ---
     batch_size: int = 256  # images per step over all processes together
@@ -153,6 +154,11 @@ class TrainConfig:
             raise ValueError(f"config key 'retrieval_ks' must be a non-empty list of k >= 1, got {self.retrieval_ks!r}")
         if self.level_weights is not None and self.loss in ("hicone", "supcon", "simclr", "cross_entropy"):
             raise ValueError(f"config key 'level_weights' does not apply to loss {self.loss!r}; set it to null")
+        if not self.bound_gradient and (self.loss not in ("hicone", "himulcone") or self.loss_mode != "paper"):
+            raise ValueError(
+                f"config key 'bound_gradient' applies to losses hicone and himulcone in loss_mode 'paper', not "
+                f"{self.loss!r} in {self.loss_mode!r}; set it to true"
+            )
         if self.loss == "cross_entropy" and self.embedding == "projection":
             raise ValueError("config key 'embedding' must be 'features' for loss 'cross_entropy' (it has no projection head)")
 

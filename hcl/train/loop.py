@@ -613,7 +613,13 @@ def _fit(
 
     from hcl.train.objectives import build_objective
 
-    objective = build_objective(cfg.loss, temperature=cfg.temperature, level_weights=cfg.level_weights, mode=cfg.loss_mode)
+    objective = build_objective(
+        cfg.loss,
+        temperature=cfg.temperature,
+        level_weights=cfg.level_weights,
+        mode=cfg.loss_mode,
+        bound_gradient=cfg.bound_gradient,
+    )
 
     step = 0
     if state is not None:

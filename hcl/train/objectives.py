@@ -29,6 +29,7 @@ class HierarchicalObjective(nn.Module):
         temperature: the softmax temperature t.
         level_weights: lambda_l, coarse to fine (not for HiConE); None = the loss default.
         mode: ``"paper"`` (default) or ``"reference"``.
+        bound_gradient: HiConE/HiMulConE: False holds the constraint's bound constant.
 
     Shape:
         outputs: (B, V, D); labels: (B, L). Returns a scalar.
@@ -41,6 +42,7 @@ class HierarchicalObjective(nn.Module):
         temperature: float = 0.1,
         level_weights: Sequence[float] | None = None,
         mode: str = "paper",
+        bound_gradient: bool = True,
     ) -> None:
         super().__init__()
         from hcl.losses import HiConE, HiMulCon, HiMulConE
@@ -48,10 +50,10 @@ class HierarchicalObjective(nn.Module):
         if name == "hicone":
             if level_weights is not None:
                 raise ValueError("HiConE takes no level weights (all ones); set level_weights to None")
-            self.loss = HiConE(temperature=temperature, mode=mode)
+            self.loss = HiConE(temperature=temperature, mode=mode, bound_gradient=bound_gradient)
         elif name in ("himulcon", "himulcone"):
             cls = HiMulCon if name == "himulcon" else HiMulConE
-            self.loss = cls(temperature=temperature, level_weights=level_weights, mode=mode)
+            self.loss = cls(temperature=temperature, level_weights=level_weights, mode=mode, bound_gradient=bound_gradient)
         else:
             raise ValueError(f"not a hierarchical loss: {name!r}; use himulcon, hicone or himulcone")
         self.name = name
@@ -158,10 +160,13 @@ def build_objective(
     temperature: float = 0.1,
     level_weights: Sequence[float] | None = None,
     mode: str = "paper",
+    bound_gradient: bool = True,
 ) -> nn.Module:
     """The objective for a :class:`TrainConfig` loss name (see :data:`hcl.train.config.LOSSES`)."""
     if name in ("himulcon", "hicone", "himulcone"):
-        return HierarchicalObjective(name, temperature=temperature, level_weights=level_weights, mode=mode)
+        return HierarchicalObjective(
+            name, temperature=temperature, level_weights=level_weights, mode=mode, bound_gradient=bound_gradient
+        )
     if level_weights is not None:
         raise ValueError(f"level_weights do not apply to loss {name!r}")
     if name == "supcon":

@@ -76,6 +76,42 @@ def test_paper_mode_matches_oracle(num_samples: int, num_views: int, num_levels:
 
 
 @pytest.mark.parametrize(("num_samples", "num_views", "num_levels"), SHAPES)
+@pytest.mark.parametrize("loss_class", [HiConE, HiMulConE])
+def test_held_bound_matches_oracle_with_detached_bound(
+    num_samples: int, num_views: int, num_levels: int, loss_class: type
+) -> None:
+    seed = num_samples * 100 + num_views * 10 + num_levels + 7
+    features = make_features(num_samples, num_views, 4, seed)
+    weights = [1.0] * num_levels if loss_class is HiConE else [0.5 + 0.25 * level for level in range(num_levels)]
+    kwargs = {} if loss_class is HiConE else {"level_weights": weights}
+    loss_fn = loss_class(0.2, bound_gradient=False, **kwargs)
+    for ragged in (False, True):
+        labels = make_labels(num_samples, num_levels, seed, ragged)
+        expected = oracle_paper_loss(features, labels, 0.2, weights, constrained=True, bound_gradient=False)
+        assert_value_and_grad_close(loss_fn(features, labels), expected, features)
+        # Same value as the loss as written; the gradients differ once a bound is active.
+        torch.testing.assert_close(loss_fn(features, labels), loss_class(0.2, **kwargs)(features, labels))
+
+
+def test_held_bound_changes_the_gradient_when_a_bound_is_active() -> None:
+    features = make_features(9, 2, 4, 3)
+    labels = make_labels(9, 3, 3, ragged=False)
+    held = torch.autograd.grad(HiMulConE(0.2, bound_gradient=False)(features, labels), features)[0]
+    written = torch.autograd.grad(HiMulConE(0.2)(features, labels), features)[0]
+    assert (held - written).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("loss_class", "kwargs"), [(HiMulCon, {}), (HiMulConE, {"mode": "reference"}), (HiConE, {"mode": "reference"})]
+)
+def test_held_bound_is_rejected_where_there_is_no_per_pair_bound(loss_class: type, kwargs: dict) -> None:
+    with pytest.raises(ValueError, match="bound_gradient=False applies to HiConE and HiMulConE in paper mode"):
+        loss_class(0.1, bound_gradient=False, **kwargs)
+    with pytest.raises(TypeError, match="bound_gradient must be True or False, got 'no'"):
+        HiMulConE(0.1, bound_gradient="no")
+
+
+@pytest.mark.parametrize(("num_samples", "num_views", "num_levels"), SHAPES)
 @pytest.mark.parametrize(("loss_class", "loss_type"), [(HiMulCon, "hmc"), (HiConE, "hce"), (HiMulConE, "hmce")])
 def test_reference_mode_matches_oracle(
     num_samples: int, num_views: int, num_levels: int, loss_class: type, loss_type: str

@@ -72,6 +72,13 @@ def test_file_errors_name_the_key_and_path(tmp_path: Path) -> None:
         load_config(tmp_path / "c.json")
 
 
+@pytest.mark.parametrize(("loss", "mode"), [("supcon", "paper"), ("himulcon", "paper"), ("himulcone", "reference")])
+def test_held_bound_needs_a_constrained_paper_loss(loss: str, mode: str) -> None:
+    with pytest.raises(ValueError, match=f"'bound_gradient' applies to losses hicone and himulcone.*not '{loss}'"):
+        TrainConfig(loss=loss, loss_mode=mode, bound_gradient=False)
+    assert TrainConfig(loss="hicone", bound_gradient=False).bound_gradient is False
+
+
 def test_cross_entropy_uses_one_view() -> None:
     assert TrainConfig(loss="cross_entropy", n_views=2).num_views == 1
     assert TrainConfig(loss="supcon", n_views=3).num_views == 3

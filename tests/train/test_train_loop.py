@@ -155,9 +155,11 @@ def test_missing_data_root_is_named(tmp_path: Path) -> None:
         fit(_config(tmp_path, dataset="fashion_mnist", data_options={}, data_root=str(tmp_path / "no/such/dir")))
 
 
-@pytest.mark.parametrize("loss", ["supcon", "simclr", "cross_entropy", "himulcone", "hicone"])
+@pytest.mark.parametrize("loss", ["supcon", "simclr", "cross_entropy", "himulcone", "hicone", "himulcone-held"])
 def test_every_loss_trains_in_the_same_harness(tmp_path: Path, loss: str) -> None:
-    result = fit(_config(tmp_path, loss=loss, max_steps=2))
+    held = loss.endswith("-held")
+    loss = loss.removesuffix("-held")
+    result = fit(_config(tmp_path, loss=loss, max_steps=2, bound_gradient=not held))
     assert result.step == 2 and all(np.isfinite(result.history))
     record = _records(tmp_path / "run")[0]
     assert len(record["loss_levels"]) == (3 if loss in ("himulcone", "hicone") else 0)
