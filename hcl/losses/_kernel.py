@@ -57,8 +57,9 @@ _NORM_EPS = 1e-12
 
 def _by_group(level: LevelGroups, n: int) -> list[tuple[int, int]] | None:
     """The level's group spans when few large groups make square slices cheaper than a gathered
-    (N, max_size) block (each slice costs a few Python-level ops), else None."""
-    if level.max_size < _SLICE_MIN_SIZE:
+    (N, max_size) block (each slice costs a few Python-level ops), else None. Never on GPUs, where
+    the ops per slice cost more than the gather (kernel launches, and reading the spans syncs)."""
+    if level.max_size < _SLICE_MIN_SIZE or level.group.is_cuda:
         return None
     spans = level.spans()
     return spans if len(spans) <= max(8, n * _SLICE_GROUPS_PER_VIEW) else None
