@@ -19,7 +19,9 @@ any positive pair (one view of distinct classes, one sample with one view) retur
 ``features.sum() * 0``, a zero that keeps the autograd graph.
 
 Everything is computed in float32 (float64 for float64 inputs) with autocast disabled, so
-bf16/fp16 autocast cannot overflow the softmax.
+bf16/fp16 autocast cannot overflow the softmax. On CPUs the grouped kernel of
+:mod:`hcl.losses._kernel` computes the loss; on GPUs the dense form of :mod:`hcl.losses.dense`,
+while its (L, N, N) tensors stay small.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from hcl.losses._checks import (
     check_weight_count,
 )
 from hcl.losses._kernel import hierarchical_contrastive
+from hcl.losses.dense import dense_fits, dense_paper_loss
 from hcl.losses.groups import build_view_groups
 
 __all__ = ["default_level_weights", "hierarchical_contrastive_loss", "supcon_loss"]
@@ -136,6 +139,8 @@ def hierarchical_contrastive_loss(
         weights = default_level_weights(num_levels)
     check_weight_count(weights, num_levels, "one per label level, coarse to fine")
     with full_precision(features) as values:
+        if dense_fits(values.shape[0] * values.shape[1], num_levels, values.device):
+            return dense_paper_loss(values, labels, temperature, weights, constrained, bound_gradient)
         loss = paper_loss(values, labels, temperature, weights, constrained, bound_gradient)
     return features.sum() * 0 if loss is None else loss
 
@@ -154,5 +159,7 @@ def supcon_loss(features: torch.Tensor, labels: Any, *, temperature: float = 0.1
     features = check_features(features)
     labels = check_labels(labels, features.shape[0], features.device, num_levels=1)
     with full_precision(features) as values:
+        if dense_fits(values.shape[0] * values.shape[1], 1, values.device):
+            return dense_paper_loss(values, labels, temperature, (1.0,), constrained=False)
         loss = paper_loss(values, labels, temperature, (1.0,), constrained=False)
     return features.sum() * 0 if loss is None else loss

@@ -15,3 +15,14 @@ def _single_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(params=["grouped", "dense"])
+def formulation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a paper-mode test with the grouped kernel (the CPU path) and with the dense form (the
+    GPU path), forced here on the CPU."""
+    import hcl.losses.functional as functional
+
+    if request.param == "dense":
+        monkeypatch.setattr(functional, "dense_fits", lambda *args: True)
+    return request.param

@@ -59,7 +59,9 @@ def assert_value_and_grad_close(actual: torch.Tensor, expected: torch.Tensor, fe
 
 @pytest.mark.parametrize(("num_samples", "num_views", "num_levels"), SHAPES)
 @pytest.mark.parametrize("loss_class", [HiMulCon, HiConE, HiMulConE])
-def test_paper_mode_matches_oracle(num_samples: int, num_views: int, num_levels: int, loss_class: type) -> None:
+def test_paper_mode_matches_oracle(
+    num_samples: int, num_views: int, num_levels: int, loss_class: type, formulation: str
+) -> None:
     seed = num_samples * 100 + num_views * 10 + num_levels
     temperature = [0.07, 0.5][seed % 2]
     dim = [3, 8][seed % 2]
@@ -78,7 +80,7 @@ def test_paper_mode_matches_oracle(num_samples: int, num_views: int, num_levels:
 @pytest.mark.parametrize(("num_samples", "num_views", "num_levels"), SHAPES)
 @pytest.mark.parametrize("loss_class", [HiConE, HiMulConE])
 def test_held_bound_matches_oracle_with_detached_bound(
-    num_samples: int, num_views: int, num_levels: int, loss_class: type
+    num_samples: int, num_views: int, num_levels: int, loss_class: type, formulation: str
 ) -> None:
     seed = num_samples * 100 + num_views * 10 + num_levels + 7
     features = make_features(num_samples, num_views, 4, seed)
@@ -135,7 +137,7 @@ def test_reference_mode_sequence_weights_match_oracle(num_levels: int) -> None:
 
 
 @pytest.mark.parametrize(("num_samples", "num_views"), [(1, 2), (4, 1), (7, 2), (10, 3)])
-def test_supcon_matches_oracle(num_samples: int, num_views: int) -> None:
+def test_supcon_matches_oracle(num_samples: int, num_views: int, formulation: str) -> None:
     features = make_features(num_samples, num_views, 6, num_samples)
     labels = make_labels(num_samples, 1, num_samples, ragged=True)[:, 0]
     assert_value_and_grad_close(SupConLoss(0.2)(features, labels), oracle_supcon(features, labels, 0.2), features)
