@@ -20,6 +20,7 @@ def as_label_tensor(
     num_levels: int | None = None,
     name: str = "labels",
     device: torch.device | str | None = None,
+    check_values: bool = True,
 ) -> torch.Tensor:
     """Validate hierarchical labels and return them as an (N, L) int64 tensor.
 
@@ -28,6 +29,8 @@ def as_label_tensor(
         num_levels: if given, the required L.
         name: how the argument is called in error messages.
         device: where to put the result (default: where ``labels`` already is, else CPU).
+        check_values: check the values too (>= -1, no known label below an unknown one). On a
+            GPU that reads them back to the host, which waits for all queued work.
 
     Raises:
         TypeError: labels are not integers (floats, bools, strings).
@@ -51,7 +54,7 @@ def as_label_tensor(
     if tensor.shape[1] == 0:
         raise ValueError(f"{name} must have at least one level, got shape {tuple(tensor.shape)}")
     tensor = tensor.to(dtype=torch.int64, device=device if device is not None else tensor.device)
-    if tensor.numel():
+    if check_values and tensor.numel():
         low = int(tensor.min())
         if low < -1:
             row = int((tensor < -1).any(dim=1).nonzero()[0])

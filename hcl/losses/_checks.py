@@ -70,8 +70,9 @@ def check_weight_count(weights: tuple[float, ...], expected: int, what: str) -> 
         raise ValueError(f"level_weights must have {expected} entries ({what}), got {len(weights)}: {list(weights)}")
 
 
-def check_features(features: Any) -> torch.Tensor:
-    """Validate features and return them as a (B, V, D) view.
+def check_features(features: Any, finite: bool = True) -> torch.Tensor:
+    """Validate features and return them as a (B, V, D) view; ``finite`` checks for NaN and inf
+    (on a GPU a host sync).
 
     Shape:
         features: (B, V, D) or (B, D) (one view). Returns (B, V, D).
@@ -87,7 +88,7 @@ def check_features(features: Any) -> torch.Tensor:
     if min(features.shape) == 0:
         raise ValueError(f"features must have at least one sample, view and dimension, got {tuple(features.shape)}")
     # A finite sum proves every value finite (NaN and inf propagate); only otherwise look closer.
-    if not bool(torch.isfinite(features.detach().sum(dtype=torch.float64))):
+    if finite and not bool(torch.isfinite(features.detach().sum(dtype=torch.float64))):
         finite = torch.isfinite(features)
         if not bool(finite.all()):
             bad = (~finite).nonzero()[0].tolist()
@@ -99,13 +100,16 @@ def check_features(features: Any) -> torch.Tensor:
     return features
 
 
-def check_labels(labels: Any, batch_size: int, device: torch.device, num_levels: int | None = None) -> torch.Tensor:
-    """Validate labels with :func:`hcl.labels.as_label_tensor` and match them to the batch.
+def check_labels(
+    labels: Any, batch_size: int, device: torch.device, num_levels: int | None = None, values: bool = True
+) -> torch.Tensor:
+    """Validate labels with :func:`hcl.labels.as_label_tensor` and match them to the batch;
+    ``values`` checks their values too (on a GPU a host sync).
 
     Shape:
         labels: (B, L) or (B,). Returns (B, L) int64 on ``device``.
     """
-    labels = as_label_tensor(labels, num_levels=num_levels, device=device)
+    labels = as_label_tensor(labels, num_levels=num_levels, device=device, check_values=values)
     if labels.shape[0] != batch_size:
         raise ValueError(f"labels have {labels.shape[0]} rows but features have {batch_size} samples")
     return labels

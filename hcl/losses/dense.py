@@ -75,6 +75,7 @@ def dense_paper_loss(
 
     anchors = count > 0
     num_anchors = anchors.sum(dim=1, keepdim=True).clamp(min=1)
-    weights = torch.tensor(list(level_weights), dtype=z.dtype, device=z.device).unsqueeze(1)
+    # Built on the host and copied without waiting for the device's queue.
+    weights = torch.tensor(list(level_weights), dtype=z.dtype).to(z.device, non_blocking=True).unsqueeze(1)
     per_anchor = torch.where(anchors, terms / count.clamp(min=1), 0)
     return (weights * per_anchor / num_anchors).sum() / num_levels

@@ -109,6 +109,7 @@ def hierarchical_contrastive_loss(
     level_weights: Sequence[float] | None = None,
     constrained: bool = False,
     bound_gradient: bool = True,
+    check_inputs: bool = True,
 ) -> torch.Tensor:
     """Paper-mode HiMulCon (``constrained=False``) or HiMulConE (``constrained=True``).
 
@@ -126,13 +127,16 @@ def hierarchical_contrastive_loss(
             written). False holds ``m_i`` constant: a pair held up by the bound then gets no
             gradient, instead of pulling the anchor's hardest finer positive closer once per such
             pair.
+        check_inputs: check that the features are finite and the label values valid. On a GPU
+            these checks wait for all queued work; a training loop that checks the loss value
+            itself can skip them (bad values then give a NaN loss or a wrong one, not an error).
 
     Shape:
         features: (B, V, D) or (B, D); labels: (B, L) or (B,). Returns a scalar.
     """
     temperature = check_temperature(temperature)
-    features = check_features(features)
-    labels = check_labels(labels, features.shape[0], features.device)
+    features = check_features(features, finite=check_inputs)
+    labels = check_labels(labels, features.shape[0], features.device, values=check_inputs)
     num_levels = labels.shape[1]
     weights = check_level_weights(level_weights, "paper")
     if weights is None:
@@ -145,19 +149,23 @@ def hierarchical_contrastive_loss(
     return features.sum() * 0 if loss is None else loss
 
 
-def supcon_loss(features: torch.Tensor, labels: Any, *, temperature: float = 0.1) -> torch.Tensor:
+def supcon_loss(
+    features: torch.Tensor, labels: Any, *, temperature: float = 0.1, check_inputs: bool = True
+) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al. 2020, the "L_out" form) over all views.
 
     Every view is an anchor; its positives are the other views with the same label; the loss is
     the mean over anchors with at least one positive of the mean ``ell(i, p)``. Unknown (-1)
     labels make an anchor that is skipped (it still appears in the others' denominators).
 
+    ``check_inputs``: as for :func:`hierarchical_contrastive_loss`.
+
     Shape:
         features: (B, V, D) or (B, D); labels: (B,) or (B, 1). Returns a scalar.
     """
     temperature = check_temperature(temperature)
-    features = check_features(features)
-    labels = check_labels(labels, features.shape[0], features.device, num_levels=1)
+    features = check_features(features, finite=check_inputs)
+    labels = check_labels(labels, features.shape[0], features.device, num_levels=1, values=check_inputs)
     with full_precision(features) as values:
         if dense_fits(values.shape[0] * values.shape[1], 1, values.device):
             return dense_paper_loss(values, labels, temperature, (1.0,), constrained=False)

@@ -46,6 +46,7 @@ class _HierarchicalLoss(nn.Module):
         level_weights: LevelWeights = None,
         mode: str = "paper",
         bound_gradient: bool = True,
+        check_inputs: bool = True,
     ) -> None:
         super().__init__()
         self.temperature = check_temperature(temperature)
@@ -59,6 +60,7 @@ class _HierarchicalLoss(nn.Module):
                 f"in mode {self.mode!r}"
             )
         self.bound_gradient = bound_gradient
+        self.check_inputs = bool(check_inputs)
 
     def forward(self, features: torch.Tensor, labels: Any) -> torch.Tensor:
         if self.mode == "reference":
@@ -71,7 +73,7 @@ class _HierarchicalLoss(nn.Module):
             )
         weights = self.level_weights
         if not self.weighted:
-            labels = as_label_tensor(labels)
+            labels = as_label_tensor(labels, check_values=self.check_inputs)
             weights = (1.0,) * labels.shape[1]
         return hierarchical_contrastive_loss(
             features,
@@ -80,6 +82,7 @@ class _HierarchicalLoss(nn.Module):
             level_weights=weights,
             constrained=self.constrained,
             bound_gradient=self.bound_gradient,
+            check_inputs=self.check_inputs,
         )
 
     def extra_repr(self) -> str:
@@ -108,6 +111,7 @@ class HiMulCon(_HierarchicalLoss):
             callable applied to the float32 tensor ``1/k`` for the level that drops k columns
             (default ``torch.exp``), or L-1 floats for prefix lengths 1..L-1, coarse to fine.
         mode: ``"paper"`` or ``"reference"``.
+        check_inputs: as for :class:`HiMulConE`.
 
     Shape:
         features: (B, V, D) or (B, D) floating, L2-normalised inside (idempotent).
@@ -139,6 +143,8 @@ class HiMulConE(_HierarchicalLoss):
             written, so every pair held up by the bound pulls the anchor's hardest finer positive
             closer; False holds ``m_i`` constant (such pairs get no gradient), which keeps a plain
             MLP head from collapsing onto the hardest positives.
+        check_inputs: check that the features are finite and the labels valid (paper mode; on a
+            GPU a host sync, see :func:`hcl.losses.functional.hierarchical_contrastive_loss`).
 
     Shape:
         features: (B, V, D) or (B, D) floating, L2-normalised inside (idempotent).
@@ -162,6 +168,7 @@ class HiConE(_HierarchicalLoss):
         temperature: t > 0.
         mode: ``"paper"`` or ``"reference"``.
         bound_gradient: as for :class:`HiMulConE`.
+        check_inputs: as for :class:`HiMulConE`.
 
     Shape:
         features: (B, V, D) or (B, D) floating, L2-normalised inside (idempotent).
@@ -173,5 +180,13 @@ class HiConE(_HierarchicalLoss):
     weighted = False
     reference_type = "hce"
 
-    def __init__(self, temperature: float = 0.1, mode: str = "paper", bound_gradient: bool = True) -> None:
-        super().__init__(temperature=temperature, level_weights=None, mode=mode, bound_gradient=bound_gradient)
+    def __init__(
+        self, temperature: float = 0.1, mode: str = "paper", bound_gradient: bool = True, check_inputs: bool = True
+    ) -> None:
+        super().__init__(
+            temperature=temperature,
+            level_weights=None,
+            mode=mode,
+            bound_gradient=bound_gradient,
+            check_inputs=check_inputs,
+        )

@@ -29,6 +29,8 @@ class SupConLoss(nn.Module):
 
     Args:
         temperature: t > 0.
+        check_inputs: check that the features are finite and the labels valid (on a GPU a host
+            sync; see :func:`hcl.losses.functional.hierarchical_contrastive_loss`).
 
     Shape:
         features: (B, V, D) or (B, D) floating, L2-normalised inside (idempotent).
@@ -36,12 +38,13 @@ class SupConLoss(nn.Module):
         Output: scalar.
     """
 
-    def __init__(self, temperature: float = 0.1) -> None:
+    def __init__(self, temperature: float = 0.1, check_inputs: bool = True) -> None:
         super().__init__()
         self.temperature = check_temperature(temperature)
+        self.check_inputs = bool(check_inputs)
 
     def forward(self, features: torch.Tensor, labels: Any) -> torch.Tensor:
-        return supcon_loss(features, labels, temperature=self.temperature)
+        return supcon_loss(features, labels, temperature=self.temperature, check_inputs=self.check_inputs)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"

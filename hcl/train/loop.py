@@ -190,7 +190,8 @@ def train_step(
     (B, V, D) and cast to float32 for the loss. Under a process group, outputs and labels of all
     ranks are gathered first (:func:`hcl.train.all_gather_with_grad`), so the loss sees every
     rank's negatives and the gradients equal those of one process over the concatenated batch.
-    A NaN or infinite loss raises :class:`NonFiniteLossError` before anything is updated.
+    A NaN or infinite loss raises :class:`NonFiniteLossError` before the optimizer changes anything
+    (its gradients are discarded).
 
     Args:
         model: maps (N, C, H, W) images to (N, D) outputs (a DDP-wrapped model is fine).
@@ -220,21 +221,24 @@ def train_step(
     if gather and is_distributed():
         outputs = all_gather_with_grad(outputs)
         labels = all_gather_no_grad(labels)
-    if not bool(torch.isfinite(outputs.detach()).all()):
-        raise NonFiniteLossError(f"the loss became non-finite at step {step}: the model's outputs hold NaN or inf", step)
     loss = loss_fn(outputs, labels)
+    scaled = scaler is not None and scaler.is_enabled()
+    (scaler.scale(loss) if scaled else loss).backward()
+    # The one read-back of the step, after the backward pass is queued: until here the host runs
+    # ahead of the GPU, so the loss's own launches overlap the model's work.
     value = float(loss.detach())
     if not math.isfinite(value):
+        optimizer.zero_grad(set_to_none=True)
+        if not bool(torch.isfinite(outputs.detach()).all()):
+            raise NonFiniteLossError(f"the loss became non-finite at step {step}: the model's outputs hold NaN or inf", step)
         raise NonFiniteLossError(f"the loss became {value} at step {step}; stopping", step)
-    if scaler is not None and scaler.is_enabled():
-        scaler.scale(loss).backward()
+    if scaled:
         if grad_clip is not None:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         scaler.step(optimizer)
         scaler.update()
     else:
-        loss.backward()
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()

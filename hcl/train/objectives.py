@@ -31,6 +31,9 @@ class HierarchicalObjective(nn.Module):
         mode: ``"paper"`` (default) or ``"reference"``.
         bound_gradient: HiConE/HiMulConE: False holds the constraint's bound constant.
 
+    The training step checks the loss value itself (a NaN stops the run), so the loss skips its
+    input checks, which would make the host wait for the GPU mid-step.
+
     Shape:
         outputs: (B, V, D); labels: (B, L). Returns a scalar.
     """
@@ -50,10 +53,16 @@ class HierarchicalObjective(nn.Module):
         if name == "hicone":
             if level_weights is not None:
                 raise ValueError("HiConE takes no level weights (all ones); set level_weights to None")
-            self.loss = HiConE(temperature=temperature, mode=mode, bound_gradient=bound_gradient)
+            self.loss = HiConE(temperature=temperature, mode=mode, bound_gradient=bound_gradient, check_inputs=False)
         elif name in ("himulcon", "himulcone"):
             cls = HiMulCon if name == "himulcon" else HiMulConE
-            self.loss = cls(temperature=temperature, level_weights=level_weights, mode=mode, bound_gradient=bound_gradient)
+            self.loss = cls(
+                temperature=temperature,
+                level_weights=level_weights,
+                mode=mode,
+                bound_gradient=bound_gradient,
+                check_inputs=False,
+            )
         else:
             raise ValueError(f"not a hierarchical loss: {name!r}; use himulcon, hicone or himulcone")
         self.name = name
@@ -83,7 +92,12 @@ class HierarchicalObjective(nn.Module):
         for level in range(num_levels):
             only = [weights[level] if j == level else 0.0 for j in range(num_levels)]
             value = hierarchical_contrastive_loss(
-                outputs, labels, temperature=self.temperature, level_weights=only, constrained=self.name != "himulcon"
+                outputs,
+                labels,
+                temperature=self.temperature,
+                level_weights=only,
+                constrained=self.name != "himulcon",
+                check_inputs=False,
             )
             terms.append(float(value))
         return terms
@@ -104,7 +118,7 @@ class SupConFinest(nn.Module):
         super().__init__()
         from hcl.losses import SupConLoss
 
-        self.loss = SupConLoss(temperature=temperature)
+        self.loss = SupConLoss(temperature=temperature, check_inputs=False)
 
     def forward(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.loss(outputs, prefix_ids(labels)[:, -1:])
@@ -124,7 +138,7 @@ class SimCLRObjective(nn.Module):
         super().__init__()
         from hcl.losses import SupConLoss
 
-        self.loss = SupConLoss(temperature=temperature)
+        self.loss = SupConLoss(temperature=temperature, check_inputs=False)
 
     def forward(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if outputs.dim() != 3 or outputs.shape[1] < 2:

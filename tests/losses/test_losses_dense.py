@@ -57,3 +57,29 @@ def test_dense_and_grouped_forms_agree_on_a_large_ragged_batch(
             loss = loss_fn(x, target)
             results.append((loss.detach(), torch.autograd.grad(loss, x)[0]))
         torch.testing.assert_close(results[1], results[0], rtol=1e-9, atol=1e-12)
+
+
+def test_skipping_input_checks_skips_only_the_value_checks() -> None:
+    features = torch.randn(6, 2, 4)
+    features[2, 1, 3] = float("nan")
+    labels = torch.tensor([[0, 1], [0, 0], [1, 1], [1, 1], [0, 1], [1, 0]])
+    with pytest.raises(ValueError, match="non-finite"):
+        HiMulConE(0.1)(features, labels)
+    assert torch.isnan(HiMulConE(0.1, check_inputs=False)(features, labels))  # the caller checks the loss
+    with pytest.raises(ValueError, match="must have shape"):
+        HiMulConE(0.1, check_inputs=False)(features[:, :, :, None, None], labels)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("loss_fn", [HiMulConE(0.1, check_inputs=False), SupConLoss(0.1, check_inputs=False)], ids=repr)
+def test_dense_form_never_waits_for_the_gpu(loss_fn: torch.nn.Module) -> None:
+    features = torch.randn(256, 2, 128, device="cuda", requires_grad=True)
+    labels = torch.randint(0, 4, (256, 4), device="cuda")
+    target = labels[:, :1] if isinstance(loss_fn, SupConLoss) else labels
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host sync raises
+    try:
+        loss_fn(features, target).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss_fn(features, target))
