@@ -68,8 +68,9 @@ def _by_group(level: LevelGroups, n: int) -> list[tuple[int, int]] | None:
 class _InGroupPairs:
     """One level's in-group logits, as square slices or one gathered (N, max_size) block.
 
-    ``columns`` (gathered blocks only) holds each entry's column in the logits; the anchor
-    itself and the padding are -inf, inert in every term.
+    ``columns`` (gathered blocks only) holds each entry's column in the logits, ``padding``
+    which entries pad a group and ``start`` where each row's group starts; the anchor itself and
+    the padding are -inf, inert in every term.
     """
 
     def __init__(self, logits: torch.Tensor, level: LevelGroups) -> None:
@@ -77,10 +78,12 @@ class _InGroupPairs:
         self.spans = _by_group(level, n)
         if self.spans is None:
             self.columns = level.block_index()
-            self.blocks = [logits.gather(1, self.columns).masked_fill_(level.block_padding(), float("-inf"))]
+            self.padding = level.block_padding()
+            self.start = level.start
+            self.blocks = [logits.gather(1, self.columns).masked_fill_(self.padding, float("-inf"))]
             self.ranges = [(0, n)]
         else:
-            self.columns = None
+            self.columns = self.padding = self.start = None
             self.blocks = [logits[start:stop, start:stop] for start, stop in self.spans]
             self.ranges = self.spans
 
@@ -131,17 +134,19 @@ class _InGroupPairs:
 
 
 def _add_in_group(
-    grad_logits: torch.Tensor,
-    spans: list[tuple[int, int]] | None,
-    columns: torch.Tensor | None,
-    above: list[torch.Tensor],
-    coefficient: torch.Tensor,
+    grad_logits: torch.Tensor, pairs: _InGroupPairs, above: list[torch.Tensor], coefficient: torch.Tensor
 ) -> None:
     """Add ``B + B^T`` to ``grad_logits``, B the in-group gradient ``coefficient_i * above_ip``."""
+    spans = pairs.spans
     if spans is None:
         block = above[0] * coefficient.unsqueeze(1)
-        grad_logits.scatter_add_(1, columns, block)
-        grad_logits.t().scatter_add_(1, columns, block)  # entry (i, r) is pair (columns_ir, i)
+        # The views of a group share its columns in order, so pair (i, start_i + r)'s transpose
+        # sits in row start_i + r at position i - start_i: gathered, both go in one row-wise
+        # scatter (a scatter into the transpose would write across rows, several times slower).
+        rows = torch.arange(block.shape[0], device=block.device)
+        partner = (pairs.columns * block.shape[1]).add_((rows - pairs.start).unsqueeze(1))
+        transposed = block.view(-1).index_select(0, partner.view(-1)).view_as(block).masked_fill_(pairs.padding, 0)
+        grad_logits.scatter_add_(1, pairs.columns, transposed.add_(block))
         return
     for (start, stop), pairs in zip(spans, above):
         square = grad_logits[start:stop, start:stop]
@@ -224,8 +229,9 @@ class _HierarchicalContrastive(torch.autograd.Function):
                 if bound is not None:
                     excess, count, above = pairs.excess(bound)
                     loss = loss + torch.dot(coefficient, excess)
-                    kept.append((pairs.spans, pairs.columns, above, coefficient, count, bound_column))
+                    kept.append((pairs, above, coefficient, count, bound_column))
                 bound, bound_column = pairs.smallest(n) if index > 0 else (None, None)
+                pairs.blocks = []  # not needed by the backward pass
 
         # One log-sum-exp per row, shared by all levels; the exponentials are kept for backward.
         shared_shift = 2 * inv_temperature <= _SHARED_SHIFT_RANGE.get(z.dtype, 80.0)
@@ -272,9 +278,9 @@ class _HierarchicalContrastive(torch.autograd.Function):
         # from the positive sums), -w_i times their number on the bound's own pair (unless the
         # bound is held constant), both symmetrised.
         rows = torch.arange(n, device=z.device)
-        for spans, columns, above, coefficient, count, bound_column in ctx.kept:
+        for pairs, above, coefficient, count, bound_column in ctx.kept:
             coefficient = grad_output * coefficient
-            _add_in_group(grad_logits, spans, columns, above, coefficient)
+            _add_in_group(grad_logits, pairs, above, coefficient)
             if ctx.bound_gradient:
                 at_bound = -coefficient * count
                 grad_logits.index_put_((rows, bound_column), at_bound, accumulate=True)
