@@ -26,7 +26,12 @@ from hcl.models import build_encoder
 from hcl.train import build_objective, resolve_device, train_step
 
 MODELS = {"resnet18_32": ("resnet18", 32, True), "resnet50_224": ("resnet50", 224, False)}
-LOSSES = ("cross_entropy", "himulcone")
+# Step variants: (loss, replay the loss as a CUDA graph). The eager HiMulConE row is CUDA only.
+VARIANTS = {
+    "cross_entropy": ("cross_entropy", False),
+    "himulcone": ("himulcone", True),
+    "himulcone, no CUDA graph": ("himulcone", False),
+}
 NUM_VIEWS = 2
 NUM_LEAVES = 1000
 
@@ -49,9 +54,10 @@ def synchronize(device: torch.device) -> None:
 
 
 def time_steps(
-    model_key: str, loss_name: str, args: argparse.Namespace, device: torch.device
+    model_key: str, variant: str, args: argparse.Namespace, device: torch.device
 ) -> tuple[list[float], float | None]:
     """Seconds of each timed step, and the peak CUDA memory in GiB (None off CUDA)."""
+    loss_name, cuda_graphs = VARIANTS[variant]
     backbone, size, small = MODELS[model_key]
     torch.manual_seed(0)
     model = build_encoder(
@@ -60,7 +66,7 @@ def time_steps(
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if args.compile else model
-    objective = build_objective(loss_name)
+    objective = build_objective(loss_name, cuda_graphs=cuda_graphs)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
     generator = torch.Generator().manual_seed(0)
@@ -81,12 +87,12 @@ def time_steps(
     return times, peak
 
 
-def time_loss_only(args: argparse.Namespace, device: torch.device) -> float:
+def time_loss_only(args: argparse.Namespace, device: torch.device, cuda_graphs: bool) -> float:
     """Median seconds of the HiMulConE forward + backward alone on (B, 2, 128) float32 features."""
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(args.batch_size, NUM_VIEWS, 128, generator=generator).to(device).requires_grad_()
     labels = tree_labels(args.batch_size, generator).to(device)
-    objective = build_objective("himulcone")
+    objective = build_objective("himulcone", cuda_graphs=cuda_graphs)
     times = []
     for step in range(args.warmup + args.steps):
         synchronize(device)
@@ -122,25 +128,30 @@ def main() -> None:
     print(f"device: {device} ({name}); torch {torch.__version__}; batch {args.batch_size} x {NUM_VIEWS} views; "
           f"{args.precision}{', channels_last' if args.channels_last else ''}{', compiled' if args.compile else ''}; "
           f"median of {args.steps} steps after {args.warmup} warm-up\n")
-    loss_only = time_loss_only(args, device)
+    variants = [v for v in VARIANTS if device.type == "cuda" or VARIANTS[v][1] is True or v == "cross_entropy"]
+    loss_only = {graphs: time_loss_only(args, device, graphs) for graphs in sorted({VARIANTS[v][1] for v in variants[1:]})}
     print("| model | input | loss | ms/step | images/s | views/s | peak GiB | step time vs CE | loss share |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for model_key in args.models:
         medians = {}
-        for loss_name in LOSSES:
-            times, peak = time_steps(model_key, loss_name, args, device)
-            medians[loss_name] = statistics.median(times)
-            images_per_s = args.batch_size / medians[loss_name]
-            hierarchical = loss_name != "cross_entropy"
-            overhead = f"{100 * (medians[loss_name] / medians['cross_entropy'] - 1):+.1f}%" if hierarchical else "-"
-            share = f"{100 * loss_only / medians[loss_name]:.1f}%" if hierarchical else "-"
+        for variant in variants:
+            times, peak = time_steps(model_key, variant, args, device)
+            medians[variant] = statistics.median(times)
+            images_per_s = args.batch_size / medians[variant]
+            hierarchical = variant != "cross_entropy"
+            overhead = f"{100 * (medians[variant] / medians['cross_entropy'] - 1):+.1f}%" if hierarchical else "-"
+            share = f"{100 * loss_only[VARIANTS[variant][1]] / medians[variant]:.1f}%" if hierarchical else "-"
             backbone, size, small = MODELS[model_key]
-            print(f"| {backbone}{' (small stem)' if small else ''} | {size} px | {loss_name} | "
-                  f"{1000 * medians[loss_name]:.1f} | {images_per_s:.0f} | {NUM_VIEWS * images_per_s:.0f} | "
+            print(f"| {backbone}{' (small stem)' if small else ''} | {size} px | {variant} | "
+                  f"{1000 * medians[variant]:.1f} | {images_per_s:.0f} | {NUM_VIEWS * images_per_s:.0f} | "
                   f"{'-' if peak is None else f'{peak:.1f}'} | {overhead} | {share} |", flush=True)
-    print(f"\nloss share: HiMulConE forward + backward alone ({1000 * loss_only:.2f} ms on (B, 2, 128) features, "
-          "4 levels) as a fraction of the step. The CE step uses a linear classifier instead of the MLP "
-          "projection head, so 'step time vs CE' also includes the head.")
+    alone = ", ".join(
+        f"{1000 * t:.2f} ms {'as a CUDA graph' if graphs and device.type == 'cuda' else 'eager'}"
+        for graphs, t in loss_only.items()
+    )
+    print(f"\nloss share: HiMulConE forward + backward alone ({alone}, on (B, 2, 128) features, 4 levels) as a "
+          "fraction of the step. The CE step uses a linear classifier instead of the MLP projection head, so "
+          "'step time vs CE' also includes the head. Off CUDA the graph option has no effect.")
 
 
 if __name__ == "__main__":

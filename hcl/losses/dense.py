@@ -3,7 +3,8 @@
 On a GPU the grouped kernel (:mod:`hcl.losses._kernel`) is bound by its many small kernel
 launches and the host syncs that size its blocks, not by arithmetic. Here every level's positive
 mask is one (L, N, N) comparison, and the loss is built from about thirty whole-tensor operations
-with no host sync, differentiated by autograd. The memory is a few (L, N, N) tensors, which
+with no host sync or host-to-device copy, differentiated by autograd, so that it can also be
+captured as a CUDA graph (:class:`hcl.losses.graphed.CUDAGraphLoss`). The memory is a few (L, N, N) tensors, which
 :func:`dense_fits` bounds. The definitions are those of :mod:`hcl.losses.functional`.
 """
 
@@ -74,8 +75,7 @@ def dense_paper_loss(
             terms = torch.cat([coarse_terms, terms[-1:]])
 
     anchors = count > 0
-    num_anchors = anchors.sum(dim=1, keepdim=True).clamp(min=1)
-    # Built on the host and copied without waiting for the device's queue.
-    weights = torch.tensor(list(level_weights), dtype=z.dtype).to(z.device, non_blocking=True).unsqueeze(1)
-    per_anchor = torch.where(anchors, terms / count.clamp(min=1), 0)
-    return (weights * per_anchor / num_anchors).sum() / num_levels
+    num_anchors = anchors.sum(dim=1).clamp(min=1)
+    per_level = torch.where(anchors, terms / count.clamp(min=1), 0).sum(dim=1) / num_anchors  # T_l, (L,)
+    # The weights as Python numbers: a host-to-device copy could not be captured in a CUDA graph.
+    return sum(weight * per_level[level] for level, weight in enumerate(level_weights)) / num_levels

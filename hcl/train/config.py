@@ -117,6 +117,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32, bf16 or fp16 autocast (fp16 uses a GradScaler)
     channels_last: bool = False
     compile: bool = False  # torch.compile the model
+    cuda_graphs: bool = True  # hierarchical losses on GPUs: replay the loss as a CUDA graph
     sync_batchnorm: bool = True  # SyncBatchNorm under multi-GPU DistributedDataParallel
     seed: int = 0
     output_dir: str = "runs/default"

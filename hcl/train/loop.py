@@ -72,7 +72,17 @@ __all__ = [
 # Config keys that may differ between a checkpoint and the config that resumes it: they change
 # how a run is executed or reported, never what it computes.
 _RESUMABLE_CHANGES = frozenset(
-    {"num_workers", "progress", "log_every", "checkpoint_every", "eval_every", "eval_batch_size", "device", "output_dir"}
+    {
+        "num_workers",
+        "progress",
+        "log_every",
+        "checkpoint_every",
+        "eval_every",
+        "eval_batch_size",
+        "device",
+        "output_dir",
+        "cuda_graphs",
+    }
 )
 _PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -623,6 +633,7 @@ def _fit(
         level_weights=cfg.level_weights,
         mode=cfg.loss_mode,
         bound_gradient=cfg.bound_gradient,
+        cuda_graphs=cfg.cuda_graphs and cfg.loss_mode == "paper",
     )
 
     step = 0

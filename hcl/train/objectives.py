@@ -30,6 +30,7 @@ class HierarchicalObjective(nn.Module):
         level_weights: lambda_l, coarse to fine (not for HiConE); None = the loss default.
         mode: ``"paper"`` (default) or ``"reference"``.
         bound_gradient: HiConE/HiMulConE: False holds the constraint's bound constant.
+        cuda_graphs: on GPUs, replay the loss as a CUDA graph (:class:`hcl.losses.graphed.CUDAGraphLoss`).
 
     The training step checks the loss value itself (a NaN stops the run), so the loss skips its
     input checks, which would make the host wait for the GPU mid-step.
@@ -46,9 +47,11 @@ class HierarchicalObjective(nn.Module):
         level_weights: Sequence[float] | None = None,
         mode: str = "paper",
         bound_gradient: bool = True,
+        cuda_graphs: bool = True,
     ) -> None:
         super().__init__()
         from hcl.losses import HiConE, HiMulCon, HiMulConE
+        from hcl.losses.graphed import CUDAGraphLoss
 
         if name == "hicone":
             if level_weights is not None:
@@ -65,6 +68,8 @@ class HierarchicalObjective(nn.Module):
             )
         else:
             raise ValueError(f"not a hierarchical loss: {name!r}; use himulcon, hicone or himulcone")
+        if cuda_graphs:
+            self.loss = CUDAGraphLoss(self.loss)
         self.name = name
         self.temperature = temperature
         self.level_weights = None if level_weights is None else [float(w) for w in level_weights]
@@ -175,11 +180,17 @@ def build_objective(
     level_weights: Sequence[float] | None = None,
     mode: str = "paper",
     bound_gradient: bool = True,
+    cuda_graphs: bool = True,
 ) -> nn.Module:
     """The objective for a :class:`TrainConfig` loss name (see :data:`hcl.train.config.LOSSES`)."""
     if name in ("himulcon", "hicone", "himulcone"):
         return HierarchicalObjective(
-            name, temperature=temperature, level_weights=level_weights, mode=mode, bound_gradient=bound_gradient
+            name,
+            temperature=temperature,
+            level_weights=level_weights,
+            mode=mode,
+            bound_gradient=bound_gradient,
+            cuda_graphs=cuda_graphs,
         )
     if level_weights is not None:
         raise ValueError(f"level_weights do not apply to loss {name!r}")

@@ -1,0 +1,61 @@
+"""CUDAGraphLoss: a captured loss replays the same values and gradients as the eager one, and
+falls back to the eager loss wherever it cannot capture."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from hcl.losses import HiConE, HiMulConE, SupConLoss
+from hcl.losses.graphed import CUDAGraphLoss
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def test_cpu_inputs_call_the_loss_directly() -> None:
+    loss_fn = HiMulConE(0.1)
+    graphed = CUDAGraphLoss(loss_fn)
+    features = torch.randn(8, 2, 4, requires_grad=True)
+    labels = torch.randint(0, 2, (8, 3))
+    assert torch.equal(graphed(features, labels), loss_fn(features, labels))
+    assert "captured=0" in repr(graphed)
+
+
+@needs_cuda
+@pytest.mark.parametrize(
+    "loss_fn",
+    [HiMulConE(0.1, check_inputs=False), HiMulConE(0.1, bound_gradient=False, check_inputs=False),
+     HiConE(0.2, check_inputs=False), SupConLoss(0.1, check_inputs=False)],
+    ids=repr,
+)
+def test_replays_match_the_eager_loss_batch_after_batch(loss_fn: torch.nn.Module) -> None:
+    graphed = CUDAGraphLoss(loss_fn)
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    for _ in range(4):  # the first call captures, the others replay with new data
+        features = torch.randn(64, 2, 32, device="cuda", generator=generator)
+        labels = torch.randint(0, 3, (64, 3), device="cuda", generator=generator)
+        target = labels[:, :1] if isinstance(loss_fn, SupConLoss) else labels
+        results = []
+        for fn in (graphed, loss_fn):
+            x = features.clone().requires_grad_()
+            loss = fn(x, target)
+            loss.backward()
+            results.append((loss.detach().clone(), x.grad))
+        torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-6)
+    assert "captured=1" in repr(graphed)
+
+
+@needs_cuda
+def test_a_loss_that_syncs_falls_back_with_one_warning() -> None:
+    graphed = CUDAGraphLoss(HiMulConE(0.1))  # its input checks read values back: not capturable
+    features = torch.randn(32, 2, 16, device="cuda", requires_grad=True)
+    labels = torch.randint(0, 3, (32, 3), device="cuda")
+    with pytest.warns(UserWarning, match="cannot be captured as a CUDA graph"):
+        first = graphed(features, labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = graphed(features, labels)
+    torch.testing.assert_close(first, second)
+    torch.testing.assert_close(first, HiMulConE(0.1)(features, labels))
