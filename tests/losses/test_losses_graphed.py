@@ -1,5 +1,5 @@
 """CUDAGraphLoss: a captured loss replays the same values and gradients as the eager one, and
-falls back to the eager loss wherever it cannot capture."""
+losses that would wait for the GPU are called directly."""
 
 from __future__ import annotations
 
@@ -48,14 +48,15 @@ def test_replays_match_the_eager_loss_batch_after_batch(loss_fn: torch.nn.Module
 
 
 @needs_cuda
-def test_a_loss_that_syncs_falls_back_with_one_warning() -> None:
-    graphed = CUDAGraphLoss(HiMulConE(0.1))  # its input checks read values back: not capturable
+@pytest.mark.parametrize(
+    "loss_fn", [HiMulConE(0.1), HiMulConE(0.1, mode="reference", check_inputs=False)], ids=["checked", "reference"]
+)
+def test_losses_that_wait_for_the_gpu_are_called_directly(loss_fn: torch.nn.Module) -> None:
+    graphed = CUDAGraphLoss(loss_fn)
     features = torch.randn(32, 2, 16, device="cuda", requires_grad=True)
     labels = torch.randint(0, 3, (32, 3), device="cuda")
-    with pytest.warns(UserWarning, match="cannot be captured as a CUDA graph"):
-        first = graphed(features, labels)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        second = graphed(features, labels)
-    torch.testing.assert_close(first, second)
-    torch.testing.assert_close(first, HiMulConE(0.1)(features, labels))
+        value = graphed(features, labels)
+    torch.testing.assert_close(value, loss_fn(features, labels))
+    assert "captured=0" in repr(graphed)
