@@ -1,6 +1,8 @@
-"""Contrastive losses: flat SupCon and the hierarchical HiMulCon, HiConE and HiMulConE."""
+"""Contrastive losses: flat SupCon and the hierarchical HiMulCon, HiConE and HiMulConE, and a
+wrapper that replays them as a CUDA graph."""
 
+from hcl.losses.graphed import CUDAGraphLoss
 from hcl.losses.hierarchical import HiConE, HiMulCon, HiMulConE
 from hcl.losses.supcon import SupConLoss
 
-__all__ = ["HiConE", "HiMulCon", "HiMulConE", "SupConLoss"]
+__all__ = ["CUDAGraphLoss", "HiConE", "HiMulCon", "HiMulConE", "SupConLoss"]
