@@ -148,10 +148,10 @@ def _add_in_group(
         transposed = block.view(-1).index_select(0, partner.view(-1)).view_as(block).masked_fill_(pairs.padding, 0)
         grad_logits.scatter_add_(1, pairs.columns, transposed.add_(block))
         return
-    for (start, stop), pairs in zip(spans, above):
+    for (start, stop), mask in zip(spans, above):
         square = grad_logits[start:stop, start:stop]
-        square.addcmul_(pairs, coefficient[start:stop].unsqueeze(1))
-        square.addcmul_(pairs.t(), coefficient[start:stop].unsqueeze(0))
+        square.addcmul_(mask, coefficient[start:stop].unsqueeze(1))
+        square.addcmul_(mask.t(), coefficient[start:stop].unsqueeze(0))
 
 
 def _graph_is_kept() -> bool:
