@@ -60,3 +60,23 @@ def test_losses_that_wait_for_the_gpu_are_called_directly(loss_fn: torch.nn.Modu
         value = graphed(features, labels)
     torch.testing.assert_close(value, loss_fn(features, labels))
     assert "captured=0" in repr(graphed)
+
+
+def test_only_losses_that_never_wait_for_the_gpu_are_capturable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hcl.losses.graphed as graphed_module
+
+    monkeypatch.setattr(graphed_module, "dense_fits", lambda *args: True)  # as on a GPU
+    features, labels = torch.randn(8, 2, 4), torch.randint(0, 2, (8, 3))
+    capturable = {
+        "unchecked paper": HiMulConE(0.1, check_inputs=False),
+        "unchecked SupCon": SupConLoss(0.1, check_inputs=False),
+    }
+    not_capturable = {
+        "checked": HiMulConE(0.1),
+        "reference mode": HiConE(0.1, mode="reference", check_inputs=False),
+        "foreign loss": torch.nn.Module(),
+    }
+    for name, loss_fn in {**capturable, **not_capturable}.items():
+        assert CUDAGraphLoss(loss_fn)._capturable(features, labels) == (name in capturable), name
+    monkeypatch.setattr(graphed_module, "dense_fits", lambda *args: False)  # too large for the dense form
+    assert not CUDAGraphLoss(capturable["unchecked paper"])._capturable(features, labels)
