@@ -200,8 +200,7 @@ class _HierarchicalContrastive(torch.autograd.Function):
         logits.diagonal().fill_(float("-inf"))
 
         # Per view: W_i = sum_l w_{g_l(i)} and the LSE weight sum_l w_{g_l(i)} (|g_l(i)| - 1).
-        sizes = torch.cat([level.group_size for level in levels])
-        per_group = torch.stack([group_weight, group_weight * (sizes - 1).clamp_(min=0)], dim=1)
+        per_group = torch.stack([group_weight, group_weight * (groups.group_size - 1).clamp(min=0)], dim=1)
         own_weight, lse_weight = per_group[groups.global_group].sum(dim=0).unbind(1)
 
         # Positive sums: sum_g w_g |S_g|^2 - sum_i W_i |z_i|^2, group sums from the finest level up.

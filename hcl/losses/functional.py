@@ -87,7 +87,7 @@ def paper_loss(
     groups = build_view_groups(labels, num_views)
     # Every group of every level at once: a group of s >= 2 views holds s anchors with s - 1
     # positives each; level l's term averages over its |A_l| anchors.
-    sizes = torch.cat([level.group_size for level in groups.levels])
+    sizes = groups.group_size
     level_of = torch.repeat_interleave(torch.tensor([level.num_groups for level in groups.levels], device=sizes.device))
     anchors = torch.where(sizes >= 2, sizes, 0)
     counts = torch.zeros(num_levels, dtype=torch.int64, device=sizes.device).index_add_(0, level_of, anchors).tolist()
@@ -99,6 +99,23 @@ def paper_loss(
     return hierarchical_contrastive(
         features.reshape(num_samples * num_views, dim), temperature, groups, group_weight, constrained, bound_gradient
     )
+
+
+def _dispatch(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    level_weights: Sequence[float],
+    constrained: bool,
+    bound_gradient: bool,
+) -> torch.Tensor:
+    """The paper-mode loss on validated inputs, in full precision: the dense form where it fits
+    (GPUs), else the grouped kernel; a batch without positives gives a zero that keeps the graph."""
+    with full_precision(features) as values:
+        if dense_fits(values.shape[0] * values.shape[1], labels.shape[1], values.device):
+            return dense_paper_loss(values, labels, temperature, level_weights, constrained, bound_gradient)
+        loss = paper_loss(values, labels, temperature, level_weights, constrained, bound_gradient)
+    return features.sum() * 0 if loss is None else loss
 
 
 def hierarchical_contrastive_loss(
@@ -142,11 +159,7 @@ def hierarchical_contrastive_loss(
     if weights is None:
         weights = default_level_weights(num_levels)
     check_weight_count(weights, num_levels, "one per label level, coarse to fine")
-    with full_precision(features) as values:
-        if dense_fits(values.shape[0] * values.shape[1], num_levels, values.device):
-            return dense_paper_loss(values, labels, temperature, weights, constrained, bound_gradient)
-        loss = paper_loss(values, labels, temperature, weights, constrained, bound_gradient)
-    return features.sum() * 0 if loss is None else loss
+    return _dispatch(features, labels, temperature, weights, constrained, bound_gradient)
 
 
 def supcon_loss(
@@ -166,8 +179,4 @@ def supcon_loss(
     temperature = check_temperature(temperature)
     features = check_features(features, finite=check_inputs)
     labels = check_labels(labels, features.shape[0], features.device, num_levels=1, values=check_inputs)
-    with full_precision(features) as values:
-        if dense_fits(values.shape[0] * values.shape[1], 1, values.device):
-            return dense_paper_loss(values, labels, temperature, (1.0,), constrained=False)
-        loss = paper_loss(values, labels, temperature, (1.0,), constrained=False)
-    return features.sum() * 0 if loss is None else loss
+    return _dispatch(features, labels, temperature, (1.0,), constrained=False, bound_gradient=True)

@@ -86,6 +86,8 @@ class ViewGroups:
         size: (L, N) int64, ``levels[l].size`` for every level.
         global_group: (L, N) int64, the group ids of all levels numbered consecutively (level 0's
             first), to index tensors that concatenate every level's groups.
+        group_size: (sum of num_groups,) int64, ``levels[l].group_size`` of every level in that
+            numbering.
         levels: one :class:`LevelGroups` per level, coarse to fine.
     """
 
@@ -93,6 +95,7 @@ class ViewGroups:
     group: torch.Tensor
     size: torch.Tensor
     global_group: torch.Tensor
+    group_size: torch.Tensor
     levels: tuple[LevelGroups, ...]
 
 
@@ -193,4 +196,6 @@ def build_view_groups(labels: torch.Tensor, num_views: int) -> ViewGroups:
         )
         for level in range(num_levels)
     )
-    return ViewGroups(rows=rows, group=group, size=size, global_group=global_group, levels=levels)
+    return ViewGroups(
+        rows=rows, group=group, size=size, global_group=global_group, group_size=run_size, levels=levels
+    )

@@ -633,7 +633,7 @@ def _fit(
         level_weights=cfg.level_weights,
         mode=cfg.loss_mode,
         bound_gradient=cfg.bound_gradient,
-        cuda_graphs=cfg.cuda_graphs and cfg.loss_mode == "paper",
+        cuda_graphs=cfg.cuda_graphs,
     )
 
     step = 0

@@ -3,18 +3,12 @@ synchronisation cost (large on a shared, loaded machine)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_thread(one_torch_thread: None) -> None:
+    pass
 
 
 @pytest.fixture(params=["grouped", "dense"])

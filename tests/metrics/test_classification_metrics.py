@@ -18,13 +18,7 @@ from hcl.metrics import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These problems are tiny; on a busy 2-core machine two torch threads only wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny problems
 
 
 def data(n: int, branching: tuple[int, ...], dim: int, seed: int, spread: float = 1.0, unknown: float = 0.0):

@@ -1,18 +1,10 @@
-"""Model tests: one intra-op thread each.
-
-The inputs here are tiny and the machines shared; a pool of spinning OpenMP threads on an
-oversubscribed CPU makes a step several times slower than one thread.
-"""
+"""Model tests: tiny inputs, one intra-op thread each (see ``one_torch_thread``)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread: None) -> None:
+    pass
