@@ -13,9 +13,11 @@ that averages ``ell`` over positives is therefore a weighted sum of
 * for the hierarchy constraint, ``max(ell(i,p), m_i) = LSE_i - min(x_ip, c_i)`` with
   ``c_i = min_{q in P_{l+1}(i)} x_iq``, and ``sum_p min(x_ip, c_i)`` is the plain sum minus
   ``R_i = sum_{p in P_l(i)} relu(x_ip - c_i)``. Both ``c_i`` and ``R_i`` only involve pairs
-  inside the anchor's group: the views are sorted so that every group is a contiguous range,
-  and a level's in-group pairs are visited either as one (N, largest group) gathered block
-  (many small groups) or group by group as square slices of the logits (few large groups).
+  inside the anchor's group: the views are sorted so that every group is a contiguous range of
+  columns. On CPUs two compiled loops over rows (:mod:`hcl.losses._compiled`) visit those
+  ranges; on GPUs (and without numba) array ops visit a level's in-group pairs either as one
+  (N, largest group) gathered block (many small groups) or group by group as square slices of
+  the logits (few large groups).
 
 The L2 normalisation and the sort into group order happen inside, so the backward pass returns
 the gradient of the raw features directly.
@@ -26,11 +28,15 @@ symmetric up to the row factor, so G + G^T is built in one pass and one (N, N) x
 suffices. The constraint part is symmetrised inside each group's block.
 
 Memory: one (N, N) matrix survives the forward pass (the exponentials of the logits, which a
-plain SupCon keeps as well); the backward pass scales it in place unless the graph is kept, and
-each constrained level keeps one float per in-group pair (1.0 where a pair exceeds its bound).
+plain SupCon keeps as well); the backward pass scales it in place unless the graph is kept. The
+constraint keeps one float per pair inside the coarsest constrained level's groups (compiled:
+their logits; array ops: 1.0 where a pair exceeds its bound, per level).
 """
 
 from __future__ import annotations
+
+import functools
+from types import ModuleType
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -154,6 +160,129 @@ def _add_in_group(
         square.addcmul_(mask.t(), coefficient[start:stop].unsqueeze(0))
 
 
+class _GroupedConstraint:
+    """The constraint terms with array ops over each level's in-group pairs (GPUs, and CPUs
+    without numba): finest level first, as level l+1's groups give the bounds of level l."""
+
+    def __init__(self, logits: torch.Tensor, levels: tuple[LevelGroups, ...], coefficient: torch.Tensor) -> None:
+        n = logits.shape[0]
+        self.value = logits.new_zeros(())
+        self.kept: list[tuple[_InGroupPairs, list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        bound = bound_column = None
+        for index in reversed(range(len(levels))):
+            level = levels[index]
+            if level.max_size < 2 or (index == 0 and bound is None):
+                # No positive at this level: no term here and no bound for the level above.
+                bound = bound_column = None
+                continue
+            pairs = _InGroupPairs(logits, level)
+            if bound is not None:
+                excess, count, above = pairs.excess(bound)
+                self.value = self.value + torch.dot(coefficient[index], excess)
+                self.kept.append((pairs, above, coefficient[index], count, bound_column))
+            bound, bound_column = pairs.smallest(n) if index > 0 else (None, None)
+            pairs.blocks = []  # not needed by the backward pass
+
+    def held_weight(self) -> torch.Tensor:
+        """``sum_l w_li n_li``, n the number of pairs above i's bound. Shape: (N,)."""
+        return sum(coefficient * count for _, _, coefficient, count, _ in self.kept)
+
+    def add_gradient(self, grad_logits: torch.Tensor, grad_output: torch.Tensor, bound_gradient: bool) -> None:
+        """Add the constraint's part of d loss / d logits to ``grad_logits`` (see
+        :func:`_add_bound_pairs` for the parts)."""
+        rows = torch.arange(grad_logits.shape[0], device=grad_logits.device)
+        for pairs, above, coefficient, count, bound_column in self.kept:
+            coefficient = grad_output * coefficient
+            _add_in_group(grad_logits, pairs, above, coefficient)
+            if bound_gradient:
+                _add_bound_pairs(grad_logits, rows, bound_column, coefficient * count)
+
+
+class _CompiledConstraint:
+    """The constraint terms from the compiled row loops of :mod:`hcl.losses._compiled` (CPUs)."""
+
+    def __init__(
+        self,
+        compiled: ModuleType,
+        logits: torch.Tensor,
+        groups: ViewGroups,
+        coefficient: torch.Tensor,
+        bounded: list[int],
+    ) -> None:
+        self.compiled = compiled
+        self.groups = groups
+        self.bounded = bounded
+        self.coefficient = coefficient
+        self.bound, self.bound_column, excess, self.count, self.offsets, self.inner = compiled.constraint_forward(
+            logits, groups.start, groups.size, bounded
+        )
+        self.value = torch.dot(coefficient.view(-1), excess.view(-1))
+
+    def held_weight(self) -> torch.Tensor:
+        """``sum_l w_li n_li``, n the number of pairs above i's bound. Shape: (N,)."""
+        return (self.coefficient * self.count).sum(dim=0)
+
+    def add_gradient(self, grad_logits: torch.Tensor, grad_output: torch.Tensor, bound_gradient: bool) -> None:
+        """Add the constraint's part of d loss / d logits to ``grad_logits`` (see
+        :func:`_add_bound_pairs` for the parts)."""
+        weight = self.coefficient * grad_output
+        self.compiled.constraint_backward(
+            grad_logits, self.groups.start, self.groups.size, self.bounded, self.offsets, self.inner, self.bound, weight
+        )
+        if bound_gradient:
+            bounded = torch.tensor(self.bounded)
+            rows = torch.arange(grad_logits.shape[0]).repeat(len(self.bounded))
+            at_bound = (weight * self.count).index_select(0, bounded).view(-1)
+            _add_bound_pairs(grad_logits, rows, self.bound_column.index_select(0, bounded).view(-1), at_bound)
+
+
+def _add_bound_pairs(
+    grad_logits: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor, weight: torch.Tensor
+) -> None:
+    """Subtract ``weight`` at the bound pairs ``(rows, columns)`` and their transposes.
+
+    The constraint's part of d loss / d logits is +w_i on the in-group pairs above i's bound
+    (which cancels their -w_i from the positive sums) and -w_i times their number on the bound's
+    own pair (unless the bound is held constant), both symmetrised; this is the second part.
+
+    Shape:
+        grad_logits: (N, N); rows, columns, weight: (K,).
+    """
+    both = (torch.cat([rows, columns]), torch.cat([columns, rows]))
+    grad_logits.index_put_(both, -weight.repeat(2), accumulate=True)
+
+
+def _constraint(
+    logits: torch.Tensor, groups: ViewGroups, coefficient: torch.Tensor
+) -> _GroupedConstraint | _CompiledConstraint | None:
+    """The hierarchy constraint's terms, compiled on CPUs when numba is there; None when no
+    level is bounded (level l is bounded when it and level l+1 both have pairs).
+
+    Shape:
+        logits: (N, N), the -inf diagonal set; coefficient: (L, N), ``w_li``.
+    """
+    has_pairs = [level.max_size >= 2 for level in groups.levels]
+    bounded = [index for index in range(len(has_pairs) - 1) if has_pairs[index] and has_pairs[index + 1]]
+    if not bounded:
+        return None
+    compiled = None if logits.is_cuda else _compiled_module()
+    if compiled is None:
+        return _GroupedConstraint(logits, groups.levels, coefficient)
+    return _CompiledConstraint(compiled, logits, groups, coefficient, bounded)
+
+
+@functools.cache
+def _compiled_module() -> ModuleType | None:
+    """:mod:`hcl.losses._compiled`, imported on first use (numba takes a while to import), or
+    None without numba or without a writable place for its cache (numba then raises
+    RuntimeError)."""
+    try:
+        from hcl.losses import _compiled
+    except (ImportError, RuntimeError):
+        return None
+    return _compiled
+
+
 def _graph_is_kept() -> bool:
     """Whether the running backward pass keeps the graph (``retain_graph=True``); True when the
     private PyTorch query is missing, the safe answer."""
@@ -190,9 +319,6 @@ class _HierarchicalContrastive(torch.autograd.Function):
         bound_gradient: bool,
     ) -> torch.Tensor:
         levels = groups.levels
-        offsets = [0]
-        for level in levels:
-            offsets.append(offsets[-1] + level.num_groups)
         norm = torch.linalg.vector_norm(features, dim=1).clamp_(min=_NORM_EPS).index_select(0, groups.rows)
         z = features.index_select(0, groups.rows).div_(norm.unsqueeze(1))
         n = z.shape[0]
@@ -213,24 +339,12 @@ class _HierarchicalContrastive(torch.autograd.Function):
         )
         loss = -inv_temperature * positive_total
 
-        # Constraint terms, finest level first: level l+1's groups give the bounds of level l.
-        kept = []
+        constraint = None
         if constrained:
-            bound = bound_column = None
-            for index in reversed(range(len(levels))):
-                level = levels[index]
-                if level.max_size < 2 or (index == 0 and bound is None):
-                    # No positive at this level: no term here and no bound for the level above.
-                    bound = bound_column = None
-                    continue
-                pairs = _InGroupPairs(logits, level)
-                coefficient = group_weight[offsets[index] : offsets[index + 1]].index_select(0, level.group)
-                if bound is not None:
-                    excess, count, above = pairs.excess(bound)
-                    loss = loss + torch.dot(coefficient, excess)
-                    kept.append((pairs, above, coefficient, count, bound_column))
-                bound, bound_column = pairs.smallest(n) if index > 0 else (None, None)
-                pairs.blocks = []  # not needed by the backward pass
+            coefficient = group_weight.index_select(0, groups.global_group.view(-1)).view(len(levels), n)
+            constraint = _constraint(logits, groups, coefficient)
+            if constraint is not None:
+                loss = loss + constraint.value
 
         # One log-sum-exp per row, shared by all levels; the exponentials are kept for backward.
         shared_shift = 2 * inv_temperature <= _SHARED_SHIFT_RANGE.get(z.dtype, 80.0)
@@ -247,7 +361,7 @@ class _HierarchicalContrastive(torch.autograd.Function):
         ctx.groups = groups
         ctx.shared_shift = shared_shift
         ctx.bound_gradient = bound_gradient
-        ctx.kept = kept  # saved tensors of the constraint terms: none is an input or output
+        ctx.constraint = constraint  # holds tensors for the backward pass, none an input or output
         ctx.save_for_backward(z, norm, exponentials, row_sum, lse_weight, own_weight, group_weight, *sums)
         return loss
 
@@ -256,15 +370,12 @@ class _HierarchicalContrastive(torch.autograd.Function):
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor) -> tuple:
         z, norm, exponentials, row_sum, lse_weight, own_weight, group_weight, *sums = ctx.saved_tensors
         levels = ctx.groups.levels
-        n = z.shape[0]
 
         # The LSE part of d loss / d logits is u_i E_ij; with a shared shift E is symmetric and
         # G + G^T = u_i E_ij + u_j E_ij, otherwise G^T z is a second product.
-        if not ctx.bound_gradient:
+        if ctx.constraint is not None and not ctx.bound_gradient:
             # A pair held up by a constant bound contributes a constant: not even its LSE moves.
-            lse_weight = lse_weight.clone()
-            for *_, coefficient, count, _ in ctx.kept:
-                lse_weight.addcmul_(coefficient, count, value=-1)
+            lse_weight = lse_weight - ctx.constraint.held_weight()
         scale = grad_output * lse_weight / row_sum
         grad_z = None
         if ctx.shared_shift:
@@ -273,17 +384,8 @@ class _HierarchicalContrastive(torch.autograd.Function):
             grad_logits = exponentials * scale.unsqueeze(1)
             grad_z = torch.mm(grad_logits.t(), z)
 
-        # Constraint part: +w_i on the in-group pairs above i's bound (which cancels their -w_i
-        # from the positive sums), -w_i times their number on the bound's own pair (unless the
-        # bound is held constant), both symmetrised.
-        rows = torch.arange(n, device=z.device)
-        for pairs, above, coefficient, count, bound_column in ctx.kept:
-            coefficient = grad_output * coefficient
-            _add_in_group(grad_logits, pairs, above, coefficient)
-            if ctx.bound_gradient:
-                at_bound = -coefficient * count
-                grad_logits.index_put_((rows, bound_column), at_bound, accumulate=True)
-                grad_logits.index_put_((bound_column, rows), at_bound, accumulate=True)
+        if ctx.constraint is not None:
+            ctx.constraint.add_gradient(grad_logits, grad_output, ctx.bound_gradient)
 
         product = torch.mm(grad_logits, z)
         grad_z = product if grad_z is None else grad_z.add_(product)

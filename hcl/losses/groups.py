@@ -84,6 +84,7 @@ class ViewGroups:
             ``features.reshape(B * V, D)``.
         group: (L, N) int64, ``levels[l].group`` for every level (one tensor, for batched ops).
         size: (L, N) int64, ``levels[l].size`` for every level.
+        start: (L, N) int64, ``levels[l].start`` for every level.
         global_group: (L, N) int64, the group ids of all levels numbered consecutively (level 0's
             first), to index tensors that concatenate every level's groups.
         group_size: (sum of num_groups,) int64, ``levels[l].group_size`` of every level in that
@@ -94,6 +95,7 @@ class ViewGroups:
     rows: torch.Tensor
     group: torch.Tensor
     size: torch.Tensor
+    start: torch.Tensor
     global_group: torch.Tensor
     group_size: torch.Tensor
     levels: tuple[LevelGroups, ...]
@@ -197,5 +199,5 @@ def build_view_groups(labels: torch.Tensor, num_views: int) -> ViewGroups:
         for level in range(num_levels)
     )
     return ViewGroups(
-        rows=rows, group=group, size=size, global_group=global_group, group_size=run_size, levels=levels
+        rows=rows, group=group, size=size, start=start, global_group=global_group, group_size=run_size, levels=levels
     )

@@ -1,5 +1,6 @@
-"""The loss kernel's alternative code paths agree with the oracle: square slices versus gathered
-blocks for the in-group pairs, and a shared versus per-row shift for the log-sum-exp."""
+"""The loss kernel's alternative code paths agree with the oracle: compiled loops versus array ops
+for the hierarchy constraint, square slices versus gathered blocks for the array ops' in-group
+pairs, and a shared versus per-row shift for the log-sum-exp."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def value_and_grad(loss: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, t
 @pytest.mark.parametrize("slices", [True, False], ids=["square-slices", "gathered-blocks"])
 @pytest.mark.parametrize("shared_shift", [True, False], ids=["shared-shift", "row-shift"])
 def test_code_paths_match_oracle(monkeypatch: pytest.MonkeyPatch, slices: bool, shared_shift: bool) -> None:
+    monkeypatch.setattr(kernel, "_compiled_module", lambda: None)
     monkeypatch.setattr(kernel, "_SLICE_MIN_SIZE", 0 if slices else 10**9)
     monkeypatch.setattr(kernel, "_SLICE_GROUPS_PER_VIEW", 1.0)
     limit = 600.0 if shared_shift else -1.0
@@ -70,3 +72,27 @@ def test_backward_twice_with_retain_graph_gives_the_same_gradient() -> None:
     expected = torch.autograd.grad(oracle_paper_loss(x, LABELS, 0.3, paper_default_weights(3), constrained=True), x)[0]
     assert torch.equal(first, second) and torch.equal(second, third)
     torch.testing.assert_close(first, expected, rtol=1e-6, atol=1e-12)
+
+
+def test_cpu_loss_uses_the_compiled_constraint() -> None:
+    # numba is a dependency (through umap-learn): the CPU path must not fall back to array ops.
+    assert kernel._compiled_module() is not None
+
+
+@pytest.mark.parametrize("bound_gradient", [True, False], ids=["bound-differentiated", "bound-held"])
+def test_compiled_constraint_matches_array_ops_in_float32(
+    monkeypatch: pytest.MonkeyPatch, bound_gradient: bool
+) -> None:
+    # float32 logits from one product are not exactly symmetric: x_ip and x_pi may differ in the
+    # last bit. A view's bound is often such a pair (two views of one sample), so a transposed
+    # term compared with the wrong copy moves a whole weight; the paths must agree to rounding.
+    generator = torch.Generator().manual_seed(5)
+    labels = torch.randint(0, 3, (96, 3), generator=generator)
+    labels[:4] = -1
+    labels[4:8, 1:] = -1
+    x = torch.randn(96, 2, 32, generator=generator).requires_grad_()
+    loss_fn = HiMulConE(0.1, bound_gradient=bound_gradient)
+    compiled = value_and_grad(loss_fn(x, labels), x)
+    monkeypatch.setattr(kernel, "_compiled_module", lambda: None)
+    array_ops = value_and_grad(loss_fn(x, labels), x)
+    torch.testing.assert_close(compiled, array_ops, rtol=1e-4, atol=1e-6)
