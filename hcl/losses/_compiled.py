@@ -10,8 +10,8 @@ logits' -inf diagonal. For every *bounded* level l (l and l+1 both have pairs):
   above the bound.
 
 The backward pass adds, to row i of d loss / d logits, ``w_li [x_ip > c_li] + w_lp [x_ip > c_lp]``
-on i's level-l group: the pair's own term and its transpose's (the logits are symmetric, so row i
-needs no other row's writes and the rows run in parallel). It reads the logits from a copy of each
+on i's level-l group, the pair's own term and its transpose's, and the bound pairs' terms where
+i is either end: every row writes only itself, so the rows run in parallel. It reads the logits from a copy of each
 row's coarsest-group entries made by the forward pass, since the forward pass turns the logits
 into exponentials in place.
 
@@ -71,7 +71,7 @@ def _forward_rows(logits, start, size, bounded, outer, offsets, inner, bound, bo
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=_FAST_MATH)
-def _backward_rows(grad, start, size, bounded, outer, offsets, inner, bound, weight):  # noqa: ANN001
+def _backward_rows(grad, start, size, bounded, outer, offsets, inner, bound, bound_column, weight, at_bound):  # noqa
     for i in prange(grad.shape[0]):
         row = grad[i]
         # Row i's saved logits, and column i of the saved logits of its coarsest group's rows: x_pi
@@ -88,6 +88,8 @@ def _backward_rows(grad, start, size, bounded, outer, offsets, inner, bound, wei
             level = bounded[k]
             own_bound = bound[level, i]
             own_weight = weight[level, i]
+            own_column = bound_column[level, i]
+            own_at_bound = at_bound[level, i]
             zero = own_weight * 0
             first = start[level, i]
             stop = first + size[level, i]
@@ -96,10 +98,14 @@ def _backward_rows(grad, start, size, bounded, outer, offsets, inner, bound, wei
             transposed = saved_transposed[first - group_start : stop - group_start]
             bounds = bound[level, first:stop]
             weights = weight[level, first:stop]
+            columns = bound_column[level, first:stop]
+            at_bounds = at_bound[level, first:stop]
             for r in range(out.shape[0]):
-                out[r] += (own_weight if logits[r] > own_bound else zero) + (
+                above = (own_weight if logits[r] > own_bound else zero) + (
                     weights[r] if transposed[r] > bounds[r] else zero
                 )
+                at = (own_at_bound if first + r == own_column else zero) + (at_bounds[r] if columns[r] == i else zero)
+                out[r] += above - at
 
 
 def constraint_forward(
@@ -150,14 +156,17 @@ def constraint_backward(
     offsets: torch.Tensor,
     inner: torch.Tensor,
     bound: torch.Tensor,
+    bound_column: torch.Tensor,
     weight: torch.Tensor,
+    at_bound: torch.Tensor,
 ) -> None:
-    """Add ``w_li [x_ip > c_li] + w_lp [x_ip > c_lp]`` over every bounded level's in-group
-    pairs to ``grad_logits``, in place (the bound pairs' own terms are the caller's).
+    """Add the constraint's part of d loss / d logits to ``grad_logits``, in place: over every
+    bounded level's in-group pairs ``w_li [x_ip > c_li] + w_lp [x_ip > c_lp]``, minus
+    ``at_bound_li`` on each bound's own pair (i, column) and its transpose.
 
     Shape:
-        grad_logits: (N, N) float CPU, contiguous; weight: (L, N); the rest as returned by
-        :func:`constraint_forward`.
+        grad_logits: (N, N) float CPU, contiguous; weight, at_bound: (L, N); the rest as returned
+        by :func:`constraint_forward`.
     """
     _use_torch_threads()
     _backward_rows(
@@ -169,5 +178,7 @@ def constraint_backward(
         offsets.numpy(),
         inner.numpy(),
         bound.numpy(),
+        bound_column.numpy(),
         weight.contiguous().numpy(),
+        at_bound.contiguous().numpy(),
     )

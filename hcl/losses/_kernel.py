@@ -226,14 +226,19 @@ class _CompiledConstraint:
         """Add the constraint's part of d loss / d logits to ``grad_logits`` (see
         :func:`_add_bound_pairs` for the parts)."""
         weight = self.coefficient * grad_output
+        at_bound = weight * self.count if bound_gradient else torch.zeros_like(weight)
         self.compiled.constraint_backward(
-            grad_logits, self.groups.start, self.groups.size, self.bounded, self.offsets, self.inner, self.bound, weight
+            grad_logits,
+            self.groups.start,
+            self.groups.size,
+            self.bounded,
+            self.offsets,
+            self.inner,
+            self.bound,
+            self.bound_column,
+            weight,
+            at_bound,
         )
-        if bound_gradient:
-            bounded = torch.tensor(self.bounded)
-            rows = torch.arange(grad_logits.shape[0]).repeat(len(self.bounded))
-            at_bound = (weight * self.count).index_select(0, bounded).view(-1)
-            _add_bound_pairs(grad_logits, rows, self.bound_column.index_select(0, bounded).view(-1), at_bound)
 
 
 def _add_bound_pairs(
