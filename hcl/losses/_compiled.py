@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from numba import prange
 
-__all__ = ["constraint_backward", "constraint_forward"]
+__all__ = ["constraint_backward", "constraint_forward", "scale_symmetric_"]
 
 # Reassociation lets the row sums vectorise; no flag assumes finite values (the diagonal is -inf).
 _FAST_MATH = {"reassoc", "contract", "nsz"}
@@ -106,6 +106,26 @@ def _backward_rows(grad, start, size, bounded, outer, offsets, inner, bound, bou
                 )
                 at = (own_at_bound if first + r == own_column else zero) + (at_bounds[r] if columns[r] == i else zero)
                 out[r] += above - at
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, fastmath=_FAST_MATH)
+def _scale_rows(exponentials, scale):  # noqa: ANN001
+    for i in prange(exponentials.shape[0]):
+        row = exponentials[i]
+        own = scale[i]
+        for j in range(row.shape[0]):
+            row[j] *= own + scale[j]
+
+
+def scale_symmetric_(exponentials: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``E_ij (scale_i + scale_j)``, in place and in one pass (array ops need a temporary).
+
+    Shape:
+        exponentials: (N, N) float CPU, contiguous; scale: (N,). Returns ``exponentials``.
+    """
+    _use_torch_threads()
+    _scale_rows(exponentials.numpy(), scale.contiguous().numpy())
+    return exponentials
 
 
 def constraint_forward(
