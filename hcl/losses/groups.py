@@ -29,9 +29,7 @@ class LevelGroups:
             position when unknown).
         size: (N,) int64 number of views in the group, anchor included (0 when unknown).
         max_size: the largest group size (0 when nothing is known at this level).
-        table: (num_groups, max_size) int64: the columns (sorted positions) of each run's
-            views, padded with the run's first column; a run of unknown views is all padding.
-        padding: (num_groups, max_size) bool: which entries of ``table`` are padding.
+        group_start: (num_groups,) int64 sorted position of each run's first view.
         group_size: (num_groups,) int64 number of views of each run (0 for unknown views).
         parent: (num_groups,) int64 the run of the next coarser level that holds each run (the
             runs nest); empty at level 0.
@@ -42,13 +40,13 @@ class LevelGroups:
     start: torch.Tensor
     size: torch.Tensor
     max_size: int
-    table: torch.Tensor
-    padding: torch.Tensor
+    group_start: torch.Tensor
     group_size: torch.Tensor
     parent: torch.Tensor
 
     def block_index(self) -> torch.Tensor:
-        """Columns of each view's group (itself included), padded with the group's first column.
+        """Columns of each view's group (itself included), padded with the group's first column
+        (the view's own column when its label is unknown).
 
         All views of a group share one row, so row i's entry at position r pairs view i with
         the view at ``start_i + r``, whose own row lists i at position ``i - start_i``.
@@ -56,7 +54,8 @@ class LevelGroups:
         Shape:
             Returns (N, max_size) int64.
         """
-        return self.table.index_select(0, self.group)
+        start = self.start.unsqueeze(1)
+        return torch.where(self.block_padding(), start, start + torch.arange(self.max_size, device=start.device))
 
     def block_padding(self) -> torch.Tensor:
         """Which entries of :meth:`block_index` are padding rather than group members.
@@ -64,14 +63,14 @@ class LevelGroups:
         Shape:
             Returns (N, max_size) bool.
         """
-        return self.padding.index_select(0, self.group)
+        return torch.arange(self.max_size, device=self.size.device) >= self.size.unsqueeze(1)
 
     def spans(self) -> list[tuple[int, int]]:
         """``(start, stop)`` sorted positions of every group with at least two views."""
         if self.max_size < 2:
             return []
         keep = self.group_size >= 2
-        starts = self.table[keep, 0]
+        starts = self.group_start[keep]
         return list(zip(starts.tolist(), (starts + self.group_size[keep]).tolist()))
 
 
@@ -179,9 +178,6 @@ def build_view_groups(labels: torch.Tensor, num_views: int) -> ViewGroups:
     rows = (order.unsqueeze(1) * num_views + torch.arange(num_views, device=device)).reshape(-1)
 
     max_size = size.amax(dim=1).tolist() if num_views_total else [0] * num_levels
-    columns = torch.arange(max(max_size), device=device)
-    valid = columns < run_size.unsqueeze(1)
-    table = torch.where(valid, run_start.unsqueeze(1) + columns, run_start.unsqueeze(1))
     # The run of level l-1 that holds each run of level l: its first sample's run there.
     parent = run[run_first, (run_level - 1).clamp_(min=0)]
     levels = tuple(
@@ -191,8 +187,7 @@ def build_view_groups(labels: torch.Tensor, num_views: int) -> ViewGroups:
             start=start[level],
             size=size[level],
             max_size=max_size[level],
-            table=table[offsets[level] : offsets[level] + num_groups[level], : max_size[level]],
-            padding=~valid[offsets[level] : offsets[level] + num_groups[level], : max_size[level]],
+            group_start=run_start[offsets[level] : offsets[level] + num_groups[level]],
             group_size=run_size[offsets[level] : offsets[level] + num_groups[level]],
             parent=parent[offsets[level] : offsets[level] + num_groups[level]] if level else parent[:0],
         )
