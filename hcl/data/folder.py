@@ -118,11 +118,12 @@ class HierarchicalImageFolder(HierarchicalDataset):
             sorted({p for paths in label_paths.values() for p in paths}), level_names=level_names
         )
         self._files = [str(f) for f in files[split]]
-        first = open_image(self._files[0], 0)
+        if image_size is None:  # the first image's shorter side; opened only when needed
+            image_size = min(open_image(self._files[0], 0).size)
         super().__init__(
             transform=transform,
             channels=channels,
-            image_size=image_size if image_size is not None else min(first.size),
+            image_size=image_size,
             mean=_IMAGENET_MEAN if channels == 3 else (0.5,),
             std=_IMAGENET_STD if channels == 3 else (0.25,),
         )

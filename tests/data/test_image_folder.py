@@ -146,3 +146,17 @@ def test_bad_images_are_named_by_their_data_set_index(tmp_path: Path, options: d
         ds[corrupt]
     with pytest.raises(FileNotFoundError, match=rf"image {missing} is missing: {re.escape(ds.paths[missing])}"):
         ds[missing]
+
+
+def test_a_corrupt_first_image_only_matters_when_its_size_is_needed(tmp_path: Path) -> None:
+    # Without image_size the first image's size is read at construction; with it, nothing is
+    # opened until an item is asked for, so one bad file cannot block the whole data set.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a/0.png").write_bytes(b"\x89PNG broken")
+    make_image(tmp_path / "a/1.png", size=(6, 6))
+    with pytest.raises(OSError, match=r"image 0 .*a/0\.png"):
+        HierarchicalImageFolder(tmp_path)
+    ds = HierarchicalImageFolder(tmp_path, image_size=6)
+    assert ds[1][0].shape == (3, 6, 6)
+    with pytest.raises(OSError, match=r"image 0 .*a/0\.png"):
+        ds[0]
