@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from hcl.data.base import HierarchicalDataset, encode_paths
-from hcl.data.files import DATA_DIR, check_split, find_first
+from hcl.data.files import check_split, default_data_dir, find_first
 from hcl.hierarchy import Hierarchy
 
 __all__ = ["CIFAR100", "load_cifar_pickle"]
@@ -46,7 +46,9 @@ class CIFAR100(HierarchicalDataset):
     error.
 
     Args:
-        root: directory holding ``cifar-100-python/`` (default ``data/``), or that folder.
+        root: directory holding ``cifar-100-python/``, or that folder (default
+            :func:`hcl.data.files.default_data_dir`: ``$HCL_DATA_DIR``, the repository's ``data/`` or
+            ``./data``).
         split: ``"train"`` (50,000 images) or ``"test"`` (10,000).
         transform: applied to each PIL image (see :class:`hcl.data.base.HierarchicalDataset`).
         subset: keep a seeded, class-stratified subset of this size.
@@ -74,7 +76,7 @@ class CIFAR100(HierarchicalDataset):
             mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
         )
         check_split(split, ("train", "test"), "CIFAR-100")
-        self.root = Path(root) if root is not None else DATA_DIR
+        self.root = Path(root) if root is not None else default_data_dir()
         folders = (self.root / "cifar-100-python", self.root)
         data_path = find_first((f / split for f in folders), f"CIFAR-100 pickle {split!r}")
         meta_path = find_first((data_path.parent / "meta",), "CIFAR-100 pickle 'meta'")

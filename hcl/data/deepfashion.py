@@ -23,7 +23,7 @@ from typing import Any
 from PIL import Image
 
 from hcl.data.base import HierarchicalDataset, encode_paths
-from hcl.data.files import DATA_DIR, check_split, find_first, open_image
+from hcl.data.files import check_split, default_data_dir, find_first, open_image
 from hcl.hierarchy import Hierarchy
 
 __all__ = ["DeepFashionInShop", "read_inshop_partition"]
@@ -40,7 +40,8 @@ class DeepFashionInShop(HierarchicalDataset):
     """DeepFashion In-Shop images with 4-level labels and the benchmark's splits.
 
     Args:
-        root: the data set directory (default ``data/deepfashion``), see the module docstring.
+        root: the data set directory (default ``deepfashion`` in :func:`hcl.data.files.default_data_dir`:
+            ``$HCL_DATA_DIR``, the repository's ``data/`` or ``./data``), see the module docstring.
         split: ``"train"``, ``"query"``, ``"gallery"``, or ``"test"`` (query then gallery).
         transform: applied to each PIL image (see :class:`hcl.data.base.HierarchicalDataset`).
         subset: keep a seeded, stratified subset of this size.
@@ -67,7 +68,7 @@ class DeepFashionInShop(HierarchicalDataset):
     ) -> None:
         super().__init__(transform=transform, channels=3, image_size=256, mean=_IMAGENET_MEAN, std=_IMAGENET_STD)
         check_split(split, tuple(_SPLITS), "DeepFashion In-Shop")
-        self.root = Path(root) if root is not None else DATA_DIR / "deepfashion"
+        self.root = Path(root) if root is not None else default_data_dir() / "deepfashion"
         partition = find_first(
             (self.root / "list_eval_partition.txt", self.root / "Eval" / "list_eval_partition.txt"),
             "DeepFashion In-Shop partition file list_eval_partition.txt",

@@ -12,22 +12,40 @@ from PIL import Image, UnidentifiedImageError
 from hcl.atomic import atomic_write
 
 __all__ = [
-    "DATA_DIR",
     "atomic_write",
     "check_split",
     "default_cache_dir",
+    "default_data_dir",
     "find_first",
     "open_image",
     "read_maybe_gzip",
 ]
 
-# data/ at the repository root: default roots of downloaded data sets, and the git-ignored cache/.
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+def checkout_root(module_file: str | os.PathLike[str] = __file__) -> Path | None:
+    """The repository hcl runs from (``pip install -e .`` or a source tree), or None when hcl is
+    installed as a package: then nothing beside it is the project's ``data/``."""
+    root = Path(module_file).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() and (root / "hcl" / "__init__.py").is_file() else None
+
+
+def default_data_dir() -> Path:
+    """Where data sets are looked for when no root is given: ``$HCL_DATA_DIR`` if set, else
+    ``data/`` in the repository, else (an installed package) ``data/`` in the working directory."""
+    if os.environ.get("HCL_DATA_DIR"):
+        return Path(os.environ["HCL_DATA_DIR"])
+    checkout = checkout_root()
+    return checkout / "data" if checkout is not None else Path.cwd() / "data"
 
 
 def default_cache_dir() -> Path:
-    """``$HCL_CACHE_DIR`` if set, else ``data/cache`` in the repository."""
-    return Path(os.environ.get("HCL_CACHE_DIR", DATA_DIR / "cache"))
+    """``$HCL_CACHE_DIR`` if set, else the repository's git-ignored ``data/cache``, else (an
+    installed package) ``$XDG_CACHE_HOME/hcl``, by default ``~/.cache/hcl``."""
+    if os.environ.get("HCL_CACHE_DIR"):
+        return Path(os.environ["HCL_CACHE_DIR"])
+    checkout = checkout_root()
+    if checkout is not None:
+        return checkout / "data" / "cache"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hcl"
 
 
 def find_first(candidates: Iterable[Path], what: str) -> Path:

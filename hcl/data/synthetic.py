@@ -51,7 +51,8 @@ class SyntheticHierarchy(HierarchicalDataset):
     views being new draws of the same instances.
 
     Args:
-        root: cache directory (default ``$HCL_CACHE_DIR`` or ``data/cache``).
+        root: cache directory (default ``$HCL_CACHE_DIR``, the repository's ``data/cache``, or
+            ``~/.cache/hcl`` for an installed package).
         split: ``"train"`` or ``"test"``.
         transform: applied to each PIL image (see :class:`hcl.data.base.HierarchicalDataset`).
         depth: number of levels L >= 1.
