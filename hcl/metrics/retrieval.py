@@ -47,6 +47,7 @@ def per_level_retrieval(
     *,
     query: Any = None,
     query_labels: Any = None,
+    query_indices: Any = None,
     hierarchy: Hierarchy | None = None,
     batch_size: int | None = None,
     device: torch.device | str | None = None,
@@ -54,8 +55,9 @@ def per_level_retrieval(
     """Retrieval quality at every level of the hierarchy, with cosine similarity.
 
     Without ``query``, every sample queries all the others (leave-one-out: a sample never
-    retrieves itself). With ``query``/``query_labels``, each query searches ``embeddings`` as the
-    gallery (DeepFashion In-Shop's query/gallery protocol).
+    retrieves itself), or only the samples ``query_indices`` names (still against all others:
+    e.g. the metrics of one subtree's samples). With ``query``/``query_labels``, each query
+    searches ``embeddings`` as the gallery (DeepFashion In-Shop's query/gallery protocol).
 
     Definitions, per level ``l``:
 
@@ -89,6 +91,8 @@ def per_level_retrieval(
         ks: the k of ``recall@k``; each must be at most the number of items a query can retrieve.
         query: separate query embeddings (optional, with ``query_labels``).
         query_labels: the queries' labels, with as many levels as ``labels``.
+        query_indices: leave-one-out over these samples only (distinct indices into
+            ``embeddings``); not with ``query``.
         hierarchy: if given, labels are checked against it (ids in range, consistent parents).
         batch_size: queries per block (default: 2**25 / gallery size on the CPU, 2**27 on an
             accelerator).
@@ -100,21 +104,30 @@ def per_level_retrieval(
 
     Raises:
         ValueError: shape mismatch, empty input, NaN/inf or all-zero embeddings, a k larger than
-            what a query can retrieve, ``query`` without ``query_labels`` (or the reverse).
+            what a query can retrieve, ``query`` without ``query_labels`` (or the reverse),
+            ``query_indices`` with ``query``, out of range, repeated or not integers.
 
     Shape:
-        embeddings: (N, D); labels: (N, L); query: (Q, D); query_labels: (Q, L).
+        embeddings: (N, D); labels: (N, L); query: (Q, D); query_labels: (Q, L);
+        query_indices: (Q,).
     """
     ks = check_ks(ks)
     gallery, g_labels, queries, q_labels, leave_one_out = _check_inputs(
         embeddings, labels, query, query_labels, hierarchy, device
     )
+    selected = None
+    if query_indices is not None:
+        if not leave_one_out:
+            raise ValueError("query_indices selects leave-one-out queries; it cannot be combined with query")
+        selected = _check_query_indices(query_indices, len(gallery))
+        index = torch.from_numpy(selected)
+        queries, q_labels = gallery[index.to(gallery.device)], g_labels[index.to(g_labels.device)]
     n_gallery, num_levels = g_labels.shape
     n_rankable = n_gallery - int(leave_one_out)
     if ks[-1] > n_rankable:
         what = "other gallery items" if leave_one_out else "gallery items"
         raise ValueError(f"k={ks[-1]} in ks is larger than the {n_rankable} {what} a query can retrieve")
-    plan = _RankingPlan(q_labels, g_labels, leave_one_out)
+    plan = _RankingPlan(q_labels, g_labels, leave_one_out, selected)
     n_queries = len(q_labels)
     if batch_size is None:
         block = _BLOCK_ELEMENTS if gallery.device.type == "cpu" else _BLOCK_ELEMENTS_ACCELERATOR
@@ -156,6 +169,27 @@ def retrieval_table(
     if "num_queries" in frame:
         frame["num_queries"] = frame["num_queries"].astype("int64")
     return frame
+
+
+def _check_query_indices(query_indices: Any, n: int) -> np.ndarray:
+    """``query_indices`` as distinct int64 indices into the N samples, or a ValueError naming the
+    offending entry.
+
+    Shape:
+        Returns (Q,) with Q >= 1.
+    """
+    indices = np.asarray(query_indices.cpu() if isinstance(query_indices, torch.Tensor) else query_indices)
+    if indices.ndim != 1 or len(indices) == 0:
+        raise ValueError(f"query_indices must be a non-empty 1-D sequence of indices, got shape {indices.shape}")
+    if not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(f"query_indices must be integers, got dtype {indices.dtype}")
+    bad = np.flatnonzero((indices < 0) | (indices >= n))
+    if len(bad):
+        raise ValueError(f"query_indices[{bad[0]}] = {indices[bad[0]]} is outside 0..{n - 1}")
+    values, first, counts = np.unique(indices, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"query_indices repeats {values[counts > 1][0]}")
+    return indices.astype(np.int64)
 
 
 @torch.no_grad()
@@ -252,10 +286,18 @@ class _RankingPlan:
     query is skipped (unknown label, or nothing relevant).
     """
 
-    def __init__(self, q_labels: torch.Tensor, g_labels: torch.Tensor, leave_one_out: bool) -> None:
+    def __init__(
+        self,
+        q_labels: torch.Tensor,
+        g_labels: torch.Tensor,
+        leave_one_out: bool,
+        query_indices: np.ndarray | None = None,
+    ) -> None:
         n_gallery, num_levels = g_labels.shape
         ids = prefix_ids(g_labels if leave_one_out else torch.cat([q_labels, g_labels])).numpy()
         q_ids, g_ids = ids[: len(q_labels)], ids[len(ids) - n_gallery :]
+        if query_indices is not None:  # leave-one-out over a selection of the gallery
+            q_ids = g_ids[query_indices]
         order = np.lexsort(g_ids.T[::-1])
         sorted_ids = g_ids[order]
         positions = np.arange(n_gallery)
@@ -279,8 +321,11 @@ class _RankingPlan:
             self.starts[q_known, level] = first[q_column[q_known]]
             self.ends[q_known, level] = last[q_column[q_known]] + 1
         runs = self.ends - self.starts
-        self.self_position = np.argsort(order) if leave_one_out else None
+        self.self_position = None
         if leave_one_out:
+            self.self_position = np.argsort(order)
+            if query_indices is not None:
+                self.self_position = self.self_position[query_indices]
             runs = np.maximum(runs - 1, 0)
         self.relevant = np.where(runs > 0, runs, -1)
 

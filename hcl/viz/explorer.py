@@ -70,7 +70,8 @@ class HierarchyExplorer:
         seed: projection seed.
         n_neighbors: how many neighbours of the query to list.
         max_metric_queries: most subtree samples used as queries for the subtree metrics (a
-            seeded random subset beyond that, so the table stays interactive).
+            seeded random subset beyond that); None: all of them (one blocked pass, each
+            query against all N samples, so interactive up to about 10^4 x 10^5).
         max_legend_classes: most nodes listed in the legend.
 
     Shape:
@@ -88,7 +89,7 @@ class HierarchyExplorer:
         coords: Any = None,
         seed: int = 0,
         n_neighbors: int = 10,
-        max_metric_queries: int = 100,
+        max_metric_queries: int | None = None,
         max_legend_classes: int = 40,
     ) -> None:
         self._embeddings = as_embedding_array(embeddings)
@@ -99,8 +100,8 @@ class HierarchyExplorer:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if not 1 <= n_neighbors < n:
             raise ValueError(f"n_neighbors must be in 1..{n - 1} (N - 1), got {n_neighbors}")
-        if max_metric_queries < 1:
-            raise ValueError(f"max_metric_queries must be >= 1, got {max_metric_queries}")
+        if max_metric_queries is not None and max_metric_queries < 1:
+            raise ValueError(f"max_metric_queries must be >= 1 or None, got {max_metric_queries}")
         self.hierarchy = hierarchy
         self.labels = hierarchy.validate(labels).cpu().numpy()
         if len(self.labels) != n:
@@ -321,9 +322,10 @@ class HierarchyExplorer:
 
         Each query searches all *other* samples (leave-one-out), exactly as
         :func:`hcl.metrics.per_level_retrieval` does for the whole set (which is what this
-        returns when no subtree is chosen); within a subtree at most ``max_metric_queries``
-        queries (a seeded random subset) are used. Rows: levels; columns:
-        the metrics, with ``num_queries`` counting the queries averaged at each level.
+        returns when no subtree is chosen), through its ``query_indices``; within a subtree at
+        most ``max_metric_queries`` queries (a seeded random subset) when that is set. Rows:
+        levels; columns: the metrics, with ``num_queries`` counting the queries averaged at each
+        level (a subtree without samples gives a table without values).
         """
         from hcl.metrics import per_level_retrieval, retrieval_table
 
@@ -332,32 +334,13 @@ class HierarchyExplorer:
         if self.node is None:
             return retrieval_table(per_level_retrieval(self._embeddings, self.labels, ks), self.hierarchy)
         members = np.flatnonzero(self.subtree_mask())
-        if len(members) > self._max_metric_queries:
+        if self._max_metric_queries is not None and len(members) > self._max_metric_queries:
             members = np.sort(np.random.default_rng(self._seed).choice(members, self._max_metric_queries, replace=False))
-        sums: dict[int, dict[str, float]] = {}
-        counts = np.zeros(self.hierarchy.num_levels, dtype=np.int64)
-        for q in members:
-            others = np.concatenate([np.arange(q), np.arange(q + 1, n)])
-            result = per_level_retrieval(
-                self._embeddings[others], self.labels[others], ks,
-                query=self._embeddings[q : q + 1], query_labels=self.labels[q : q + 1],
-            )
-            for level, metrics in result.items():
-                counted = int(metrics["num_queries"])
-                counts[level] += counted
-                acc = sums.setdefault(level, {k: 0.0 for k in metrics if k != "num_queries"})
-                if counted:
-                    for key in acc:
-                        acc[key] += metrics[key] * counted
-        averaged = {
-            level: {k: (v / counts[level] if counts[level] else float("nan")) for k, v in acc.items()}
-            | {"num_queries": int(counts[level])}
-            for level, acc in sums.items()
-        }
-        if not averaged:
+        if len(members) == 0:
             columns = ["precision@1", *(f"recall@{k}" for k in ks), "r_precision", "map@r", "num_queries"]
             return pd.DataFrame(columns=columns, index=pd.Index(self.hierarchy.level_names, name="level"))
-        return retrieval_table(averaged, self.hierarchy)
+        result = per_level_retrieval(self._embeddings, self.labels, ks, query_indices=members)
+        return retrieval_table(result, self.hierarchy)
 
     # ----------------------------------------------------------------- updates
     def _on_click(self, trace: Any, points: Any, state: Any) -> None:

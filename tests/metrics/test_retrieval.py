@@ -79,8 +79,9 @@ def tie_free(
     raise AssertionError("could not draw tie-free data")
 
 
-def oracle(emb, labels, ks, query=None, query_labels=None) -> dict[int, dict[str, float]]:
-    """Loop oracle in float64 straight from the definitions; ties broken against the query."""
+def oracle(emb, labels, ks, query=None, query_labels=None, only=None) -> dict[int, dict[str, float]]:
+    """Loop oracle in float64 straight from the definitions; ties broken against the query.
+    ``only``: leave-one-out queries restricted to these indices."""
     g = np.asarray(emb, dtype=np.float64)
     g = g / np.linalg.norm(g, axis=1, keepdims=True)
     loo = query is None
@@ -90,7 +91,7 @@ def oracle(emb, labels, ks, query=None, query_labels=None) -> dict[int, dict[str
     result = {}
     for level in range(num_levels):
         per_query = []
-        for i in range(len(q)):
+        for i in range(len(q)) if only is None else only:
             mine = tuple(q_labels[i, : level + 1])
             if min(mine) < 0:
                 continue
@@ -202,6 +203,24 @@ def test_query_mode_matches_loop_oracle() -> None:
     ks = (1, 3)
     result = per_level_retrieval(emb[:100], labels[:100], query=emb[100:], query_labels=labels[100:], ks=ks)
     assert_close(result, oracle(emb[:100], labels[:100], ks, query=emb[100:], query_labels=labels[100:]))
+
+
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_query_indices_match_loop_oracle(monkeypatch: pytest.MonkeyPatch, engine: str) -> None:
+    """Leave-one-out over a selection: the selected samples query all the others, as in the
+    full leave-one-out (ties with duplicates, ragged labels, unsorted indices)."""
+    rng = np.random.default_rng(11)
+    emb, labels = tie_free(90, (2, 2, 3), dim=4, seed=11, unknown=0.25)
+    emb = np.concatenate([emb, emb[:15]])
+    labels = np.concatenate([labels, ragged_labels(15, (2, 2, 3), 111, unknown=0.25)])
+    chosen = rng.permutation(len(emb))[:37]
+    if engine == "torch":
+        monkeypatch.setattr(retrieval, "_numpy_block_sums", retrieval._torch_block_sums)
+    ks = (1, 4)
+    result = per_level_retrieval(emb, labels, ks=ks, query_indices=chosen, batch_size=16)
+    assert_close(result, oracle(emb, labels, ks, only=sorted(chosen)))
+    everyone = per_level_retrieval(emb, labels, ks=ks, query_indices=torch.from_numpy(rng.permutation(len(emb))))
+    assert_close(everyone, per_level_retrieval(emb, labels, ks=ks), tol=1e-12)
 
 
 def test_torch_engine_matches_numpy_engine(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -391,6 +410,14 @@ def test_ks_are_sorted_and_deduplicated() -> None:
         ({"query": np.ones((2, 3), np.float32), "query_labels": np.zeros((2, 1), np.int64)}, "dimension"),
         ({"query": np.ones((2, 2), np.float32), "query_labels": np.zeros((3, 1), np.int64)}, "rows"),
         ({"query": np.ones((2, 2), np.float32), "query_labels": np.zeros((2, 2), np.int64)}, "levels"),
+        ({"query": np.ones((2, 2), np.float32), "query_labels": np.zeros((2, 1), np.int64), "query_indices": [0]},
+         "cannot be combined"),
+        ({"query_indices": [0, 4]}, r"query_indices\[1\] = 4 is outside 0..3"),
+        ({"query_indices": [-1]}, r"query_indices\[0\] = -1"),
+        ({"query_indices": [2, 0, 2]}, "repeats 2"),
+        ({"query_indices": [0.0, 1.0]}, "integers"),
+        ({"query_indices": []}, "non-empty 1-D"),
+        ({"query_indices": [[0, 1]]}, "non-empty 1-D"),
     ],
 )
 def test_bad_input_raises_a_clear_error(kwargs: dict, message: str) -> None:

@@ -101,7 +101,7 @@ def _oracle_precision_at_1(emb: np.ndarray, labels: np.ndarray, queries: np.ndar
 def test_subtree_metrics_are_leave_one_out_over_the_subtree(toy) -> None:
     emb, labels, h = toy
     emb = emb + np.random.default_rng(0).normal(size=emb.shape).astype(np.float32) * 2.0  # make it imperfect
-    explorer = HierarchyExplorer(emb, labels, h, method="pca", max_metric_queries=1000)
+    explorer = HierarchyExplorer(emb, labels, h, method="pca")
     everything = explorer.subtree_metrics()
     expected = retrieval_table(per_level_retrieval(emb, labels, (1, 5, 10)), h)
     np.testing.assert_allclose(everything.to_numpy(float), expected.to_numpy(float))
@@ -112,6 +112,15 @@ def test_subtree_metrics_are_leave_one_out_over_the_subtree(toy) -> None:
     assert list(table.index) == h.level_names
     assert (table["num_queries"] == len(members)).all()
     np.testing.assert_allclose(table["precision@1"], _oracle_precision_at_1(emb, labels, members))
+
+
+def test_subtree_without_samples_gives_a_table_without_values(toy) -> None:
+    emb, labels, h = toy
+    keep = labels[:, 0] != h.index(0, "C")
+    explorer = HierarchyExplorer(emb[keep], labels[keep], h, method="pca")
+    explorer.select_node("kingdom", "C")
+    table = explorer.subtree_metrics()
+    assert list(table.index) == h.level_names and "map@r" in table.columns and table.isna().all().all()
 
 
 def test_subtree_metrics_cap_the_number_of_queries(toy) -> None:
