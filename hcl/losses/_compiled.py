@@ -17,7 +17,7 @@ into exponentials in place.
 
 Each pair costs a few instructions per level in one pass, where array ops need about ten passes
 over every level's in-group block. numba comes with umap-learn; the loops are compiled on first
-use (a few seconds, cached on disk) and run on torch's intra-op thread count.
+use (5-8 s per float type, then cached on disk) and run on torch's intra-op thread count.
 """
 
 from __future__ import annotations
