@@ -63,9 +63,10 @@ _NORM_EPS = 1e-12
 
 def _by_group(level: LevelGroups, n: int) -> list[tuple[int, int]] | None:
     """The level's group spans when few large groups make square slices cheaper than a gathered
-    (N, max_size) block (each slice costs a few Python-level ops), else None. Never on GPUs, where
-    the ops per slice cost more than the gather (kernel launches, and reading the spans syncs)."""
-    if level.max_size < _SLICE_MIN_SIZE or level.group.is_cuda:
+    (N, max_size) block (each slice costs a few Python-level ops), else None. Only on CPUs: on
+    accelerators the ops per slice cost more than the gather (kernel launches, and reading the
+    spans syncs)."""
+    if level.max_size < _SLICE_MIN_SIZE or level.group.device.type != "cpu":
         return None
     spans = level.spans()
     return spans if len(spans) <= max(8, n * _SLICE_GROUPS_PER_VIEW) else None
@@ -223,8 +224,8 @@ class _CompiledConstraint:
         return (self.coefficient * self.count).sum(dim=0)
 
     def add_gradient(self, grad_logits: torch.Tensor, grad_output: torch.Tensor, bound_gradient: bool) -> None:
-        """Add the constraint's part of d loss / d logits to ``grad_logits`` (see
-        :func:`_add_bound_pairs` for the parts)."""
+        """Add the constraint's part of d loss / d logits to ``grad_logits``: the parts of
+        :func:`_add_bound_pairs`, the bound pairs' included, all inside the backward loop."""
         weight = self.coefficient * grad_output
         at_bound = weight * self.count if bound_gradient else torch.zeros_like(weight)
         self.compiled.constraint_backward(
@@ -270,10 +271,16 @@ def _constraint(
     bounded = [index for index in range(len(has_pairs) - 1) if has_pairs[index] and has_pairs[index + 1]]
     if not bounded:
         return None
-    compiled = None if logits.is_cuda else _compiled_module()
+    compiled = _compiled_for(logits)
     if compiled is None:
         return _GroupedConstraint(logits, groups.levels, coefficient)
     return _CompiledConstraint(compiled, logits, groups, coefficient, bounded)
+
+
+def _compiled_for(tensor: torch.Tensor) -> ModuleType | None:
+    """The compiled loops for a tensor on the CPU (they work on its NumPy view), else None: CUDA,
+    MPS and other devices take the array ops."""
+    return _compiled_module() if tensor.device.type == "cpu" else None
 
 
 @functools.cache
@@ -305,7 +312,7 @@ def _symmetric_scaling(exponentials: torch.Tensor, scale: torch.Tensor, in_place
     Shape:
         exponentials: (N, N); scale: (N,). Returns (N, N).
     """
-    compiled = None if exponentials.is_cuda or not in_place else _compiled_module()
+    compiled = _compiled_for(exponentials) if in_place else None
     if compiled is not None:
         return compiled.scale_symmetric_(exponentials, scale)
     out = exponentials if in_place else torch.empty_like(exponentials)

@@ -77,6 +77,9 @@ def test_backward_twice_with_retain_graph_gives_the_same_gradient() -> None:
 def test_cpu_loss_uses_the_compiled_constraint() -> None:
     # numba is a dependency (through umap-learn): the CPU path must not fall back to array ops.
     assert kernel._compiled_module() is not None
+    assert kernel._compiled_for(torch.zeros(2, 2)) is not None
+    # Other devices (CUDA, MPS, ...) have no NumPy view: they take the array ops.
+    assert kernel._compiled_for(torch.zeros(2, 2, device="meta")) is None
 
 
 @pytest.mark.parametrize("bound_gradient", [True, False], ids=["bound-differentiated", "bound-held"])
