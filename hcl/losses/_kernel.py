@@ -163,26 +163,23 @@ def _add_in_group(
 
 class _GroupedConstraint:
     """The constraint terms with array ops over each level's in-group pairs (GPUs, and CPUs
-    without numba): finest level first, as level l+1's groups give the bounds of level l."""
+    without numba): level l+1's groups give the bounds of every bounded level l."""
 
-    def __init__(self, logits: torch.Tensor, levels: tuple[LevelGroups, ...], coefficient: torch.Tensor) -> None:
+    def __init__(
+        self, logits: torch.Tensor, levels: tuple[LevelGroups, ...], coefficient: torch.Tensor, bounded: list[int]
+    ) -> None:
         n = logits.shape[0]
+        involved = sorted(set(bounded) | {index + 1 for index in bounded})
+        pairs = {index: _InGroupPairs(logits, levels[index]) for index in involved}
         self.value = logits.new_zeros(())
         self.kept: list[tuple[_InGroupPairs, list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        bound = bound_column = None
-        for index in reversed(range(len(levels))):
-            level = levels[index]
-            if level.max_size < 2 or (index == 0 and bound is None):
-                # No positive at this level: no term here and no bound for the level above.
-                bound = bound_column = None
-                continue
-            pairs = _InGroupPairs(logits, level)
-            if bound is not None:
-                excess, count, above = pairs.excess(bound)
-                self.value = self.value + torch.dot(coefficient[index], excess)
-                self.kept.append((pairs, above, coefficient[index], count, bound_column))
-            bound, bound_column = pairs.smallest(n) if index > 0 else (None, None)
-            pairs.blocks = []  # not needed by the backward pass
+        for index in bounded:
+            bound, bound_column = pairs[index + 1].smallest(n)
+            excess, count, above = pairs[index].excess(bound)
+            self.value = self.value + torch.dot(coefficient[index], excess)
+            self.kept.append((pairs[index], above, coefficient[index], count, bound_column))
+        for level_pairs in pairs.values():
+            level_pairs.blocks = []  # not needed by the backward pass
 
     def held_weight(self) -> torch.Tensor:
         """``sum_l w_li n_li``, n the number of pairs above i's bound. Shape: (N,)."""
@@ -273,7 +270,7 @@ def _constraint(
         return None
     compiled = _compiled_for(logits)
     if compiled is None:
-        return _GroupedConstraint(logits, groups.levels, coefficient)
+        return _GroupedConstraint(logits, groups.levels, coefficient, bounded)
     return _CompiledConstraint(compiled, logits, groups, coefficient, bounded)
 
 

@@ -186,7 +186,7 @@ def _check_query_indices(query_indices: Any, n: int) -> np.ndarray:
     bad = np.flatnonzero((indices < 0) | (indices >= n))
     if len(bad):
         raise ValueError(f"query_indices[{bad[0]}] = {indices[bad[0]]} is outside 0..{n - 1}")
-    values, first, counts = np.unique(indices, return_index=True, return_counts=True)
+    values, counts = np.unique(indices, return_counts=True)
     if (counts > 1).any():
         raise ValueError(f"query_indices repeats {values[counts > 1][0]}")
     return indices.astype(np.int64)
