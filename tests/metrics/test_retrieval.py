@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import hcl.metrics.retrieval as retrieval
+import hcl.metrics._retrieval_engine as retrieval_engine
 from hcl import Hierarchy
 from hcl.labels import prefix_ids, shared_prefix_length
 from hcl.metrics import nearest_neighbors, per_level_retrieval, retrieval_table
@@ -215,7 +215,7 @@ def test_query_indices_match_loop_oracle(monkeypatch: pytest.MonkeyPatch, engine
     labels = np.concatenate([labels, ragged_labels(15, (2, 2, 3), 111, unknown=0.25)])
     chosen = rng.permutation(len(emb))[:37]
     if engine == "torch":
-        monkeypatch.setattr(retrieval, "_numpy_block_sums", retrieval._torch_block_sums)
+        monkeypatch.setattr(retrieval_engine, "numpy_block_sums", retrieval_engine.torch_block_sums)
     ks = (1, 4)
     result = per_level_retrieval(emb, labels, ks=ks, query_indices=chosen, batch_size=16)
     assert_close(result, oracle(emb, labels, ks, only=sorted(chosen)))
@@ -230,7 +230,7 @@ def test_torch_engine_matches_numpy_engine(monkeypatch: pytest.MonkeyPatch) -> N
     emb[150:170] = emb[:20]
     expected = per_level_retrieval(emb, labels, ks=(1, 3, 9), batch_size=64)
     expected_q = per_level_retrieval(emb[:120], labels[:120], query=emb[120:], query_labels=labels[120:])
-    monkeypatch.setattr(retrieval, "_numpy_block_sums", retrieval._torch_block_sums)
+    monkeypatch.setattr(retrieval_engine, "numpy_block_sums", retrieval_engine.torch_block_sums)
     assert_close(per_level_retrieval(emb, labels, ks=(1, 3, 9), batch_size=64), expected, tol=1e-12)
     assert_close(
         per_level_retrieval(emb[:120], labels[:120], query=emb[120:], query_labels=labels[120:]),
@@ -254,7 +254,7 @@ def test_many_levels_use_wide_keys() -> None:
     """More than 31 levels switch to 64-bit sort keys; the numbers still match the oracle."""
     emb, base = tie_free(60, (2, 3), dim=3, seed=11, unknown=0.2)
     labels = np.repeat(base, 17, axis=1)  # 34 levels: each label repeated (a chain hierarchy)
-    assert retrieval._KeyLayout.for_levels(34).np_dtype == np.int64
+    assert retrieval_engine.KeyLayout.for_levels(34).np_dtype == np.int64
     result = per_level_retrieval(emb, labels, ks=(1, 4))
     expected = oracle(emb, labels[:, [0, 17]], (1, 4))
     for level in range(34):
