@@ -5,18 +5,24 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import PurePath
 from typing import Any
 
 import numpy as np
 import torch
 
+from hcl._hierarchy_build import (
+    folder_path,
+    levels_from_array,
+    levels_from_dict,
+    levels_from_parent_dicts,
+    levels_to_dict,
+    parent_dicts_from_parent_map,
+    parent_dicts_from_paths,
+)
 from hcl.atomic import write_text_atomic
-from hcl.labels import as_label_tensor, prefix_ids, shared_prefix_length
+from hcl.labels import as_label_tensor, shared_prefix_length
 
 __all__ = ["Hierarchy"]
-
-_FORMAT_VERSION = 1
 
 
 class Hierarchy:
@@ -92,25 +98,7 @@ class Hierarchy:
         Paths may be shorter than the deepest one (ragged); repeated paths are fine. A name that
         appears under two different parents at the same level is rejected.
         """
-        parent_of: list[dict[str, str | None]] = []
-        for path in paths:
-            if isinstance(path, str):
-                raise TypeError(f"each path must be a sequence of names, got the string {path!r}")
-            path = [str(p) for p in path]
-            if not path:
-                raise ValueError("a label path must name at least one node")
-            for level, name in enumerate(path):
-                if level == len(parent_of):
-                    parent_of.append({})
-                parent = path[level - 1] if level else None
-                known = parent_of[level].setdefault(name, parent)
-                if known != parent:
-                    raise ValueError(
-                        f"node {name!r} at level {level} appears under two parents: {known!r} and {parent!r}"
-                    )
-        if not parent_of:
-            raise ValueError("no label paths given")
-        return cls._from_parent_dicts(parent_of, level_names)
+        return cls(*levels_from_parent_dicts(parent_dicts_from_paths(paths)), level_names)
 
     @classmethod
     def from_parent_map(
@@ -123,37 +111,7 @@ class Hierarchy:
         Roots are nodes whose parent is ``None`` or never appears as a child. A node's level is its
         depth below the roots. Pairs that give one child two parents, and cycles, are rejected.
         """
-        pairs = child_to_parent.items() if isinstance(child_to_parent, Mapping) else child_to_parent
-        parent: dict[str, str | None] = {}
-        for child, par in pairs:
-            child, par = str(child), (None if par is None else str(par))
-            if child in parent and parent[child] != par:
-                raise ValueError(f"node {child!r} has two parents: {parent[child]!r} and {par!r}")
-            if par == child:
-                raise ValueError(f"node {child!r} is its own parent")
-            parent[child] = par
-        if not parent:
-            raise ValueError("the parent map is empty")
-        for par in list(parent.values()):
-            if par is not None and par not in parent:
-                parent[par] = None
-        depth: dict[str, int] = {}
-        for node in parent:
-            chain = []
-            cur: str | None = node
-            while cur is not None and cur not in depth:
-                if cur in chain:
-                    cycle = " -> ".join(chain[chain.index(cur) :] + [cur])
-                    raise ValueError(f"the parent map has a cycle: {cycle}")
-                chain.append(cur)
-                cur = parent[cur]
-            base = -1 if cur is None else depth[cur]
-            for offset, name in enumerate(reversed(chain), start=1):
-                depth[name] = base + offset
-        parent_of: list[dict[str, str | None]] = [{} for _ in range(max(depth.values()) + 1)]
-        for node, d in depth.items():
-            parent_of[d][node] = parent[node]
-        return cls._from_parent_dicts(parent_of, level_names)
+        return cls(*levels_from_parent_dicts(parent_dicts_from_parent_map(child_to_parent)), level_names)
 
     @classmethod
     def from_folders(
@@ -177,58 +135,11 @@ class Hierarchy:
         the same raw id occurs under several parents at that level. Encode the same array with
         :meth:`encode_array`.
         """
-        raw = as_label_tensor(labels).cpu()
-        ids = prefix_ids(raw)
-        level_nodes, level_parents = [], []
-        for level in range(raw.shape[1]):
-            known = ids[:, level] >= 0
-            if not bool(known.any()):
-                break
-            node_ids, first = _first_occurrence(ids[known, level])
-            rows = known.nonzero().squeeze(1)[first]
-            raw_ids = raw[rows, level].tolist()
-            parents = ids[rows, level - 1].tolist() if level else [-1] * len(rows)
-            repeated = {r for r in raw_ids if raw_ids.count(r) > 1}
-            names = [
-                f"{level_nodes[level - 1][p]}/{r}" if r in repeated else str(r)
-                for r, p in zip(raw_ids, parents)
-            ]
-            order = node_ids.argsort().tolist()
-            level_nodes.append([names[i] for i in order])
-            level_parents.append([parents[i] for i in order])
+        level_nodes, level_parents = levels_from_array(labels)
         names = list(level_names) if level_names is not None else None
-        if names is not None and len(names) != raw.shape[1]:
-            raise ValueError(f"got {len(names)} level names for {raw.shape[1]} label columns")
-        # Levels never used by any sample still count, so encode_array keeps the column count.
-        while len(level_nodes) < raw.shape[1]:
-            level_nodes.append([])
-            level_parents.append([])
+        if names is not None and len(names) != len(level_nodes):
+            raise ValueError(f"got {len(names)} level names for {len(level_nodes)} label columns")
         return cls(level_nodes, level_parents, names)
-
-    @classmethod
-    def _from_parent_dicts(
-        cls, parent_of: list[dict[str, str | None]], level_names: Sequence[str] | None
-    ) -> Hierarchy:
-        level_nodes: list[list[str]] = []
-        level_parents: list[list[int]] = []
-        paths_above: list[tuple[str, ...]] = []
-        for level, parents in enumerate(parent_of):
-            above = {name: i for i, name in enumerate(level_nodes[-1])} if level else {}
-            entries = []
-            for name, par in parents.items():
-                if level == 0:
-                    if par is not None:
-                        raise ValueError(f"root {name!r} cannot have a parent ({par!r})")
-                    entries.append(((name,), name, -1))
-                else:
-                    if par not in above:
-                        raise ValueError(f"node {name!r} at level {level} has unknown parent {par!r}")
-                    entries.append((paths_above[above[par]] + (name,), name, above[par]))
-            entries.sort(key=lambda e: e[0])
-            paths_above = [e[0] for e in entries]
-            level_nodes.append([e[1] for e in entries])
-            level_parents.append([e[2] for e in entries])
-        return cls(level_nodes, level_parents, level_names)
 
     # ----------------------------------------------------------------- structure
     @property
@@ -414,45 +325,13 @@ class Hierarchy:
     # ----------------------------------------------------------------- persistence
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description: level names and, per level, node names with parent names."""
-        levels = []
-        for level, names in enumerate(self._nodes):
-            above = self._nodes[level - 1] if level else None
-            levels.append(
-                {
-                    "name": self._level_names[level],
-                    "nodes": [
-                        [name, None if above is None else above[int(p)]]
-                        for name, p in zip(names, self._parents[level])
-                    ],
-                }
-            )
-        return {"format": "hcl.Hierarchy", "version": _FORMAT_VERSION, "levels": levels}
+        return levels_to_dict(self._level_names, self._nodes, self._parents)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "hierarchy") -> Hierarchy:
         """Inverse of :meth:`to_dict`; ``source`` names the origin in error messages."""
         try:
-            if data.get("format") != "hcl.Hierarchy":
-                raise ValueError(f"'format' is {data.get('format')!r}, expected 'hcl.Hierarchy'")
-            level_names, level_nodes, level_parents = [], [], []
-            for level, lv in enumerate(data["levels"]):
-                # Names must be strings as written: a null or a number is an error, not a node "None".
-                if not isinstance(lv["name"], str):
-                    raise TypeError(f"the name of level {level} must be a string, got {lv['name']!r}")
-                above = {name: i for i, name in enumerate(level_nodes[-1])} if level else {}
-                names, parents = [], []
-                for node in lv["nodes"]:
-                    well_formed = isinstance(node, list) and len(node) == 2 and isinstance(node[0], str)
-                    if not well_formed or (node[1] is not None if level == 0 else not isinstance(node[1], str)):
-                        expected = "[name, null]" if level == 0 else "[name, parent name]"
-                        raise TypeError(f"a node of level {level} must be {expected}, got {node!r}")
-                    if level and node[1] not in above:
-                        raise ValueError(f"node {node[0]!r} of level {level} has unknown parent {node[1]!r}")
-                    names.append(node[0])
-                    parents.append(above[node[1]] if level else -1)
-                level_names.append(lv["name"])
-                level_nodes.append(names)
-                level_parents.append(parents)
+            level_names, level_nodes, level_parents = levels_from_dict(data)
             # The stored order is the id order: keep it, so ids survive a save/load round trip.
             return cls(level_nodes, level_parents, level_names)
         except (KeyError, TypeError, ValueError, AttributeError) as err:
@@ -504,22 +383,3 @@ class Hierarchy:
 
     def _row(self, row: Sequence[int]) -> torch.Tensor:
         return self.validate(torch.as_tensor(row).reshape(1, -1))[0]
-
-
-def folder_path(file_path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> tuple[str, ...]:
-    """The folder names of a file path (relative to ``root``), coarse to fine."""
-    path = PurePath(file_path)
-    if root is not None:
-        path = path.relative_to(root)
-    parts = path.parts[:-1]
-    if not parts:
-        raise ValueError(f"{file_path} is not inside any class folder")
-    return tuple(parts)
-
-
-def _first_occurrence(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distinct values of ``ids`` and the position of each one's first occurrence."""
-    unique, inverse = torch.unique(ids, return_inverse=True)
-    first = torch.full((len(unique),), len(ids), dtype=torch.int64)
-    first.scatter_reduce_(0, inverse, torch.arange(len(ids)), reduce="amin")
-    return unique, first
