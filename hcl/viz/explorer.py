@@ -4,12 +4,12 @@ Pick a node (at any level) to highlight its subtree, re-colour the points by any
 between UMAP, t-SNE and PCA, click a point (or type its index) to list its nearest neighbours with
 the level down to which each agrees, and read per-level retrieval metrics for the chosen subtree.
 Everything happens through widget values, so the behaviour is scriptable and testable in plain
-Python: setting ``explorer.level_selector.value`` re-colours ``explorer.figure``.
+Python: setting ``explorer.level_selector.value`` re-colours ``explorer.figure``. The tables,
+colours and HTML it shows are computed in :mod:`hcl.viz._explorer_core`, without widgets.
 """
 
 from __future__ import annotations
 
-import html
 import os
 from collections.abc import Callable
 from typing import Any
@@ -18,32 +18,25 @@ import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-import torch
 
 from hcl.hierarchy import Hierarchy
-from hcl.labels import shared_prefix_length
-from hcl.viz.figures import (
-    UNKNOWN_COLOR,
-    image_getter,
-    label_paths,
-    level_colors,
-    resolve_level,
-    thumbnail_uri,
+from hcl.viz._explorer_core import (
+    metrics_html,
+    neighbours_html,
+    neighbours_table,
+    point_colours,
+    subtree_mask,
+    subtree_metrics_table,
+    thumbnail_html,
+    tree_options,
 )
+from hcl.viz.figures import image_getter, label_paths, level_colors, resolve_level
 from hcl.viz.projection import METHODS, as_embedding_array, project_2d
 from hcl.viz.runs import load_embeddings
 
 __all__ = ["HierarchyExplorer"]
 
-_DIMMED = "#dddddd"
 _QUERY_COLOR = "#111111"
-_TABLE_STYLE = (
-    "<style>table.hcl-neighbours, table.hcl-metrics {border-collapse: collapse; margin-top: 4px}"
-    " .hcl-neighbours td, .hcl-neighbours th, .hcl-metrics td, .hcl-metrics th {padding: 1px 4px; text-align: right;"
-    " white-space: nowrap; line-height: 1.3}"
-    " .hcl-neighbours :is(td, th):nth-child(4), .hcl-neighbours :is(td, th):nth-child(5) {text-align: left}"
-    " .hcl-neighbours tr:nth-child(even), .hcl-metrics tbody tr:nth-child(even) {background: #f4f4f4}</style>"
-)
 
 
 class HierarchyExplorer:
@@ -127,7 +120,7 @@ class HierarchyExplorer:
             description="colour by",
         )
         self.node_selector = widgets.Dropdown(
-            options=[("(everything)", None)] + self._tree_options(), value=None, description="subtree",
+            options=[("(everything)", None)] + tree_options(hierarchy), value=None, description="subtree",
             layout=widgets.Layout(width="360px"),
         )
         self.method_selector = widgets.ToggleButtons(
@@ -206,21 +199,6 @@ class HierarchyExplorer:
         getter = None if images is None else (lambda i: images(int(indices[i])))
         return cls(run.embeddings[rows], run.labels[rows], run.hierarchy, images=getter, seed=seed, **kwargs)
 
-    def _tree_options(self) -> list[tuple[str, tuple[int, int]]]:
-        """Every node, depth first, indented by level: the drop-down's "tree"."""
-        h = self.hierarchy
-        options: list[tuple[str, tuple[int, int]]] = []
-
-        def visit(level: int, node: int) -> None:
-            options.append(("\u2003" * level + h.nodes(level)[node] + f"  ({h.level_names[level]})", (level, node)))
-            if level + 1 < h.num_levels:
-                for child in h.children(level, node):
-                    visit(level + 1, child)
-
-        for root in range(h.num_nodes(0)):
-            visit(0, root)
-        return options
-
     def _initial_traces(self) -> list[go.Scatter]:
         hover = "%{hovertext}<br>sample %{customdata}<extra></extra>"
         return [
@@ -284,10 +262,7 @@ class HierarchyExplorer:
         Shape:
             Returns (N,) bool.
         """
-        if self.node is None:
-            return np.ones(len(self.labels), dtype=bool)
-        level, idx = self.node
-        return self.labels[:, level] == idx
+        return subtree_mask(self.labels, self.node)
 
     # ----------------------------------------------------------------- tables
     def neighbours(self, row: int | None = None) -> pd.DataFrame:
@@ -297,25 +272,8 @@ class HierarchyExplorer:
         the coarsest, the neighbour's label agrees with the query's) and ``agrees_down_to`` (the
         finest agreeing level's name, or ``"-"``).
         """
-        from hcl.metrics import nearest_neighbors
-
         row = self.sample if row is None else int(row)
-        sims, idx = nearest_neighbors(self._embeddings, self._n_neighbors + 1, query=self._embeddings[row : row + 1])
-        pairs = [(int(j), float(s)) for j, s in zip(idx[0].tolist(), sims[0].tolist()) if j != row]
-        rows = np.array([j for j, _ in pairs[: self._n_neighbors]], dtype=np.int64)
-        shared = shared_prefix_length(
-            torch.from_numpy(self.labels[rows]), torch.from_numpy(self.labels[row]).expand(len(rows), -1)
-        ).numpy()
-        names = self.hierarchy.level_names
-        return pd.DataFrame(
-            {
-                "sample": rows,
-                "similarity": [s for _, s in pairs[: self._n_neighbors]],
-                "path": self.paths[rows],
-                "shared_levels": shared,
-                "agrees_down_to": [names[s - 1] if s > 0 else "-" for s in shared],
-            }
-        )
+        return neighbours_table(self._embeddings, self.labels, self.paths, self.hierarchy, row, self._n_neighbors)
 
     def subtree_metrics(self) -> pd.DataFrame:
         """Per-level retrieval metrics of the highlighted subtree's samples as queries.
@@ -327,20 +285,10 @@ class HierarchyExplorer:
         levels; columns: the metrics, with ``num_queries`` counting the queries averaged at each
         level (a subtree without samples gives a table without values).
         """
-        from hcl.metrics import per_level_retrieval, retrieval_table
-
-        n = len(self.labels)
-        ks = tuple(k for k in (1, 5, 10) if k <= n - 1)
-        if self.node is None:
-            return retrieval_table(per_level_retrieval(self._embeddings, self.labels, ks), self.hierarchy)
-        members = np.flatnonzero(self.subtree_mask())
-        if self._max_metric_queries is not None and len(members) > self._max_metric_queries:
-            members = np.sort(np.random.default_rng(self._seed).choice(members, self._max_metric_queries, replace=False))
-        if len(members) == 0:
-            columns = ["precision@1", *(f"recall@{k}" for k in ks), "r_precision", "map@r", "num_queries"]
-            return pd.DataFrame(columns=columns, index=pd.Index(self.hierarchy.level_names, name="level"))
-        result = per_level_retrieval(self._embeddings, self.labels, ks, query_indices=members)
-        return retrieval_table(result, self.hierarchy)
+        mask = None if self.node is None else self.subtree_mask()
+        return subtree_metrics_table(
+            self._embeddings, self.labels, self.hierarchy, mask, self._max_metric_queries, self._seed
+        )
 
     # ----------------------------------------------------------------- updates
     def _on_click(self, trace: Any, points: Any, state: Any) -> None:
@@ -355,9 +303,7 @@ class HierarchyExplorer:
             self._place_query()
 
     def _point_colours(self) -> np.ndarray:
-        palette = np.asarray(level_colors(self.hierarchy, self.level) + [UNKNOWN_COLOR], dtype=object)
-        colours = palette[self.labels[:, self.level]]  # -1 (unknown) picks the last entry
-        return np.where(self.subtree_mask(), colours, _DIMMED)
+        return point_colours(self.hierarchy, self.labels, self.level, self.subtree_mask())
 
     def _refresh_colours(self) -> None:
         level = self.level
@@ -401,34 +347,13 @@ class HierarchyExplorer:
         self.figure.data[2].x, self.figure.data[2].y = self.coords[[self.sample], 0], self.coords[[self.sample], 1]
 
     # ----------------------------------------------------------------- rendering
-    def _thumb(self, row: int, size: int) -> str:
-        if self._images is None:
-            return ""
-        return f'<img src="{thumbnail_uri(self._images(int(row)), size)}" style="image-rendering:pixelated;width:{size}px">'
-
     def _neighbours_html(self, table: pd.DataFrame) -> str:
         row = self.sample
-        head = f"<b>sample {row}</b> {self._thumb(row, 56)}<br>{html.escape(str(self.paths[row]))}"
-        cells = "".join(
-            "<tr>"
-            f"<td>{self._thumb(r.sample, 28)}</td><td>{r.sample}</td><td>{r.similarity:.3f}</td>"
-            f"<td>{html.escape(str(r.path))}</td><td>{html.escape(r.agrees_down_to)}</td>"
-            "</tr>"
-            for r in table.itertuples()
-        )
-        return (
-            f"{_TABLE_STYLE}<div style='font-size:12px'>{head}<table class='hcl-neighbours'>"
-            "<tr><th></th><th>sample</th><th>cos</th><th>label path</th><th>agrees down to</th></tr>"
-            f"{cells}</table></div>"
-        )
+        return neighbours_html(table, row, self.paths[row], lambda r, size: thumbnail_html(self._images, r, size))
 
     def _metrics_html(self) -> str:
-        frame = self.subtree_metrics()
         what = "all samples" if self.node is None else " / ".join(self.hierarchy.path(*self.node))
-        return (
-            f"{_TABLE_STYLE}<div style='font-size:12px'><b>retrieval metrics, queries from {html.escape(what)}</b>"
-            f"{frame.to_html(float_format=lambda v: f'{v:.3f}', classes='hcl-metrics', border=0)}</div>"
-        )
+        return metrics_html(self.subtree_metrics(), what)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)

@@ -13,7 +13,7 @@ from hcl.labels import prefix_ids
 from hcl.metrics import per_level_retrieval, retrieval_table
 from hcl.viz import HierarchyExplorer
 from hcl.viz import explorer as explorer_module
-from hcl.viz.explorer import _DIMMED
+from hcl.viz._explorer_core import DIMMED
 from hcl.viz.figures import UNKNOWN_COLOR, level_colors
 from hcl.viz.projection import project_2d
 
@@ -61,7 +61,7 @@ def test_choosing_a_node_highlights_its_subtree(explorer, toy) -> None:
     explorer.node_selector.value = (1, node)
     inside = labels[:, 1] == node
     colours = np.asarray(explorer.figure.data[0].marker.color)
-    assert (colours[~inside] == _DIMMED).all()
+    assert (colours[~inside] == DIMMED).all()
     assert list(colours[inside]) == list(np.asarray(level_colors(h, 2))[labels[inside, 2]])
     opacity = np.asarray(explorer.figure.data[0].marker.opacity)
     assert (opacity[inside] > opacity[~inside].max()).all()
@@ -69,9 +69,9 @@ def test_choosing_a_node_highlights_its_subtree(explorer, toy) -> None:
     assert "queries from B / B-1" in explorer.metrics_view.value
     # Changing the level keeps the highlight.
     explorer.set_level(0)
-    assert (np.asarray(explorer.figure.data[0].marker.color)[~inside] == _DIMMED).all()
+    assert (np.asarray(explorer.figure.data[0].marker.color)[~inside] == DIMMED).all()
     explorer.select_node(None)
-    assert _DIMMED not in set(explorer.figure.data[0].marker.color)
+    assert DIMMED not in set(explorer.figure.data[0].marker.color)
 
 
 def test_tree_options_list_every_node_depth_first(explorer, toy) -> None:
