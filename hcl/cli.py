@@ -143,14 +143,14 @@ def _info(_: argparse.Namespace) -> int:
 def _results_table(runs: dict[str, dict]) -> str:
     """Per-level metrics of one or more evaluated runs, side by side, as plain text; a run named
     after a config loss is headed by the loss's proper name (HiMulConE, SupCon)."""
-    from hcl.train.config import LOSS_DISPLAY_NAMES
+    from hcl.losses import loss_display_name
 
     names = list(runs)
     first = runs[names[0]]
     level_names = first.get("levels") or [f"level{i}" for i in range(len(first["retrieval"]))]
     # recall@1 equals precision@1 by definition (a relevant item among the 1 nearest): shown once.
     metrics = [m for m in first["retrieval"]["0"] if m not in ("num_queries", "recall@1")]
-    shown = [LOSS_DISPLAY_NAMES.get(n, n) for n in names]
+    shown = [loss_display_name(n) for n in names]
     width = max(12, *(len(n) for n in shown))
     header = f"{'level':<14}{'metric':<14}" + "".join(f"{n:>{width + 2}}" for n in shown)
     rows = [header, "-" * len(header)]

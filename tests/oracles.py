@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["oracle_paper_loss", "oracle_reference_loss", "oracle_supcon", "paper_default_weights"]
+__all__ = ["oracle_level_terms", "oracle_paper_loss", "oracle_reference_loss", "oracle_supcon", "paper_default_weights"]
 
 
 def paper_default_weights(num_levels: int) -> list[float]:
@@ -112,6 +112,28 @@ def oracle_paper_loss(
             term = level_weights[level] * sum(anchor_terms) / len(anchor_terms) / num_levels
             total = term if total is None else total + term
     return features.sum() * 0 if total is None else total
+
+
+def oracle_level_terms(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    level_weights: Sequence[float],
+    constrained: bool,
+) -> list[torch.Tensor]:
+    """Each level's term ``lambda_l * T_l / L``: the paper loss with every other level weighted 0
+    (a level's bound comes from the finer level's pairs, whatever that level's weight)."""
+    num_levels = len(level_weights)
+    return [
+        oracle_paper_loss(
+            features,
+            labels,
+            temperature,
+            [weight if other == level else 0.0 for other in range(num_levels)],
+            constrained,
+        )
+        for level, weight in enumerate(level_weights)
+    ]
 
 
 def oracle_supcon(features: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:

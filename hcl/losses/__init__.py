@@ -1,8 +1,26 @@
-"""Contrastive losses: flat SupCon and the hierarchical HiMulCon, HiConE and HiMulConE, and a
-wrapper that replays them as a CUDA graph."""
+"""Contrastive losses: flat SupCon and the hierarchical HiMulCon, HiConE and HiMulConE, the
+paper's baselines as training objectives, the table of losses that training can use, and a
+wrapper that replays a loss as a CUDA graph."""
 
+from hcl.losses.baselines import CrossEntropyFinest, SimCLRObjective, SupConFinest
 from hcl.losses.graphed import CUDAGraphLoss
 from hcl.losses.hierarchical import HiConE, HiMulCon, HiMulConE
+from hcl.losses.registry import LossSpec, get_loss, list_losses, loss_display_name, register_loss, spec_of
 from hcl.losses.supcon import SupConLoss
 
-__all__ = ["CUDAGraphLoss", "HiConE", "HiMulCon", "HiMulConE", "SupConLoss"]
+__all__ = [
+    "CUDAGraphLoss",
+    "CrossEntropyFinest",
+    "HiConE",
+    "HiMulCon",
+    "HiMulConE",
+    "LossSpec",
+    "SimCLRObjective",
+    "SupConFinest",
+    "SupConLoss",
+    "get_loss",
+    "list_losses",
+    "loss_display_name",
+    "register_loss",
+    "spec_of",
+]

@@ -10,14 +10,8 @@ that averages ``ell`` over positives is therefore a weighted sum of
   (``w_g``), so summed over anchors this is ``sum_g w_g |S_g|^2 - sum_i W_i |z_i|^2`` with
   ``W_i = sum_l w_{g_l(i)}``: O(N D) for all levels, since the groups nest and a level's sums are
   the sums of the finer level's;
-* for the hierarchy constraint, ``max(ell(i,p), m_i) = LSE_i - min(x_ip, c_i)`` with
-  ``c_i = min_{q in P_{l+1}(i)} x_iq``, and ``sum_p min(x_ip, c_i)`` is the plain sum minus
-  ``R_i = sum_{p in P_l(i)} relu(x_ip - c_i)``. Both ``c_i`` and ``R_i`` only involve pairs
-  inside the anchor's group: the views are sorted so that every group is a contiguous range of
-  columns. On CPUs two compiled loops over rows (:mod:`hcl.losses._compiled`) visit those
-  ranges; on GPUs (and without numba) array ops visit a level's in-group pairs either as one
-  (N, largest group) gathered block (many small groups) or group by group as square slices of
-  the logits (few large groups).
+* for the hierarchy constraint, ``max(ell(i,p), m_i) = LSE_i - min(x_ip, c_i)``: the plain sum
+  less a term over the pairs inside each anchor's group (:mod:`hcl.losses._constraint`).
 
 The L2 normalisation and the sort into group order happen inside, so the backward pass returns
 the gradient of the raw features directly.
@@ -28,20 +22,16 @@ symmetric up to the row factor, so G + G^T is built in one pass and one (N, N) x
 suffices. The constraint part is symmetrised inside each group's block.
 
 Memory: one (N, N) matrix survives the forward pass (the exponentials of the logits, which a
-plain SupCon keeps as well); the backward pass scales it in place unless the graph is kept. The
-constraint keeps one float per pair inside the coarsest constrained level's groups (compiled:
-their logits; array ops: 1.0 where a pair exceeds its bound, per level).
+plain SupCon keeps as well); the backward pass scales it in place unless the graph is kept.
 """
 
 from __future__ import annotations
 
-import functools
-from types import ModuleType
-
 import torch
 from torch.autograd.function import once_differentiable
 
-from hcl.losses.groups import LevelGroups, ViewGroups
+from hcl.losses._constraint import build_constraint, compiled_for
+from hcl.losses.groups import ViewGroups
 
 __all__ = ["hierarchical_contrastive"]
 
@@ -49,247 +39,11 @@ __all__ = ["hierarchical_contrastive"]
 # free of overflow; it is used while the smallest exponent, -2/t, stays clear of underflow.
 _SHARED_SHIFT_RANGE = {torch.float32: 80.0, torch.float64: 700.0}
 
-# A level is visited group by group (square slices) when its largest group has at least this
-# many views and it has at most max(8, N * _SLICE_GROUPS_PER_VIEW) groups with positives.
-_SLICE_MIN_SIZE = 32
-_SLICE_GROUPS_PER_VIEW = 1 / 128
-
 # In-place symmetric scaling in row blocks of about this many elements (1 MiB in float32).
 _ROW_BLOCK_ELEMENTS = 1 << 18
 
 # As torch.nn.functional.normalize: x / max(|x|, eps).
 _NORM_EPS = 1e-12
-
-
-def _by_group(level: LevelGroups, n: int) -> list[tuple[int, int]] | None:
-    """The level's group spans when few large groups make square slices cheaper than a gathered
-    (N, max_size) block (each slice costs a few Python-level ops), else None. Only on CPUs: on
-    accelerators the ops per slice cost more than the gather (kernel launches, and reading the
-    spans syncs)."""
-    if level.max_size < _SLICE_MIN_SIZE or level.group.device.type != "cpu":
-        return None
-    spans = level.spans()
-    return spans if len(spans) <= max(8, n * _SLICE_GROUPS_PER_VIEW) else None
-
-
-class _InGroupPairs:
-    """One level's in-group logits, as square slices or one gathered (N, max_size) block.
-
-    ``columns`` (gathered blocks only) holds each entry's column in the logits, ``padding``
-    which entries pad a group and ``start`` where each row's group starts; the anchor itself and
-    the padding are -inf, inert in every term.
-    """
-
-    def __init__(self, logits: torch.Tensor, level: LevelGroups) -> None:
-        n = logits.shape[0]
-        self.spans = _by_group(level, n)
-        if self.spans is None:
-            self.columns = level.block_index()
-            self.padding = level.block_padding()
-            self.start = level.start
-            self.blocks = [logits.gather(1, self.columns).masked_fill_(self.padding, float("-inf"))]
-            self.ranges = [(0, n)]
-        else:
-            self.columns = self.padding = self.start = None
-            self.blocks = [logits[start:stop, start:stop] for start, stop in self.spans]
-            self.ranges = self.spans
-
-    def smallest(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per row, the smallest in-group logit (+inf without a positive) and its column.
-
-        Shape:
-            Returns two (N,) tensors, float and int64.
-        """
-        if self.columns is not None:
-            value, position = self._smallest(self.blocks[0])
-            return value, self.columns.gather(1, position.unsqueeze(1)).squeeze(1)
-        value = self.blocks[0].new_full((n,), float("inf"))
-        column = torch.zeros(n, dtype=torch.int64, device=value.device)
-        for (start, stop), block in zip(self.ranges, self.blocks):
-            value[start:stop], position = self._smallest(block)
-            column[start:stop] = position + start
-        return value, column
-
-    @staticmethod
-    def _smallest(block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # -inf (self, padding) counts as +inf here. (argmin: min(dim) is slow on small CPU inputs.)
-        finite = block.nan_to_num(neginf=float("inf"))
-        position = finite.argmin(dim=1, keepdim=True)
-        return finite.gather(1, position).squeeze(1), position.squeeze(1)
-
-    def excess(self, bound: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """``R_i = sum_p relu(x_ip - bound_i)`` over i's group, the number of pairs above the
-        bound and, per block, which pairs those are (1.0, else 0.0: the backward pass multiplies
-        with it).
-
-        Shape:
-            bound: (N,). Returns two (N,) tensors and one tensor per block.
-        """
-        if self.columns is not None:
-            clipped = (self.blocks[0] - bound.unsqueeze(1)).clamp_(min=0)
-            above = clipped.sign()
-            return clipped.sum(dim=1), above.sum(dim=1), [above]
-        excess = bound.new_zeros(bound.shape)
-        count = bound.new_zeros(bound.shape)
-        blocks_above = []
-        for (start, stop), block in zip(self.ranges, self.blocks):
-            clipped = (block - bound[start:stop].unsqueeze(1)).clamp_(min=0)
-            excess[start:stop] = clipped.sum(dim=1)
-            blocks_above.append(clipped.sign())
-            count[start:stop] = blocks_above[-1].sum(dim=1)
-        return excess, count, blocks_above
-
-
-def _add_in_group(
-    grad_logits: torch.Tensor, pairs: _InGroupPairs, above: list[torch.Tensor], coefficient: torch.Tensor
-) -> None:
-    """Add ``B + B^T`` to ``grad_logits``, B the in-group gradient ``coefficient_i * above_ip``."""
-    spans = pairs.spans
-    if spans is None:
-        block = above[0] * coefficient.unsqueeze(1)
-        # The views of a group share its columns in order, so pair (i, start_i + r)'s transpose
-        # sits in row start_i + r at position i - start_i: gathered, both go in one row-wise
-        # scatter (a scatter into the transpose would write across rows, several times slower).
-        rows = torch.arange(block.shape[0], device=block.device)
-        partner = (pairs.columns * block.shape[1]).add_((rows - pairs.start).unsqueeze(1))
-        transposed = block.view(-1).index_select(0, partner.view(-1)).view_as(block).masked_fill_(pairs.padding, 0)
-        grad_logits.scatter_add_(1, pairs.columns, transposed.add_(block))
-        return
-    for (start, stop), mask in zip(spans, above):
-        square = grad_logits[start:stop, start:stop]
-        square.addcmul_(mask, coefficient[start:stop].unsqueeze(1))
-        square.addcmul_(mask.t(), coefficient[start:stop].unsqueeze(0))
-
-
-class _GroupedConstraint:
-    """The constraint terms with array ops over each level's in-group pairs (GPUs, and CPUs
-    without numba): level l+1's groups give the bounds of every bounded level l."""
-
-    def __init__(
-        self, logits: torch.Tensor, levels: tuple[LevelGroups, ...], coefficient: torch.Tensor, bounded: list[int]
-    ) -> None:
-        n = logits.shape[0]
-        involved = sorted(set(bounded) | {index + 1 for index in bounded})
-        pairs = {index: _InGroupPairs(logits, levels[index]) for index in involved}
-        self.value = logits.new_zeros(())
-        self.kept: list[tuple[_InGroupPairs, list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        for index in bounded:
-            bound, bound_column = pairs[index + 1].smallest(n)
-            excess, count, above = pairs[index].excess(bound)
-            self.value = self.value + torch.dot(coefficient[index], excess)
-            self.kept.append((pairs[index], above, coefficient[index], count, bound_column))
-        for level_pairs in pairs.values():
-            level_pairs.blocks = []  # not needed by the backward pass
-
-    def held_weight(self) -> torch.Tensor:
-        """``sum_l w_li n_li``, n the number of pairs above i's bound. Shape: (N,)."""
-        return sum(coefficient * count for _, _, coefficient, count, _ in self.kept)
-
-    def add_gradient(self, grad_logits: torch.Tensor, grad_output: torch.Tensor, bound_gradient: bool) -> None:
-        """Add the constraint's part of d loss / d logits to ``grad_logits`` (see
-        :func:`_add_bound_pairs` for the parts)."""
-        rows = torch.arange(grad_logits.shape[0], device=grad_logits.device)
-        for pairs, above, coefficient, count, bound_column in self.kept:
-            coefficient = grad_output * coefficient
-            _add_in_group(grad_logits, pairs, above, coefficient)
-            if bound_gradient:
-                _add_bound_pairs(grad_logits, rows, bound_column, coefficient * count)
-
-
-class _CompiledConstraint:
-    """The constraint terms from the compiled row loops of :mod:`hcl.losses._compiled` (CPUs)."""
-
-    def __init__(
-        self,
-        compiled: ModuleType,
-        logits: torch.Tensor,
-        groups: ViewGroups,
-        coefficient: torch.Tensor,
-        bounded: list[int],
-    ) -> None:
-        self.compiled = compiled
-        self.groups = groups
-        self.bounded = bounded
-        self.coefficient = coefficient
-        self.bound, self.bound_column, excess, self.count, self.offsets, self.inner = compiled.constraint_forward(
-            logits, groups.start, groups.size, bounded
-        )
-        self.value = torch.dot(coefficient.view(-1), excess.view(-1))
-
-    def held_weight(self) -> torch.Tensor:
-        """``sum_l w_li n_li``, n the number of pairs above i's bound. Shape: (N,)."""
-        return (self.coefficient * self.count).sum(dim=0)
-
-    def add_gradient(self, grad_logits: torch.Tensor, grad_output: torch.Tensor, bound_gradient: bool) -> None:
-        """Add the constraint's part of d loss / d logits to ``grad_logits``: the parts of
-        :func:`_add_bound_pairs`, the bound pairs' included, all inside the backward loop."""
-        weight = self.coefficient * grad_output
-        at_bound = weight * self.count if bound_gradient else torch.zeros_like(weight)
-        self.compiled.constraint_backward(
-            grad_logits,
-            self.groups.start,
-            self.groups.size,
-            self.bounded,
-            self.offsets,
-            self.inner,
-            self.bound,
-            self.bound_column,
-            weight,
-            at_bound,
-        )
-
-
-def _add_bound_pairs(
-    grad_logits: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor, weight: torch.Tensor
-) -> None:
-    """Subtract ``weight`` at the bound pairs ``(rows, columns)`` and their transposes.
-
-    The constraint's part of d loss / d logits is +w_i on the in-group pairs above i's bound
-    (which cancels their -w_i from the positive sums) and -w_i times their number on the bound's
-    own pair (unless the bound is held constant), both symmetrised; this is the second part.
-
-    Shape:
-        grad_logits: (N, N); rows, columns, weight: (K,).
-    """
-    both = (torch.cat([rows, columns]), torch.cat([columns, rows]))
-    grad_logits.index_put_(both, -weight.repeat(2), accumulate=True)
-
-
-def _constraint(
-    logits: torch.Tensor, groups: ViewGroups, coefficient: torch.Tensor
-) -> _GroupedConstraint | _CompiledConstraint | None:
-    """The hierarchy constraint's terms, compiled on CPUs when numba is there; None when no
-    level is bounded (level l is bounded when it and level l+1 both have pairs).
-
-    Shape:
-        logits: (N, N), the -inf diagonal set; coefficient: (L, N), ``w_li``.
-    """
-    has_pairs = [level.max_size >= 2 for level in groups.levels]
-    bounded = [index for index in range(len(has_pairs) - 1) if has_pairs[index] and has_pairs[index + 1]]
-    if not bounded:
-        return None
-    compiled = _compiled_for(logits)
-    if compiled is None:
-        return _GroupedConstraint(logits, groups.levels, coefficient, bounded)
-    return _CompiledConstraint(compiled, logits, groups, coefficient, bounded)
-
-
-def _compiled_for(tensor: torch.Tensor) -> ModuleType | None:
-    """The compiled loops for a tensor on the CPU (they work on its NumPy view), else None: CUDA,
-    MPS and other devices take the array ops."""
-    return _compiled_module() if tensor.device.type == "cpu" else None
-
-
-@functools.cache
-def _compiled_module() -> ModuleType | None:
-    """:mod:`hcl.losses._compiled`, imported on first use (numba takes a while to import), or
-    None without numba or without a writable place for its cache (numba then raises
-    RuntimeError)."""
-    try:
-        from hcl.losses import _compiled
-    except (ImportError, RuntimeError):
-        return None
-    return _compiled
 
 
 def _graph_is_kept() -> bool:
@@ -309,7 +63,7 @@ def _symmetric_scaling(exponentials: torch.Tensor, scale: torch.Tensor, in_place
     Shape:
         exponentials: (N, N); scale: (N,). Returns (N, N).
     """
-    compiled = _compiled_for(exponentials) if in_place else None
+    compiled = compiled_for(exponentials) if in_place else None
     if compiled is not None:
         return compiled.scale_symmetric_(exponentials, scale)
     out = exponentials if in_place else torch.empty_like(exponentials)
@@ -330,7 +84,7 @@ class _HierarchicalContrastive(torch.autograd.Function):
         group_weight: torch.Tensor,
         constrained: bool,
         bound_gradient: bool,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         levels = groups.levels
         norm = torch.linalg.vector_norm(features, dim=1).clamp_(min=_NORM_EPS).index_select(0, groups.rows)
         z = features.index_select(0, groups.rows).div_(norm.unsqueeze(1))
@@ -340,24 +94,28 @@ class _HierarchicalContrastive(torch.autograd.Function):
 
         # Per view: W_i = sum_l w_{g_l(i)} and the LSE weight sum_l w_{g_l(i)} (|g_l(i)| - 1).
         per_group = torch.stack([group_weight, group_weight * (groups.group_size - 1).clamp(min=0)], dim=1)
-        own_weight, lse_weight = per_group[groups.global_group].sum(dim=0).unbind(1)
+        per_level = per_group[groups.global_group]  # (L, N, 2): each level's part of both
+        own_weight, lse_weight = per_level.sum(dim=0).unbind(1)
 
         # Positive sums: sum_g w_g |S_g|^2 - sum_i W_i |z_i|^2, group sums from the finest level up.
         sums = [z.new_zeros(levels[-1].num_groups, z.shape[1]).index_add_(0, levels[-1].group, z)]
         for level in reversed(range(1, len(levels))):
             sums.insert(0, z.new_zeros(levels[level - 1].num_groups, z.shape[1]).index_add_(0, levels[level].parent, sums[0]))
         all_sums = torch.cat(sums)
-        positive_total = torch.dot(group_weight, (all_sums * all_sums).sum(dim=1)) - torch.dot(
-            own_weight, (z * z).sum(dim=1)
-        )
+        squared_sums, squared_norms = (all_sums * all_sums).sum(dim=1), (z * z).sum(dim=1)
+        positive_total = torch.dot(group_weight, squared_sums) - torch.dot(own_weight, squared_norms)
         loss = -inv_temperature * positive_total
+        level_groups = (group_weight * squared_sums).split([level.num_groups for level in levels])
+        level_positive = torch.stack([part.sum() for part in level_groups]) - per_level[..., 0] @ squared_norms
+        level_terms = -inv_temperature * level_positive
 
         constraint = None
         if constrained:
             coefficient = group_weight.index_select(0, groups.global_group.view(-1)).view(len(levels), n)
-            constraint = _constraint(logits, groups, coefficient)
+            constraint = build_constraint(logits, groups, coefficient)
             if constraint is not None:
                 loss = loss + constraint.value
+                level_terms = level_terms + constraint.level_values
 
         # One log-sum-exp per row, shared by all levels; the exponentials are kept for backward.
         shared_shift = 2 * inv_temperature <= _SHARED_SHIFT_RANGE.get(z.dtype, 80.0)
@@ -368,7 +126,9 @@ class _HierarchicalContrastive(torch.autograd.Function):
             shift = logits.amax(dim=1)
             exponentials = logits.sub_(shift.unsqueeze(1)).exp_()
         row_sum = exponentials.sum(dim=1)
-        loss = loss + torch.dot(lse_weight, shift + row_sum.log())
+        log_partition = shift + row_sum.log()
+        loss = loss + torch.dot(lse_weight, log_partition)
+        level_terms = level_terms + per_level[..., 1] @ log_partition
 
         ctx.inv_temperature = inv_temperature
         ctx.groups = groups
@@ -376,11 +136,14 @@ class _HierarchicalContrastive(torch.autograd.Function):
         ctx.bound_gradient = bound_gradient
         ctx.constraint = constraint  # holds tensors for the backward pass, none an input or output
         ctx.save_for_backward(z, norm, exponentials, row_sum, lse_weight, own_weight, group_weight, *sums)
-        return loss
+        ctx.mark_non_differentiable(level_terms)
+        return loss, level_terms
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor) -> tuple:
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor, _grad_level_terms: torch.Tensor
+    ) -> tuple:
         z, norm, exponentials, row_sum, lse_weight, own_weight, group_weight, *sums = ctx.saved_tensors
         levels = ctx.groups.levels
 
@@ -426,7 +189,7 @@ def hierarchical_contrastive(
     group_weight: torch.Tensor,
     constrained: bool,
     bound_gradient: bool = True,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted sum of per-anchor contrastive terms over all levels, with a hand-written backward.
 
     Computes ``sum_i lse_i LSE_i - sum_l sum_i w_{g_l(i)} sum_{p in P_l(i)} y_lip`` on the
@@ -434,6 +197,10 @@ def hierarchical_contrastive(
     in the module docstring) and ``lse_i = sum_l w_{g_l(i)} |P_l(i)|``. Callers choose the
     weights: ``w_g = lambda_l / (L |A_l| (|g| - 1))`` for groups with positives give the paper's
     HiMulCon.
+
+    The same pass splits the sum by level: the part of the groups of level l, with the LSE
+    weights of that level, comes out as ``level_terms[l]`` (no gradient). The parts add up to
+    the loss up to rounding; the loss itself is summed as a whole.
 
     Args:
         features: raw embeddings, sample-major views (normalised here).
@@ -445,6 +212,7 @@ def hierarchical_contrastive(
             ``m_i = LSE_i - c_i`` constant, so a pair held up by it gets no gradient at all.
 
     Shape:
-        features: (N, D) with N >= 2; group_weight: (sum_l num_groups_l,). Returns a scalar.
+        features: (N, D) with N >= 2; group_weight: (sum_l num_groups_l,). Returns the loss, a
+        scalar, and ``level_terms``, (L,).
     """
     return _HierarchicalContrastive.apply(features, 1.0 / temperature, groups, group_weight, constrained, bound_gradient)

@@ -33,11 +33,13 @@ def dense_paper_loss(
     level_weights: Sequence[float],
     constrained: bool,
     bound_gradient: bool = True,
-) -> torch.Tensor:
-    """The paper-mode loss on validated inputs; 0 (with a zero gradient) when nothing has a positive.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper-mode loss on validated inputs, 0 (with a zero gradient) when nothing has a
+    positive, and its per-level terms ``lambda_l * T_l / L`` (detached).
 
     Shape:
-        features: (B, V, D) floating; labels: (B, L) int64; level_weights: L floats.
+        features: (B, V, D) floating; labels: (B, L) int64; level_weights: L floats. Returns a
+        scalar and an (L,) tensor.
     """
     num_samples, num_views, dim = features.shape
     num_levels = labels.shape[1]
@@ -78,4 +80,5 @@ def dense_paper_loss(
     num_anchors = anchors.sum(dim=1).clamp(min=1)
     per_level = torch.where(anchors, terms / count.clamp(min=1), 0).sum(dim=1) / num_anchors  # T_l, (L,)
     # The weights as Python numbers: a host-to-device copy could not be captured in a CUDA graph.
-    return sum(weight * per_level[level] for level, weight in enumerate(level_weights)) / num_levels
+    weighted = [weight * per_level[level] for level, weight in enumerate(level_weights)]
+    return sum(weighted) / num_levels, torch.stack(weighted).detach() / num_levels

@@ -44,7 +44,12 @@ from hcl.losses._kernel import hierarchical_contrastive
 from hcl.losses.dense import dense_fits, dense_paper_loss
 from hcl.losses.groups import build_view_groups
 
-__all__ = ["default_level_weights", "hierarchical_contrastive_loss", "supcon_loss"]
+__all__ = [
+    "default_level_weights",
+    "hierarchical_contrastive_loss",
+    "hierarchical_contrastive_loss_with_terms",
+    "supcon_loss",
+]
 
 
 def default_level_weights(num_levels: int) -> tuple[float, ...]:
@@ -76,11 +81,13 @@ def paper_loss(
     level_weights: Sequence[float],
     constrained: bool,
     bound_gradient: bool = True,
-) -> torch.Tensor | None:
-    """The paper-mode loss on validated inputs, or ``None`` when no anchor has a positive.
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The paper-mode loss on validated inputs and its per-level terms ``lambda_l * T_l / L``
+    (no gradient), or ``None`` when no anchor has a positive.
 
     Shape:
-        features: (B, V, D) floating; labels: (B, L) int64; level_weights: L floats.
+        features: (B, V, D) floating; labels: (B, L) int64; level_weights: L floats. Returns a
+        scalar and an (L,) tensor.
     """
     num_samples, num_views, dim = features.shape
     num_levels = labels.shape[1]
@@ -108,14 +115,15 @@ def _dispatch(
     level_weights: Sequence[float],
     constrained: bool,
     bound_gradient: bool,
-) -> torch.Tensor:
-    """The paper-mode loss on validated inputs, in full precision: the dense form where it fits
-    (GPUs), else the grouped kernel; a batch without positives gives a zero that keeps the graph."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper-mode loss on validated inputs and its per-level terms, in full precision: the
+    dense form where it fits (GPUs), else the grouped kernel; a batch without positives gives a
+    zero that keeps the graph, and zero terms."""
     with full_precision(features) as values:
         if dense_fits(values.shape[0] * values.shape[1], labels.shape[1], values.device):
             return dense_paper_loss(values, labels, temperature, level_weights, constrained, bound_gradient)
-        loss = paper_loss(values, labels, temperature, level_weights, constrained, bound_gradient)
-    return features.sum() * 0 if loss is None else loss
+        result = paper_loss(values, labels, temperature, level_weights, constrained, bound_gradient)
+    return (features.sum() * 0, values.new_zeros(labels.shape[1])) if result is None else result
 
 
 def hierarchical_contrastive_loss(
@@ -151,6 +159,39 @@ def hierarchical_contrastive_loss(
     Shape:
         features: (B, V, D) or (B, D); labels: (B, L) or (B,). Returns a scalar.
     """
+    loss, _ = hierarchical_contrastive_loss_with_terms(
+        features,
+        labels,
+        temperature=temperature,
+        level_weights=level_weights,
+        constrained=constrained,
+        bound_gradient=bound_gradient,
+        check_inputs=check_inputs,
+    )
+    return loss
+
+
+def hierarchical_contrastive_loss_with_terms(
+    features: torch.Tensor,
+    labels: Any,
+    *,
+    temperature: float = 0.1,
+    level_weights: Sequence[float] | None = None,
+    constrained: bool = False,
+    bound_gradient: bool = True,
+    check_inputs: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`hierarchical_contrastive_loss` and, from the same computation, each level's term.
+
+    ``level_terms[l] = lambda_l * T_l / L``, detached; they add up to the loss (up to rounding).
+    A level without anchors, and every level of a batch without positive pairs, has term 0. The
+    terms cost O(L N) on top of the loss and no host sync. The arguments are those of
+    :func:`hierarchical_contrastive_loss`.
+
+    Shape:
+        features: (B, V, D) or (B, D); labels: (B, L) or (B,). Returns a scalar and an (L,)
+        tensor (float32, or float64 for float64 features).
+    """
     temperature = check_temperature(temperature)
     features = check_features(features, finite=check_inputs)
     labels = check_labels(labels, features.shape[0], features.device, values=check_inputs)
@@ -179,4 +220,5 @@ def supcon_loss(
     temperature = check_temperature(temperature)
     features = check_features(features, finite=check_inputs)
     labels = check_labels(labels, features.shape[0], features.device, num_levels=1, values=check_inputs)
-    return _dispatch(features, labels, temperature, (1.0,), constrained=False, bound_gradient=True)
+    loss, _ = _dispatch(features, labels, temperature, (1.0,), constrained=False, bound_gradient=True)
+    return loss

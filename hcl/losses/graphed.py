@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 from hcl.losses.dense import dense_fits
-from hcl.losses.hierarchical import HiConE, HiMulCon, HiMulConE
-from hcl.losses.supcon import SupConLoss
+from hcl.losses.registry import spec_of
 
 __all__ = ["CUDAGraphLoss"]
 
@@ -27,8 +26,9 @@ class CUDAGraphLoss(nn.Module):
     and backward (``torch.cuda.make_graphed_callables``, a few warm-up runs); later calls copy
     the inputs into the graph's buffers and replay it. Anything else calls the loss directly:
     CPU inputs, calls without gradients, more than ``max_graphs`` shapes, and losses that would
-    wait for the GPU while capturing, which a capture cannot survive cleanly: only hcl's
-    paper-mode losses with ``check_inputs=False`` whose dense form fits
+    wait for the GPU while capturing, which a capture cannot survive cleanly: only modules of
+    a loss that the loss table marks ``graph_capturable`` (:mod:`hcl.losses.registry`: hcl's
+    paper-mode losses), with ``check_inputs=False`` and in paper mode, whose dense form fits
     (:func:`hcl.losses.dense.dense_fits`) are captured.
 
     The graph keeps its intermediate tensors for good: for the dense form a few (L, N, N)
@@ -39,6 +39,11 @@ class CUDAGraphLoss(nn.Module):
         loss: a module called as ``loss(features, labels)`` returning a scalar tensor.
         max_graphs: how many input shapes to capture at most.
 
+    Attributes:
+        last_level_terms: the wrapped loss's per-level terms of the last call (its own
+            ``last_level_terms``, replayed with the graph), or None when it has none. Like the
+            loss, a replayed one lives in the graph's buffer until the next call.
+
     Shape:
         features: (B, V, D) floating; labels: (B, L) integers. Returns a scalar.
     """
@@ -48,24 +53,43 @@ class CUDAGraphLoss(nn.Module):
         self.loss = loss
         self.max_graphs = max_graphs
         self._graphs: dict[tuple, Any] = {}
+        self.last_level_terms: torch.Tensor | None = None
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        graphed = self._graph_for(features, labels)
+        if graphed is None:
+            loss = self.loss(features, labels)
+            self.last_level_terms = getattr(self.loss, "last_level_terms", None)
+            return loss
+        outputs = graphed(features, labels)
+        if isinstance(outputs, tuple):
+            loss, terms = outputs
+            self.last_level_terms = terms.detach()
+            return loss
+        self.last_level_terms = None
+        return outputs
+
+    def _graph_for(self, features: torch.Tensor, labels: torch.Tensor) -> Any:
+        """The graph to replay for these inputs (captured now if need be), or None to call the
+        loss directly."""
         if not (features.is_cuda and isinstance(labels, torch.Tensor) and labels.is_cuda):
-            return self.loss(features, labels)
+            return None
         if not (torch.is_grad_enabled() and features.requires_grad):
-            return self.loss(features, labels)
+            return None
         key = (tuple(features.shape), features.dtype, features.device, tuple(labels.shape), labels.dtype)
         graphed = self._graphs.get(key)
         if graphed is None:
             if len(self._graphs) >= self.max_graphs or not self._capturable(features, labels):
-                return self.loss(features, labels)
+                return None
             graphed = self._capture(features, labels)
             self._graphs[key] = graphed
-        return graphed(features, labels)
+        return graphed
 
     def _capturable(self, features: torch.Tensor, labels: torch.Tensor) -> bool:
-        """Whether the loss runs without host syncs: hcl's dense paper-mode form, unchecked."""
-        if not isinstance(self.loss, (SupConLoss, HiMulCon, HiConE, HiMulConE)) or self.loss.check_inputs:
+        """Whether the loss runs without host syncs: a loss the table marks capturable, unchecked,
+        in paper mode, whose dense form fits."""
+        spec = spec_of(self.loss)
+        if spec is None or not spec.graph_capturable or getattr(self.loss, "check_inputs", False):
             return False
         if getattr(self.loss, "mode", "paper") != "paper":
             return False
@@ -76,9 +100,12 @@ class CUDAGraphLoss(nn.Module):
     def _capture(self, features: torch.Tensor, labels: torch.Tensor) -> Any:
         sample = (features.detach().clone().requires_grad_(), labels.clone())
 
-        def run(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            # A plain function: make_graphed_callables would patch a module's own forward.
-            return self.loss(features, labels)
+        def run(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+            # A plain function: make_graphed_callables would patch a module's own forward. The
+            # per-level terms are a second output, so that replays refresh them too.
+            loss = self.loss(features, labels)
+            terms = getattr(self.loss, "last_level_terms", None)
+            return loss if terms is None else (loss, terms)
 
         options = {}
         if "capture_error_mode" in inspect.signature(torch.cuda.make_graphed_callables).parameters:

@@ -13,6 +13,10 @@ NaN; a batch without any positive pair returns ``features.sum() * 0``, which kee
 one view per sample works (positives come from other samples only); a single sample with V >= 2
 views has its other views as positives at every known level. Paper mode skips an anchor at the
 levels where its label is unknown (-1); reference mode rejects -1 labels with a ValueError.
+
+Per-level terms: after each paper-mode call, ``last_level_terms`` holds the (L,) detached terms
+``lambda_l * T_l / L`` of that call, computed in the same pass as the loss (they add up to it);
+reference mode has no such decomposition and sets it to None.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from torch import nn
 
 from hcl.labels import as_label_tensor
 from hcl.losses._checks import check_level_weights, check_mode, check_temperature
-from hcl.losses.functional import hierarchical_contrastive_loss
+from hcl.losses.functional import hierarchical_contrastive_loss_with_terms
 from hcl.losses.reference import reference_hierarchical_loss
 
 __all__ = ["HiConE", "HiMulCon", "HiMulConE"]
@@ -34,7 +38,12 @@ LevelWeights = Sequence[float] | Callable[[torch.Tensor], Any] | None
 
 
 class _HierarchicalLoss(nn.Module):
-    """Holds the hyper-parameters and dispatches to the paper or the reference formulation."""
+    """Holds the hyper-parameters and dispatches to the paper or the reference formulation.
+
+    Attributes:
+        last_level_terms: the last call's per-level terms (see :mod:`hcl.losses.hierarchical`),
+            None before the first call and in reference mode.
+    """
 
     constrained: ClassVar[bool]
     weighted: ClassVar[bool]
@@ -61,9 +70,11 @@ class _HierarchicalLoss(nn.Module):
             )
         self.bound_gradient = bound_gradient
         self.check_inputs = bool(check_inputs)
+        self.last_level_terms: torch.Tensor | None = None
 
     def forward(self, features: torch.Tensor, labels: Any) -> torch.Tensor:
         if self.mode == "reference":
+            self.last_level_terms = None
             return reference_hierarchical_loss(
                 features,
                 labels,
@@ -75,7 +86,7 @@ class _HierarchicalLoss(nn.Module):
         if not self.weighted:
             labels = as_label_tensor(labels, check_values=self.check_inputs)
             weights = (1.0,) * labels.shape[1]
-        return hierarchical_contrastive_loss(
+        loss, self.last_level_terms = hierarchical_contrastive_loss_with_terms(
             features,
             labels,
             temperature=self.temperature,
@@ -84,6 +95,7 @@ class _HierarchicalLoss(nn.Module):
             bound_gradient=self.bound_gradient,
             check_inputs=self.check_inputs,
         )
+        return loss
 
     def extra_repr(self) -> str:
         text = f"temperature={self.temperature}, mode={self.mode!r}"

@@ -116,9 +116,9 @@ def reference_hierarchical_loss(
         kept = torch.arange(labels.shape[0], device=labels.device)
         for column in reversed(range(num_levels - 1)):
             group = ids[kept, column]
-            layer = paper_loss(values[kept], group.unsqueeze(1), temperature, (1.0,), constrained=False)
-            if layer is not None:
-                layer = layer * scale
+            result = paper_loss(values[kept], group.unsqueeze(1), temperature, (1.0,), constrained=False)
+            if result is not None:
+                layer = result[0] * scale
                 if loss_type != "hmc" and running_max is not None:
                     layer = torch.maximum(running_max, layer)
                 total = total + (1.0 if loss_type == "hce" else weights[column]) * layer

@@ -19,21 +19,15 @@ from typing import Any
 import yaml
 
 from hcl.atomic import write_text_atomic
+from hcl.losses.registry import LossSpec, get_loss, list_losses
 
 __all__ = ["LOSSES", "LOSS_DISPLAY_NAMES", "TrainConfig", "apply_overrides", "load_config", "save_config"]
 
-# Each loss's config name and its proper name, which reports show.
-LOSS_DISPLAY_NAMES = {
-    "himulcone": "HiMulConE",
-    "himulcon": "HiMulCon",
-    "hicone": "HiConE",
-    "supcon": "SupCon",
-    "simclr": "SimCLR",
-    "cross_entropy": "cross-entropy",
-}
-LOSSES = tuple(LOSS_DISPLAY_NAMES)
+# The losses registered when hcl.train is imported, and their proper names, which reports show.
+# The table itself (hcl.losses.list_losses) also holds losses registered later.
+LOSSES = list_losses()
+LOSS_DISPLAY_NAMES = {name: get_loss(name).display_name for name in LOSSES}
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "loss": LOSSES,
     "loss_mode": ("paper", "reference"),
     "optimizer": ("sgd", "adamw"),
     "precision": ("fp32", "bf16", "fp16"),
@@ -66,6 +60,8 @@ class TrainConfig:
 
     Construction validates every field: an unknown key raises ValueError, a value of the wrong
     type raises TypeError, and an out-of-range value raises ValueError, each naming the key.
+    The loss is looked up in the table of losses (:func:`hcl.losses.get_loss`), which says which
+    options apply to it, and stored under its config name.
     """
 
     # --- data (hcl.data.build_dataset) ---
@@ -93,7 +89,7 @@ class TrainConfig:
     head_norm: bool = False  # batch norm in the projection head (prevents embedding collapse)
     embedding: str = "features"  # evaluated embedding: backbone "features" or "projection"
 
-    # --- loss (hcl.losses) ---
+    # --- loss (hcl.losses; the table hcl.losses.list_losses(), any case: "HiMulConE" is fine) ---
     loss: str = "himulcone"  # himulcone, himulcon, hicone, supcon, simclr, cross_entropy
     loss_mode: str = "paper"  # "paper" or "reference" (the public reference code's behaviour)
     temperature: float = 0.1
@@ -133,6 +129,11 @@ class TrainConfig:
         hints = _field_types()
         for f in dataclasses.fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+        try:
+            spec = get_loss(self.loss)
+        except ValueError:
+            raise ValueError(f"config key 'loss' must be one of {list(list_losses())}, got {self.loss!r}") from None
+        self.loss = spec.name
         for key, choices in _CHOICES.items():
             if getattr(self, key) not in choices:
                 raise ValueError(f"config key {key!r} must be one of {list(choices)}, got {getattr(self, key)!r}")
@@ -153,15 +154,18 @@ class TrainConfig:
             raise ValueError(f"config key 'grad_clip' must be > 0, got {self.grad_clip!r}")
         if not self.retrieval_ks or min(self.retrieval_ks) < 1:
             raise ValueError(f"config key 'retrieval_ks' must be a non-empty list of k >= 1, got {self.retrieval_ks!r}")
-        if self.level_weights is not None and self.loss in ("hicone", "supcon", "simclr", "cross_entropy"):
+        if self.level_weights is not None and not spec.weighted:
             raise ValueError(f"config key 'level_weights' does not apply to loss {self.loss!r}; set it to null")
-        if not self.bound_gradient and (self.loss not in ("hicone", "himulcone") or self.loss_mode != "paper"):
+        if not self.bound_gradient and ("bound_gradient" not in spec.options or self.loss_mode != "paper"):
+            holding = _english_list(sorted(n for n in list_losses() if "bound_gradient" in get_loss(n).options))
             raise ValueError(
-                f"config key 'bound_gradient' applies to losses hicone and himulcone in loss_mode 'paper', not "
+                f"config key 'bound_gradient' applies to losses {holding} in loss_mode 'paper', not "
                 f"{self.loss!r} in {self.loss_mode!r}; set it to true"
             )
-        if self.loss == "cross_entropy" and self.embedding == "projection":
-            raise ValueError("config key 'embedding' must be 'features' for loss 'cross_entropy' (it has no projection head)")
+        if spec.output == "logits" and self.embedding == "projection":
+            raise ValueError(
+                f"config key 'embedding' must be 'features' for loss {self.loss!r} (it has no projection head)"
+            )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
@@ -181,9 +185,29 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @property
+    def loss_spec(self) -> LossSpec:
+        """The loss's entry in the table of losses (:mod:`hcl.losses.registry`)."""
+        return get_loss(self.loss)
+
+    @property
     def num_views(self) -> int:
-        """Views per image actually drawn: 1 for cross-entropy, else ``n_views``."""
-        return 1 if self.loss == "cross_entropy" else self.n_views
+        """Views per image actually drawn: the loss's own count (1 for cross-entropy), else
+        ``n_views``."""
+        views = self.loss_spec.views
+        return self.n_views if views is None else views
+
+    @property
+    def needs_classifier(self) -> bool:
+        """Whether the model needs a classifier over the finest level's classes (a loss on
+        logits, such as cross-entropy) instead of a projection head."""
+        return self.loss_spec.output == "logits"
+
+
+def _english_list(items: list[str]) -> str:
+    """``["a", "b", "c"]`` -> ``"a, b and c"``; ``[]`` -> ``"none"``."""
+    if len(items) < 2:
+        return items[0] if items else "none"
+    return ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _field_types() -> dict[str, Any]:

@@ -90,7 +90,7 @@ def build_model(cfg: TrainConfig, *, in_channels: int, image_size: int, num_clas
         width=cfg.width,
         head_hidden_dim=cfg.head_hidden_dim,
         embedding_dim=cfg.embedding_dim,
-        num_classes=num_classes if cfg.loss == "cross_entropy" else None,
+        num_classes=num_classes if cfg.needs_classifier else None,
         head_norm=cfg.head_norm,
     )
 

@@ -759,7 +759,8 @@ def _fit(
                 end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
                 if ctx.is_main and (step % cfg.log_every == 0 or end_of_epoch):
                     elapsed = time.perf_counter() - window_start
-                    level_terms = objective.level_terms(outputs, gathered) if hasattr(objective, "level_terms") else []
+                    terms = getattr(objective, "last_level_terms", None)  # this step's, from its loss pass
+                    level_terms = [] if terms is None else terms.tolist()
                     record = {
                         "kind": "train",
                         "step": step,

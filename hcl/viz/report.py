@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from hcl.atomic import write_text_atomic
-from hcl.train.config import LOSS_DISPLAY_NAMES
+from hcl.losses.registry import loss_display_name
 from hcl.viz.figures import (
     distance_vs_tree_distance,
     per_level_metric_bars,
@@ -60,7 +60,7 @@ def write_report(
         runs: ``{name: run directory}``, e.g. ``{"himulcone": "runs/demo/himulcone",
             "supcon": "runs/demo/supcon"}``. A name that is a config loss name is shown as the
             loss's proper name (``"HiMulConE"``, ``"SupCon"``; see
-            :data:`hcl.train.LOSS_DISPLAY_NAMES`), any other name as given.
+            :func:`hcl.losses.loss_display_name`), any other name as given.
         out_path: the HTML file to write (atomically; parent folders are created).
         title: the page title.
         max_points: the projection uses a seeded random subset of at most this many test
@@ -84,7 +84,7 @@ def write_report(
     run_dirs: dict[str, Path] = {}
     given: dict[str, str] = {}
     for name, path in runs.items():
-        shown = LOSS_DISPLAY_NAMES.get(str(name), str(name))
+        shown = loss_display_name(str(name))
         if shown in run_dirs:
             raise ValueError(f"runs {given[shown]!r} and {str(name)!r} would both be shown as {shown!r}")
         run_dirs[shown], given[shown] = Path(path), str(name)

@@ -16,11 +16,11 @@ def formulation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     """Run a paper-mode test through every form of the loss, all on the CPU here: the kernel with
     the compiled constraint loops (the CPU path), the kernel with array ops only (the path on GPUs
     when the dense form does not fit) and the dense form (the GPU path)."""
-    import hcl.losses._kernel as kernel
+    import hcl.losses._constraint as constraint
     import hcl.losses.functional as functional
 
     if request.param == "grouped":
-        monkeypatch.setattr(kernel, "_compiled_module", lambda: None)
+        monkeypatch.setattr(constraint, "compiled_module", lambda: None)
     if request.param == "dense":
         monkeypatch.setattr(functional, "dense_fits", lambda *args: True)
     return request.param

@@ -32,9 +32,10 @@ def test_no_positive_pair_gives_zero_with_a_finite_zero_gradient(
     labels: torch.Tensor, num_views: int, constrained: bool
 ) -> None:
     features = torch.randn(labels.shape[0], num_views, 4, dtype=torch.float64, requires_grad=True)
-    loss = dense_paper_loss(features, labels, 0.1, [1.0, 2.0], constrained)
+    loss, level_terms = dense_paper_loss(features, labels, 0.1, [1.0, 2.0], constrained)
     (grad,) = torch.autograd.grad(loss, features)
     assert loss.item() == 0.0 and torch.equal(grad, torch.zeros_like(grad))
+    assert torch.equal(level_terms, torch.zeros(2, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("bound_gradient", [True, False])

@@ -8,6 +8,7 @@ import pytest
 import torch
 from oracles import oracle_paper_loss, paper_default_weights
 
+import hcl.losses._constraint as constraint
 import hcl.losses._kernel as kernel
 from hcl.losses import HiConE, HiMulConE
 
@@ -29,9 +30,9 @@ def value_and_grad(loss: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, t
 @pytest.mark.parametrize("slices", [True, False], ids=["square-slices", "gathered-blocks"])
 @pytest.mark.parametrize("shared_shift", [True, False], ids=["shared-shift", "row-shift"])
 def test_code_paths_match_oracle(monkeypatch: pytest.MonkeyPatch, slices: bool, shared_shift: bool) -> None:
-    monkeypatch.setattr(kernel, "_compiled_module", lambda: None)
-    monkeypatch.setattr(kernel, "_SLICE_MIN_SIZE", 0 if slices else 10**9)
-    monkeypatch.setattr(kernel, "_SLICE_GROUPS_PER_VIEW", 1.0)
+    monkeypatch.setattr(constraint, "compiled_module", lambda: None)
+    monkeypatch.setattr(constraint, "_SLICE_MIN_SIZE", 0 if slices else 10**9)
+    monkeypatch.setattr(constraint, "_SLICE_GROUPS_PER_VIEW", 1.0)
     limit = 600.0 if shared_shift else -1.0
     monkeypatch.setattr(kernel, "_SHARED_SHIFT_RANGE", {torch.float32: limit, torch.float64: limit})
     cases = [(0, HiMulConE(0.2, level_weights=[1.0, 2.0, 3.0]), [1.0, 2.0, 3.0]), (1, HiConE(0.7), [1.0] * 3)]
@@ -76,10 +77,10 @@ def test_backward_twice_with_retain_graph_gives_the_same_gradient() -> None:
 
 def test_cpu_loss_uses_the_compiled_constraint() -> None:
     # numba is a dependency (through umap-learn): the CPU path must not fall back to array ops.
-    assert kernel._compiled_module() is not None
-    assert kernel._compiled_for(torch.zeros(2, 2)) is not None
+    assert constraint.compiled_module() is not None
+    assert constraint.compiled_for(torch.zeros(2, 2)) is not None
     # Other devices (CUDA, MPS, ...) have no NumPy view: they take the array ops.
-    assert kernel._compiled_for(torch.zeros(2, 2, device="meta")) is None
+    assert constraint.compiled_for(torch.zeros(2, 2, device="meta")) is None
 
 
 @pytest.mark.parametrize("bound_gradient", [True, False], ids=["bound-differentiated", "bound-held"])
@@ -96,6 +97,6 @@ def test_compiled_constraint_matches_array_ops_in_float32(
     x = torch.randn(96, 2, 32, generator=generator).requires_grad_()
     loss_fn = HiMulConE(0.1, bound_gradient=bound_gradient)
     compiled = value_and_grad(loss_fn(x, labels), x)
-    monkeypatch.setattr(kernel, "_compiled_module", lambda: None)
+    monkeypatch.setattr(constraint, "compiled_module", lambda: None)
     array_ops = value_and_grad(loss_fn(x, labels), x)
     torch.testing.assert_close(compiled, array_ops, rtol=1e-4, atol=1e-6)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hcl.train import TrainConfig, apply_overrides, load_config, save_config
+from hcl.losses import get_loss, list_losses
+from hcl.train import LOSS_DISPLAY_NAMES, LOSSES, TrainConfig, apply_overrides, load_config, save_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -79,9 +80,20 @@ def test_held_bound_needs_a_constrained_paper_loss(loss: str, mode: str) -> None
     assert TrainConfig(loss="hicone", bound_gradient=False).bound_gradient is False
 
 
+def test_losses_come_from_the_table_under_any_of_their_names() -> None:
+    assert LOSSES == list_losses()
+    assert LOSS_DISPLAY_NAMES == {name: get_loss(name).display_name for name in list_losses()}
+    for name in list_losses():
+        spec = get_loss(name)
+        for given in (name, spec.display_name, spec.display_name.upper(), spec.module_class.__name__):
+            assert TrainConfig(loss=given).loss == name
+    assert apply_overrides(TrainConfig(), ["loss=HiConE"]).loss == "hicone"
+
+
 def test_cross_entropy_uses_one_view() -> None:
     assert TrainConfig(loss="cross_entropy", n_views=2).num_views == 1
     assert TrainConfig(loss="supcon", n_views=3).num_views == 3
+    assert TrainConfig(loss="cross_entropy").needs_classifier and not TrainConfig(loss="supcon").needs_classifier
     with pytest.raises(ValueError, match="'embedding' must be 'features' for loss 'cross_entropy'"):
         TrainConfig(loss="cross_entropy", embedding="projection")
 

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from hcl import Hierarchy
 from hcl.data import HierarchicalBatchSampler
+from hcl.losses import get_loss, list_losses
 from hcl.train import NonFiniteLossError, TrainConfig, build_objective, build_split, fit, load_checkpoint, train
 from hcl.train.loop import SeededViews
 
@@ -155,14 +156,14 @@ def test_missing_data_root_is_named(tmp_path: Path) -> None:
         fit(_config(tmp_path, dataset="fashion_mnist", data_options={}, data_root=str(tmp_path / "no/such/dir")))
 
 
-@pytest.mark.parametrize("loss", ["supcon", "simclr", "cross_entropy", "himulcone", "hicone", "himulcone-held"])
+@pytest.mark.parametrize("loss", [*list_losses(), "himulcone-held"])
 def test_every_loss_trains_in_the_same_harness(tmp_path: Path, loss: str) -> None:
     held = loss.endswith("-held")
     loss = loss.removesuffix("-held")
     result = fit(_config(tmp_path, loss=loss, max_steps=2, bound_gradient=not held))
     assert result.step == 2 and all(np.isfinite(result.history))
     record = _records(tmp_path / "run")[0]
-    assert len(record["loss_levels"]) == (3 if loss in ("himulcone", "hicone") else 0)
+    assert len(record["loss_levels"]) == (3 if get_loss(loss).level_terms else 0)
 
 
 def test_low_level_train_on_a_loader() -> None:

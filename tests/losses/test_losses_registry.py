@@ -1,0 +1,207 @@
+"""The table of losses: every entry builds and runs, the hierarchical losses' per-level terms come
+out of the loss pass and match the loop oracle level by level, and a loss registered from outside
+trains through hcl.train and is captured as a CUDA graph exactly when its entry says so."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from oracles import oracle_level_terms, paper_default_weights
+
+import hcl.losses.graphed as graphed_module
+from hcl.losses import (
+    CUDAGraphLoss,
+    HiMulCon,
+    LossSpec,
+    get_loss,
+    list_losses,
+    loss_display_name,
+    register_loss,
+    registry,
+    spec_of,
+)
+
+# Two coarse classes, ragged finer levels, unknown labels: groups of very different sizes.
+LABELS = torch.tensor(
+    [[0, 0, 0], [0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, -1], [0, -1, -1], [1, 2, 0], [1, 2, 0], [1, 2, 1], [1, 3, 0]]
+)
+LEVEL_TERM_LOSSES = [name for name in list_losses() if get_loss(name).level_terms]
+
+
+def features(seed: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(10, 2, 5, generator=generator, dtype=dtype)
+
+
+def model_outputs(spec: LossSpec, seed: int) -> torch.Tensor:
+    """What a model gives the loss: embeddings, or logits over the finest level's node ids."""
+    if spec.output == "logits":
+        num_classes = int(LABELS[:, -1].max()) + 1
+        return torch.randn(10, spec.views or 2, num_classes, generator=torch.Generator().manual_seed(seed))
+    return features(seed, torch.float32)
+
+
+@pytest.mark.parametrize("name", list_losses())
+def test_every_registered_loss_builds_and_runs(name: str) -> None:
+    spec = get_loss(name)
+    module = spec.build(hierarchy=None)
+    assert type(module) is spec.module_class and spec_of(module) is spec
+    outputs = model_outputs(spec, 0).requires_grad_()
+    loss = module(outputs, LABELS)
+    loss.backward()
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    assert outputs.grad is not None and bool(torch.isfinite(outputs.grad).all())
+    if spec.level_terms:
+        assert module.last_level_terms.shape == (LABELS.shape[1],)
+        torch.testing.assert_close(module.last_level_terms.sum(), loss.detach(), rtol=1e-6, atol=0)
+    assert spec.weighted == ("level_weights" in spec.options)
+    assert get_loss(spec.display_name.upper()) is spec and get_loss(spec.module_class.__name__) is spec
+
+
+@pytest.mark.parametrize("name", LEVEL_TERM_LOSSES)
+@pytest.mark.parametrize("variant", ["defaults", "options"])
+def test_level_terms_sum_to_the_loss_and_match_the_oracle_per_level(formulation: str, name: str, variant: str) -> None:
+    spec = get_loss(name)
+    options: dict = {"temperature": 0.3}
+    if variant == "options":
+        if spec.weighted:
+            options["level_weights"] = [0.5, 2.0, 1.5]
+        if "bound_gradient" in spec.options:
+            options["bound_gradient"] = False
+    module = spec.build(hierarchy=None, **options)
+    x = features(1)
+    loss = module(x, LABELS)
+    terms = module.last_level_terms
+    assert terms.dtype == torch.float64 and not terms.requires_grad
+    # lambda_l: the given weights, the paper's default, or all ones for a loss without weights.
+    weights = options.get("level_weights") or (paper_default_weights(3) if spec.weighted else [1.0] * 3)
+    expected = torch.stack(oracle_level_terms(x, LABELS, 0.3, weights, constrained=spec.constrained))
+    torch.testing.assert_close(terms, expected, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(terms.sum(), loss, rtol=1e-12, atol=0)
+
+
+def test_level_terms_follow_each_call_and_are_none_in_reference_mode() -> None:
+    module = get_loss("himulcone").build(hierarchy=None)
+    module(features(2), LABELS)
+    first = module.last_level_terms
+    # One view of distinct classes: no positive pair, so the loss and every term are zero.
+    module(features(3)[:3, :1], torch.tensor([[0, 0, 0], [1, 2, 0], [2, 4, 1]]))
+    assert not torch.equal(module.last_level_terms, first)
+    assert torch.equal(module.last_level_terms, torch.zeros(3, dtype=torch.float64))
+    reference = get_loss("himulcone").build(hierarchy=None, mode="reference")
+    reference.last_level_terms = first  # as if left over: a reference-mode call must clear it
+    reference(features(2), LABELS.clamp(min=0))
+    assert reference.last_level_terms is None
+
+
+def test_names_are_found_in_any_case_and_unknown_names_list_the_choices() -> None:
+    assert get_loss("HiMulConE").name == "himulcone"
+    assert get_loss("cross-entropy").name == get_loss("CrossEntropyFinest").name == "cross_entropy"
+    assert loss_display_name("hicone") == "HiConE" and loss_display_name("my-run") == "my-run"
+    with pytest.raises(ValueError, match=r"unknown loss 'triplet'; choose one of \['himulcone'"):
+        get_loss("triplet")
+
+
+@pytest.fixture
+def table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of the table for the test, so that what it registers does not outlive it."""
+    monkeypatch.setattr(registry, "_LOSSES", dict(registry._LOSSES))
+
+
+class RampHiMulCon(HiMulCon):
+    """HiMulCon with fixed weights growing toward the fine levels (it takes none from the config)."""
+
+
+RAMP_WEIGHTS = (0.5, 1.0, 2.0)
+
+
+def ramp_spec(built: list, graph_capturable: bool) -> LossSpec:
+    def build(*, hierarchy: object, temperature: float = 0.1) -> RampHiMulCon:
+        module = RampHiMulCon(temperature, level_weights=RAMP_WEIGHTS, check_inputs=False)
+        built.append(module)
+        return module
+
+    return LossSpec(
+        name="ramp_himulcon",
+        display_name="HiMulCon (ramp)",
+        module_class=RampHiMulCon,
+        build=build,
+        options={"temperature"},
+        hierarchical=True,
+        graph_capturable=graph_capturable,
+        level_terms=True,
+    )
+
+
+@pytest.mark.usefixtures("table")
+def test_a_registered_loss_trains_through_hcl_train(tmp_path: Path) -> None:
+    from hcl.train import TrainConfig, fit
+
+    built: list = []
+    register_loss(ramp_spec(built, graph_capturable=False))
+    assert list_losses()[-1] == "ramp_himulcon" and get_loss("RampHiMulCon").name == "ramp_himulcon"
+    with pytest.raises(ValueError, match="'level_weights' does not apply to loss 'ramp_himulcon'"):
+        TrainConfig(loss="ramp_himulcon", level_weights=[1.0, 1.0, 1.0])
+    cfg = TrainConfig(
+        dataset="synthetic",
+        data_options={"depth": 3, "branching": [2, 2, 3], "samples_per_leaf": 8, "image_size": 16, "cache": False},
+        loss="Ramp_HiMulCon",
+        width=8,
+        embedding_dim=16,
+        batch_size=32,
+        max_steps=1,
+        eval_every=-1,
+        log_every=1,
+        progress=False,
+        output_dir=str(tmp_path / "run"),
+    )
+    assert cfg.loss == "ramp_himulcon"
+    result = fit(cfg)
+    assert result.step == 1 and torch.isfinite(torch.tensor(result.history)).all()
+    assert len(built) == 1 and tuple(built[0].level_weights) == RAMP_WEIGHTS
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert len(record["loss_levels"]) == 3
+    assert sum(record["loss_levels"]) == pytest.approx(record["loss"], rel=1e-5)
+
+
+@pytest.mark.usefixtures("table")
+def test_registering_checks_names_classes_and_options() -> None:
+    spec = register_loss(ramp_spec([], graph_capturable=False))
+    with pytest.raises(ValueError, match="'ramp_himulcon' is registered already; pass replace=True"):
+        register_loss(spec)
+    assert register_loss(spec, replace=True) is spec
+    with pytest.raises(ValueError, match="the name 'himulcone' already means loss 'himulcone'"):
+        register_loss(
+            LossSpec(name="other", display_name="HiMulConE", module_class=torch.nn.Identity, build=spec.build)
+        )
+    with pytest.raises(ValueError, match="the name 'ramphimulcon' already means loss 'ramp_himulcon'"):
+        register_loss(LossSpec(name="other", display_name="Other", module_class=RampHiMulCon, build=spec.build))
+    with pytest.raises(ValueError, match=r"unknown options \['margin'\]"):
+        LossSpec(
+            name="other", display_name="Other", module_class=torch.nn.Identity, build=spec.build, options={"margin"}
+        )
+    with pytest.raises(ValueError, match="output must be one of"):
+        LossSpec(name="other", display_name="Other", module_class=torch.nn.Identity, build=spec.build, output="scores")
+    with pytest.raises(ValueError, match="lower-case letters"):
+        LossSpec(name="Other Loss", display_name="Other", module_class=torch.nn.Identity, build=spec.build)
+
+
+@pytest.mark.usefixtures("table")
+@pytest.mark.parametrize("graph_capturable", [True, False])
+def test_the_graph_wrapper_asks_the_table(monkeypatch: pytest.MonkeyPatch, graph_capturable: bool) -> None:
+    from hcl.train import build_objective
+
+    monkeypatch.setattr(graphed_module, "dense_fits", lambda *args: True)  # as on a GPU
+    register_loss(ramp_spec([], graph_capturable=graph_capturable))
+    module = get_loss("ramp_himulcon").build(hierarchy=None)
+    x, labels = features(0, torch.float32), LABELS
+    assert CUDAGraphLoss(module)._capturable(x, labels) is graph_capturable
+    objective = build_objective("ramp_himulcon")
+    assert isinstance(objective, CUDAGraphLoss) is graph_capturable
+    assert not isinstance(build_objective("ramp_himulcon", cuda_graphs=False), CUDAGraphLoss)
+    # The same module is captured or not with its entry, whatever its class could do.
+    register_loss(ramp_spec([], graph_capturable=not graph_capturable), replace=True)
+    assert CUDAGraphLoss(module)._capturable(x, labels) is not graph_capturable
