@@ -229,7 +229,8 @@ def oracle_constraint_loss(
                 # The penalty's gradient is 0 at the bound itself (its own pair is not held up).
                 bound = max(float(ell[i][q].detach()) for q in finer)
                 pair_terms = [
-                    term + constraint_weight * (bound - term) if float(term.detach()) < bound else term for term in pair_terms
+                    term + constraint_weight * (bound - term) if float(term.detach()) < bound else term
+                    for term in pair_terms
                 ]
             anchor_terms.append(sum(pair_terms) / len(pair_terms))
         terms.append(sum(anchor_terms) / len(anchor_terms) if anchor_terms else zero)
@@ -238,4 +239,4 @@ def oracle_constraint_loss(
             terms[level] = torch.maximum(terms[level], terms[level + 1])
     elif constraint != "hinge":
         raise ValueError(f"not a reading this oracle knows: {constraint!r}")
-    return sum(weight * term for weight, term in zip(level_weights, terms)) / num_levels
+    return sum(weight * term for weight, term in zip(level_weights, terms, strict=True)) / num_levels

@@ -18,11 +18,16 @@ there is no bound. The readings, by the name of the ``constraint`` argument:
   a coarse level's term never falls below a finer one's; a level whose own term is the larger
   keeps its full gradient, one that is held up passes its weight on to the finer level it copies.
   This is the running maximum of the reference code's ``hmce`` (``hce`` with all weights 1; see
-  :mod:`hcl.losses.reference`) applied to the paper-mode level terms: the reference takes the
-  maximum over its own level losses, each from the finest kept level coarse-wards, but those
-  drop the finest label column (an instance id in the reference's data), keep only the first
-  sample of each finer prefix at every coarser level, scale by ``temperature / 0.07`` and divide
-  by the number of label columns; here every level sees every view, as in the paper.
+  :mod:`hcl.losses.reference`) applied to the paper-mode level terms. The reference's level
+  losses differ from ``T_l`` in three ways: they never use the last label column (an instance
+  id in the reference's data; ``instance_column="absent"`` appends one), they keep only the
+  first sample of each finer prefix at every coarser level, and they are scaled by
+  ``temperature / 0.07``; the sum is divided by the number of label columns, L + 1 with the
+  instance id. Precisely: with L levels plus an instance column, no two samples sharing a label
+  prefix of length 2 (so that no sample is dropped) and the default weights (the reference's
+  ``exp(1/k)`` are the paper's ``lambda_l``), reference ``hmce`` = ``(t / 0.07) * L / (L + 1)``
+  times HiMulConE with ``"level_max"``, and ``hce`` the same of HiConE. Here every level sees
+  every view, as in the paper.
 * ``"hinge"``: the pair loss is kept in full and the bound adds a hinge penalty:
   ``ell(i, p) + beta * relu(m_i - ell(i, p))`` with ``m_i`` held constant and ``beta`` the
   ``constraint_weight`` in [0, 1]. Its gradient with respect to ``ell(i, p)`` is 1 above the
@@ -153,4 +158,4 @@ def level_constraint_loss(
         for level in reversed(range(num_levels - 1)):
             level_terms[level] = torch.maximum(level_terms[level], level_terms[level + 1])
     # The weights as Python numbers: a host-to-device copy could not be captured in a CUDA graph.
-    return sum(weight * term for weight, term in zip(level_weights, level_terms)) / num_levels
+    return sum(weight * term for weight, term in zip(level_weights, level_terms, strict=True)) / num_levels

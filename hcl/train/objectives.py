@@ -28,7 +28,8 @@ class HierarchicalObjective(nn.Module):
         name: ``"himulcon"``, ``"hicone"`` or ``"himulcone"``.
         temperature: the softmax temperature t.
         level_weights: lambda_l, coarse to fine (not for HiConE); None = the loss default.
-        mode: ``"paper"`` (default) or ``"reference"``.
+        mode: ``"paper"`` (default) or ``"reference"``; reference mode appends an instance-id
+            column to the labels (hcl's data sets have none), so the finest label is a level.
         bound_gradient: HiConE/HiMulConE: False holds the constraint's bound constant.
         cuda_graphs: on GPUs, replay the loss as a CUDA graph (:class:`hcl.losses.graphed.CUDAGraphLoss`).
 
@@ -53,10 +54,17 @@ class HierarchicalObjective(nn.Module):
         from hcl.losses import HiConE, HiMulCon, HiMulConE
         from hcl.losses.graphed import CUDAGraphLoss
 
+        instance_column = "absent" if mode == "reference" else None
         if name == "hicone":
             if level_weights is not None:
                 raise ValueError("HiConE takes no level weights (all ones); set level_weights to None")
-            self.loss = HiConE(temperature=temperature, mode=mode, bound_gradient=bound_gradient, check_inputs=False)
+            self.loss = HiConE(
+                temperature=temperature,
+                mode=mode,
+                bound_gradient=bound_gradient,
+                check_inputs=False,
+                instance_column=instance_column,
+            )
         elif name in ("himulcon", "himulcone"):
             cls = HiMulCon if name == "himulcon" else HiMulConE
             self.loss = cls(
@@ -65,6 +73,7 @@ class HierarchicalObjective(nn.Module):
                 mode=mode,
                 bound_gradient=bound_gradient,
                 check_inputs=False,
+                instance_column=instance_column,
             )
         else:
             raise ValueError(f"not a hierarchical loss: {name!r}; use himulcon, hicone or himulcone")
