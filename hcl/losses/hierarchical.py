@@ -61,12 +61,12 @@ class _HierarchicalLoss(nn.Module):
         if not isinstance(bound_gradient, bool):
             raise TypeError(f"bound_gradient must be True or False, got {bound_gradient!r}")
         where = f"not {type(self).__name__} in mode {self.mode!r}"
-        per_pair = self.constrained and self.mode == "paper"
-        if not bound_gradient and not per_pair:
+        constrained_paper = self.constrained and self.mode == "paper"
+        if not bound_gradient and not constrained_paper:
             raise ValueError(f"bound_gradient=False applies to HiConE and HiMulConE in paper mode, {where}")
-        if constraint is not None and not per_pair:
+        if constraint is not None and not constrained_paper:
             raise ValueError(f"constraint={constraint!r} applies to HiConE and HiMulConE in paper mode, {where}")
-        self.constraint = resolve_constraint(constraint, bound_gradient) if per_pair else None
+        self.constraint = resolve_constraint(constraint, bound_gradient) if constrained_paper else None
         self.constraint_weight = check_constraint_weight(constraint_weight)
         self.bound_gradient = self.constraint != "pair_held"
         self.instance_column = check_instance_column(instance_column, self.mode)
