@@ -12,7 +12,14 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["oracle_level_terms", "oracle_paper_loss", "oracle_reference_loss", "oracle_supcon", "paper_default_weights"]
+__all__ = [
+    "oracle_constraint_loss",
+    "oracle_level_terms",
+    "oracle_paper_loss",
+    "oracle_reference_loss",
+    "oracle_supcon",
+    "paper_default_weights",
+]
 
 
 def paper_default_weights(num_levels: int) -> list[float]:
@@ -197,3 +204,62 @@ def oracle_reference_loss(
             first.setdefault(row, kept[position])
         kept = [first[row] for row in sorted(first)]
     return total / num_levels
+
+
+def oracle_constraint_loss(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    level_weights: Sequence[float],
+    constraint: str,
+    constraint_weight: float = 0.5,
+) -> torch.Tensor:
+    """The "level_max" and "hinge" readings of the hierarchy constraint (hcl.losses.constraints).
+
+    P_l(i), ell(i, p) as in :func:`oracle_paper_loss`; T_l = mean over anchors with |P_l(i)| > 0
+    of the mean over p of the pair term, 0 for a level without anchors.
+    level_max: pair term ell(i, p); T'_{L-1} = T_{L-1}, T'_l = max(T_l, T'_{l+1}).
+    hinge: pair term ell(i, p) + beta * max(0, m_i - ell(i, p)), m_i = max over q in P_{l+1}(i)
+    of ell(i, q), detached, where l < L-1 and P_{l+1}(i) is not empty; T'_l = T_l.
+    Loss = (1/L) sum_l lambda_l T'_l; no positive pair at all gives features.sum() * 0.
+    """
+    labels = labels.reshape(labels.shape[0], -1)
+    num_levels = labels.shape[1]
+    vectors, samples = _views(features)
+    n = len(vectors)
+    rows = [labels[s].tolist() for s in samples]
+    ell = _pair_losses(vectors, temperature)
+    zero = features.sum() * 0
+
+    def positives(i: int, level: int) -> list[int]:
+        mine = _prefix(rows[i], level)
+        if mine is None:
+            return []
+        return [p for p in range(n) if p != i and _prefix(rows[p], level) == mine]
+
+    if not any(positives(i, level) for i in range(n) for level in range(num_levels)):
+        return zero
+    terms = []
+    for level in range(num_levels):
+        anchor_terms = []
+        for i in range(n):
+            pos = positives(i, level)
+            if not pos:
+                continue
+            pair_terms = [ell[i][p] for p in pos]
+            finer = positives(i, level + 1) if level + 1 < num_levels else []
+            if constraint == "hinge" and finer:
+                # The penalty's gradient is 0 at the bound itself (its own pair is not held up).
+                bound = max(float(ell[i][q].detach()) for q in finer)
+                pair_terms = [
+                    term + constraint_weight * (bound - term) if float(term.detach()) < bound else term
+                    for term in pair_terms
+                ]
+            anchor_terms.append(sum(pair_terms) / len(pair_terms))
+        terms.append(sum(anchor_terms) / len(anchor_terms) if anchor_terms else zero)
+    if constraint == "level_max":
+        for level in reversed(range(num_levels - 1)):
+            terms[level] = torch.maximum(terms[level], terms[level + 1])
+    elif constraint != "hinge":
+        raise ValueError(f"not a reading this oracle knows: {constraint!r}")
+    return sum(weight * term for weight, term in zip(level_weights, terms, strict=True)) / num_levels

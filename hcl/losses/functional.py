@@ -11,6 +11,9 @@ Paper mode, for features of N = B*V unit views and labels with L levels (column 
   ``P_{l+1}(i)`` is empty).
 * loss = ``(1/L) * sum_l lambda_l * T_l``.
 
+That constraint is the ``"pair"`` reading; :mod:`hcl.losses.constraints` defines the others
+(``"pair_held"``, ``"level_max"``, ``"hinge"``), chosen with the ``constraint`` argument.
+
 Degenerate cases: an anchor whose label is unknown (-1) at a level, or that has no positive
 there, is skipped at that level (it still appears in every denominator); a level without anchors
 contributes 0; with one view per sample, positives come from other samples only; a single
@@ -41,6 +44,13 @@ from hcl.losses._checks import (
     check_weight_count,
 )
 from hcl.losses._kernel import hierarchical_contrastive
+from hcl.losses.constraints import (
+    DEFAULT_CONSTRAINT_WEIGHT,
+    LEVEL_READINGS,
+    check_constraint_weight,
+    level_constraint_loss,
+    resolve_constraint,
+)
 from hcl.losses.dense import dense_fits, dense_paper_loss
 from hcl.losses.groups import build_view_groups
 
@@ -135,6 +145,8 @@ def hierarchical_contrastive_loss(
     constrained: bool = False,
     bound_gradient: bool = True,
     check_inputs: bool = True,
+    constraint: str | None = None,
+    constraint_weight: float = DEFAULT_CONSTRAINT_WEIGHT,
 ) -> torch.Tensor:
     """Paper-mode HiMulCon (``constrained=False``) or HiMulConE (``constrained=True``).
 
@@ -148,13 +160,15 @@ def hierarchical_contrastive_loss(
         level_weights: L non-negative floats, coarse to fine; default
             :func:`default_level_weights`.
         constrained: apply the hierarchy constraint.
-        bound_gradient: let the gradient flow into the constraint's bound ``m_i`` (the loss as
-            written). False holds ``m_i`` constant: a pair held up by the bound then gets no
-            gradient, instead of pulling the anchor's hardest finer positive closer once per such
-            pair.
+        bound_gradient: kept for old callers: False is ``constraint="pair_held"``.
         check_inputs: check that the features are finite and the label values valid. On a GPU
             these checks wait for all queued work; a training loop that checks the loss value
             itself can skip them (bad values then give a NaN loss or a wrong one, not an error).
+        constraint: how the constraint reads, one of :data:`hcl.losses.constraints.CONSTRAINTS`
+            (defined in :mod:`hcl.losses.constraints`): ``"pair"`` (the paper as written, the
+            default), ``"pair_held"``, ``"level_max"`` or ``"hinge"``; None is ``"pair"``, or
+            ``"pair_held"`` with ``bound_gradient=False``. Needs ``constrained=True``.
+        constraint_weight: the hinge weight ``beta`` in [0, 1] of ``"hinge"`` (unused otherwise).
 
     Shape:
         features: (B, V, D) or (B, D); labels: (B, L) or (B,). Returns a scalar.
@@ -167,6 +181,8 @@ def hierarchical_contrastive_loss(
         constrained=constrained,
         bound_gradient=bound_gradient,
         check_inputs=check_inputs,
+        constraint=constraint,
+        constraint_weight=constraint_weight,
     )
     return loss
 
@@ -180,6 +196,8 @@ def hierarchical_contrastive_loss_with_terms(
     constrained: bool = False,
     bound_gradient: bool = True,
     check_inputs: bool = True,
+    constraint: str | None = None,
+    constraint_weight: float = DEFAULT_CONSTRAINT_WEIGHT,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`hierarchical_contrastive_loss` and, from the same computation, each level's term.
 
@@ -192,6 +210,10 @@ def hierarchical_contrastive_loss_with_terms(
         features: (B, V, D) or (B, D); labels: (B, L) or (B,). Returns a scalar and an (L,)
         tensor (float32, or float64 for float64 features).
     """
+    reading = resolve_constraint(constraint, bound_gradient)
+    if constraint is not None and not constrained:
+        raise ValueError(f"constraint={constraint!r} needs constrained=True (HiConE, HiMulConE)")
+    constraint_weight = check_constraint_weight(constraint_weight)
     temperature = check_temperature(temperature)
     features = check_features(features, finite=check_inputs)
     labels = check_labels(labels, features.shape[0], features.device, values=check_inputs)
@@ -200,7 +222,10 @@ def hierarchical_contrastive_loss_with_terms(
     if weights is None:
         weights = default_level_weights(num_levels)
     check_weight_count(weights, num_levels, "one per label level, coarse to fine")
-    return _dispatch(features, labels, temperature, weights, constrained, bound_gradient)
+    if constrained and reading in LEVEL_READINGS:
+        with full_precision(features) as values:
+            return level_constraint_loss(values, labels, temperature, weights, reading, constraint_weight)
+    return _dispatch(features, labels, temperature, weights, constrained, reading == "pair")
 
 
 def supcon_loss(

@@ -4,9 +4,11 @@ Two modes. ``mode="paper"`` (default) follows the paper's equations, defined pre
 :mod:`hcl.losses.functional`: for every level l = 0..L-1 (column 0 coarsest) the positives of a
 view are the other views whose label prefix 0..l equals its own, both known; every one of the
 N = B*V views is an anchor with all N-1 others in its denominator; the level term is averaged
-over anchors that have positives, and the loss is ``(1/L) * sum_l lambda_l * T_l``.
+over anchors that have positives, and the loss is ``(1/L) * sum_l lambda_l * T_l``; HiConE and
+HiMulConE read the hierarchy constraint as chosen by ``constraint`` (:mod:`hcl.losses.constraints`).
 ``mode="reference"`` reproduces the public reference code, defined in
-:mod:`hcl.losses.reference`, so that the paper's released numbers can be reproduced.
+:mod:`hcl.losses.reference`, so that the paper's released numbers can be reproduced; its
+``instance_column`` says whether the labels end with a per-image instance id, as the reference's do.
 
 Degenerate cases (both modes): an anchor without positives at a level is skipped there, never
 NaN; a batch without any positive pair returns ``features.sum() * 0``, which keeps the graph;
@@ -29,8 +31,9 @@ from torch import nn
 
 from hcl.labels import as_label_tensor
 from hcl.losses._checks import check_level_weights, check_mode, check_temperature
+from hcl.losses.constraints import DEFAULT_CONSTRAINT_WEIGHT, check_constraint_weight, resolve_constraint
 from hcl.losses.functional import hierarchical_contrastive_loss_with_terms
-from hcl.losses.reference import reference_hierarchical_loss
+from hcl.losses.reference import check_instance_column, reference_hierarchical_loss
 
 __all__ = ["HiConE", "HiMulCon", "HiMulConE"]
 
@@ -56,6 +59,9 @@ class _HierarchicalLoss(nn.Module):
         mode: str = "paper",
         bound_gradient: bool = True,
         check_inputs: bool = True,
+        constraint: str | None = None,
+        constraint_weight: float = DEFAULT_CONSTRAINT_WEIGHT,
+        instance_column: str | None = None,
     ) -> None:
         super().__init__()
         self.temperature = check_temperature(temperature)
@@ -63,12 +69,16 @@ class _HierarchicalLoss(nn.Module):
         self.level_weights = check_level_weights(level_weights, self.mode)
         if not isinstance(bound_gradient, bool):
             raise TypeError(f"bound_gradient must be True or False, got {bound_gradient!r}")
-        if not bound_gradient and (not self.constrained or self.mode != "paper"):
-            raise ValueError(
-                f"bound_gradient=False applies to HiConE and HiMulConE in paper mode, not {type(self).__name__} "
-                f"in mode {self.mode!r}"
-            )
-        self.bound_gradient = bound_gradient
+        where = f"not {type(self).__name__} in mode {self.mode!r}"
+        constrained_paper = self.constrained and self.mode == "paper"
+        if not bound_gradient and not constrained_paper:
+            raise ValueError(f"bound_gradient=False applies to HiConE and HiMulConE in paper mode, {where}")
+        if constraint is not None and not constrained_paper:
+            raise ValueError(f"constraint={constraint!r} applies to HiConE and HiMulConE in paper mode, {where}")
+        self.constraint = resolve_constraint(constraint, bound_gradient) if constrained_paper else None
+        self.constraint_weight = check_constraint_weight(constraint_weight)
+        self.bound_gradient = self.constraint != "pair_held"
+        self.instance_column = check_instance_column(instance_column, self.mode)
         self.check_inputs = bool(check_inputs)
         self.last_level_terms: torch.Tensor | None = None
 
@@ -81,6 +91,7 @@ class _HierarchicalLoss(nn.Module):
                 temperature=self.temperature,
                 level_weights=self.level_weights,
                 loss_type=self.reference_type,
+                instance_column=self.instance_column,
             )
         weights = self.level_weights
         if not self.weighted:
@@ -92,8 +103,9 @@ class _HierarchicalLoss(nn.Module):
             temperature=self.temperature,
             level_weights=weights,
             constrained=self.constrained,
-            bound_gradient=self.bound_gradient,
             check_inputs=self.check_inputs,
+            constraint=self.constraint,
+            constraint_weight=self.constraint_weight,
         )
         return loss
 
@@ -101,8 +113,12 @@ class _HierarchicalLoss(nn.Module):
         text = f"temperature={self.temperature}, mode={self.mode!r}"
         if self.weighted and self.level_weights is not None:
             text += f", level_weights={self.level_weights!r}"
-        if not self.bound_gradient:
-            text += ", bound_gradient=False"
+        if self.constraint not in (None, "pair"):
+            text += f", constraint={self.constraint!r}"
+        if self.constraint == "hinge":
+            text += f", constraint_weight={self.constraint_weight}"
+        if self.mode == "reference":
+            text += f", instance_column={self.instance_column!r}"
         return text
 
 
@@ -121,9 +137,11 @@ class HiMulCon(_HierarchicalLoss):
             ``exp(1/(L-l))`` for l = 0..L-1, so the finest level gets e as in the reference
             training script (``layer_penalty=torch.exp``). Reference mode: the layer penalty, a
             callable applied to the float32 tensor ``1/k`` for the level that drops k columns
-            (default ``torch.exp``), or L-1 floats for prefix lengths 1..L-1, coarse to fine.
+            (default ``torch.exp``), or one float per level, coarse to fine (L-1 for prefix
+            lengths 1..L-1; L with ``instance_column="absent"``).
         mode: ``"paper"`` or ``"reference"``.
         check_inputs: as for :class:`HiMulConE`.
+        instance_column: as for :class:`HiMulConE`.
 
     Shape:
         features: (B, V, D) or (B, D) floating, L2-normalised inside (idempotent).
@@ -142,21 +160,31 @@ class HiMulConE(_HierarchicalLoss):
     Paper mode: as :class:`HiMulCon` with ``ell(i,p)`` replaced by ``max(ell(i,p), m_i)``, where
     ``m_i`` is the largest ``ell(i,q)`` over the anchor's positives q at the next finer level l+1
     (no bound at the finest level, or when the anchor has no positive at l+1): a pair farther
-    apart in the tree never gets a smaller loss than the worst closer pair. Only pairs inside
-    each level's groups are visited for the constraint. Reference mode: the reference code's
-    ``hmce`` loss (a running max of level losses). Degenerate cases: see
-    :mod:`hcl.losses.hierarchical`.
+    apart in the tree never gets a smaller loss than the worst closer pair. That is the default
+    reading, ``constraint="pair"``; the others (``"pair_held"``, ``"level_max"``, ``"hinge"``)
+    are defined in :mod:`hcl.losses.constraints`. Reference mode: the reference code's ``hmce``
+    loss (a running max of level losses). Degenerate cases: see :mod:`hcl.losses.hierarchical`.
 
     Args:
         temperature: t > 0.
         level_weights: as for :class:`HiMulCon`.
         mode: ``"paper"`` or ``"reference"``.
-        bound_gradient: paper mode: True (default) differentiates ``max(ell(i,p), m_i)`` as
-            written, so every pair held up by the bound pulls the anchor's hardest finer positive
-            closer; False holds ``m_i`` constant (such pairs get no gradient), which keeps a plain
-            MLP head from collapsing onto the hardest positives.
+        bound_gradient: paper mode, kept for old callers: False is ``constraint="pair_held"``
+            (and contradicts any other named constraint).
         check_inputs: check that the features are finite and the labels valid (paper mode; on a
             GPU a host sync, see :func:`hcl.losses.functional.hierarchical_contrastive_loss`).
+        constraint: paper mode: ``"pair"`` (default, the paper as written: ``m_i`` is
+            differentiated, so every pair held up by the bound pulls the anchor's hardest finer
+            positive closer), ``"pair_held"`` (``m_i`` held constant: such pairs get no
+            gradient), ``"level_max"`` (the reference's running max over level terms) or
+            ``"hinge"`` (``ell(i,p) + beta * relu(m_i - ell(i,p))``, ``m_i`` held); None means
+            ``"pair"`` (``"pair_held"`` with ``bound_gradient=False``).
+        constraint_weight: the hinge's ``beta`` in [0, 1] (default 0.5): pairs below the bound
+            keep a fraction ``1 - beta`` of their gradient. Used by ``"hinge"`` only.
+        instance_column: reference mode: ``"present"`` (default; the last label column is a
+            per-image instance id and no level, as in the reference's data) or ``"absent"``
+            (the labels are levels only, e.g. from :class:`hcl.Hierarchy`: an instance column is
+            appended, so that the finest label is a level). Paper mode takes None.
 
     Shape:
         features: (B, V, D) or (B, D) floating, L2-normalised inside (idempotent).
@@ -181,6 +209,9 @@ class HiConE(_HierarchicalLoss):
         mode: ``"paper"`` or ``"reference"``.
         bound_gradient: as for :class:`HiMulConE`.
         check_inputs: as for :class:`HiMulConE`.
+        constraint: as for :class:`HiMulConE`.
+        constraint_weight: as for :class:`HiMulConE`.
+        instance_column: as for :class:`HiMulConE`.
 
     Shape:
         features: (B, V, D) or (B, D) floating, L2-normalised inside (idempotent).
@@ -193,7 +224,14 @@ class HiConE(_HierarchicalLoss):
     reference_type = "hce"
 
     def __init__(
-        self, temperature: float = 0.1, mode: str = "paper", bound_gradient: bool = True, check_inputs: bool = True
+        self,
+        temperature: float = 0.1,
+        mode: str = "paper",
+        bound_gradient: bool = True,
+        check_inputs: bool = True,
+        constraint: str | None = None,
+        constraint_weight: float = DEFAULT_CONSTRAINT_WEIGHT,
+        instance_column: str | None = None,
     ) -> None:
         super().__init__(
             temperature=temperature,
@@ -201,4 +239,7 @@ class HiConE(_HierarchicalLoss):
             mode=mode,
             bound_gradient=bound_gradient,
             check_inputs=check_inputs,
+            constraint=constraint,
+            constraint_weight=constraint_weight,
+            instance_column=instance_column,
         )

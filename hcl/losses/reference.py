@@ -16,6 +16,17 @@ differs from the paper's equations. For labels with L columns it does, for ``k =
    prefix, so at the next level "first" means the kept sample with the smallest finer prefix;
 4. the sum is divided by L (not L - 1).
 
+The reference's data sets carry a per-image instance id as the last label column, which is
+thus never a level: with labels ``(level_0, ..., level_{L-1}, instance)`` the levels are the
+real ones. Labels without that column (hcl's data sets, :class:`hcl.Hierarchy` labels) would
+lose their finest real level; ``instance_column="absent"`` appends the column first, the row
+index of each sample (unique per image in the batch; the V views of a row share it). Its values
+never enter the loss (only prefixes of length up to L-1 are compared, and step 3 runs on them),
+so the row index gives the same loss as the dataset index the reference uses, on one process
+or on a batch gathered from several. The appended column counts in step 4, and the level
+weights then have one entry per real level. ``instance_column="present"`` (the default) takes
+the labels as they are, as the reference code does.
+
 Unlike paper mode, the value depends on the order of the samples in the batch whenever a prefix
 of length L-1 repeats, through which sample step 3 keeps.
 
@@ -42,10 +53,31 @@ from hcl.losses._checks import (
 from hcl.losses.functional import full_precision, paper_loss
 from hcl.losses.groups import sort_by_prefix
 
-__all__ = ["REFERENCE_BASE_TEMPERATURE", "reference_hierarchical_loss", "reference_level_weights"]
+__all__ = [
+    "INSTANCE_COLUMNS",
+    "REFERENCE_BASE_TEMPERATURE",
+    "check_instance_column",
+    "reference_hierarchical_loss",
+    "reference_level_weights",
+]
 
 REFERENCE_BASE_TEMPERATURE = 0.07
 LOSS_TYPES = ("hmc", "hce", "hmce")
+INSTANCE_COLUMNS = ("present", "absent")
+
+
+def check_instance_column(instance_column: Any, mode: str) -> str | None:
+    """The ``instance_column`` setting of a loss in ``mode``: reference mode takes ``"present"``
+    (the default, for None) or ``"absent"``; paper mode has no instance column and takes None."""
+    if mode != "reference":
+        if instance_column is not None:
+            raise ValueError(f"instance_column={instance_column!r} applies to mode='reference', not mode={mode!r}")
+        return None
+    if instance_column is None:
+        return "present"
+    if instance_column not in INSTANCE_COLUMNS:
+        raise ValueError(f"instance_column must be one of {INSTANCE_COLUMNS}, got {instance_column!r}")
+    return instance_column
 
 
 def reference_level_weights(
@@ -77,6 +109,7 @@ def reference_hierarchical_loss(
     temperature: float = 0.1,
     level_weights: Sequence[float] | Callable[[torch.Tensor], Any] | None = None,
     loss_type: str = "hmce",
+    instance_column: str = "present",
 ) -> torch.Tensor:
     """The reference code's HMLC loss (``hmc``, ``hce`` or ``hmce``); see the module docstring.
 
@@ -84,15 +117,19 @@ def reference_hierarchical_loss(
         features: embeddings, L2-normalised here (idempotent).
         labels: hierarchical labels without unknowns, column 0 coarsest.
         temperature: t > 0.
-        level_weights: the layer penalty (callable on ``1/k``) or ``L - 1`` floats; ignored by
+        level_weights: the layer penalty (callable on ``1/k``) or one float per level, coarse
+            to fine (``L - 1`` with the instance column present, ``L`` when absent); ignored by
             ``hce``.
         loss_type: ``"hmc"`` (HiMulCon), ``"hce"`` (HiConE) or ``"hmce"`` (HiMulConE).
+        instance_column: ``"present"``: the last label column is a per-image instance id, as in
+            the reference's data; ``"absent"``: append one, so that the finest column is a level.
 
     Shape:
         features: (B, V, D) or (B, D); labels: (B, L). Returns a scalar.
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    instance_column = check_instance_column(instance_column, "reference")
     temperature = check_temperature(temperature)
     level_weights = check_level_weights(level_weights, "reference")
     features = check_features(features)
@@ -103,6 +140,9 @@ def reference_hierarchical_loss(
             "reference mode does not support unknown (-1) labels (use mode='paper'); "
             f"row {row} is {labels[row].tolist()}"
         )
+    if instance_column == "absent":
+        instances = torch.arange(labels.shape[0], device=labels.device)
+        labels = torch.cat([labels, instances.unsqueeze(1)], dim=1)
     num_levels = labels.shape[1]
     weights = reference_level_weights(level_weights, num_levels) if num_levels > 1 else ()
     # Dense prefix ids in lexicographic order of the label prefixes (no -1 here).

@@ -40,7 +40,19 @@ __all__ = [
 ]
 
 # The options a loss may take, each set by the TrainConfig key of the same name (mode: loss_mode).
-LOSS_OPTIONS = ("temperature", "level_weights", "mode", "bound_gradient")
+# ``temperature`` and ``mode`` are shared settings that a loss without them ignores; each of the
+# others has a value meaning "not set" (below), and setting it for a loss that does not take it
+# is an error. An option left unset is not passed to ``build``, so the loss's own default holds.
+OPTION_UNSET: dict[str, Any] = {
+    "level_weights": None,
+    "bound_gradient": True,
+    "constraint": None,
+    "constraint_weight": None,
+    "cpcc_weight": None,
+    "soft_label_beta": None,
+}
+SHARED_OPTIONS = ("temperature", "mode")
+LOSS_OPTIONS = (*SHARED_OPTIONS, *OPTION_UNSET)
 _OUTPUTS = ("embedding", "logits")
 
 
@@ -60,7 +72,9 @@ class LossSpec:
             input checks that would wait for the GPU (the training step checks the loss value).
         options: which of :data:`LOSS_OPTIONS` it takes: ``temperature``, ``level_weights``
             (lambda_l, coarse to fine), ``mode`` (``"paper"`` or ``"reference"``),
-            ``bound_gradient``.
+            ``bound_gradient``, ``constraint`` and ``constraint_weight`` (the constraint's
+            reading, :mod:`hcl.losses.constraints`), ``cpcc_weight`` (the CPCC regulariser's
+            lambda), ``soft_label_beta`` (the soft labels' beta).
         hierarchical: it uses every level of the labels (else one level, or none).
         constrained: it applies the hierarchy constraint.
         output: ``"embedding"``: trained on the projection head's embeddings; ``"logits"``: on
@@ -199,6 +213,10 @@ def loss_display_name(name: str) -> str:
 
 def _build_hierarchical(cls: type[nn.Module]) -> Callable[..., nn.Module]:
     def build(*, hierarchy: Hierarchy | None = None, **options: Any) -> nn.Module:
+        if options.get("mode") == "reference":
+            # hcl's data sets carry no per-image instance column, which the reference code
+            # expects last and never uses as a level: append one so the finest label is a level.
+            options["instance_column"] = "absent"
         return cls(**options, check_inputs=False)
 
     return build
@@ -224,7 +242,7 @@ _BUILTIN_LOSSES = (
         display_name="HiMulConE",
         module_class=HiMulConE,
         build=_build_hierarchical(HiMulConE),
-        options=frozenset({"temperature", "level_weights", "mode", "bound_gradient"}),
+        options=frozenset({"temperature", "level_weights", "mode", "bound_gradient", "constraint", "constraint_weight"}),
         constrained=True,
         **_PAPER_LOSS,
     ),
@@ -241,7 +259,7 @@ _BUILTIN_LOSSES = (
         display_name="HiConE",
         module_class=HiConE,
         build=_build_hierarchical(HiConE),
-        options=frozenset({"temperature", "mode", "bound_gradient"}),
+        options=frozenset({"temperature", "mode", "bound_gradient", "constraint", "constraint_weight"}),
         constrained=True,
         **_PAPER_LOSS,
     ),

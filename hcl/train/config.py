@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -19,6 +20,7 @@ from typing import Any
 import yaml
 
 from hcl.atomic import write_text_atomic
+from hcl.losses.constraints import CONSTRAINTS
 from hcl.losses.registry import LossSpec, get_loss, list_losses
 
 __all__ = ["LOSSES", "LOSS_DISPLAY_NAMES", "TrainConfig", "apply_overrides", "load_config", "save_config"]
@@ -95,6 +97,10 @@ class TrainConfig:
     temperature: float = 0.1
     level_weights: list[float] | None = None  # lambda_l, coarse -> fine; None = the loss default
     bound_gradient: bool = True  # hicone/himulcone: False holds the constraint's bound m_i constant
+    constraint: str | None = None  # hicone/himulcone: pair, pair_held, level_max, hinge; None = pair
+    constraint_weight: float | None = None  # the hinge's beta in [0, 1]; None = the loss default
+    cpcc_weight: float | None = None  # cpcc_* losses: the CPCC regulariser's lambda; None = 1
+    soft_label_beta: float | None = None  # soft_cross_entropy: the soft labels' beta; None = 10
 
     # --- optimisation ---
     batch_size: int = 256  # images per step over all processes together
@@ -162,6 +168,26 @@ class TrainConfig:
                 f"config key 'bound_gradient' applies to losses {holding} in loss_mode 'paper', not "
                 f"{self.loss!r} in {self.loss_mode!r}; set it to true"
             )
+        for key in ("constraint", "constraint_weight", "cpcc_weight", "soft_label_beta"):
+            value = getattr(self, key)
+            if value is not None and key not in spec.options:
+                raise ValueError(f"config key {key!r} does not apply to loss {self.loss!r}; set it to null")
+        if self.constraint is not None:
+            if self.constraint not in CONSTRAINTS:
+                raise ValueError(f"config key 'constraint' must be one of {list(CONSTRAINTS)}, got {self.constraint!r}")
+            if self.loss_mode != "paper":
+                raise ValueError(f"config key 'constraint' applies in loss_mode 'paper', not {self.loss_mode!r}")
+            if not self.bound_gradient and self.constraint != "pair_held":
+                raise ValueError(
+                    f"config key 'bound_gradient' false means constraint 'pair_held' and contradicts constraint "
+                    f"{self.constraint!r}; drop bound_gradient"
+                )
+        if self.constraint_weight is not None and not 0 <= self.constraint_weight <= 1:
+            raise ValueError(f"config key 'constraint_weight' must be in [0, 1], got {self.constraint_weight!r}")
+        for key in ("cpcc_weight", "soft_label_beta"):
+            value = getattr(self, key)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"config key {key!r} must be a finite number >= 0, got {value!r}")
         if spec.output == "logits" and self.embedding == "projection":
             raise ValueError(
                 f"config key 'embedding' must be 'features' for loss {self.loss!r} (it has no projection head)"
@@ -183,6 +209,19 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy of every field."""
         return dataclasses.asdict(self)
+
+    def loss_options(self) -> dict[str, Any]:
+        """The loss options of :func:`hcl.train.build_objective`, from their config keys."""
+        return {
+            "temperature": self.temperature,
+            "level_weights": self.level_weights,
+            "mode": self.loss_mode,
+            "bound_gradient": self.bound_gradient,
+            "constraint": self.constraint,
+            "constraint_weight": self.constraint_weight,
+            "cpcc_weight": self.cpcc_weight,
+            "soft_label_beta": self.soft_label_beta,
+        }
 
     @property
     def loss_spec(self) -> LossSpec:

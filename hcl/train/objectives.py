@@ -18,7 +18,7 @@ from torch import nn
 from hcl.hierarchy import Hierarchy
 from hcl.losses.baselines import CrossEntropyFinest, SimCLRObjective, SupConFinest
 from hcl.losses.graphed import CUDAGraphLoss
-from hcl.losses.registry import get_loss, list_losses
+from hcl.losses.registry import LOSS_OPTIONS, OPTION_UNSET, get_loss, list_losses
 
 __all__ = ["CrossEntropyFinest", "HierarchicalObjective", "SimCLRObjective", "SupConFinest", "build_objective"]
 
@@ -32,12 +32,14 @@ def build_objective(
     bound_gradient: bool = True,
     cuda_graphs: bool = True,
     hierarchy: Hierarchy | None = None,
+    **options: Any,
 ) -> nn.Module:
     """The objective for a loss of the table (a :class:`TrainConfig` loss name, or any name
     :func:`hcl.losses.get_loss` accepts), called as ``objective(outputs, labels)``.
 
-    The options a loss takes (:attr:`hcl.losses.LossSpec.options`) go to its ``build``. Of the
-    others, ``level_weights`` and ``bound_gradient=False`` are errors, since they would change
+    The options a loss takes (:attr:`hcl.losses.LossSpec.options`) go to its ``build``, those
+    left unset (:data:`hcl.losses.registry.OPTION_UNSET`) excepted, so that the loss's own
+    default holds. Setting an option the loss does not take is an error, since it would change
     what the loss computes; ``temperature`` and ``mode`` are shared settings that a loss without
     them ignores. The objective skips the loss's input checks, which would make the host wait
     for the GPU mid-step: the training step checks the loss value itself (a NaN stops the run).
@@ -52,17 +54,24 @@ def build_objective(
         cuda_graphs: on GPUs, replay a loss the table marks capturable as a CUDA graph
             (:class:`hcl.losses.CUDAGraphLoss`).
         hierarchy: the label hierarchy, for losses whose build uses it; None when unknown.
+        options: the table's other options (``constraint``, ``constraint_weight``,
+            ``cpcc_weight``, ``soft_label_beta``), by name.
 
     Raises:
-        ValueError: an unknown loss (the choices listed), or an option it does not take.
+        ValueError: an unknown loss (the choices listed), an unknown option, or an option the
+            loss does not take.
     """
     spec = get_loss(name)
-    if level_weights is not None and not spec.weighted:
-        raise ValueError(f"level_weights do not apply to loss {spec.name!r}; set them to None")
-    if not bound_gradient and "bound_gradient" not in spec.options:
-        raise ValueError(f"bound_gradient=False does not apply to loss {spec.name!r}")
-    given = {"temperature": temperature, "level_weights": level_weights, "mode": mode, "bound_gradient": bound_gradient}
-    module = spec.build(hierarchy=hierarchy, **{key: value for key, value in given.items() if key in spec.options})
+    unknown = sorted(set(options) - set(OPTION_UNSET))
+    if unknown:
+        raise ValueError(f"unknown loss options {unknown}; the options are {list(LOSS_OPTIONS)}")
+    given = {"level_weights": level_weights, "bound_gradient": bound_gradient, **options}
+    for key, value in given.items():
+        if value != OPTION_UNSET[key] and key not in spec.options:
+            raise ValueError(f"{key}={value!r} does not apply to loss {spec.name!r}")
+    chosen = {key: value for key, value in given.items() if key in spec.options and value != OPTION_UNSET[key]}
+    chosen.update({key: value for key, value in (("temperature", temperature), ("mode", mode)) if key in spec.options})
+    module = spec.build(hierarchy=hierarchy, **chosen)
     return CUDAGraphLoss(module) if cuda_graphs and spec.graph_capturable else module
 
 
