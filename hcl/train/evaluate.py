@@ -9,8 +9,6 @@ evaluation of a run directory (``hcl evaluate``): it adds the k-NN accuracy per 
 
 from __future__ import annotations
 
-import io
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,10 +18,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from hcl.atomic import atomic_write, write_text_atomic
+from hcl import rundir
 from hcl.hierarchy import Hierarchy
 from hcl.train.checkpoint import check_training_state, load_checkpoint
-from hcl.train.config import TrainConfig, load_config
+from hcl.train.config import TrainConfig
 from hcl.train.distributed import resolve_device
 
 __all__ = [
@@ -33,7 +31,6 @@ __all__ = [
     "evaluate_model",
     "evaluate_run",
     "load_run",
-    "save_embeddings",
 ]
 
 _RESNET_PREFIXES = ("resnet", "resnext", "wide_resnet")
@@ -141,36 +138,6 @@ def embed_dataset(
     return embeddings, labels, np.arange(len(embeddings), dtype=np.int64)
 
 
-def save_embeddings(
-    path: str | Path,
-    embeddings: np.ndarray,
-    labels: np.ndarray,
-    hierarchy: Hierarchy,
-    indices: np.ndarray | None = None,
-) -> Path:
-    """Write ``embeddings``, ``labels``, ``hierarchy`` (its JSON string) and ``indices`` to .npz.
-
-    Shape:
-        embeddings: (N, D), stored float32; labels: (N, L), stored int64; indices: (N,).
-    """
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_name(path.name + ".npz")  # as numpy.savez names it
-    if len(embeddings) != len(labels):
-        raise ValueError(f"{len(embeddings)} embeddings but {len(labels)} label rows")
-    if indices is None:
-        indices = np.arange(len(embeddings))
-    buffer = io.BytesIO()  # written whole, then renamed into place: a crash never leaves a torn file
-    np.savez(
-        buffer,
-        embeddings=np.asarray(embeddings, dtype=np.float32),
-        labels=np.asarray(labels, dtype=np.int64),
-        hierarchy=np.array(json.dumps(hierarchy.to_dict())),
-        indices=np.asarray(indices, dtype=np.int64),
-    )
-    return atomic_write(path, buffer.getvalue())
-
-
 def _usable_ks(ks: list[int], num_rankable: int) -> list[int]:
     usable = sorted({k for k in ks if k <= num_rankable})
     return usable or [1]
@@ -230,18 +197,25 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tupl
         FileNotFoundError: no ``config.json`` or ``checkpoint.pt`` in ``run_dir`` (named).
     """
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory: {config_path} does not exist")
-    cfg = load_config(config_path)
-    state = load_checkpoint(run_dir / "checkpoint.pt")
-    check_training_state(state, run_dir / "checkpoint.pt", ("model", "model_spec", "step"))
+    cfg = _run_config(run_dir)
+    ckpt_path = run_dir / rundir.CHECKPOINT_FILE
+    state = load_checkpoint(ckpt_path)
+    check_training_state(state, ckpt_path, ("model", "model_spec", "step"))
     spec = state["model_spec"]
     model = build_model(cfg, in_channels=spec["in_channels"], image_size=spec["image_size"],
                         num_classes=spec["num_classes"])
     model.load_state_dict(state["model"])
     model.to(device).eval()
     return cfg, model, state
+
+
+def _run_config(run_dir: Path) -> TrainConfig:
+    """The TrainConfig of a run; an invalid one raises naming its ``config.json``."""
+    data = rundir.read_config(run_dir)
+    try:
+        return TrainConfig.from_dict(data)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{run_dir / rundir.CONFIG_FILE}: {error}") from error
 
 
 def _knn_per_level(
@@ -324,10 +298,12 @@ def evaluate_run(
         "step": step,
     }
     if write:
-        save_embeddings(run_dir / f"embeddings_{split}.npz", gallery, gallery_labels, hierarchy, gallery_indices)
+        rundir.save_embeddings(rundir.embeddings_path(run_dir, split), gallery, gallery_labels, hierarchy,
+                               gallery_indices)
         if query_split is not None:
-            save_embeddings(run_dir / f"embeddings_{query_split}.npz", query, query_labels, hierarchy, query_indices)
-        write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+            rundir.save_embeddings(rundir.embeddings_path(run_dir, query_split), query, query_labels, hierarchy,
+                                   query_indices)
+        rundir.write_results(run_dir, results)
     if progress:
         print(f"evaluated {run_dir} on {split}: cpcc {results['cpcc']:.3f}", file=sys.stderr)
     return results

@@ -37,7 +37,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from hcl.atomic import write_text_atomic
+from hcl import rundir
 from hcl.train.checkpoint import (
     capture_rng_state,
     check_training_state,
@@ -46,7 +46,7 @@ from hcl.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from hcl.train.config import TrainConfig, save_config
+from hcl.train.config import TrainConfig
 from hcl.train.distributed import (
     DistributedContext,
     all_gather_no_grad,
@@ -463,27 +463,6 @@ def _lost_batch(iterator: Any, batches: Sequence[Sequence[tuple[int, int]]], dat
     )
 
 
-def _log_line(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
-
-
-def _truncate_log(path: Path, last_step: int) -> None:
-    """Drop log lines written after the checkpoint a run resumes from (they will be redone)."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line torn by the crash that the run resumes from
-        if int(record.get("step", 0)) <= last_step:
-            kept.append(line)
-    # Atomic: a kill during the rewrite must not lose the lines before the checkpoint.
-    write_text_atomic(path, "".join(line + "\n" for line in kept))
-
-
 def _config_differences(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
     current = cfg.to_dict()
     return sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k])
@@ -553,8 +532,7 @@ def _fit(
 
     device = ctx.device
     run_dir = Path(cfg.output_dir)
-    ckpt_path = run_dir / "checkpoint.pt"
-    log_path = run_dir / "metrics.jsonl"
+    ckpt_path = run_dir / rundir.CHECKPOINT_FILE
     if ctx.is_main:
         check_output_dir(run_dir)
         remove_partial_writes(ckpt_path)  # left by a run killed while writing a checkpoint
@@ -643,14 +621,13 @@ def _fit(
         scaler.load_state_dict(state["scaler"])
         step = int(state["step"])
         if ctx.is_main:
-            _truncate_log(log_path, step)
+            rundir.truncate_metrics_log(run_dir, step)
             print(f"resuming {run_dir} at step {step} (epoch {step // steps_per_epoch})", file=sys.stderr)
     elif ctx.is_main:
-        save_config(cfg, run_dir / "config.json")
-        hierarchy.to_json(run_dir / "hierarchy.json")
-        log_path.write_text("")
-        for stale in ("results.json", *(p.name for p in run_dir.glob("embeddings_*.npz"))):
-            (run_dir / stale).unlink(missing_ok=True)
+        rundir.write_config(run_dir, cfg.to_dict())
+        rundir.write_hierarchy(run_dir, hierarchy)
+        rundir.start_metrics_log(run_dir)
+        rundir.clear_evaluation(run_dir)
 
     net: nn.Module = model
     if ctx.world_size > 1:
@@ -693,13 +670,13 @@ def _fit(
             if final:
                 result = evaluate_run(run_dir, cfg=cfg, model=model, device=device, progress=cfg.progress)
                 result["step"] = at_step
-                write_text_atomic(run_dir / "results.json", json.dumps(result, indent=2) + "\n")
+                rundir.write_results(run_dir, result)
                 metrics = {"retrieval": result["retrieval"], "cpcc": result["cpcc"]}
             else:
                 eval_set = build_split(cfg, cfg.eval_split)
                 query_set = build_split(cfg, cfg.eval_query_split) if cfg.eval_query_split else None
                 metrics = evaluate_model(model, eval_set, cfg, device=device, query_set=query_set)
-            _log_line(log_path, {"kind": "eval", "epoch": epoch, "step": at_step, **metrics})
+            rundir.append_metrics(run_dir, {"kind": "eval", "epoch": epoch, "step": at_step, **metrics})
             model.train()
         if is_distributed():
             dist.barrier()
@@ -769,7 +746,7 @@ def _fit(
                         "lr": float(schedule[step - 1]),
                         "images_per_s": window_steps * cfg.batch_size / max(elapsed, 1e-9),
                     }
-                    _log_line(log_path, record)
+                    rundir.append_metrics(run_dir, record)
                     postfix = {"loss": f"{loss:.4f}", "img/s": f"{record['images_per_s']:.0f}"}
                     postfix.update({f"L{i}": f"{v:.3f}" for i, v in enumerate(level_terms)})
                     bar.set_postfix(postfix)

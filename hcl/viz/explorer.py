@@ -22,6 +22,7 @@ import torch
 
 from hcl.hierarchy import Hierarchy
 from hcl.labels import shared_prefix_length
+from hcl.rundir import load_embeddings
 from hcl.viz.figures import (
     UNKNOWN_COLOR,
     image_getter,
@@ -31,7 +32,6 @@ from hcl.viz.figures import (
     thumbnail_uri,
 )
 from hcl.viz.projection import METHODS, as_embedding_array, project_2d
-from hcl.viz.runs import load_embeddings
 
 __all__ = ["HierarchyExplorer"]
 

@@ -23,8 +23,8 @@ from plotly.subplots import make_subplots
 from hcl.atomic import write_text_atomic
 from hcl.hierarchy import Hierarchy
 from hcl.labels import shared_prefix_length
+from hcl.rundir import read_metrics_log
 from hcl.viz.projection import as_embedding_array
-from hcl.viz.runs import read_metrics_log
 
 __all__ = [
     "UNKNOWN_COLOR",

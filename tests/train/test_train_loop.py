@@ -183,7 +183,7 @@ def test_a_crash_while_resume_trims_the_log_keeps_every_line_before_the_checkpoi
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from hcl import atomic
-    from hcl.train.loop import _truncate_log
+    from hcl.rundir import truncate_metrics_log
 
     log = tmp_path / "metrics.jsonl"
     lines = [json.dumps({"kind": "train", "step": step}) for step in range(1, 7)]
@@ -194,9 +194,9 @@ def test_a_crash_while_resume_trims_the_log_keeps_every_line_before_the_checkpoi
 
     monkeypatch.setattr(atomic.os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
-        _truncate_log(log, 4)
+        truncate_metrics_log(tmp_path, 4)
     assert log.read_text().splitlines()[:6] == lines  # untouched, nothing lost
     monkeypatch.undo()
-    _truncate_log(log, 4)
+    truncate_metrics_log(tmp_path, 4)
     assert log.read_text().splitlines() == lines[:4]
     assert list(tmp_path.iterdir()) == [log]  # no temporary file left behind
