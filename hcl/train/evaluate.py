@@ -17,79 +17,22 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from hcl import rundir
 from hcl.hierarchy import Hierarchy
+from hcl.metrics import cpcc, knn_accuracy, per_level_retrieval
+from hcl.train.build import autocast_context, build_model, build_split
 from hcl.train.checkpoint import check_training_state, load_checkpoint
 from hcl.train.config import TrainConfig
 from hcl.train.distributed import resolve_device
 
 __all__ = [
-    "build_model",
-    "build_split",
     "embed_dataset",
     "evaluate_model",
     "evaluate_run",
     "load_run",
 ]
-
-_RESNET_PREFIXES = ("resnet", "resnext", "wide_resnet")
-
-
-def build_split(cfg: TrainConfig, split: str, *, augment: bool = False, subset: int | None = None) -> Dataset:
-    """The data set split of ``cfg`` with the transform training or evaluation needs.
-
-    ``augment=True`` gives ``cfg.num_views`` SupCon-augmented views per image (x is (V, C, H, W));
-    otherwise the deterministic evaluation transform (x is (C, H, W)). ``cfg.levels`` and
-    ``cfg.data_options`` are passed to :func:`hcl.data.build_dataset`, and ``subset`` (default:
-    ``cfg.train_subset`` for the training split, ``cfg.eval_subset`` otherwise) as its
-    ``subset`` option.
-
-    Raises:
-        FileNotFoundError: ``cfg.data_root`` does not exist (named).
-    """
-    from hcl.data import MultiViewTransform, build_dataset, eval_transform, supcon_augmentation
-
-    if cfg.data_root is not None and not Path(cfg.data_root).exists():
-        raise FileNotFoundError(f"data_root {cfg.data_root!r} does not exist (dataset {cfg.dataset!r})")
-    options: dict[str, Any] = dict(cfg.data_options)
-    if cfg.levels is not None:
-        options["levels"] = cfg.levels
-    if subset is None:
-        subset = cfg.train_subset if split == cfg.train_split else cfg.eval_subset
-    if subset is not None:
-        options["subset"] = subset
-    dataset = build_dataset(cfg.dataset, split=split, root=cfg.data_root, **options)
-    size = cfg.image_size or dataset.image_size
-    if augment:
-        view = supcon_augmentation(size, dataset.channels, dataset.mean, dataset.std)
-        dataset.transform = MultiViewTransform(view, n_views=cfg.num_views)
-    else:
-        dataset.transform = eval_transform(size, dataset.channels, dataset.mean, dataset.std)
-    return dataset
-
-
-def build_model(cfg: TrainConfig, *, in_channels: int, image_size: int, num_classes: int | None = None) -> nn.Module:
-    """The :class:`hcl.models.Encoder` that ``cfg`` describes, with random weights.
-
-    ``small_images=None`` in the config selects the small-image stem for ResNet-family backbones
-    at 64 px or less.
-    """
-    from hcl.models import build_encoder
-
-    small = cfg.small_images
-    if small is None:
-        small = image_size <= 64 and cfg.backbone.startswith(_RESNET_PREFIXES)
-    return build_encoder(
-        cfg.backbone,
-        in_channels=in_channels,
-        small_images=bool(small) and cfg.backbone != "compact_cnn",
-        width=cfg.width,
-        head_hidden_dim=cfg.head_hidden_dim,
-        embedding_dim=cfg.embedding_dim,
-        num_classes=num_classes if cfg.loss == "cross_entropy" else None,
-        head_norm=cfg.head_norm,
-    )
 
 
 @torch.no_grad()
@@ -117,10 +60,6 @@ def embed_dataset(
     Shape:
         Returns (N, D) float32, (N, L) int64 and (N,) int64.
     """
-    from tqdm.auto import tqdm
-
-    from hcl.train.loop import autocast_context
-
     device = resolve_device("auto") if device is None else torch.device(device)
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
@@ -151,8 +90,6 @@ def _retrieval_and_cpcc(
     query: np.ndarray | None = None,
     query_labels: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    from hcl.metrics import cpcc, per_level_retrieval
-
     rankable = len(gallery) - (1 if query is None else 0)
     retrieval = per_level_retrieval(
         gallery,
@@ -221,8 +158,6 @@ def _run_config(run_dir: Path) -> TrainConfig:
 def _knn_per_level(
     train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray, k: int
 ) -> dict[str, float]:
-    from hcl.metrics import knn_accuracy
-
     result = knn_accuracy(train, train_labels, test, test_labels, k=min(k, len(train)))
     return {str(level): float(value) for level, value in result.items()}
 

@@ -26,7 +26,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import nullcontext, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from hcl import rundir
+from hcl.train.build import (
+    SeededViews,
+    autocast_context,
+    build_batch_sampler,
+    build_model,
+    build_split,
+    make_optimizer,
+)
 from hcl.train.checkpoint import (
     capture_rng_state,
     check_training_state,
@@ -56,15 +64,13 @@ from hcl.train.distributed import (
     is_distributed,
     resolve_device,
 )
+from hcl.train.evaluate import evaluate_model, evaluate_run
 from hcl.train.schedule import warmup_cosine
 
 __all__ = [
     "FitResult",
     "NonFiniteLossError",
-    "SeededViews",
-    "autocast_context",
     "fit",
-    "make_optimizer",
     "train",
     "train_step",
 ]
@@ -84,7 +90,6 @@ _RESUMABLE_CHANGES = frozenset(
         "cuda_graphs",
     }
 )
-_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -116,55 +121,6 @@ class FitResult:
     results: dict[str, Any] | None = None
     history: list[float] = field(default_factory=list)
     model: nn.Module | None = None
-
-
-class SeededViews(Dataset):
-    """A dataset whose random augmentation is a pure function of (seed, epoch, index).
-
-    Items are requested as ``(epoch, index)`` keys and returned as ``(x, labels, index)``. Each
-    item runs the wrapped dataset's ``__getitem__`` under torch and Python generators seeded from
-    ``(seed, epoch, index)`` and restores the previous generator state afterwards, so the result
-    does not depend on which worker process loads it or in which order.
-
-    Args:
-        dataset: a map-style dataset returning ``(x, labels)``.
-        seed: the run's seed.
-    """
-
-    def __init__(self, dataset: Dataset, seed: int) -> None:
-        self.dataset = dataset
-        self.seed = int(seed)
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def item_seed(self, epoch: int, index: int) -> int:
-        """The 63-bit seed of one item's augmentation."""
-        state = np.random.SeedSequence([self.seed, int(epoch), int(index)]).generate_state(2, dtype=np.uint32)
-        return (int(state[0]) << 31) ^ int(state[1])
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[Any, Any, int]:
-        epoch, index = key
-        seed = self.item_seed(epoch, index)
-        python_state = random.getstate()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            random.seed(seed)
-            try:
-                x, labels = self.dataset[index]
-            finally:
-                random.setstate(python_state)
-        return x, labels, index
-
-
-def autocast_context(device: torch.device, precision: str) -> Any:
-    """``torch.autocast`` for bf16/fp16 on ``device``; a no-op context for fp32."""
-    if precision not in _PRECISIONS:
-        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
-    dtype = _PRECISIONS[precision]
-    if dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _as_views(images: Any) -> torch.Tensor:
@@ -253,16 +209,6 @@ def train_step(
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
     return value, outputs.detach(), labels
-
-
-def make_optimizer(model: nn.Module, name: str, *, lr: float, momentum: float = 0.9, weight_decay: float = 0.0):
-    """SGD with momentum, or AdamW (``momentum`` is its beta1)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
-    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {name!r}")
 
 
 def train(
@@ -421,26 +367,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class _RandomBatches:
-    """Plain shuffled batches with the same interface and sharding as HierarchicalBatchSampler."""
-
-    def __init__(self, num_samples: int, batch_size: int, *, seed: int, num_replicas: int, rank: int) -> None:
-        self.num_samples, self.batch_size = num_samples, batch_size
-        self.seed, self.num_replicas, self.rank = seed, num_replicas, rank
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_samples // (self.batch_size * self.num_replicas)
-
-    def __iter__(self):
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
-        blocks = order[: len(self) * self.batch_size * self.num_replicas]
-        yield from blocks.reshape(len(self), self.num_replicas, self.batch_size)[:, self.rank, :].tolist()
-
-
 def _lost_batch(iterator: Any, batches: Sequence[Sequence[tuple[int, int]]], dataset: Dataset, first: int) -> str:
     """Which batch a dead DataLoader worker was loading: its position, sample indices and files.
 
@@ -528,8 +454,6 @@ def _fit(
 ) -> FitResult:
     from tqdm.auto import tqdm
 
-    from hcl.train.evaluate import build_model, build_split, evaluate_model, evaluate_run
-
     device = ctx.device
     run_dir = Path(cfg.output_dir)
     ckpt_path = run_dir / rundir.CHECKPOINT_FILE
@@ -556,23 +480,9 @@ def _fit(
     _seed_everything(cfg.seed)
     train_set = build_split(cfg, cfg.train_split, augment=True)
     hierarchy = train_set.hierarchy
-    if ctx.world_size > 1 and cfg.batch_size % ctx.world_size:
-        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {ctx.world_size} processes")
-    per_rank = cfg.batch_size // ctx.world_size
     labels = train_set.labels
-    if cfg.sampler == "hierarchical":
-        from hcl.data import HierarchicalBatchSampler
-
-        sampler: Any = HierarchicalBatchSampler(
-            labels, per_rank, seed=cfg.seed, drop_last=True, num_replicas=ctx.world_size, rank=ctx.rank
-        )
-    else:
-        sampler = _RandomBatches(len(train_set), per_rank, seed=cfg.seed, num_replicas=ctx.world_size, rank=ctx.rank)
+    sampler = build_batch_sampler(cfg, labels, world_size=ctx.world_size, rank=ctx.rank)
     steps_per_epoch = len(sampler)
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"batch_size {cfg.batch_size} is larger than the {len(train_set)} training samples; lower it"
-        )
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)

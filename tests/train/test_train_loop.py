@@ -14,8 +14,7 @@ from torch.utils.data import DataLoader
 
 from hcl import Hierarchy
 from hcl.data import HierarchicalBatchSampler
-from hcl.train import NonFiniteLossError, TrainConfig, build_objective, build_split, fit, load_checkpoint, train
-from hcl.train.loop import SeededViews
+from hcl.train import NonFiniteLossError, SeededViews, TrainConfig, build_objective, build_split, fit, load_checkpoint, train
 
 # 3 levels, 2 x 2 x 3 = 12 leaves, 8 training images each (96), 16 px: a step takes milliseconds.
 SYNTHETIC = {"depth": 3, "branching": [2, 2, 3], "samples_per_leaf": 8, "image_size": 16, "cache": False}
