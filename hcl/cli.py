@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     full traceback.
     """
     args = _parser().parse_args(argv)
-    from hcl.train.loop import NonFiniteLossError
+    from hcl.train import NonFiniteLossError
 
     if os.environ.get("HCL_DEBUG"):  # full tracebacks instead of one-line errors
         return _COMMANDS[args.command](args)

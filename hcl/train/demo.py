@@ -18,7 +18,8 @@ from typing import Any
 from hcl.atomic import write_text_atomic
 from hcl.train.config import load_config
 from hcl.train.evaluate import evaluate_run
-from hcl.train.loop import check_output_dir, fit
+from hcl.train.faults import check_output_dir
+from hcl.train.loop import fit
 
 __all__ = ["DEMO_LOSSES", "find_configs_dir", "run_demo"]
 
