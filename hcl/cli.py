@@ -168,7 +168,7 @@ def _results_table(runs: dict[str, dict]) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from hcl.train.demo import run_demo
+    from hcl.demo import run_demo
 
     run_demo(args.out, configs_dir=args.configs, overrides=args.overrides, report=not args.no_report,
              print_table=lambda runs: print(_results_table(runs)))
