@@ -88,16 +88,18 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from hcl.rundir import RESULTS_FILE
     from hcl.train import evaluate_run
 
     results = evaluate_run(args.run_dir, split=args.split, query_split=args.query_split, device=args.device)
     print(_results_table({results["loss"]: results}))
-    print(f"wrote {args.run_dir / 'results.json'}")
+    print(f"wrote {args.run_dir / RESULTS_FILE}")
     return 0
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from hcl.train import build_split, embed_dataset, load_run, resolve_device, save_embeddings
+    from hcl.rundir import embeddings_path, save_embeddings
+    from hcl.train import build_split, embed_dataset, load_run, resolve_device
 
     device = resolve_device(args.device or "auto")
     cfg, model, _ = load_run(args.run_dir, device=device)
@@ -105,7 +107,7 @@ def _embed(args: argparse.Namespace) -> int:
     embeddings, labels, indices = embed_dataset(
         model, dataset, which=args.which or cfg.embedding, batch_size=cfg.eval_batch_size, device=device
     )
-    out = args.out or args.run_dir / f"embeddings_{args.split}.npz"
+    out = args.out or embeddings_path(args.run_dir, args.split)
     save_embeddings(out, embeddings, labels, dataset.hierarchy, indices)
     print(f"wrote {len(embeddings)} embeddings of dimension {embeddings.shape[1]} to {out}")
     return 0
@@ -166,7 +168,7 @@ def _results_table(runs: dict[str, dict]) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from hcl.train.demo import run_demo
+    from hcl.demo import run_demo
 
     run_demo(args.out, configs_dir=args.configs, overrides=args.overrides, report=not args.no_report,
              print_table=lambda runs: print(_results_table(runs)))
@@ -184,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     full traceback.
     """
     args = _parser().parse_args(argv)
-    from hcl.train.loop import NonFiniteLossError
+    from hcl.train import NonFiniteLossError
 
     if os.environ.get("HCL_DEBUG"):  # full tracebacks instead of one-line errors
         return _COMMANDS[args.command](args)

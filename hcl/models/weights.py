@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hcl.atomic import check_zip_crc
+
 __all__ = ["LoadReport", "load_weights"]
 
 # Containers that training scripts wrap a state dict in, tried in this order.
@@ -92,8 +94,6 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = False) ->
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    from hcl.train.checkpoint import check_zip_crc
-
     try:
         check_zip_crc(path)  # torch.load does not: a flipped bit would load as a wrong weight
         obj = torch.load(path, map_location="cpu", weights_only=True)

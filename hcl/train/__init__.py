@@ -1,12 +1,15 @@
-"""Training: the config, the loop (``fit`` and ``train``), checkpoints, schedules, DDP helpers."""
+"""Training: the config, ``fit`` (a run directory) and ``train`` (a loader), evaluation, checkpoints, DDP helpers."""
 
+from hcl.rundir import save_embeddings
+from hcl.train.build import SeededViews, build_model, build_split, make_optimizer
 from hcl.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from hcl.train.config import LOSS_DISPLAY_NAMES, LOSSES, TrainConfig, apply_overrides, load_config, save_config
 from hcl.train.distributed import all_gather_no_grad, all_gather_with_grad, init_distributed, resolve_device
-from hcl.train.evaluate import build_model, build_split, embed_dataset, evaluate_model, evaluate_run, load_run, save_embeddings
-from hcl.train.loop import FitResult, NonFiniteLossError, SeededViews, fit, make_optimizer, train, train_step
+from hcl.train.evaluate import embed_dataset, evaluate_model, evaluate_run, load_run
+from hcl.train.loop import FitResult, fit
 from hcl.train.objectives import build_objective
 from hcl.train.schedule import warmup_cosine
+from hcl.train.step import NonFiniteLossError, train, train_step
 
 __all__ = [
     "LOSSES",

@@ -5,17 +5,17 @@ from __future__ import annotations
 import os
 import random
 import uuid
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from hcl.atomic import check_zip_crc
+
 __all__ = [
     "capture_rng_state",
     "check_training_state",
-    "check_zip_crc",
     "load_checkpoint",
     "remove_partial_writes",
     "restore_rng_state",
@@ -80,20 +80,6 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {path} must hold a dict, got {type(state).__name__}")
     return state
-
-
-def check_zip_crc(path: str | Path) -> None:
-    """Raise ValueError when a zip-format torch file's contents fail their CRC-32 checksums.
-
-    ``torch.load`` does not verify them, so a flipped bit in a tensor would load as a silently
-    wrong weight. Files in the legacy (non-zip) format have no checksum and pass unchecked.
-    """
-    if not zipfile.is_zipfile(path):
-        return
-    with zipfile.ZipFile(path) as archive:
-        damaged = archive.testzip()
-    if damaged is not None:
-        raise ValueError(f"{damaged} fails its CRC-32 check: the file is damaged")
 
 
 # What fit() writes and what resuming (and load_run) read, with the type each must have.

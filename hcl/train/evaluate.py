@@ -9,8 +9,6 @@ evaluation of a run directory (``hcl evaluate``): it adds the k-NN accuracy per 
 
 from __future__ import annotations
 
-import io
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,80 +17,22 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
-from hcl.atomic import atomic_write, write_text_atomic
+from hcl import rundir
 from hcl.hierarchy import Hierarchy
+from hcl.metrics import cpcc, knn_accuracy, per_level_retrieval
+from hcl.train.build import autocast_context, build_model, build_split
 from hcl.train.checkpoint import check_training_state, load_checkpoint
-from hcl.train.config import TrainConfig, load_config
+from hcl.train.config import TrainConfig
 from hcl.train.distributed import resolve_device
 
 __all__ = [
-    "build_model",
-    "build_split",
     "embed_dataset",
     "evaluate_model",
     "evaluate_run",
     "load_run",
-    "save_embeddings",
 ]
-
-_RESNET_PREFIXES = ("resnet", "resnext", "wide_resnet")
-
-
-def build_split(cfg: TrainConfig, split: str, *, augment: bool = False, subset: int | None = None) -> Dataset:
-    """The data set split of ``cfg`` with the transform training or evaluation needs.
-
-    ``augment=True`` gives ``cfg.num_views`` SupCon-augmented views per image (x is (V, C, H, W));
-    otherwise the deterministic evaluation transform (x is (C, H, W)). ``cfg.levels`` and
-    ``cfg.data_options`` are passed to :func:`hcl.data.build_dataset`, and ``subset`` (default:
-    ``cfg.train_subset`` for the training split, ``cfg.eval_subset`` otherwise) as its
-    ``subset`` option.
-
-    Raises:
-        FileNotFoundError: ``cfg.data_root`` does not exist (named).
-    """
-    from hcl.data import MultiViewTransform, build_dataset, eval_transform, supcon_augmentation
-
-    if cfg.data_root is not None and not Path(cfg.data_root).exists():
-        raise FileNotFoundError(f"data_root {cfg.data_root!r} does not exist (dataset {cfg.dataset!r})")
-    options: dict[str, Any] = dict(cfg.data_options)
-    if cfg.levels is not None:
-        options["levels"] = cfg.levels
-    if subset is None:
-        subset = cfg.train_subset if split == cfg.train_split else cfg.eval_subset
-    if subset is not None:
-        options["subset"] = subset
-    dataset = build_dataset(cfg.dataset, split=split, root=cfg.data_root, **options)
-    size = cfg.image_size or dataset.image_size
-    if augment:
-        view = supcon_augmentation(size, dataset.channels, dataset.mean, dataset.std)
-        dataset.transform = MultiViewTransform(view, n_views=cfg.num_views)
-    else:
-        dataset.transform = eval_transform(size, dataset.channels, dataset.mean, dataset.std)
-    return dataset
-
-
-def build_model(cfg: TrainConfig, *, in_channels: int, image_size: int, num_classes: int | None = None) -> nn.Module:
-    """The :class:`hcl.models.Encoder` that ``cfg`` describes, with random weights.
-
-    ``small_images=None`` in the config selects the small-image stem for ResNet-family backbones
-    at 64 px or less.
-    """
-    from hcl.models import build_encoder
-
-    small = cfg.small_images
-    if small is None:
-        small = image_size <= 64 and cfg.backbone.startswith(_RESNET_PREFIXES)
-    return build_encoder(
-        cfg.backbone,
-        in_channels=in_channels,
-        small_images=bool(small) and cfg.backbone != "compact_cnn",
-        width=cfg.width,
-        head_hidden_dim=cfg.head_hidden_dim,
-        embedding_dim=cfg.embedding_dim,
-        num_classes=num_classes if cfg.needs_classifier else None,
-        head_norm=cfg.head_norm,
-    )
 
 
 @torch.no_grad()
@@ -120,10 +60,6 @@ def embed_dataset(
     Shape:
         Returns (N, D) float32, (N, L) int64 and (N,) int64.
     """
-    from tqdm.auto import tqdm
-
-    from hcl.train.loop import autocast_context
-
     device = resolve_device("auto") if device is None else torch.device(device)
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
@@ -141,36 +77,6 @@ def embed_dataset(
     return embeddings, labels, np.arange(len(embeddings), dtype=np.int64)
 
 
-def save_embeddings(
-    path: str | Path,
-    embeddings: np.ndarray,
-    labels: np.ndarray,
-    hierarchy: Hierarchy,
-    indices: np.ndarray | None = None,
-) -> Path:
-    """Write ``embeddings``, ``labels``, ``hierarchy`` (its JSON string) and ``indices`` to .npz.
-
-    Shape:
-        embeddings: (N, D), stored float32; labels: (N, L), stored int64; indices: (N,).
-    """
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_name(path.name + ".npz")  # as numpy.savez names it
-    if len(embeddings) != len(labels):
-        raise ValueError(f"{len(embeddings)} embeddings but {len(labels)} label rows")
-    if indices is None:
-        indices = np.arange(len(embeddings))
-    buffer = io.BytesIO()  # written whole, then renamed into place: a crash never leaves a torn file
-    np.savez(
-        buffer,
-        embeddings=np.asarray(embeddings, dtype=np.float32),
-        labels=np.asarray(labels, dtype=np.int64),
-        hierarchy=np.array(json.dumps(hierarchy.to_dict())),
-        indices=np.asarray(indices, dtype=np.int64),
-    )
-    return atomic_write(path, buffer.getvalue())
-
-
 def _usable_ks(ks: list[int], num_rankable: int) -> list[int]:
     usable = sorted({k for k in ks if k <= num_rankable})
     return usable or [1]
@@ -184,8 +90,6 @@ def _retrieval_and_cpcc(
     query: np.ndarray | None = None,
     query_labels: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    from hcl.metrics import cpcc, per_level_retrieval
-
     rankable = len(gallery) - (1 if query is None else 0)
     retrieval = per_level_retrieval(
         gallery,
@@ -230,12 +134,10 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tupl
         FileNotFoundError: no ``config.json`` or ``checkpoint.pt`` in ``run_dir`` (named).
     """
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory: {config_path} does not exist")
-    cfg = load_config(config_path)
-    state = load_checkpoint(run_dir / "checkpoint.pt")
-    check_training_state(state, run_dir / "checkpoint.pt", ("model", "model_spec", "step"))
+    cfg = _run_config(run_dir)
+    ckpt_path = run_dir / rundir.CHECKPOINT_FILE
+    state = load_checkpoint(ckpt_path)
+    check_training_state(state, ckpt_path, ("model", "model_spec", "step"))
     spec = state["model_spec"]
     model = build_model(cfg, in_channels=spec["in_channels"], image_size=spec["image_size"],
                         num_classes=spec["num_classes"])
@@ -244,11 +146,18 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tupl
     return cfg, model, state
 
 
+def _run_config(run_dir: Path) -> TrainConfig:
+    """The TrainConfig of a run; an invalid one raises naming its ``config.json``."""
+    data = rundir.read_config(run_dir)
+    try:
+        return TrainConfig.from_dict(data)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{run_dir / rundir.CONFIG_FILE}: {error}") from error
+
+
 def _knn_per_level(
     train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray, k: int
 ) -> dict[str, float]:
-    from hcl.metrics import knn_accuracy
-
     result = knn_accuracy(train, train_labels, test, test_labels, k=min(k, len(train)))
     return {str(level): float(value) for level, value in result.items()}
 
@@ -324,10 +233,12 @@ def evaluate_run(
         "step": step,
     }
     if write:
-        save_embeddings(run_dir / f"embeddings_{split}.npz", gallery, gallery_labels, hierarchy, gallery_indices)
+        rundir.save_embeddings(rundir.embeddings_path(run_dir, split), gallery, gallery_labels, hierarchy,
+                               gallery_indices)
         if query_split is not None:
-            save_embeddings(run_dir / f"embeddings_{query_split}.npz", query, query_labels, hierarchy, query_indices)
-        write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+            rundir.save_embeddings(rundir.embeddings_path(run_dir, query_split), query, query_labels, hierarchy,
+                                   query_indices)
+        rundir.write_results(run_dir, results)
     if progress:
         print(f"evaluated {run_dir} on {split}: cpcc {results['cpcc']:.3f}", file=sys.stderr)
     return results

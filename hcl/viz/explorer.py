@@ -20,6 +20,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from hcl.hierarchy import Hierarchy
+from hcl.rundir import load_embeddings
 from hcl.viz._explorer_core import (
     metrics_html,
     neighbours_html,
@@ -32,7 +33,6 @@ from hcl.viz._explorer_core import (
 )
 from hcl.viz.figures import image_getter, label_paths, level_colors, resolve_level
 from hcl.viz.projection import METHODS, as_embedding_array, project_2d
-from hcl.viz.runs import load_embeddings
 
 __all__ = ["HierarchyExplorer"]
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from hcl import rundir
 from hcl.atomic import write_text_atomic
 from hcl.losses.registry import loss_display_name
 from hcl.viz.figures import (
@@ -22,7 +23,6 @@ from hcl.viz.figures import (
     training_curves,
 )
 from hcl.viz.projection import project_2d
-from hcl.viz.runs import load_embeddings, read_metrics_log, read_results
 
 __all__ = ["write_report"]
 
@@ -97,9 +97,9 @@ def write_report(
 
     logged = {}
     for name, path in run_dirs.items():
-        if (path / "metrics.jsonl").is_file():
-            logged[name] = read_metrics_log(path)
-    notes = [f"{name}: no metrics.jsonl" for name in run_dirs if name not in logged]
+        if (path / rundir.METRICS_FILE).is_file():
+            logged[name] = rundir.read_metrics_log(path)
+    notes = [f"{name}: no {rundir.METRICS_FILE}" for name in run_dirs if name not in logged]
     body = ""
     if logged:
         names = next((s["levels"] for s in summaries.values() if s["levels"]), None)
@@ -124,17 +124,15 @@ def write_report(
 
 def _final_metrics(run_dir: Path) -> dict[str, Any]:
     """``{"levels", "retrieval": {level name: {metric: v}}, "cpcc", "knn_accuracy", "source"}``."""
-    results = read_results(run_dir)
-    source = "results.json"
-    if "retrieval" not in results and (run_dir / "metrics.jsonl").is_file():
-        evals = [r for r in read_metrics_log(run_dir) if r.get("kind") == "eval" and "retrieval" in r]
+    results = rundir.read_results(run_dir)
+    source = rundir.RESULTS_FILE
+    if "retrieval" not in results and (run_dir / rundir.METRICS_FILE).is_file():
+        evals = [r for r in rundir.read_metrics_log(run_dir) if r.get("kind") == "eval" and "retrieval" in r]
         results = evals[-1] if evals else {}
         source = f"last eval record (epoch {results.get('epoch')})" if evals else ""
     levels = results.get("levels")
-    if levels is None and (run_dir / "hierarchy.json").is_file():
-        from hcl.hierarchy import Hierarchy
-
-        levels = Hierarchy.from_json(run_dir / "hierarchy.json").level_names
+    if levels is None and (run_dir / rundir.HIERARCHY_FILE).is_file():
+        levels = rundir.read_hierarchy(run_dir).level_names
 
     def by_name(per_level: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -160,7 +158,7 @@ def _fmt(value: Any) -> str:
 def _metrics_section(summaries: Mapping[str, Mapping[str, Any]]) -> str:
     names = list(summaries)
     with_metrics = [n for n in names if summaries[n]["retrieval"]]
-    notes = [f"{n}: no results.json and no eval record" for n in names if n not in with_metrics]
+    notes = [f"{n}: no {rundir.RESULTS_FILE} and no eval record" for n in names if n not in with_metrics]
     if not with_metrics:
         return _section("Per-level metrics", "", notes)
     rows: list[tuple[str, str, list[Any]]] = []
@@ -200,7 +198,7 @@ def _metrics_section(summaries: Mapping[str, Mapping[str, Any]]) -> str:
 def _embedding_section(name: str, run_dir: Path, max_points: int, method: str, seed: int) -> str:
     heading = f"Embeddings: {name}"
     try:
-        run = load_embeddings(run_dir, split=None)
+        run = rundir.load_embeddings(run_dir, split=None)
     except FileNotFoundError as err:
         return _section(heading, "", [str(err)])
     rows = np.arange(len(run.labels))

@@ -37,8 +37,8 @@ from hcl.data import HierarchicalImageFolder
 from hcl.data.cifar import load_cifar_pickle
 from hcl.data.files import open_image
 from hcl.models import build_encoder, load_weights
+from hcl.rundir import load_embeddings
 from hcl.train import TrainConfig, fit, load_checkpoint, load_config, load_run, save_checkpoint
-from hcl.viz.runs import load_embeddings
 
 # HCL_FAST=1 (make test, CI) tries 100 damaged files per test, HCL_FAST=0 1000.
 FUZZ = settings(max_examples=100 if FAST else 1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -15,8 +15,7 @@ from torch.utils.data import DataLoader
 from hcl import Hierarchy
 from hcl.data import HierarchicalBatchSampler
 from hcl.losses import get_loss, list_losses
-from hcl.train import NonFiniteLossError, TrainConfig, build_objective, build_split, fit, load_checkpoint, train
-from hcl.train.loop import SeededViews
+from hcl.train import NonFiniteLossError, SeededViews, TrainConfig, build_objective, build_split, fit, load_checkpoint, train
 
 # 3 levels, 2 x 2 x 3 = 12 leaves, 8 training images each (96), 16 px: a step takes milliseconds.
 SYNTHETIC = {"depth": 3, "branching": [2, 2, 3], "samples_per_leaf": 8, "image_size": 16, "cache": False}
@@ -145,7 +144,7 @@ def test_output_dir_problems_are_reported_before_training(tmp_path: Path, monkey
     class Full:
         free = 1024
 
-    monkeypatch.setattr("hcl.train.loop.shutil.disk_usage", lambda path: Full())
+    monkeypatch.setattr("hcl.train.faults.shutil.disk_usage", lambda path: Full())
     with pytest.raises(OSError, match="MiB free, but a checkpoint needs about"):
         fit(_config(tmp_path, "full"))
     assert not (tmp_path / "full" / "checkpoint.pt").exists()
@@ -184,7 +183,7 @@ def test_a_crash_while_resume_trims_the_log_keeps_every_line_before_the_checkpoi
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from hcl import atomic
-    from hcl.train.loop import _truncate_log
+    from hcl.rundir import truncate_metrics_log
 
     log = tmp_path / "metrics.jsonl"
     lines = [json.dumps({"kind": "train", "step": step}) for step in range(1, 7)]
@@ -195,9 +194,9 @@ def test_a_crash_while_resume_trims_the_log_keeps_every_line_before_the_checkpoi
 
     monkeypatch.setattr(atomic.os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
-        _truncate_log(log, 4)
+        truncate_metrics_log(tmp_path, 4)
     assert log.read_text().splitlines()[:6] == lines  # untouched, nothing lost
     monkeypatch.undo()
-    _truncate_log(log, 4)
+    truncate_metrics_log(tmp_path, 4)
     assert log.read_text().splitlines() == lines[:4]
     assert list(tmp_path.iterdir()) == [log]  # no temporary file left behind

@@ -19,8 +19,8 @@ from PIL import Image
 from plotly.colors import hex_to_rgb
 from viz.fake_runs import LEVEL_NAMES, toy_data, toy_hierarchy, write_fake_run
 
+from hcl.rundir import load_embeddings, read_metrics_log
 from hcl.viz import figures as F
-from hcl.viz.runs import load_embeddings, read_metrics_log
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from hcl.hierarchy import Hierarchy
+from hcl.rundir import read_metrics_log
 from hcl.viz.figures.common import LEVEL_DASHES, RUN_PALETTE
-from hcl.viz.runs import read_metrics_log
 
 __all__ = ["per_level_metric_bars", "training_curves"]
 

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from hcl.atomic import write_text_atomic
-from hcl.train.config import load_config
-from hcl.train.evaluate import evaluate_run
-from hcl.train.loop import check_output_dir, fit
+from hcl.train import evaluate_run, fit, load_config
+from hcl.train.faults import check_output_dir
 
 __all__ = ["DEMO_LOSSES", "find_configs_dir", "run_demo"]
 
@@ -31,7 +30,7 @@ def find_configs_dir() -> Path:
     Raises:
         FileNotFoundError: no ``configs/`` next to the installed package or in the working folder.
     """
-    candidates = [Path(__file__).resolve().parents[2] / "configs", Path.cwd() / "configs"]
+    candidates = [Path(__file__).resolve().parents[1] / "configs", Path.cwd() / "configs"]
     for candidate in candidates:
         if (candidate / "fashion_mnist_himulcone.yaml").is_file():
             return candidate
@@ -86,26 +85,7 @@ def run_demo(
         results[loss] = outcome
         run_dirs[loss] = Path(cfg.output_dir)
 
-    level_names = results[DEMO_LOSSES[0]]["levels"]
-
-    def by_name(per_level: dict[str, Any]) -> dict[str, Any]:
-        return {level_names[int(level)]: value for level, value in per_level.items()}
-
-    summary = {
-        "dataset": "fashion_mnist",
-        "levels": level_names,
-        "seconds_total": time.perf_counter() - started,
-        "runs": {
-            loss: {
-                "run_dir": str(run_dirs[loss]),
-                "train_and_eval_seconds": seconds[loss],
-                "cpcc": results[loss]["cpcc"],
-                "retrieval": by_name(results[loss]["retrieval"]),
-                "knn_accuracy": by_name(results[loss]["knn_accuracy"]),
-            }
-            for loss in DEMO_LOSSES
-        },
-    }
+    summary = _summary(results, run_dirs, seconds, time.perf_counter() - started)
     write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
     if print_table is not None:
         print_table(results)
@@ -128,3 +108,29 @@ def run_demo(
     write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
     print(f"demo finished in {summary['seconds_total']:.0f} s", file=sys.stderr)
     return summary
+
+
+def _summary(
+    results: dict[str, dict[str, Any]], run_dirs: dict[str, Path], seconds: dict[str, float], total: float
+) -> dict[str, Any]:
+    """The content of ``metrics.json``: per run, its folder, time and metrics keyed by level name."""
+    level_names = results[DEMO_LOSSES[0]]["levels"]
+
+    def by_name(per_level: dict[str, Any]) -> dict[str, Any]:
+        return {level_names[int(level)]: value for level, value in per_level.items()}
+
+    return {
+        "dataset": "fashion_mnist",
+        "levels": level_names,
+        "seconds_total": total,
+        "runs": {
+            loss: {
+                "run_dir": str(run_dirs[loss]),
+                "train_and_eval_seconds": seconds[loss],
+                "cpcc": results[loss]["cpcc"],
+                "retrieval": by_name(results[loss]["retrieval"]),
+                "knn_accuracy": by_name(results[loss]["knn_accuracy"]),
+            }
+            for loss in DEMO_LOSSES
+        },
+    }

@@ -1,0 +1,327 @@
+"""The run directory: the files a training run leaves, and the one module that writes and reads them.
+
+::
+
+    <run_dir>/config.json             the TrainConfig, a JSON object (indent 2)
+    <run_dir>/hierarchy.json          the label hierarchy (:meth:`hcl.Hierarchy.to_json`)
+    <run_dir>/checkpoint.pt           {model, optimizer, scaler, step, epoch, rng, config, ...}
+    <run_dir>/metrics.jsonl           one JSON object a line: {"kind": "train", ...}, {"kind": "eval", ...}
+    <run_dir>/results.json            the final evaluation, a JSON object (indent 2)
+    <run_dir>/embeddings_<split>.npz  embeddings, labels, hierarchy (its JSON string), indices
+
+``hcl.train`` writes them, ``hcl.viz``, the explorer and the command line read them. Every whole
+file is written atomically (:mod:`hcl.atomic`), so readers and crashes never see half a file;
+``metrics.jsonl`` grows a line at a time, so a crash can tear its last line, which readers skip.
+The checkpoint's own format belongs to :mod:`hcl.train.checkpoint`; only its name is kept here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hcl.atomic import atomic_write, write_text_atomic
+from hcl.hierarchy import Hierarchy
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CONFIG_FILE",
+    "HIERARCHY_FILE",
+    "METRICS_FILE",
+    "RESULTS_FILE",
+    "RunEmbeddings",
+    "append_metrics",
+    "clear_evaluation",
+    "embedding_splits",
+    "embeddings_path",
+    "load_embeddings",
+    "read_config",
+    "read_hierarchy",
+    "read_metrics_log",
+    "read_results",
+    "save_embeddings",
+    "start_metrics_log",
+    "truncate_metrics_log",
+    "write_config",
+    "write_hierarchy",
+    "write_results",
+]
+
+CONFIG_FILE = "config.json"
+HIERARCHY_FILE = "hierarchy.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.json"
+
+PathLike = str | os.PathLike[str]
+
+
+# ----------------------------------------------------------------------------- config.json
+
+
+def write_config(run_dir: PathLike, config: Mapping[str, Any]) -> Path:
+    """Write the run's config (``TrainConfig.to_dict()``) to ``config.json``; returns the path."""
+    return write_text_atomic(Path(run_dir) / CONFIG_FILE, json.dumps(dict(config), indent=2) + "\n")
+
+
+def read_config(run_dir: PathLike) -> dict[str, Any]:
+    """The run's ``config.json`` as a dict (unvalidated: ``TrainConfig.from_dict`` checks the keys).
+
+    Raises:
+        FileNotFoundError: ``run_dir`` has no ``config.json`` (it is not a run directory).
+        ValueError: the file is not a JSON object (named).
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: {path} does not exist")
+    return _read_json_object(path, "config")
+
+
+# ----------------------------------------------------------------------------- hierarchy.json
+
+
+def write_hierarchy(run_dir: PathLike, hierarchy: Hierarchy) -> Path:
+    """Write the run's label hierarchy to ``hierarchy.json``; returns the path."""
+    path = Path(run_dir) / HIERARCHY_FILE
+    hierarchy.to_json(path)
+    return path
+
+
+def read_hierarchy(run_dir: PathLike) -> Hierarchy:
+    """The run's ``hierarchy.json``.
+
+    Raises:
+        FileNotFoundError: the run has none.
+        ValueError: the file is malformed (named).
+    """
+    path = Path(run_dir) / HIERARCHY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no {HIERARCHY_FILE}")
+    return Hierarchy.from_json(path)
+
+
+# ----------------------------------------------------------------------------- metrics.jsonl
+
+
+def start_metrics_log(run_dir: PathLike) -> Path:
+    """Create an empty ``metrics.jsonl`` (a fresh run), replacing an earlier run's; returns the path."""
+    path = Path(run_dir) / METRICS_FILE
+    path.write_text("")
+    return path
+
+
+def append_metrics(run_dir: PathLike, record: Mapping[str, Any]) -> None:
+    """Append one record to ``metrics.jsonl`` as a line of JSON."""
+    with open(Path(run_dir) / METRICS_FILE, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def truncate_metrics_log(run_dir: PathLike, last_step: int) -> None:
+    """Drop the records written after ``last_step``, the step a run resumes from (they will be redone).
+
+    Torn lines (what a crash mid-append leaves) are dropped too. The file is rewritten atomically:
+    a kill during the rewrite keeps every line it had.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if int(record.get("step", 0)) <= last_step:
+            kept.append(line)
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+
+def read_metrics_log(path: PathLike) -> list[dict[str, Any]]:
+    """Read a run's ``metrics.jsonl`` (or the run directory holding it) into a list of records.
+
+    A malformed *last* line is what a crash mid-write leaves: it is skipped with a warning. A
+    malformed line anywhere else raises ValueError naming the file and line number.
+
+    Raises:
+        FileNotFoundError: there is no log at ``path``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no metrics log at {path}")
+    lines = path.read_text().splitlines()
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    records = []
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+        except ValueError as err:
+            if number == last:
+                warnings.warn(f"{path}:{number + 1}: skipping a torn last line ({err})", stacklevel=2)
+                continue
+            raise ValueError(f"{path}:{number + 1}: malformed metrics record ({err})") from err
+        records.append(record)
+    return records
+
+
+# ----------------------------------------------------------------------------- results.json
+
+
+def write_results(run_dir: PathLike, results: Mapping[str, Any]) -> Path:
+    """Write the final evaluation to ``results.json``; returns the path."""
+    return write_text_atomic(Path(run_dir) / RESULTS_FILE, json.dumps(dict(results), indent=2) + "\n")
+
+
+def read_results(run_dir: PathLike) -> dict[str, Any]:
+    """A run's ``results.json`` as a dict ({} when the run has none yet).
+
+    Raises:
+        ValueError: the file is not a JSON object (named).
+    """
+    path = Path(run_dir) / RESULTS_FILE
+    if not path.is_file():
+        return {}
+    return _read_json_object(path, "results")
+
+
+def clear_evaluation(run_dir: PathLike) -> None:
+    """Remove ``results.json`` and every ``embeddings_<split>.npz``: an earlier run's, stale for a fresh one."""
+    run_dir = Path(run_dir)
+    (run_dir / RESULTS_FILE).unlink(missing_ok=True)
+    for split in embedding_splits(run_dir):
+        embeddings_path(run_dir, split).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- embeddings_<split>.npz
+
+
+@dataclass(frozen=True)
+class RunEmbeddings:
+    """Embeddings of one split of a run, with their labels and hierarchy.
+
+    Shape:
+        embeddings: (N, D) float32. labels: (N, L) int64. indices: (N,) int64, the rows'
+        positions in the dataset split.
+    """
+
+    embeddings: np.ndarray
+    labels: np.ndarray
+    hierarchy: Hierarchy
+    indices: np.ndarray
+    split: str
+
+
+def embeddings_path(run_dir: PathLike, split: str) -> Path:
+    """Where a run keeps the embeddings of ``split``: ``<run_dir>/embeddings_<split>.npz``."""
+    return Path(run_dir) / f"embeddings_{split}.npz"
+
+
+def embedding_splits(run_dir: PathLike) -> list[str]:
+    """The splits whose embeddings the run holds, sorted."""
+    return sorted(p.name[len("embeddings_") : -len(".npz")] for p in Path(run_dir).glob("embeddings_*.npz"))
+
+
+def save_embeddings(
+    path: PathLike,
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    hierarchy: Hierarchy,
+    indices: np.ndarray | None = None,
+) -> Path:
+    """Write ``embeddings``, ``labels``, ``hierarchy`` (its JSON string) and ``indices`` to .npz.
+
+    In a run directory the file is :func:`embeddings_path`; any other path works too (``.npz`` is
+    appended when missing, as ``numpy.savez`` does). Written atomically; returns the path.
+
+    Shape:
+        embeddings: (N, D), stored float32; labels: (N, L), stored int64; indices: (N,), default
+        ``arange(N)``.
+    """
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    if len(embeddings) != len(labels):
+        raise ValueError(f"{len(embeddings)} embeddings but {len(labels)} label rows")
+    if indices is None:
+        indices = np.arange(len(embeddings))
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        embeddings=np.asarray(embeddings, dtype=np.float32),
+        labels=np.asarray(labels, dtype=np.int64),
+        hierarchy=np.array(json.dumps(hierarchy.to_dict())),
+        indices=np.asarray(indices, dtype=np.int64),
+    )
+    return atomic_write(path, buffer.getvalue())
+
+
+def load_embeddings(run_dir: PathLike, split: str | None = "test") -> RunEmbeddings:
+    """Load ``embeddings_<split>.npz`` of a run.
+
+    Files are read with ``allow_pickle=False``. A file without a ``hierarchy`` entry takes the
+    run's ``hierarchy.json``; one without ``indices`` numbers its rows ``0..N-1``.
+
+    Args:
+        run_dir: the run directory.
+        split: which split; ``None`` takes ``test`` if present, else the first file found.
+
+    Raises:
+        FileNotFoundError: the run has no embeddings for that split (the available ones are named).
+        ValueError: the file is unreadable or inconsistent (row counts, or labels invalid in its
+            hierarchy).
+    """
+    run_dir = Path(run_dir)
+    available = embedding_splits(run_dir)
+    if split is None:
+        if not available:
+            raise FileNotFoundError(f"{run_dir} has no embeddings_<split>.npz files")
+        split = "test" if "test" in available else available[0]
+    path = embeddings_path(run_dir, split)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (available splits: {available or 'none'})")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            stored = {name: data[name] for name in data.files}
+    except Exception as error:  # damaged, not an npz, or object arrays (never unpickled)
+        raise ValueError(f"cannot read embeddings file {path}: {error}") from error
+    missing = {"embeddings", "labels"} - set(stored)
+    if missing:
+        raise ValueError(f"{path} lacks {sorted(missing)} (has {sorted(stored)})")
+    embeddings = np.asarray(stored["embeddings"], dtype=np.float32)
+    labels = np.asarray(stored["labels"], dtype=np.int64)
+    indices = np.asarray(stored["indices"], dtype=np.int64) if "indices" in stored else np.arange(len(labels))
+    if "hierarchy" in stored:
+        hierarchy = Hierarchy.from_dict(json.loads(str(stored["hierarchy"])), source=str(path))
+    elif (run_dir / HIERARCHY_FILE).is_file():
+        hierarchy = read_hierarchy(run_dir)
+    else:
+        raise ValueError(f"{path} has no 'hierarchy' entry and {run_dir} no {HIERARCHY_FILE}")
+    if not len(embeddings) == len(labels) == len(indices):
+        raise ValueError(
+            f"{path}: row counts differ: embeddings {len(embeddings)}, labels {len(labels)}, indices {len(indices)}"
+        )
+    labels = hierarchy.validate(labels).numpy()
+    return RunEmbeddings(embeddings, labels, hierarchy, indices, split)
+
+
+def _read_json_object(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: malformed {what} JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data

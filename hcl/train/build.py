@@ -1,0 +1,199 @@
+"""What a config builds: the data set splits, the batches, the model, the optimizer, the autocast.
+
+Training (:mod:`hcl.train.fit`) and evaluation (:mod:`hcl.train.evaluate`) both start here, so
+they build the same data and the same model from the same config.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from hcl.data import (
+    HierarchicalBatchSampler,
+    MultiViewTransform,
+    build_dataset,
+    eval_transform,
+    supcon_augmentation,
+)
+from hcl.models import build_encoder
+from hcl.train.config import TrainConfig
+
+__all__ = [
+    "SeededViews",
+    "autocast_context",
+    "build_batch_sampler",
+    "build_model",
+    "build_split",
+    "make_optimizer",
+]
+
+_RESNET_PREFIXES = ("resnet", "resnext", "wide_resnet")
+_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build_split(cfg: TrainConfig, split: str, *, augment: bool = False, subset: int | None = None) -> Dataset:
+    """The data set split of ``cfg`` with the transform training or evaluation needs.
+
+    ``augment=True`` gives ``cfg.num_views`` SupCon-augmented views per image (x is (V, C, H, W));
+    otherwise the deterministic evaluation transform (x is (C, H, W)). ``cfg.levels`` and
+    ``cfg.data_options`` are passed to :func:`hcl.data.build_dataset`, and ``subset`` (default:
+    ``cfg.train_subset`` for the training split, ``cfg.eval_subset`` otherwise) as its
+    ``subset`` option.
+
+    Raises:
+        FileNotFoundError: ``cfg.data_root`` does not exist (named).
+    """
+    if cfg.data_root is not None and not Path(cfg.data_root).exists():
+        raise FileNotFoundError(f"data_root {cfg.data_root!r} does not exist (dataset {cfg.dataset!r})")
+    options: dict[str, Any] = dict(cfg.data_options)
+    if cfg.levels is not None:
+        options["levels"] = cfg.levels
+    if subset is None:
+        subset = cfg.train_subset if split == cfg.train_split else cfg.eval_subset
+    if subset is not None:
+        options["subset"] = subset
+    dataset = build_dataset(cfg.dataset, split=split, root=cfg.data_root, **options)
+    size = cfg.image_size or dataset.image_size
+    if augment:
+        view = supcon_augmentation(size, dataset.channels, dataset.mean, dataset.std)
+        dataset.transform = MultiViewTransform(view, n_views=cfg.num_views)
+    else:
+        dataset.transform = eval_transform(size, dataset.channels, dataset.mean, dataset.std)
+    return dataset
+
+
+def build_batch_sampler(cfg: TrainConfig, labels: torch.Tensor, *, world_size: int = 1, rank: int = 0) -> Any:
+    """The training batches of one rank: ``cfg.sampler`` "hierarchical" or plain shuffled ones.
+
+    Both shard each global batch of ``cfg.batch_size`` samples across ``world_size`` ranks, take
+    ``set_epoch(epoch)`` and yield lists of sample indices, a pure function of (seed, epoch).
+
+    Shape:
+        labels: (N, L) int64, the training split's labels.
+
+    Raises:
+        ValueError: ``cfg.batch_size`` is not divisible by ``world_size`` or exceeds the data set.
+    """
+    if world_size > 1 and cfg.batch_size % world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world_size} processes")
+    per_rank = cfg.batch_size // world_size
+    if cfg.sampler == "hierarchical":
+        sampler: Any = HierarchicalBatchSampler(
+            labels, per_rank, seed=cfg.seed, drop_last=True, num_replicas=world_size, rank=rank
+        )
+    else:
+        sampler = _RandomBatches(len(labels), per_rank, seed=cfg.seed, num_replicas=world_size, rank=rank)
+    if len(sampler) == 0:
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(labels)} training samples; lower it")
+    return sampler
+
+
+class _RandomBatches:
+    """Plain shuffled batches with the same interface and sharding as HierarchicalBatchSampler."""
+
+    def __init__(self, num_samples: int, batch_size: int, *, seed: int, num_replicas: int, rank: int) -> None:
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.seed, self.num_replicas, self.rank = seed, num_replicas, rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples // (self.batch_size * self.num_replicas)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
+        blocks = order[: len(self) * self.batch_size * self.num_replicas]
+        yield from blocks.reshape(len(self), self.num_replicas, self.batch_size)[:, self.rank, :].tolist()
+
+
+class SeededViews(Dataset):
+    """A dataset whose random augmentation is a pure function of (seed, epoch, index).
+
+    Items are requested as ``(epoch, index)`` keys and returned as ``(x, labels, index)``. Each
+    item runs the wrapped dataset's ``__getitem__`` under torch and Python generators seeded from
+    ``(seed, epoch, index)`` and restores the previous generator state afterwards, so the result
+    does not depend on which worker process loads it or in which order.
+
+    Args:
+        dataset: a map-style dataset returning ``(x, labels)``.
+        seed: the run's seed.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def item_seed(self, epoch: int, index: int) -> int:
+        """The 63-bit seed of one item's augmentation."""
+        state = np.random.SeedSequence([self.seed, int(epoch), int(index)]).generate_state(2, dtype=np.uint32)
+        return (int(state[0]) << 31) ^ int(state[1])
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Any, Any, int]:
+        epoch, index = key
+        seed = self.item_seed(epoch, index)
+        python_state = random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            try:
+                x, labels = self.dataset[index]
+            finally:
+                random.setstate(python_state)
+        return x, labels, index
+
+
+def build_model(cfg: TrainConfig, *, in_channels: int, image_size: int, num_classes: int | None = None) -> nn.Module:
+    """The :class:`hcl.models.Encoder` that ``cfg`` describes, with random weights.
+
+    ``small_images=None`` in the config selects the small-image stem for ResNet-family backbones
+    at 64 px or less.
+    """
+    small = cfg.small_images
+    if small is None:
+        small = image_size <= 64 and cfg.backbone.startswith(_RESNET_PREFIXES)
+    return build_encoder(
+        cfg.backbone,
+        in_channels=in_channels,
+        small_images=bool(small) and cfg.backbone != "compact_cnn",
+        width=cfg.width,
+        head_hidden_dim=cfg.head_hidden_dim,
+        embedding_dim=cfg.embedding_dim,
+        num_classes=num_classes if cfg.needs_classifier else None,
+        head_norm=cfg.head_norm,
+    )
+
+
+def make_optimizer(
+    model: nn.Module, name: str, *, lr: float, momentum: float = 0.9, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
+    """SGD with momentum, or AdamW (``momentum`` is its beta1)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {name!r}")
+
+
+def autocast_context(device: torch.device, precision: str) -> Any:
+    """``torch.autocast`` for bf16/fp16 on ``device``; a no-op context for fp32."""
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    dtype = _PRECISIONS[precision]
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
