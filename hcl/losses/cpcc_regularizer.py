@@ -26,7 +26,12 @@ from torch import nn
 
 from hcl.hierarchy import Hierarchy
 from hcl.labels import shared_prefix_length
-from hcl.losses._checks import check_features, check_finest_labels, check_hierarchy, check_real
+from hcl.losses._checks import (
+    check_features,
+    check_finest_labels,
+    check_hierarchy,
+    check_real,
+)
 from hcl.losses.supcon import SupConLoss
 
 __all__ = ["CPCCCrossEntropy", "CPCCRegularizer", "CPCCSupCon", "batch_cpcc"]
