@@ -89,7 +89,7 @@ class CPCCRegularizer(nn.Module):
     See the module docstring for the distances. Degenerate cases: fewer than three classes in
     the batch, or all their tree distances equal (e.g. a one-level hierarchy, or every class
     under a different root), or all their class-mean distances equal, leave CPCC undefined; the
-    term is then ``features.sum() * 0``, a zero that keeps the graph. It is never NaN.
+    term is then a zero that keeps the graph (with zero gradient). It is never NaN.
 
     Args:
         hierarchy: the label tree the labels are encoded in.
