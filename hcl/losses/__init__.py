@@ -1,14 +1,20 @@
 """Contrastive losses: flat SupCon and the hierarchical HiMulCon, HiConE and HiMulConE, the
-paper's baselines as training objectives, the table of losses that training can use, and a
-wrapper that replays a loss as a CUDA graph."""
+paper's baselines and the hierarchy-aware baselines (CPCC regulariser, soft labels) as training
+objectives, the table of losses that training can use, and a wrapper that replays a loss as a
+CUDA graph."""
 
 from hcl.losses.baselines import CrossEntropyFinest, SimCLRObjective, SupConFinest
+from hcl.losses.cpcc_regularizer import CPCCCrossEntropy, CPCCRegularizer, CPCCSupCon
 from hcl.losses.graphed import CUDAGraphLoss
 from hcl.losses.hierarchical import HiConE, HiMulCon, HiMulConE
 from hcl.losses.registry import LossSpec, get_loss, list_losses, loss_display_name, register_loss, spec_of
+from hcl.losses.soft_labels import SoftLabelCrossEntropy
 from hcl.losses.supcon import SupConLoss
 
 __all__ = [
+    "CPCCCrossEntropy",
+    "CPCCRegularizer",
+    "CPCCSupCon",
     "CUDAGraphLoss",
     "CrossEntropyFinest",
     "HiConE",
@@ -16,6 +22,7 @@ __all__ = [
     "HiMulConE",
     "LossSpec",
     "SimCLRObjective",
+    "SoftLabelCrossEntropy",
     "SupConFinest",
     "SupConLoss",
     "get_loss",

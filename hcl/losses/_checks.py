@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from hcl.hierarchy import Hierarchy
 from hcl.labels import as_label_tensor
 
 MODES = ("paper", "reference")
@@ -113,3 +114,37 @@ def check_labels(
     if labels.shape[0] != batch_size:
         raise ValueError(f"labels have {labels.shape[0]} rows but features have {batch_size} samples")
     return labels
+
+
+def check_real(value: Any, name: str, *, positive: bool) -> float:
+    """Return ``value`` as a float, or raise naming ``name`` unless it is finite and > 0
+    (``positive``) or >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, got {value!r}")
+    return number
+
+
+def check_hierarchy(hierarchy: Any) -> Hierarchy:
+    """Return ``hierarchy`` if it is an :class:`hcl.Hierarchy`, else raise naming its type."""
+    if not isinstance(hierarchy, Hierarchy):
+        raise TypeError(f"hierarchy must be an hcl.Hierarchy, got {type(hierarchy).__name__}")
+    return hierarchy
+
+
+def check_finest_labels(
+    labels: Any, batch_size: int, device: torch.device, hierarchy: Hierarchy, values: bool = True
+) -> torch.Tensor:
+    """Validate labels encoded in ``hierarchy`` and return their finest column; ``values``
+    checks them against the tree too (:meth:`hcl.Hierarchy.validate`, on a GPU a host sync).
+
+    Shape:
+        labels: (B, L) with L = ``hierarchy.num_levels``. Returns (B,) int64 on ``device``:
+        the node id at level L-1, or -1 where the finest level is unknown.
+    """
+    labels = check_labels(labels, batch_size, device, num_levels=hierarchy.num_levels, values=values)
+    if values:
+        hierarchy.validate(labels)
+    return labels[:, -1]

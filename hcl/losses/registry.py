@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from hcl.losses.baselines import CrossEntropyFinest, SimCLRObjective, SupConFinest
+from hcl.losses.cpcc_regularizer import CPCCCrossEntropy, CPCCSupCon
 from hcl.losses.hierarchical import HiConE, HiMulCon, HiMulConE
+from hcl.losses.soft_labels import SoftLabelCrossEntropy
 
 if TYPE_CHECKING:
     from hcl.hierarchy import Hierarchy
@@ -53,7 +55,7 @@ OPTION_UNSET: dict[str, Any] = {
 }
 SHARED_OPTIONS = ("temperature", "mode")
 LOSS_OPTIONS = (*SHARED_OPTIONS, *OPTION_UNSET)
-_OUTPUTS = ("embedding", "logits")
+_OUTPUTS = ("embedding", "logits", "features_and_logits")
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ class LossSpec:
         constrained: it applies the hierarchy constraint.
         output: ``"embedding"``: trained on the projection head's embeddings; ``"logits"``: on
             the logits of a classifier over the finest level's classes, which the model then
-            needs instead of a projection head.
+            needs instead of a projection head; ``"features_and_logits"``: on the backbone
+            features followed by those logits, (B, V, D + K).
         views: views per image it trains on; None: the config's ``n_views``.
         graph_capturable: its modules never wait for the GPU when their ``check_inputs`` is False
             and their ``mode`` is ``"paper"`` (where they have these), so
@@ -234,6 +237,25 @@ def _build_cross_entropy(*, hierarchy: Hierarchy | None = None) -> nn.Module:
     return CrossEntropyFinest()
 
 
+def _needs_hierarchy(name: str, hierarchy: Hierarchy | None) -> Hierarchy:
+    if hierarchy is None:
+        raise ValueError(f"loss {name!r} needs the label hierarchy (its tree distances); pass hierarchy=")
+    return hierarchy
+
+
+def _build_cpcc_supcon(*, hierarchy: Hierarchy | None = None, temperature: float = 0.1, cpcc_weight: float = 1.0):
+    tree = _needs_hierarchy("cpcc_supcon", hierarchy)
+    return CPCCSupCon(tree, temperature=temperature, cpcc_weight=cpcc_weight, check_inputs=False)
+
+
+def _build_cpcc_cross_entropy(*, hierarchy: Hierarchy | None = None, cpcc_weight: float = 1.0) -> nn.Module:
+    return CPCCCrossEntropy(_needs_hierarchy("cpcc_cross_entropy", hierarchy), cpcc_weight=cpcc_weight, check_inputs=False)
+
+
+def _build_soft_cross_entropy(*, hierarchy: Hierarchy | None = None, soft_label_beta: float = 10.0) -> nn.Module:
+    return SoftLabelCrossEntropy(_needs_hierarchy("soft_cross_entropy", hierarchy), beta=soft_label_beta, check_inputs=False)
+
+
 # The paper's losses: every level, capturable as a CUDA graph, per-level terms from the same pass.
 _PAPER_LOSS: dict[str, Any] = {"hierarchical": True, "graph_capturable": True, "level_terms": True}
 _BUILTIN_LOSSES = (
@@ -271,6 +293,35 @@ _BUILTIN_LOSSES = (
         module_class=CrossEntropyFinest,
         build=_build_cross_entropy,
         options=frozenset(),
+        output="logits",
+        views=1,
+    ),
+    # Hierarchy-aware baselines: Zeng et al. (ICLR 2023) and Bertinetto et al. (CVPR 2020).
+    LossSpec(
+        name="cpcc_supcon",
+        display_name="SupCon + CPCC",
+        module_class=CPCCSupCon,
+        build=_build_cpcc_supcon,
+        options=frozenset({"temperature", "cpcc_weight"}),
+        hierarchical=True,
+    ),
+    LossSpec(
+        name="cpcc_cross_entropy",
+        display_name="cross-entropy + CPCC",
+        module_class=CPCCCrossEntropy,
+        build=_build_cpcc_cross_entropy,
+        options=frozenset({"cpcc_weight"}),
+        hierarchical=True,
+        output="features_and_logits",
+        views=1,
+    ),
+    LossSpec(
+        name="soft_cross_entropy",
+        display_name="soft-label CE",
+        module_class=SoftLabelCrossEntropy,
+        build=_build_soft_cross_entropy,
+        options=frozenset({"soft_label_beta"}),
+        hierarchical=True,
         output="logits",
         views=1,
     ),

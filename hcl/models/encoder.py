@@ -177,6 +177,9 @@ class Encoder(nn.Module):
         embedding_dim: output dimension of the projection head.
         num_classes: when given, the model is a cross-entropy baseline: ``forward`` returns
             logits of a linear classifier on the features and there is no projection head.
+        output_features: a classifier's ``forward`` returns the features too, as
+            ``torch.cat([features, logits], dim=1)``, for losses that also shape the
+            representation (:class:`hcl.losses.CPCCCrossEntropy`). Needs ``num_classes``.
         head_norm: batch norm after both head layers (the output one without affine
             parameters), as in SimSiam and MoCo v3. The embedding is then standardised over the
             batch before the L2 normalisation, so it cannot collapse to one point; paper-mode
@@ -185,7 +188,8 @@ class Encoder(nn.Module):
 
     Shape:
         x: (N, C, H, W). ``features(x)``: (N, feature_dim). ``forward(x)``: (N, embedding_dim),
-        unit L2 norm, or (N, num_classes) logits for a classifier.
+        unit L2 norm, or (N, num_classes) logits for a classifier, or
+        (N, feature_dim + num_classes) with ``output_features``.
     """
 
     def __init__(
@@ -197,18 +201,22 @@ class Encoder(nn.Module):
         embedding_dim: int = 128,
         num_classes: int | None = None,
         head_norm: bool = False,
+        output_features: bool = False,
     ) -> None:
         super().__init__()
         if feature_dim < 1 or embedding_dim < 1:
             raise ValueError(f"feature_dim and embedding_dim must be >= 1, got {feature_dim} and {embedding_dim}")
+        if output_features and num_classes is None:
+            raise ValueError("output_features=True needs num_classes (it returns the features next to the logits)")
         self.backbone = backbone
         self.feature_dim = feature_dim
+        self.output_features = bool(output_features)
         if num_classes is not None:
             if num_classes < 2:
                 raise ValueError(f"num_classes must be >= 2, got {num_classes}")
             self.head = None
             self.classifier: nn.Linear | None = nn.Linear(feature_dim, num_classes)
-            self.output_dim = num_classes
+            self.output_dim = num_classes + (feature_dim if output_features else 0)
         else:
             hidden = head_hidden_dim or feature_dim
             if head_norm:
@@ -238,7 +246,8 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.features(x)
         if self.classifier is not None:
-            return self.classifier(feats)
+            logits = self.classifier(feats)
+            return torch.cat([feats, logits], dim=1) if self.output_features else logits
         return F.normalize(self.head(feats), dim=1)
 
     def embed(self, x: torch.Tensor, which: str = "features") -> torch.Tensor:
@@ -265,6 +274,7 @@ def build_encoder(
     embedding_dim: int = 128,
     num_classes: int | None = None,
     head_norm: bool = False,
+    output_features: bool = False,
 ) -> Encoder:
     """Build an :class:`Encoder` from a backbone name; see :func:`build_backbone` for the options.
 
@@ -281,4 +291,5 @@ def build_encoder(
         embedding_dim=embedding_dim,
         num_classes=num_classes,
         head_norm=head_norm,
+        output_features=output_features,
     )

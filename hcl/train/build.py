@@ -174,6 +174,7 @@ def build_model(cfg: TrainConfig, *, in_channels: int, image_size: int, num_clas
         embedding_dim=cfg.embedding_dim,
         num_classes=num_classes if cfg.needs_classifier else None,
         head_norm=cfg.head_norm,
+        output_features=cfg.loss_spec.output == "features_and_logits",
     )
 
 

@@ -188,7 +188,7 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"config key {key!r} must be a finite number >= 0, got {value!r}")
-        if spec.output == "logits" and self.embedding == "projection":
+        if spec.output != "embedding" and self.embedding == "projection":
             raise ValueError(
                 f"config key 'embedding' must be 'features' for loss {self.loss!r} (it has no projection head)"
             )
@@ -239,7 +239,7 @@ class TrainConfig:
     def needs_classifier(self) -> bool:
         """Whether the model needs a classifier over the finest level's classes (a loss on
         logits, such as cross-entropy) instead of a projection head."""
-        return self.loss_spec.output == "logits"
+        return self.loss_spec.output != "embedding"
 
 
 def _english_list(items: list[str]) -> str:

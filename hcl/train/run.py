@@ -217,8 +217,9 @@ def _build_model(
     cfg: TrainConfig, ctx: DistributedContext, train_set: Dataset, *, load_pretrained: bool
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The model on its device and its spec; ``cfg.pretrained`` weights only for a fresh run."""
-    labels = train_set.labels
-    num_classes = int(labels[:, -1].max()) + 1 if cfg.needs_classifier else None
+    # Every finest-level class of the hierarchy, seen in training or not (held-out classes).
+    hierarchy = train_set.hierarchy
+    num_classes = hierarchy.num_nodes(hierarchy.num_levels - 1) if cfg.needs_classifier else None
     model_spec = {
         "in_channels": train_set.channels,
         "image_size": cfg.image_size or train_set.image_size,

@@ -12,6 +12,7 @@ import torch
 from oracles import oracle_level_terms, paper_default_weights
 
 import hcl.losses.graphed as graphed_module
+from hcl import Hierarchy
 from hcl.losses import (
     CUDAGraphLoss,
     HiMulCon,
@@ -29,6 +30,12 @@ LABELS = torch.tensor(
     [[0, 0, 0], [0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, -1], [0, -1, -1], [1, 2, 0], [1, 2, 0], [1, 2, 1], [1, 3, 0]]
 )
 LEVEL_TERM_LOSSES = [name for name in list_losses() if get_loss(name).level_terms]
+# A hierarchy and labels encoded by it (finest ids global per level), for the losses that use
+# tree distances (the hierarchy-aware baselines); the others ignore the hierarchy.
+TREE = Hierarchy.from_paths(
+    [("a", "a1", "x"), ("a", "a1", "y"), ("a", "a2", "z"), ("b", "b1", "u"), ("b", "b1", "v"), ("b", "b2", "w")]
+)
+TREE_LABELS = TREE.encode_leaf(["x", "x", "y", "z", "z", "u", "v", "v", "w", "w"])
 
 
 def features(seed: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -36,26 +43,29 @@ def features(seed: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     return torch.randn(10, 2, 5, generator=generator, dtype=dtype)
 
 
-def model_outputs(spec: LossSpec, seed: int) -> torch.Tensor:
-    """What a model gives the loss: embeddings, or logits over the finest level's node ids."""
+def model_outputs(spec: LossSpec, seed: int, num_classes: int) -> torch.Tensor:
+    """What a model gives the loss: embeddings, logits over the finest level's node ids, or
+    features followed by those logits."""
+    generator = torch.Generator().manual_seed(seed)
     if spec.output == "logits":
-        num_classes = int(LABELS[:, -1].max()) + 1
-        return torch.randn(10, spec.views or 2, num_classes, generator=torch.Generator().manual_seed(seed))
+        return torch.randn(10, spec.views or 2, num_classes, generator=generator)
+    if spec.output == "features_and_logits":
+        return torch.randn(10, spec.views or 2, 5 + num_classes, generator=generator)
     return features(seed, torch.float32)
 
 
 @pytest.mark.parametrize("name", list_losses())
 def test_every_registered_loss_builds_and_runs(name: str) -> None:
     spec = get_loss(name)
-    module = spec.build(hierarchy=None)
+    module = spec.build(hierarchy=TREE)
     assert type(module) is spec.module_class and spec_of(module) is spec
-    outputs = model_outputs(spec, 0).requires_grad_()
-    loss = module(outputs, LABELS)
+    outputs = model_outputs(spec, 0, TREE.num_nodes(2)).requires_grad_()
+    loss = module(outputs, TREE_LABELS)
     loss.backward()
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert outputs.grad is not None and bool(torch.isfinite(outputs.grad).all())
     if spec.level_terms:
-        assert module.last_level_terms.shape == (LABELS.shape[1],)
+        assert module.last_level_terms.shape == (TREE_LABELS.shape[1],)
         torch.testing.assert_close(module.last_level_terms.sum(), loss.detach(), rtol=1e-6, atol=0)
     assert spec.weighted == ("level_weights" in spec.options)
     assert get_loss(spec.display_name.upper()) is spec and get_loss(spec.module_class.__name__) is spec

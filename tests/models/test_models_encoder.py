@@ -72,6 +72,18 @@ def test_classifier_variant_returns_logits_without_head() -> None:
         model.embed(torch.randn(2, 1, 28, 28), "projection")
 
 
+def test_classifier_with_features_returns_features_then_logits() -> None:
+    model = build_encoder("compact_cnn", in_channels=1, width=8, num_classes=10, output_features=True).eval()
+    images = torch.randn(3, 1, 28, 28)
+    out = model(images)
+    features = model.features(images)
+    assert out.shape == (3, features.shape[1] + 10) == (3, model.output_dim)
+    torch.testing.assert_close(out[:, :-10], features)
+    torch.testing.assert_close(out[:, -10:], model.classifier(features))
+    with pytest.raises(ValueError, match="output_features=True needs num_classes"):
+        build_encoder("compact_cnn", in_channels=1, width=8, output_features=True)
+
+
 def test_compact_cnn_shapes_and_grad() -> None:
     cnn = CompactCNN(in_channels=1, width=8)
     model = Encoder(cnn, cnn.out_features, embedding_dim=16)
