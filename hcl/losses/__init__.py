@@ -5,6 +5,7 @@ CUDA graph."""
 
 from hcl.losses.baselines import CrossEntropyFinest, SimCLRObjective, SupConFinest
 from hcl.losses.cpcc_regularizer import CPCCCrossEntropy, CPCCRegularizer, CPCCSupCon
+from hcl.losses.functional import default_level_weights
 from hcl.losses.graphed import CUDAGraphLoss
 from hcl.losses.hierarchical import HiConE, HiMulCon, HiMulConE
 from hcl.losses.registry import LossSpec, get_loss, list_losses, loss_display_name, register_loss, spec_of
@@ -25,6 +26,7 @@ __all__ = [
     "SoftLabelCrossEntropy",
     "SupConFinest",
     "SupConLoss",
+    "default_level_weights",
     "get_loss",
     "list_losses",
     "loss_display_name",

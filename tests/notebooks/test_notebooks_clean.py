@@ -82,3 +82,24 @@ def test_notebooks_hold_no_library_logic(notebook: nbformat.NotebookNode) -> Non
                 assert not any(p.startswith("_") for p in node.module.split(".")) and not private, (
                     f"{name} imports private names from {node.module}"
                 )
+
+
+def test_notebooks_import_only_public_names(notebook: nbformat.NotebookNode) -> None:
+    """Notebooks hold no library logic and reach hcl through its public names only: ``hcl`` or
+    one of its top-level modules and subpackages (``hcl.losses``, not ``hcl.losses.functional``),
+    no leading underscore, and each imported name in that module's ``__all__``."""
+    import importlib
+
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        tree = ast.parse("\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hcl"):
+                parts = node.module.split(".")
+                assert len(parts) <= 2 and not any(part.startswith("_") for part in parts), node.module
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert alias.name in getattr(module, "__all__", ()), (
+                        f"{notebook.metadata['_name']} imports {alias.name} from {node.module}, not in its __all__"
+                    )
