@@ -78,16 +78,20 @@ def run_cell(task: CellTask) -> dict[str, Any]:
         "started": _now(),
     }
     start = time.perf_counter()
+    threads = None
     with open(run_dir / "cell.log", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
             with _threads(task.threads):
+                import torch
+
+                threads = torch.get_num_threads()
                 record.update(_train_and_evaluate(task))
         except Exception as error:  # noqa: BLE001 - a failed cell is recorded, the others go on
             traceback.print_exc()
             record.update(status="failed", error=f"{type(error).__name__}: {error}")
     record["timing"] = {**record.get("timing", {}), "total_s": time.perf_counter() - start}
     record["finished"] = _now()
-    record["environment"] = {**provenance(), "threads": task.threads, "host": platform.node(), "pid": os.getpid()}
+    record["environment"] = {**provenance(), "torch_threads": threads, "host": platform.node(), "pid": os.getpid()}
     if record["status"] == "ok":
         write_text_atomic(run_dir / CELL_FILE, json.dumps(record, indent=1, allow_nan=True) + "\n")
     return record

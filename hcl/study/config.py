@@ -218,8 +218,8 @@ def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     for key in data:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean {prefix}{close[0]!r}?" if close else ""
-            raise ValueError(f"unknown study key {prefix}{key!r}{hint}")
+            hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
+            raise ValueError(f"unknown study key {prefix + str(key)!r}{hint}")
     return cls(**dict(data))
 
 

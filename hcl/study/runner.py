@@ -152,14 +152,15 @@ def _finished_record(plan: StudyPlan, cell: Cell) -> dict[str, Any] | None:
     record = json.loads(path.read_text())
     current = plan.configs[cell].to_dict()
     saved = record.get("config", {})
-    changed = sorted(k for k in current if k in saved and saved[k] != current[k])
+    # output_dir differs when the study folder was moved; keys new to TrainConfig are not compared
+    changed = sorted(k for k in current if k in saved and k != "output_dir" and saved[k] != current[k])
     if changed:
         detail = ", ".join(f"{k}: {saved[k]!r} -> {current[k]!r}" for k in changed)
         raise ValueError(
             f"cell {cell.key} in {plan.study.output_dir} finished with another config ({detail}); "
             "choose another output_dir, or delete that cell's folder to run it again"
         )
-    return {**record, "status": "ok"}
+    return {**record, "status": "ok", "run_dir": str(path.parent)}
 
 
 def _execute(plan: StudyPlan, todo: list[Cell], *, progress: bool, already: int) -> Iterator[dict[str, Any]]:

@@ -1,11 +1,10 @@
-"""Shared pieces of the study tests: the FAST study config and whether the held-out parts exist."""
+"""Shared pieces of the study tests: the FAST study config and whether the held-out parts exist.
+Imported as ``study.helpers`` (tests/ is on sys.path)."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 FAST_CONFIG = REPO / "configs" / "study_fast.yaml"
@@ -26,8 +25,3 @@ def fast_overrides(output_dir: Path, *extra: str) -> list[str]:
     """Overrides of configs/study_fast.yaml into ``output_dir`` (the protocols hcl has so far)."""
     protocols = "[all, heldout]" if heldout_available() else "[all]"
     return [f"output_dir={output_dir}", f"protocols={protocols}", *extra]
-
-
-@pytest.fixture
-def fast_config() -> Path:
-    return FAST_CONFIG
