@@ -192,10 +192,10 @@ def _study(args: argparse.Namespace) -> int:
         result = run_study(args.config, overrides=args.overrides, workers=args.workers, report=not args.no_report)
     except StudyCellError as error:
         print(f"hcl study: error: {error}", file=sys.stderr)
-        print(f"study files (the other cells): {error.result.output_dir}")
-        return _EXIT_FAILURE
+        print(f"study files (the other cells): {error.result.output_dir}; rerun to retry the rest")
+        return _EXIT_FAILURE if error.result.failed else _EXIT_INTERRUPTED
     files = "study.json" + ("" if args.no_report else " and study.html")
-    print(f"{len(result.records)} cells finished ({len(result.ran)} run now); wrote {files} in {result.output_dir}")
+    print(f"all {len(result.records)} cells finished ({len(result.ran)} run now); wrote {files} in {result.output_dir}")
     return 0
 
 

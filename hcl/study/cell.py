@@ -161,7 +161,8 @@ def provenance() -> dict[str, Any]:
     commit = None
     try:
         lines = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=package, capture_output=True, text=True, timeout=10
+            ["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=package, capture_output=True, text=True, timeout=10,
+            check=False,
         ).stdout.split()
     except (OSError, subprocess.SubprocessError):
         lines = []
@@ -170,7 +171,7 @@ def provenance() -> dict[str, Any]:
     if len(lines) == 2 and Path(lines[0]).resolve() / "hcl" == package:
         commit = lines[1]
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "hcl"],
-                                cwd=lines[0], capture_output=True, text=True, timeout=10)
+                                cwd=lines[0], capture_output=True, text=True, timeout=10, check=False)
         dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
     return {"hcl": hcl.__version__, "git_commit": commit, "git_dirty": dirty, "python": sys.version.split()[0],
             "torch": torch.__version__}

@@ -52,23 +52,27 @@ class HeldoutSpec:
 
     def __post_init__(self) -> None:
         if self.classes is not None:
-            if not isinstance(self.classes, list) or not self.classes or not all(isinstance(c, str) for c in self.classes):
-                raise ValueError(f"study key 'heldout.classes' must be a non-empty list of class names, got {self.classes!r}")
+            if not isinstance(self.classes, list) or not all(isinstance(c, str) for c in self.classes):
+                raise TypeError(f"study key 'heldout.classes' must be a list of class names, got {self.classes!r}")
+            if not self.classes:
+                raise ValueError("study key 'heldout.classes' must be a non-empty list of class names (or null)")
             if len(set(self.classes)) != len(self.classes):
                 raise ValueError(f"study key 'heldout.classes' lists a class twice: {self.classes!r}")
             if self.per_seed:
-                raise ValueError("study key 'heldout.per_seed' needs the classes chosen at random; remove 'heldout.classes'")
+                raise ValueError("study key 'heldout.per_seed' needs the classes chosen at random; "
+                                 "remove 'heldout.classes'")
         _check_int("heldout.count", self.count, minimum=1)
         _check_int("heldout.seed", self.seed, minimum=0)
         if not isinstance(self.per_seed, bool):
-            raise ValueError(f"study key 'heldout.per_seed' must be true or false, got {self.per_seed!r}")
+            raise TypeError(f"study key 'heldout.per_seed' must be true or false, got {self.per_seed!r}")
 
 
 @dataclass
 class StudyConfig:
     """A grid of training runs: ``variants x seeds x protocols``, everything else identical.
 
-    Construction checks the study's own keys, each error naming its key; the TrainConfig of
+    Construction checks the study's own keys, each error naming its key (TypeError for a value of
+    the wrong type, ValueError for a bad value); the TrainConfig of
     every cell is checked by :func:`hcl.study.plan_study` (through :class:`hcl.train.TrainConfig`).
     """
 
@@ -90,10 +94,12 @@ class StudyConfig:
         if isinstance(self.heldout, Mapping):
             self.heldout = _from_mapping(HeldoutSpec, self.heldout, "heldout.")
         if not isinstance(self.base, Mapping):
-            raise ValueError(f"study key 'base' must be a TrainConfig mapping or a file path, got {self.base!r}")
+            raise TypeError(f"study key 'base' must be a TrainConfig mapping or a file path, got {self.base!r}")
         if self.base.get("heldout_classes"):
             raise ValueError("study key 'base.heldout_classes' is set by the 'heldout' protocol; remove it")
-        if not isinstance(self.variants, Mapping) or not self.variants:
+        if not isinstance(self.variants, Mapping):
+            raise TypeError(f"study key 'variants' must be a mapping of names to overrides, got {self.variants!r}")
+        if not self.variants:
             raise ValueError("study key 'variants' must map at least one name to TrainConfig overrides")
         for name, overrides in self.variants.items():
             if not isinstance(name, str) or not name or "/" in name:
@@ -101,16 +107,20 @@ class StudyConfig:
             if overrides is None:
                 self.variants[name] = overrides = {}
             if not isinstance(overrides, Mapping):
-                raise ValueError(f"study key 'variants.{name}' must be a mapping of TrainConfig keys, got {overrides!r}")
+                raise TypeError(f"study key 'variants.{name}' must be a mapping of TrainConfig keys, got {overrides!r}")
             for key in CELL_KEYS:
                 if key in overrides:
                     raise ValueError(f"study key 'variants.{name}.{key}' is set by the study for each cell; remove it")
         if self.baseline is None:
             self.baseline = next(iter(self.variants))
         if self.baseline not in self.variants:
-            raise ValueError(f"study key 'baseline' must be one of the variants {list(self.variants)}, got {self.baseline!r}")
-        if not isinstance(self.seeds, list) or not self.seeds:
-            raise ValueError(f"study key 'seeds' must be a non-empty list of seeds, got {self.seeds!r}")
+            raise ValueError(
+                f"study key 'baseline' must be one of the variants {list(self.variants)}, got {self.baseline!r}"
+            )
+        if not isinstance(self.seeds, list):
+            raise TypeError(f"study key 'seeds' must be a non-empty list of seeds, got {self.seeds!r}")
+        if not self.seeds:
+            raise ValueError("study key 'seeds' must be a non-empty list of seeds, got []")
         for seed in self.seeds:
             _check_int("seeds", seed, minimum=0, what="a list of integers")
         duplicates = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
@@ -124,9 +134,11 @@ class StudyConfig:
         if self.executor not in EXECUTORS:
             raise ValueError(f"study key 'executor' must be one of {list(EXECUTORS)}, got {self.executor!r}")
         if not isinstance(self.submitit, Mapping):
-            raise ValueError(f"study key 'submitit' must be a mapping of executor parameters, got {self.submitit!r}")
-        if not isinstance(self.output_dir, str) or not self.output_dir:
-            raise ValueError(f"study key 'output_dir' must be a folder path, got {self.output_dir!r}")
+            raise TypeError(f"study key 'submitit' must be a mapping of executor parameters, got {self.submitit!r}")
+        if not isinstance(self.output_dir, str):
+            raise TypeError(f"study key 'output_dir' must be a folder path, got {self.output_dir!r}")
+        if not self.output_dir:
+            raise ValueError("study key 'output_dir' must be a folder path, got ''")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, base_dir: str | os.PathLike[str] = ".") -> StudyConfig:
@@ -172,7 +184,7 @@ def load_study_config(path: str | os.PathLike[str], overrides: Iterable[str] = (
     except yaml.YAMLError as error:
         raise ValueError(f"cannot parse study config {path}: {error}") from error
     if not isinstance(data, Mapping):
-        raise ValueError(f"study config {path} must hold a mapping of keys to values")
+        raise TypeError(f"study config {path} must hold a mapping of keys to values")
     data = dict(data)
     if isinstance(data.get("base"), str):
         data["base"] = _load_base(path.parent / data["base"])
@@ -199,7 +211,7 @@ def apply_study_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> 
         for i, part in enumerate(parents):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ValueError(f"study key {'.'.join(parents[: i + 1])!r} is not a mapping; cannot set {key!r}")
+                raise TypeError(f"study key {'.'.join(parents[: i + 1])!r} is not a mapping; cannot set {key!r}")
             node = child
         node[leaf] = value
     return data
@@ -213,7 +225,7 @@ def _load_base(path: Path) -> dict[str, Any]:
 
 def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     if not isinstance(data, Mapping):
-        raise ValueError(f"study key {prefix.rstrip('.')!r} must be a mapping, got {data!r}")
+        raise TypeError(f"study key {prefix.rstrip('.')!r} must be a mapping, got {data!r}")
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in names:
@@ -224,13 +236,17 @@ def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
 
 
 def _check_int(key: str, value: Any, *, minimum: int, what: str = "an integer") -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"study key {key!r} must be {what} >= {minimum}, got {value!r}")
+    if value < minimum:
         raise ValueError(f"study key {key!r} must be {what} >= {minimum}, got {value!r}")
 
 
 def _check_choices(key: str, values: Any, choices: tuple[str, ...]) -> None:
-    if not isinstance(values, list) or not values:
-        raise ValueError(f"study key {key!r} must be a non-empty list drawn from {list(choices)}, got {values!r}")
+    if not isinstance(values, list):
+        raise TypeError(f"study key {key!r} must be a non-empty list drawn from {list(choices)}, got {values!r}")
+    if not values:
+        raise ValueError(f"study key {key!r} must be a non-empty list drawn from {list(choices)}, got []")
     for value in values:
         if value not in choices:
             raise ValueError(f"study key {key!r} must hold values from {list(choices)}, got {value!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -71,8 +72,8 @@ def tradeoff_figure(
             mx, my = means.get((variant, axis)), means.get((variant, "y"))
             if mx is None or my is None:
                 continue
-            extent[axis] += [v for v in (mx["ci_low"], mx["ci_high"]) if v is not None and v == v]
-            extent["y"] += [v for v in (my["ci_low"], my["ci_high"]) if v is not None and v == v]
+            extent[axis] += [v for v in (mx["ci_low"], mx["ci_high"]) if _finite(v)]
+            extent["y"] += [v for v in (my["ci_low"], my["ci_high"]) if _finite(v)]
             fig.add_trace(
                 go.Scatter(
                     x=[mx["mean"]], y=[my["mean"]], mode="markers", name=variant, legendgroup=variant,
@@ -84,7 +85,8 @@ def tradeoff_figure(
                 row=1, col=col,
             )
     fig.update_xaxes(title_text="CPCC", range=_range(extent["cpcc"], -1.0), row=1, col=1)
-    fig.update_xaxes(title_text=f"MAP@R, {coarsest} (coarsest level)", range=_range(extent["coarse"], 0.0), row=1, col=2)
+    fig.update_xaxes(title_text=f"MAP@R, {coarsest} (coarsest level)", range=_range(extent["coarse"], 0.0),
+                     row=1, col=2)
     fig.update_yaxes(title_text=f"MAP@R, {finest} (finest level)", range=_range(extent["y"], 0.0), row=1, col=1)
     fig.update_yaxes(range=_range(extent["y"], 0.0), row=1, col=2)
     fig.update_layout(title=title or None, template="plotly_white", height=430,
@@ -92,10 +94,15 @@ def tradeoff_figure(
     return fig
 
 
+def _finite(value: Any) -> bool:
+    """A number that is not NaN or infinite (study.json writes NaN as null)."""
+    return value is not None and math.isfinite(value)
+
+
 def _range(values: list[float], lowest: float) -> list[float] | None:
     """The span of the points and intervals, kept inside the metric's range [lowest, 1] (a t-interval
     of few seeds can reach past it), with a little margin."""
-    finite = [v for v in values if v == v]
+    finite = [v for v in values if _finite(v)]
     if not finite:
         return None
     low, high = max(min(finite), lowest), min(max(finite), 1.0)
@@ -106,7 +113,7 @@ def _range(values: list[float], lowest: float) -> list[float] | None:
 def _error_bar(stats: Mapping[str, Any], color: str) -> dict[str, Any]:
     """A t-interval as asymmetric error bars; none when it is undefined (one run)."""
     low, high, mean = stats.get("ci_low"), stats.get("ci_high"), stats["mean"]
-    if low is None or high is None or low != low or high != high:
+    if not (_finite(low) and _finite(high)):
         return {"visible": False}
     return {"type": "data", "symmetric": False, "array": [high - mean], "arrayminus": [mean - low],
             "color": color, "thickness": 1.5, "width": 4}

@@ -65,7 +65,8 @@ class StudyResult:
 
 
 class StudyCellError(RuntimeError):
-    """Some cells failed; the others finished and the study files were written. ``result`` holds it."""
+    """Some cells failed (or were interrupted on their own); the others ran and the study files were
+    written. ``result`` holds the :class:`StudyResult`."""
 
     def __init__(self, message: str, result: StudyResult) -> None:
         super().__init__(message)
@@ -102,7 +103,8 @@ def run_study(
         ValueError / TypeError / FileNotFoundError: a bad config, named, before any training; a
             finished cell that was run with another config.
         ImportError: ``executor: submitit`` without submitit installed.
-        StudyCellError: some cells failed (after all others ran and the files were written).
+        StudyCellError: some cells failed or were interrupted (after all others ran and the files
+            were written); a rerun retries them.
         KeyboardInterrupt: Ctrl-C; the running cells checkpoint and ``study.json`` is written.
     """
     study = _resolve(config, overrides)
@@ -126,9 +128,10 @@ def run_study(
         from hcl.study.report import write_study_report
 
         write_study_report(Path(study.output_dir) / STUDY_FILE)
-    if result.failed:
-        lines = "; ".join(f"{r['key']}: {r['error']}" for r in result.failed)
-        raise StudyCellError(f"{len(result.failed)} of {len(plan.cells)} cells failed ({lines})", result)
+    unfinished = [r for r in result.records if r["status"] in ("failed", "interrupted")]
+    if unfinished:
+        lines = "; ".join(f"{r['key']} {r['status']}: {r['error']}" for r in unfinished)
+        raise StudyCellError(f"{len(unfinished)} of {len(plan.cells)} cells did not finish ({lines})", result)
     return result
 
 
@@ -176,15 +179,15 @@ def _execute(plan: StudyPlan, todo: list[Cell], *, progress: bool, already: int)
     # tqdm's rate counts only the cells finished by this call (n - initial): the time left is
     # estimated from them, not from the skipped ones.
     bar = tqdm(total=len(plan.cells), initial=already, desc="study", unit="cell", disable=not progress, file=sys.stderr)
-    failed = 0
+    unfinished: dict[str, int] = {}
     try:
         if tasks:
             completions = _submitit(tasks, study) if study.executor == "submitit" else _processes(tasks, study)
             for record in completions:
                 bar.update(1)
                 if record["status"] != "ok":
-                    failed += 1
-                    bar.set_postfix(failed=failed)
+                    unfinished[record["status"]] = unfinished.get(record["status"], 0) + 1
+                    bar.set_postfix(unfinished)
                     bar.write(f"cell {record['key']} {record['status']}: {record.get('error')}")
                 yield record
     finally:

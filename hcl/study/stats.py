@@ -90,23 +90,18 @@ def cell_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
         if results is None:
             continue
         names = list(results.get("levels") or [])
-
-        def level_name(key: Any) -> str:
-            key = str(key)
-            return names[int(key)] if key.isdigit() and int(key) < len(names) else key
-
         values: list[tuple[str, str, Any]] = []
         for level, per_level in results.get("retrieval", {}).items():
-            values += [(level_name(level), m, per_level[m]) for m in METRICS if m in per_level]
+            values += [(_level_name(level, names), m, per_level[m]) for m in METRICS if m in per_level]
             if str(level) in results.get("knn_accuracy", {}):
-                values.append((level_name(level), "knn_accuracy", results["knn_accuracy"][str(level)]))
+                values.append((_level_name(level, names), "knn_accuracy", results["knn_accuracy"][str(level)]))
         values.append((ALL_LEVELS, "cpcc", results.get("cpcc")))
         extra = results.get(cell["protocol"])
         if isinstance(extra, Mapping):
             for metric, value in extra.items():
                 name = f"{cell['protocol']}/{metric}"
                 if isinstance(value, Mapping):
-                    values += [(level_name(level), name, v) for level, v in value.items()]
+                    values += [(_level_name(level, names), name, v) for level, v in value.items()]
                 else:
                     values.append((ALL_LEVELS, name, value))
         for level, metric, value in values:
@@ -115,7 +110,9 @@ def cell_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def aggregate(rows: Iterable[Mapping[str, Any]], baseline: str, confidence: float = 0.95) -> dict[str, list[dict[str, Any]]]:
+def aggregate(
+    rows: Iterable[Mapping[str, Any]], baseline: str, confidence: float = 0.95
+) -> dict[str, list[dict[str, Any]]]:
     """Summaries over seeds and paired differences against ``baseline``.
 
     Returns:
@@ -141,6 +138,12 @@ def aggregate(rows: Iterable[Mapping[str, Any]], baseline: str, confidence: floa
         difference = paired_difference([by_seed[s] for s in common], [reference[s] for s in common], confidence)
         paired.append({**dict(zip(_GROUP, key)), "baseline": baseline, **difference, "seeds": common})
     return {"summary": summary, "paired": paired}
+
+
+def _level_name(key: Any, names: list[str]) -> str:
+    """A level index ("0") as the hierarchy names it; any other key as it is."""
+    key = str(key)
+    return names[int(key)] if key.isdigit() and int(key) < len(names) else key
 
 
 def _finite(values: Sequence[float]) -> np.ndarray:

@@ -88,3 +88,46 @@ def test_heldout_chosen_once_or_per_seed(tiny_hierarchy: Hierarchy, stand_ins: l
     per_seed = HeldoutClasses.resolve(HeldoutSpec(count=1, seed=1, per_seed=True), tiny_hierarchy, [0, 2])
     assert per_seed.overrides(0) == {"heldout_classes": ["a2"]} and per_seed.overrides(2) == {"heldout_classes": ["b2"]}
     assert [c for c in stand_ins if c[0] == "choose"] == [("choose", 1, 1), ("choose", 1, 3)]
+
+
+def test_heldout_evaluate_embeds_every_class_and_calls_the_metric(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wiring only (stand-ins for the splits, the embedding and the metric): the held-out metric sees
+    the test split and the WHOLE training split (held-out classes included), embedded as configured."""
+    import dataclasses
+
+    import numpy as np
+
+    import hcl.train
+
+    @dataclasses.dataclass
+    class Cfg:
+        heldout_classes: list
+        embedding: str = "projection"
+        eval_batch_size: int = 7
+        precision: str = "fp32"
+        channels_last: bool = False
+        eval_split: str = "test"
+        train_split: str = "train"
+        knn_k: int = 3
+
+    class Split:
+        def __init__(self, name: str, cfg: Cfg) -> None:
+            self.name, self.classes, self.hierarchy = name, list(cfg.heldout_classes), "H"
+
+    calls: dict = {}
+
+    def embed(model, split, **options):
+        calls.setdefault("embedded", []).append((split.name, split.classes, options["which"], options["batch_size"]))
+        return np.full((2, 3), len(split.name)), np.zeros((2, 2), dtype=np.int64), np.arange(2)
+
+    def metric(test, test_labels, train, train_labels, classes, *, hierarchy, k):
+        calls["metric"] = (test[0, 0], train[0, 0], classes, hierarchy, k)
+        return {"map@r": {"0": 0.5}}
+
+    monkeypatch.setattr(hcl.train, "build_split", lambda cfg, name: Split(name, cfg))
+    monkeypatch.setattr(hcl.train, "embed_dataset", embed)
+    monkeypatch.setattr(hcl.metrics, "heldout_metrics", metric, raising=False)
+    result = HeldoutClasses({0: ("a2",)}).evaluate("model", Cfg(heldout_classes=["a2"]), device="cpu")
+    assert result == {"map@r": {"0": 0.5}}
+    assert calls["embedded"] == [("test", [], "projection", 7), ("train", [], "projection", 7)]
+    assert calls["metric"] == (4, 5, ["a2"], "H", 3)

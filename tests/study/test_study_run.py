@@ -55,7 +55,7 @@ def test_every_cell_is_an_ordinary_run_directory(finished) -> None:
 
 
 def test_study_json(finished) -> None:
-    out, result = finished
+    out, _ = finished
     text = (out / "study.json").read_text()
     document = json.loads(text, parse_constant=lambda name: pytest.fail(f"study.json holds {name}"))
     assert document["schema"] == 1
@@ -75,7 +75,8 @@ def test_study_json(finished) -> None:
     # the tables are the statistics of the cells' own numbers
     values = {(c["cell"]["variant"], c["cell"]["seed"]): c["metrics"]["projection"]["cpcc"] for c in document["cells"]
               if c["cell"]["protocol"] == "all"}
-    row = next(s for s in all_rows if s["variant"] == "HiMulCon" and s["metric"] == "cpcc" and s["embedding"] == "projection")
+    row = next(s for s in all_rows
+               if s["variant"] == "HiMulCon" and s["metric"] == "cpcc" and s["embedding"] == "projection")
     assert row["mean"] == pytest.approx((values["HiMulCon", 0] + values["HiMulCon", 1]) / 2)
     assert len(document["summary"]) == 2 * protocols * embeddings * per_embedding or protocols == 2
 
@@ -149,6 +150,31 @@ def test_killed_study_continues(tmp_path: Path) -> None:
     assert steps == list(range(1, 13))  # every step once: the resumed run continued where the killed one stopped
 
 
+def test_ctrl_c_stops_the_study_and_checkpoints(tmp_path: Path) -> None:
+    out = tmp_path / "study"
+    overrides = fast_overrides(out, "workers=1", "protocols=[all]", "seeds=[0]", "variants={SupCon: {loss: supcon}}",
+                               "base.epochs=20", "base.max_steps=null")
+    command = [sys.executable, "-m", "hcl", "study", "--config", str(FAST_CONFIG), "--set", *overrides]
+    process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    cell = out / "cells/SupCon/all/seed0"
+    deadline = time.monotonic() + 240
+    try:
+        while not (cell / "metrics.jsonl").is_file() or not (cell / "metrics.jsonl").read_text():
+            assert process.poll() is None and time.monotonic() < deadline, "the cell did not start training"
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the study and its workers
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, err
+    assert "hcl study: interrupted" in err
+    assert (cell / "checkpoint.pt").is_file() and not (cell / "cell.json").exists()
+    document = json.loads((out / "study.json").read_text())
+    assert document["counts"]["ok"] == 0 and not document["complete"]
+
+
 def write_study(tmp_path: Path, **changes) -> Path:
     data = yaml.safe_load(FAST_CONFIG.read_text())
     data["base"] = {**data["base"], "max_steps": 2}
@@ -164,17 +190,19 @@ def test_failed_cell_is_recorded_and_the_others_finish(tmp_path: Path, capsys: p
     pytest.importorskip("submitit")
     path = write_study(tmp_path, variants={"SupCon": {"loss": "supcon"}, "Huge": {"batch_size": 100000}},
                        executor="submitit", submitit={"cluster": "local", "timeout_min": 10})
-    with pytest.raises(StudyCellError, match=r"1 of 2 cells failed \(Huge/all/seed0: ValueError: batch_size 100000"):
+    expected = r"1 of 2 cells did not finish \(Huge/all/seed0 failed: ValueError: batch_size 100000"
+    with pytest.raises(StudyCellError, match=expected):
         run_study(path, progress=False)
     document = json.loads((tmp_path / "study" / "study.json").read_text())
     status = {c["key"]: (c["status"], c.get("error")) for c in document["cells"]}
     assert status["SupCon/all/seed0"] == ("ok", None)
-    assert status["Huge/all/seed0"][0] == "failed" and "larger than the 216 training samples" in status["Huge/all/seed0"][1]
+    assert status["Huge/all/seed0"][0] == "failed"
+    assert "larger than the 216 training samples" in status["Huge/all/seed0"][1]
     assert document["counts"]["failed"] == 1 and not document["complete"]
     assert "Huge/all/seed0 failed" in (tmp_path / "study" / "study.html").read_text()
     capsys.readouterr()
     assert main(["study", "--config", str(path), "--no-report"]) == 1  # only the failed cell runs again
-    assert "1 of 2 cells failed" in capsys.readouterr().err
+    assert "1 of 2 cells did not finish" in capsys.readouterr().err
 
 
 def test_in_process_executor_leaves_the_callers_threads(tmp_path: Path) -> None:

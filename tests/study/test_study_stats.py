@@ -33,7 +33,8 @@ def exact_wilcoxon(diffs: list[float]) -> float:
     assert len({round(abs(x), 9) for x in d}) == len(d), "the oracle needs distinct |differences|"
     ranks = {v: r + 1 for r, v in enumerate(sorted(abs(x) for x in d))}
     observed = sum(ranks[abs(x)] for x in d if x > 0)
-    totals = [sum(r for r, s in zip(range(1, len(d) + 1), signs) if s) for signs in itertools.product((0, 1), repeat=len(d))]
+    signs = itertools.product((0, 1), repeat=len(d))
+    totals = [sum(rank for rank, positive in zip(range(1, len(d) + 1), sign) if positive) for sign in signs]
     low = sum(w <= observed for w in totals) / len(totals)
     high = sum(w >= observed for w in totals) / len(totals)
     return min(1.0, 2 * min(low, high))
@@ -130,7 +131,8 @@ def record(variant: str, seed: int, shift: float, protocol: str = "all", project
                           "1": {"precision@1": 0.7 + shift, "recall@5": 0.9, "map@r": 0.5 + shift + offset}},
             "knn_accuracy": {"0": 0.95 + shift, "1": 0.75 + shift},
             "cpcc": 0.6 + shift,
-            **({"heldout": {"map@r": {"0": 0.4 + shift, "1": 0.2}, "parent_accuracy": 0.9}} if protocol == "heldout" else {}),
+            **({"heldout": {"map@r": {"0": 0.4 + shift, "1": 0.2}, "parent_accuracy": 0.9}}
+               if protocol == "heldout" else {}),
         }
 
     return {"cell": {"variant": variant, "protocol": protocol, "seed": seed}, "status": "ok",
@@ -152,10 +154,12 @@ def test_cell_rows() -> None:
 
 def test_aggregate_pairs_on_common_seeds() -> None:
     shifts = {"Base": [0.00, 0.02, 0.01, 0.03, 0.02], "New": [0.03, 0.04, 0.02, 0.06]}  # New lacks seed 4
-    rows = [row for name, values in shifts.items() for seed, s in enumerate(values) for row in cell_rows(record(name, seed, s))]
+    rows = [row for name, values in shifts.items() for seed, s in enumerate(values)
+            for row in cell_rows(record(name, seed, s))]
     tables = aggregate(rows, "Base")
     assert len(tables["summary"]) == 2 * 14 and len(tables["paired"]) == 14
-    fine = next(p for p in tables["paired"] if p["level"] == "fine" and p["metric"] == "map@r" and p["embedding"] == "features")
+    fine = next(p for p in tables["paired"]
+                if p["level"] == "fine" and p["metric"] == "map@r" and p["embedding"] == "features")
     assert fine["seeds"] == [0, 1, 2, 3] and fine["baseline"] == "Base" and fine["variant"] == "New"
     expected = paired_difference([0.5 + s for s in shifts["New"]], [0.5 + s for s in shifts["Base"][:4]])
     assert {k: fine[k] for k in expected} == pytest.approx(expected)
