@@ -116,7 +116,8 @@ def _train_and_evaluate(task: CellTask) -> dict[str, Any]:
             metrics[which] = None
             absent[which] = f"loss {cfg.loss!r} trains a classifier, which has no projection head"
             continue
-        metrics[which] = _evaluate(task.protocol, cfg, model, which, device, result.results, result.run_dir)
+        metrics[which] = _evaluate(task.protocol, cfg, model, which, device, result.results, result.run_dir,
+                                   result.step)
     eval_s = time.perf_counter() - start
     return {
         "status": "ok",
@@ -135,6 +136,7 @@ def _evaluate(
     device: Any,
     fit_results: dict[str, Any] | None,
     run_dir: Path,
+    step: int,
 ) -> dict[str, Any]:
     """The standard evaluation of embedding ``which`` (fit's own when it evaluated that embedding;
     the run's ``results.json`` stays fit's), plus the protocol's metrics."""
@@ -146,6 +148,7 @@ def _evaluate(
     else:
         # write only when fit could not: a run resumed after its last step has no results.json yet
         results = evaluate_run(run_dir, cfg=view, model=model, device=device, write=which == cfg.embedding)
+        results["step"] = step
     extra = protocol.evaluate(model, view, device=device)
     return {**results, protocol.name: extra} if extra else dict(results)
 

@@ -36,7 +36,8 @@ def tradeoff_figure(
     Args:
         rows: per-cell metric rows of ONE protocol and embedding (:func:`hcl.study.cell_rows`).
         summary: the matching summary rows (:func:`hcl.study.aggregate`).
-        variants: the variants in legend order.
+        variants: every variant of the study, in legend order (it fixes the colours; a variant
+            without rows here is left out).
         finest, coarsest: the names of the finest and coarsest levels.
         title: the figure title.
     """

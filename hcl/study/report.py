@@ -68,8 +68,7 @@ def write_study_report(study_json: str | os.PathLike[str], out_path: str | os.Pa
             levels = _ordered(s["level"] for s in summary)
             finest, coarsest = [lv for lv in levels if lv != ALL_LEVELS][-1], levels[0]
             figure = tradeoff_figure(
-                [r for r in rows if match(r)], summary, variants=[v for v in variants if any(
-                    s["variant"] == v for s in summary)], finest=finest, coarsest=coarsest,
+                [r for r in rows if match(r)], summary, variants=variants, finest=finest, coarsest=coarsest,
                 title=f"trade-off ({protocol}, {embedding}): one small point per run, means with 95% CIs",
             )
             paired = [p for p in document["paired"] if match(p)]
@@ -81,7 +80,9 @@ def write_study_report(study_json: str | os.PathLike[str], out_path: str | os.Pa
                 f"{2 / 2 ** n_seeds:.4g}); p &lt; 0.05 in bold. Shaded where the CI excludes 0.</p>"
                 + to_html(figure, include_plotlyjs=False, full_html=False)
             )
-            sections.append(html_section(heading, body, []))
+            absent = {c["cell"]["variant"]: c["absent"][embedding] for c in document["cells"]
+                      if c["cell"]["protocol"] == protocol and embedding in (c.get("absent") or {})}
+            sections.append(html_section(heading, body, [f"{v}: {reason}" for v, reason in absent.items()]))
     sections.append(html_section("Cells", _cells_table(document["cells"]), []))
     env = document.get("environment", {})
     meta = (

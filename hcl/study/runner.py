@@ -147,12 +147,18 @@ def _resolve(config: StudyConfig | str | Path, overrides: Iterable[str]) -> Stud
 
 
 def _finished_record(plan: StudyPlan, cell: Cell) -> dict[str, Any] | None:
-    """The cell's ``cell.json``, or None when it has none; an error when its config is not the
-    plan's (the study changed under a finished cell)."""
+    """The cell's ``cell.json``, or None when it has none or lacks an embedding the study now
+    evaluates (the rerun then only evaluates: its training is complete); an error when its config
+    is not the plan's (the study changed under a finished cell)."""
     path = cell_dir(plan.study.output_dir, cell) / CELL_FILE
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); delete it to run the cell again") from error
+    if not set(plan.study.embeddings) <= set(record.get("metrics", {})):
+        return None
     current = plan.configs[cell].to_dict()
     saved = record.get("config", {})
     # output_dir differs when the study folder was moved; keys new to TrainConfig are not compared
@@ -177,8 +183,9 @@ def _execute(plan: StudyPlan, todo: list[Cell], *, progress: bool, already: int)
         for cell in todo
     ]
     # tqdm's rate counts only the cells finished by this call (n - initial): the time left is
-    # estimated from them, not from the skipped ones.
-    bar = tqdm(total=len(plan.cells), initial=already, desc="study", unit="cell", disable=not progress, file=sys.stderr)
+    # estimated from them, not from the skipped ones; parallel workers show as a higher rate.
+    bar = tqdm(total=len(plan.cells), initial=already, desc="study", unit="cell", disable=not progress,
+               file=sys.stderr, smoothing=0)  # the average over all cells finished, not the last few
     unfinished: dict[str, int] = {}
     try:
         if tasks:

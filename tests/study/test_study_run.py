@@ -112,6 +112,21 @@ def test_rerun_skips_finished_cells_and_reruns_a_deleted_one(finished, tmp_path:
     assert "resuming" in (out / "cells" / victim / "cell.log").read_text()  # from its final checkpoint
 
 
+def test_an_embedding_added_later_only_evaluates(finished, tmp_path: Path) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(finished[0], out)
+    record = out / "cells/SupCon/all/seed0/cell.json"
+    data = json.loads(record.read_text())
+    del data["metrics"]["projection"]  # as if the study had evaluated only the features
+    record.write_text(json.dumps(data))
+    result = run_study(FAST_CONFIG, overrides=fast_overrides(out), progress=False, report=False)
+    assert result.ran == ["SupCon/all/seed0"]
+    again = json.loads(record.read_text())
+    assert again["metrics"]["projection"]["embedding"] == "projection"
+    assert again["step"] == data["step"] and again["metrics"]["features"] == data["metrics"]["features"]
+    assert f"at step {data['step']}" in (record.parent / "cell.log").read_text()  # resumed at its end: no training
+
+
 def test_changed_config_under_finished_cells_is_refused(finished, tmp_path: Path) -> None:
     out = tmp_path / "copy"
     shutil.copytree(finished[0], out)
@@ -206,9 +221,10 @@ def test_failed_cell_is_recorded_and_the_others_finish(tmp_path: Path, capsys: p
 
 
 def test_in_process_executor_leaves_the_callers_threads(tmp_path: Path) -> None:
-    """submitit's debug executor runs the cell in this process: its one thread is for the call only."""
+    """submitit's debug executor runs the cell in this process: its one thread is for the call only.
+    The cell trains a cross-entropy model, which has no projection head: that embedding is absent."""
     pytest.importorskip("submitit")
-    path = write_study(tmp_path, variants={"SupCon": {"loss": "supcon"}}, executor="submitit",
+    path = write_study(tmp_path, variants={"CE": {"loss": "cross_entropy"}}, baseline="CE", executor="submitit",
                        submitit={"cluster": "debug"}, threads_per_worker=1)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -217,7 +233,10 @@ def test_in_process_executor_leaves_the_callers_threads(tmp_path: Path) -> None:
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
-    assert result.records[0]["status"] == "ok" and result.records[0]["environment"]["torch_threads"] == 1
+    record = result.records[0]
+    assert record["status"] == "ok" and record["environment"]["torch_threads"] == 1
+    assert record["metrics"]["projection"] is None and "no projection head" in record["absent"]["projection"]
+    assert {s["embedding"] for s in result.summary} == {"features"}
 
 
 def test_cli_bad_config_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
