@@ -1,10 +1,11 @@
-"""The ``hcl`` command line: train, evaluate, embed, info and the demo.
+"""The ``hcl`` command line: train, evaluate, embed, info, the demo and studies.
 
     hcl train --config configs/fashion_mnist_himulcone.yaml [--set key=value ...] [--resume]
     hcl evaluate runs/my_run [--split test]
     hcl embed runs/my_run --split test --out emb.npz
     hcl info
     hcl demo --out runs/demo
+    hcl study --config configs/study_fashion_mnist.yaml [--set key=value ...] [--workers N]
 
 ``python -m hcl ...`` is the same, and ``torchrun --nproc_per_node=N -m hcl train ...`` trains
 with DistributedDataParallel. ``--set`` keys and types come from :class:`hcl.train.TrainConfig`.
@@ -71,6 +72,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                       help="overrides applied to both runs")
     demo.add_argument("--no-report", action="store_true", help="skip report.html (and its UMAP)")
+
+    study = commands.add_parser(
+        "study", help="run a grid of loss variants x seeds x protocols; writes study.json and study.html",
+        description="Run every unfinished cell of a study (finished cells are skipped, unfinished ones resume), "
+        "then aggregate over seeds. Exits 1 when a cell failed.",
+    )
+    study.add_argument("--config", type=Path, required=True, help="study YAML (see hcl.study.StudyConfig)")
+    study.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                       help="override study keys, dotted: --set workers=2 seeds=[0,1] base.epochs=1 variants.SupCon.lr=0.1")
+    study.add_argument("--workers", type=int, help="cells run at once (default: the config's, else the CPU cores)")
+    study.add_argument("--no-report", action="store_true", help="skip study.html")
     return parser
 
 
@@ -175,7 +187,21 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"train": _train, "evaluate": _evaluate, "embed": _embed, "info": _info, "demo": _demo}
+def _study(args: argparse.Namespace) -> int:
+    from hcl.study import StudyCellError, run_study
+
+    try:
+        result = run_study(args.config, overrides=args.overrides, workers=args.workers, report=not args.no_report)
+    except StudyCellError as error:
+        print(f"hcl study: error: {error}", file=sys.stderr)
+        print(f"study files (the other cells): {error.result.output_dir}; rerun to retry the rest")
+        return _EXIT_FAILURE if error.result.failed else _EXIT_INTERRUPTED
+    files = "study.json" + ("" if args.no_report else " and study.html")
+    print(f"all {len(result.records)} cells finished ({len(result.ran)} run now); wrote {files} in {result.output_dir}")
+    return 0
+
+
+_COMMANDS = {"train": _train, "evaluate": _evaluate, "embed": _embed, "info": _info, "demo": _demo, "study": _study}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -195,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLossError as error:
         print(f"hcl {args.command}: error: {error}", file=sys.stderr)
         return _EXIT_FAILURE
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError) as error:
         print(f"hcl {args.command}: error: {error}", file=sys.stderr)
         return _EXIT_USAGE
     except (OSError, RuntimeError) as error:

@@ -24,7 +24,7 @@ from hcl.viz.figures import (
 )
 from hcl.viz.projection import project_2d
 
-__all__ = ["write_report"]
+__all__ = ["html_page", "html_section", "write_report"]
 
 _STYLE = """
 body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 24px 40px;
@@ -75,8 +75,6 @@ def write_report(
         ValueError: ``runs`` is empty, or two names would be shown alike (``"supcon"`` and
             ``"SupCon"``). FileNotFoundError: a run directory does not exist.
     """
-    from plotly.offline import get_plotlyjs
-
     if not runs:
         raise ValueError("runs is empty: give at least one {name: run directory}")
     if max_points < 2:
@@ -104,22 +102,30 @@ def write_report(
     if logged:
         names = next((s["levels"] for s in summaries.values() if s["levels"]), None)
         body = to_html(training_curves(logged, level_names=names), include_plotlyjs=False, full_html=False)
-    sections.append(_section("Training curves", body, notes))
+    sections.append(html_section("Training curves", body, notes))
 
     for name, path in run_dirs.items():
         sections.append(_embedding_section(name, path, max_points, method, seed))
 
-    generated = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     run_list = ", ".join(f"<b>{html.escape(n)}</b> (<code>{html.escape(str(p))}</code>)" for n, p in run_dirs.items())
-    page = (
+    return write_text_atomic(out_path, html_page(title, f"runs: {run_list}", sections))
+
+
+def html_page(title: str, meta_html: str, sections: list[str], *, style: str = "") -> str:
+    """One self-contained HTML page: the report's style (plus ``style``, CSS), plotly.js inlined
+    once, a heading, a line of ``meta_html`` (HTML, followed by the time generated) and the
+    ``sections`` (HTML)."""
+    from plotly.offline import get_plotlyjs
+
+    generated = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style>"
+        f"<title>{html.escape(title)}</title><style>{_STYLE}{style}</style>"
         f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
-        f"<h1>{html.escape(title)}</h1><p class='meta'>runs: {run_list}; generated {generated}</p>"
+        f"<h1>{html.escape(title)}</h1><p class='meta'>{meta_html}; generated {generated}</p>"
         + "".join(sections)
         + "</body></html>\n"
     )
-    return write_text_atomic(out_path, page)
 
 
 def _final_metrics(run_dir: Path) -> dict[str, Any]:
@@ -160,7 +166,7 @@ def _metrics_section(summaries: Mapping[str, Mapping[str, Any]]) -> str:
     with_metrics = [n for n in names if summaries[n]["retrieval"]]
     notes = [f"{n}: no {rundir.RESULTS_FILE} and no eval record" for n in names if n not in with_metrics]
     if not with_metrics:
-        return _section("Per-level metrics", "", notes)
+        return html_section("Per-level metrics", "", notes)
     rows: list[tuple[str, str, list[Any]]] = []
     levels: list[str] = []
     for n in with_metrics:
@@ -192,7 +198,7 @@ def _metrics_section(summaries: Mapping[str, Mapping[str, Any]]) -> str:
     bars = per_level_metric_bars(
         {n: summaries[n]["retrieval"] for n in with_metrics}, bars_metrics, title="per-level retrieval, by run"
     )
-    return _section("Per-level metrics", table + to_html(bars, include_plotlyjs=False, full_html=False), notes)
+    return html_section("Per-level metrics", table + to_html(bars, include_plotlyjs=False, full_html=False), notes)
 
 
 def _embedding_section(name: str, run_dir: Path, max_points: int, method: str, seed: int) -> str:
@@ -200,13 +206,13 @@ def _embedding_section(name: str, run_dir: Path, max_points: int, method: str, s
     try:
         run = rundir.load_embeddings(run_dir, split=None)
     except FileNotFoundError as err:
-        return _section(heading, "", [str(err)])
+        return html_section(heading, "", [str(err)])
     rows = np.arange(len(run.labels))
     if len(rows) > max_points:
         rows = np.sort(np.random.default_rng(seed).choice(len(rows), max_points, replace=False))
     emb, labels = run.embeddings[rows], run.labels[rows]
     if len(rows) < 2:
-        return _section(heading, "", [f"only {len(rows)} embedding(s) in {run.split}; nothing to project"])
+        return html_section(heading, "", [f"only {len(rows)} embedding(s) in {run.split}; nothing to project"])
     coords = project_2d(emb, method, seed)
     grid = scatter_levels_grid(
         coords, labels, run.hierarchy,
@@ -217,9 +223,10 @@ def _embedding_section(name: str, run_dir: Path, max_points: int, method: str, s
     body = to_html(grid, include_plotlyjs=False, full_html=False) + to_html(
         preservation, include_plotlyjs=False, full_html=False
     )
-    return _section(heading, body, [])
+    return html_section(heading, body, [])
 
 
-def _section(heading: str, body: str, notes: list[str]) -> str:
+def html_section(heading: str, body: str, notes: list[str]) -> str:
+    """A report section: a heading, ``notes`` (plain text, shown as warnings) and ``body`` (HTML)."""
     note_html = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)
     return f"<section><h2>{html.escape(heading)}</h2>{note_html}{body}</section>"

@@ -1,0 +1,289 @@
+"""Running a study: check it, skip finished cells, run the rest through an executor, aggregate.
+
+Cells run through an existing executor rather than a scheduler of our own:
+:class:`concurrent.futures.ProcessPoolExecutor` (spawned processes, each limited to
+``threads_per_worker`` threads) by default, or `submitit <https://github.com/facebookincubator/submitit>`_
+for SLURM (``executor: submitit``; ``pip install submitit``)::
+
+    executor: submitit
+    submitit: {cluster: null, slurm_partition: gpu, gpus_per_node: 1, cpus_per_task: 8,
+               timeout_min: 120}
+
+``cluster`` is passed to ``submitit.AutoExecutor`` (null = SLURM when available, else local
+processes; "local" or "debug" for trying it out), every other key to its ``update_parameters``.
+The cells are submitted as one job array; the study waits for them, so run it where it may keep
+running (a login node's tmux). A killed study loses nothing: rerun it and it submits the cells
+without ``cell.json`` again, which resume from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import sys
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from hcl.atomic import write_text_atomic
+from hcl.study.cell import CellTask, provenance, run_cell
+from hcl.study.config import StudyConfig, load_study_config
+from hcl.study.grid import CELL_FILE, Cell, StudyPlan, cell_dir, plan_study
+from hcl.study.stats import aggregate, cell_rows
+
+__all__ = ["STUDY_FILE", "StudyCellError", "StudyResult", "run_study", "write_study_json"]
+
+STUDY_FILE = "study.json"
+_SCHEMA = 1
+
+
+@dataclass
+class StudyResult:
+    """What :func:`run_study` returns (and ``study.json`` holds).
+
+    Attributes:
+        output_dir: the study folder.
+        records: one record per cell in grid order: status ``"ok"`` (finished now or before),
+            ``"failed"`` (with ``error``), ``"interrupted"`` or ``"pending"`` (not run).
+        summary, paired: the tables of :func:`hcl.study.stats.aggregate`.
+        ran: the cells run by this call (the rest were skipped as finished, or not reached).
+    """
+
+    output_dir: Path
+    records: list[dict[str, Any]]
+    summary: list[dict[str, Any]] = field(default_factory=list)
+    paired: list[dict[str, Any]] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        """The records of failed cells."""
+        return [r for r in self.records if r["status"] == "failed"]
+
+
+class StudyCellError(RuntimeError):
+    """Some cells failed (or were interrupted on their own); the others ran and the study files were
+    written. ``result`` holds the :class:`StudyResult`."""
+
+    def __init__(self, message: str, result: StudyResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def run_study(
+    config: StudyConfig | str | Path,
+    *,
+    overrides: Iterable[str] = (),
+    workers: int | None = None,
+    progress: bool = True,
+    report: bool = True,
+) -> StudyResult:
+    """Run every unfinished cell of a study, then write ``study.json`` and ``study.html``.
+
+    Everything is checked before anything trains (:func:`hcl.study.plan_study`). A cell with a
+    ``cell.json`` is finished and skipped; any other cell runs, its training resuming from a
+    checkpoint it left. A progress bar counts the cells of the whole grid, with the time left
+    estimated from the cells finished so far.
+
+    Args:
+        config: a :class:`StudyConfig` or the path of a study YAML.
+        overrides: dotted ``key=value`` overrides (see :func:`hcl.study.load_study_config`); with
+            a StudyConfig, applied to it.
+        workers: cells run at once (overrides the config's ``workers``).
+        progress: show the progress bar.
+        report: write ``study.html`` (plotly) besides ``study.json``.
+
+    Returns:
+        The :class:`StudyResult`.
+
+    Raises:
+        ValueError / TypeError / FileNotFoundError: a bad config, named, before any training; a
+            finished cell that was run with another config.
+        ImportError: ``executor: submitit`` without submitit installed.
+        StudyCellError: some cells failed or were interrupted (after all others ran and the files
+            were written); a rerun retries them.
+        KeyboardInterrupt: Ctrl-C; the running cells checkpoint and ``study.json`` is written.
+    """
+    study = _resolve(config, overrides)
+    if workers is not None:
+        study = replace(study, workers=workers)
+    if study.executor == "submitit":
+        _import_submitit()
+    plan = plan_study(study)
+    records = {cell: _finished_record(plan, cell) for cell in plan.cells}
+    todo = [cell for cell in plan.cells if records[cell] is None]
+    ran: list[str] = []
+    try:
+        for record in _execute(plan, todo, progress=progress, already=len(plan.cells) - len(todo)):
+            cell = Cell(**record["cell"])
+            records[cell] = record
+            ran.append(cell.key)
+    finally:
+        result = _result(plan, records, ran)
+        write_study_json(result, study)
+    if report:
+        from hcl.study.report import write_study_report
+
+        write_study_report(Path(study.output_dir) / STUDY_FILE)
+    unfinished = [r for r in result.records if r["status"] in ("failed", "interrupted")]
+    if unfinished:
+        lines = "; ".join(f"{r['key']} {r['status']}: {r['error']}" for r in unfinished)
+        raise StudyCellError(f"{len(unfinished)} of {len(plan.cells)} cells did not finish ({lines})", result)
+    return result
+
+
+def _resolve(config: StudyConfig | str | Path, overrides: Iterable[str]) -> StudyConfig:
+    overrides = list(overrides)
+    if isinstance(config, StudyConfig):
+        if not overrides:
+            return config
+        from hcl.study.config import apply_study_overrides
+
+        return StudyConfig.from_dict(apply_study_overrides(config.to_dict(), overrides))
+    return load_study_config(config, overrides)
+
+
+def _finished_record(plan: StudyPlan, cell: Cell) -> dict[str, Any] | None:
+    """The cell's ``cell.json``, or None when it has none or lacks an embedding the study now
+    evaluates (the rerun then only evaluates: its training is complete); an error when its config
+    is not the plan's (the study changed under a finished cell)."""
+    path = cell_dir(plan.study.output_dir, cell) / CELL_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); delete it to run the cell again") from error
+    if not set(plan.study.embeddings) <= set(record.get("metrics", {})):
+        return None
+    current = plan.configs[cell].to_dict()
+    saved = record.get("config", {})
+    # output_dir differs when the study folder was moved; keys new to TrainConfig are not compared
+    changed = sorted(k for k in current if k in saved and k != "output_dir" and saved[k] != current[k])
+    if changed:
+        detail = ", ".join(f"{k}: {saved[k]!r} -> {current[k]!r}" for k in changed)
+        raise ValueError(
+            f"cell {cell.key} in {plan.study.output_dir} finished with another config ({detail}); "
+            "choose another output_dir, or delete that cell's folder to run it again"
+        )
+    return {**record, "status": "ok", "run_dir": str(path.parent)}
+
+
+def _execute(plan: StudyPlan, todo: list[Cell], *, progress: bool, already: int) -> Iterator[dict[str, Any]]:
+    """Run ``todo`` and yield each cell's record as it completes, advancing the bar."""
+    from tqdm.auto import tqdm
+
+    study = plan.study
+    tasks = [
+        CellTask(cell, plan.configs[cell].to_dict(), plan.protocols[cell.protocol], tuple(study.embeddings),
+                 study.threads_per_worker)
+        for cell in todo
+    ]
+    # tqdm's rate counts only the cells finished by this call (n - initial): the time left is
+    # estimated from them, not from the skipped ones; parallel workers show as a higher rate.
+    bar = tqdm(total=len(plan.cells), initial=already, desc="study", unit="cell", disable=not progress,
+               file=sys.stderr, smoothing=0)  # the average over all cells finished, not the last few
+    unfinished: dict[str, int] = {}
+    try:
+        if tasks:
+            completions = _submitit(tasks, study) if study.executor == "submitit" else _processes(tasks, study)
+            for record in completions:
+                bar.update(1)
+                if record["status"] != "ok":
+                    unfinished[record["status"]] = unfinished.get(record["status"], 0) + 1
+                    bar.set_postfix(unfinished)
+                    bar.write(f"cell {record['key']} {record['status']}: {record.get('error')}")
+                yield record
+    finally:
+        bar.close()
+
+
+def _processes(tasks: list[CellTask], study: StudyConfig) -> Iterator[dict[str, Any]]:
+    workers = min(study.num_workers, len(tasks))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {pool.submit(run_cell, task): task for task in tasks}
+        for future in as_completed(futures):
+            yield _outcome(futures[future], future.result)
+    except BaseException:
+        # Ctrl-C: the running cells checkpoint on the same SIGINT; the queued ones never start.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _submitit(tasks: list[CellTask], study: StudyConfig) -> Iterator[dict[str, Any]]:
+    submitit = _import_submitit()
+    parameters = dict(study.submitit)
+    cluster = parameters.pop("cluster", None)
+    executor = submitit.AutoExecutor(folder=Path(study.output_dir) / "submitit", cluster=cluster)
+    if parameters:
+        executor.update_parameters(**parameters)
+    jobs = executor.map_array(run_cell, tasks)
+    by_job = {job.job_id: task for job, task in zip(jobs, tasks)}
+    poll = 10.0 if executor.cluster == "slurm" else 0.5
+    for job in submitit.helpers.as_completed(jobs, poll_frequency=poll):
+        yield _outcome(by_job[job.job_id], job.result)
+
+
+def _outcome(task: CellTask, result: Any) -> dict[str, Any]:
+    """The record a finished future or job returned, or a failure record when the worker died."""
+    try:
+        return result()
+    except Exception as error:  # noqa: BLE001 - the worker process died or the job failed
+        return {"cell": {"variant": task.cell.variant, "protocol": task.cell.protocol, "seed": task.cell.seed},
+                "key": task.cell.key, "run_dir": task.config["output_dir"], "config": task.config,
+                "status": "failed", "error": f"{type(error).__name__}: {error}"}
+
+
+def _import_submitit() -> Any:
+    try:
+        import submitit
+    except ImportError as error:
+        raise ImportError("study key 'executor' is 'submitit', which is not installed: pip install submitit") from error
+    return submitit
+
+
+def _result(plan: StudyPlan, records: dict[Cell, dict[str, Any] | None], ran: list[str]) -> StudyResult:
+    ordered = []
+    for cell in plan.cells:
+        record = records[cell]
+        if record is None:
+            record = {"cell": {"variant": cell.variant, "protocol": cell.protocol, "seed": cell.seed},
+                      "key": cell.key, "run_dir": str(cell_dir(plan.study.output_dir, cell)), "status": "pending"}
+        ordered.append(record)
+    rows = [row for record in ordered if record["status"] == "ok" for row in cell_rows(record)]
+    tables = aggregate(rows, plan.study.baseline)
+    return StudyResult(Path(plan.study.output_dir), ordered, tables["summary"], tables["paired"], ran)
+
+
+def write_study_json(result: StudyResult, study: StudyConfig) -> Path:
+    """Write ``<output_dir>/study.json`` atomically: the config, every cell's record (config,
+    metrics, timing, environment, error) and the aggregated tables. NaN is written as null."""
+    counts = {status: sum(r["status"] == status for r in result.records)
+              for status in ("ok", "failed", "interrupted", "pending")}
+    document = {
+        "schema": _SCHEMA,
+        "config": study.to_dict(),
+        "environment": provenance(),
+        "counts": counts,
+        "complete": counts["ok"] == len(result.records),
+        "cells": result.records,
+        "summary": result.summary,
+        "paired": result.paired,
+    }
+    text = json.dumps(_nan_to_none(document), indent=1, allow_nan=False)
+    return write_text_atomic(result.output_dir / STUDY_FILE, text + "\n")
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    return value
