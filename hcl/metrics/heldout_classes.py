@@ -109,7 +109,11 @@ def choose_unseen_classes(
 
 
 def check_heldout_classes(
-    labels: Any, heldout_classes: Iterable[ClassSpec], *, hierarchy: Hierarchy | None = None
+    labels: Any,
+    heldout_classes: Iterable[ClassSpec],
+    *,
+    hierarchy: Hierarchy | None = None,
+    level: int | None = None,
 ) -> list[tuple[int, ...]]:
     """Validate held-out classes against ``labels`` and return them as sorted label prefixes.
 
@@ -119,6 +123,7 @@ def check_heldout_classes(
             ignored), bare ints (a root), or, with ``hierarchy``, node names at any level.
         hierarchy: resolves names and names the classes in error messages; ``labels`` must
             then be encoded in it.
+        level: if given, every class must be at this level (``-1``: the finest).
 
     Returns:
         The distinct prefixes, sorted.
@@ -126,8 +131,8 @@ def check_heldout_classes(
     Raises:
         TypeError: a single string instead of a list of classes.
         ValueError: no class; a malformed prefix; a name without ``hierarchy``, unknown, or at
-            several levels; a class repeated, nested under another held-out class, or without
-            any sample in ``labels``; a class whose parent keeps no seen child at its level (a
+            several levels; a class not at ``level``; a class repeated, nested under another
+            held-out class, or without any sample in ``labels``; a class whose parent keeps no seen child at its level (a
             parent's only child, or all its children held out), naming the class and the parent.
 
     Shape:
@@ -142,6 +147,15 @@ def check_heldout_classes(
     prefixes = [_as_prefix(spec, num_levels, hierarchy) for spec in heldout_classes]
     if not prefixes:
         raise ValueError("heldout_classes is empty")
+    if level is not None:
+        if not -num_levels <= level < num_levels:
+            raise ValueError(f"level {level} is out of range for {num_levels} levels")
+        for prefix in prefixes:
+            if len(prefix) - 1 != level % num_levels:
+                raise ValueError(
+                    f"held-out class {_describe(prefix, hierarchy)} is at level {len(prefix) - 1}, "
+                    f"not at level {level % num_levels}"
+                )
     for i, a in enumerate(prefixes):
         for b in prefixes[i + 1 :]:
             if a == b:
@@ -236,7 +250,7 @@ def _as_prefix(spec: ClassSpec, num_levels: int, hierarchy: Hierarchy | None) ->
     """One class as a label prefix: from a name (with ``hierarchy``), an int, or a label row."""
     if isinstance(spec, str):
         if hierarchy is None:
-            raise ValueError(f"class {spec!r} is a name; names need a hierarchy (check_heldout_classes(..., hierarchy=))")
+            raise ValueError(f"class {spec!r} is a name; names need a hierarchy (check_heldout_classes(hierarchy=))")
         levels = [level for level in range(num_levels) if spec in hierarchy.nodes(level)]
         if not levels:
             raise ValueError(f"unknown held-out class {spec!r}: not a node of {hierarchy!r}")

@@ -60,11 +60,17 @@ def _prefix(row: np.ndarray, level: int) -> tuple[int, ...] | None:
     return tuple(row[: level + 1].tolist()) if row[level] >= 0 else None
 
 
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float64) / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 def oracle_report(train_x, train_y, test_x, test_y, heldout, level_h):
-    """The metrics of one group straight from the definitions, with 1-NN classifiers, in float64."""
-    unit = lambda x: x.astype(np.float64) / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
-    train_x, test_x = unit(train_x), unit(test_x)
-    under = lambda row: any(tuple(row[: len(c)].tolist()) == tuple(c) for c in heldout)  # noqa: E731
+    """The metrics of each group straight from the definitions, with 1-NN classifiers, in float64."""
+    train_x, test_x = _unit(train_x), _unit(test_x)
+
+    def under(row: np.ndarray) -> bool:
+        return any(tuple(row[: len(c)].tolist()) == tuple(c) for c in heldout)
+
     seen_ref = [j for j in range(len(train_y)) if not under(train_y[j])]
     groups = {"heldout": [i for i in range(len(test_y)) if under(test_y[i])],
               "seen": [i for i in range(len(test_y)) if not under(test_y[i])]}
@@ -148,6 +154,11 @@ def test_check_needs_samples_names_need_a_hierarchy() -> None:
         check_heldout_classes(FASHION_LABELS, ["Sneaker"])
     with pytest.raises(TypeError, match="list of classes"):
         check_heldout_classes(FASHION_LABELS, "Sneaker", hierarchy=FASHION)
+    with pytest.raises(ValueError, match=r"'shoes' \(1, 5\) is at level 1, not at level 2"):
+        check_heldout_classes(FASHION_LABELS, ["shoes"], hierarchy=FASHION, level=-1)
+    assert check_heldout_classes(FASHION_LABELS, ["shoes"], hierarchy=FASHION, level=1) == [(1, 5)]
+    with pytest.raises(ValueError, match="out of range"):
+        check_heldout_classes(FASHION_LABELS, ["shoes"], hierarchy=FASHION, level=3)
     repeated = Hierarchy.from_paths([("a", "a"), ("a", "b"), ("c", "d")])
     with pytest.raises(ValueError, match="node at levels"):
         check_heldout_classes(repeated.encode([("a", "a"), ("a", "b"), ("c", "d")]), ["a"], hierarchy=repeated)
@@ -171,7 +182,7 @@ def test_choose_never_holds_out_an_only_child() -> None:
 def test_seen_training_indices_keep_the_seen_samples_only() -> None:
     labels = np.concatenate([FASHION_LABELS.numpy(), [[0, 3, -1], [1, -1, -1], [-1, -1, -1]]])
     keep = seen_training_indices(labels, ["Sneaker", "Shirt"], hierarchy=FASHION)
-    seen, unseen = seen_unseen_split(labels, [(0, 3, 4), (1, 5, 9)])
+    seen, _ = seen_unseen_split(labels, [(0, 3, 4), (1, 5, 9)])
     assert keep.dtype == np.int64 and keep.tolist() == np.flatnonzero(seen).tolist()
     kept = labels[keep]
     assert not ((kept[:, 2] == 9) | (kept[:, 2] == 4)).any()
@@ -204,7 +215,8 @@ def test_heldout_metrics_match_a_loop_oracle(heldout) -> None:
     level_h = len(heldout[0]) - 1
     assert report["heldout_classes"] == [list(c) for c in sorted(heldout)]
     assert report["heldout_level"] == level_h and report["k"] == 1
-    assert_close({g: report[g] for g in ("heldout", "seen")}, oracle_report(train_x, train_y, test_x, test_y, heldout, level_h))
+    expected = oracle_report(train_x, train_y, test_x, test_y, heldout, level_h)
+    assert_close({group: report[group] for group in ("heldout", "seen")}, expected)
 
 
 @pytest.mark.parametrize("heldout", [[(1, 2, 0)], [(0, 1, 2), (2, 0, 0)]])
