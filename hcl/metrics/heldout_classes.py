@@ -70,10 +70,7 @@ def choose_unseen_classes(
         labels: (N, L).
     """
     labels = as_label_tensor(labels, device="cpu")
-    num_levels = labels.shape[1]
-    if not -num_levels <= level < num_levels:
-        raise ValueError(f"level {level} is out of range for {num_levels} levels")
-    level %= num_levels
+    level = _level_index(level, labels.shape[1])
     classes = [tuple(row) for row in torch.unique(labels[labels[:, level] >= 0, : level + 1], dim=0).tolist()]
     if len(classes) < 2:
         raise ValueError(f"level {level} has {len(classes)} class(es); need at least 2 to hold some out")
@@ -132,8 +129,9 @@ def check_heldout_classes(
         TypeError: a single string instead of a list of classes.
         ValueError: no class; a malformed prefix; a name without ``hierarchy``, unknown, or at
             several levels; a class not at ``level``; a class repeated, nested under another
-            held-out class, or without any sample in ``labels``; a class whose parent keeps no seen child at its level (a
-            parent's only child, or all its children held out), naming the class and the parent.
+            held-out class, or without any sample in ``labels``; a class whose parent keeps no
+            seen child at its level (a parent's only child, or all its children held out),
+            naming the class and the parent.
 
     Shape:
         labels: (N, L).
@@ -148,44 +146,14 @@ def check_heldout_classes(
     if not prefixes:
         raise ValueError("heldout_classes is empty")
     if level is not None:
-        if not -num_levels <= level < num_levels:
-            raise ValueError(f"level {level} is out of range for {num_levels} levels")
+        level = _level_index(level, num_levels)
         for prefix in prefixes:
-            if len(prefix) - 1 != level % num_levels:
+            if len(prefix) - 1 != level:
                 raise ValueError(
-                    f"held-out class {_describe(prefix, hierarchy)} is at level {len(prefix) - 1}, "
-                    f"not at level {level % num_levels}"
+                    f"held-out class {_describe(prefix, hierarchy)} is at level {len(prefix) - 1}, not at level {level}"
                 )
-    for i, a in enumerate(prefixes):
-        for b in prefixes[i + 1 :]:
-            if a == b:
-                raise ValueError(f"held-out class {_describe(a, hierarchy)} is given twice")
-            outer, inner = (a, b) if len(a) <= len(b) else (b, a)
-            if inner[: len(outer)] == outer:
-                raise ValueError(
-                    f"held-out class {_describe(inner, hierarchy)} lies under held-out class "
-                    f"{_describe(outer, hierarchy)}; give only the outer one"
-                )
-    rows = labels.numpy()
-    present_at: dict[int, set[tuple[int, ...]]] = {}
-    for prefix in prefixes:
-        depth = len(prefix)
-        if depth not in present_at:
-            known = rows[rows[:, depth - 1] >= 0, :depth]
-            present_at[depth] = {tuple(r) for r in np.unique(known, axis=0).tolist()}
-        present = present_at[depth]
-        if prefix not in present:
-            raise ValueError(f"held-out class {_describe(prefix, hierarchy)} has no sample in labels")
-        siblings = [c for c in present if c[:-1] == prefix[:-1]]
-        if not any(all(c[: len(q)] != q for q in prefixes) for c in siblings):
-            parent = _describe_parent(prefix, hierarchy)
-            if len(siblings) == 1:
-                raise ValueError(
-                    f"held-out class {_describe(prefix, hierarchy)} is the only child of {parent}, so no seen "
-                    "sibling would remain; hold out a class that has siblings, or the parent itself"
-                )
-            held = ", ".join(_describe(c, hierarchy) for c in sorted(siblings))
-            raise ValueError(f"holding out all of {held} leaves {parent} with no seen child; keep one of them seen")
+    _check_distinct(prefixes, hierarchy)
+    _check_seen_siblings(labels.numpy(), prefixes, hierarchy)
     return sorted(prefixes)
 
 
@@ -246,6 +214,50 @@ def seen_training_indices(
     return np.flatnonzero(seen).astype(np.int64)
 
 
+def _level_index(level: int, num_levels: int) -> int:
+    if not -num_levels <= level < num_levels:
+        raise ValueError(f"level {level} is out of range for {num_levels} levels")
+    return level % num_levels
+
+
+def _check_distinct(prefixes: list[tuple[int, ...]], hierarchy: Hierarchy | None) -> None:
+    """No class given twice, none nested under another."""
+    for i, a in enumerate(prefixes):
+        for b in prefixes[i + 1 :]:
+            if a == b:
+                raise ValueError(f"held-out class {_describe(a, hierarchy)} is given twice")
+            outer, inner = (a, b) if len(a) <= len(b) else (b, a)
+            if inner[: len(outer)] == outer:
+                raise ValueError(
+                    f"held-out class {_describe(inner, hierarchy)} lies under held-out class "
+                    f"{_describe(outer, hierarchy)}; give only the outer one"
+                )
+
+
+def _check_seen_siblings(rows: np.ndarray, prefixes: list[tuple[int, ...]], hierarchy: Hierarchy | None) -> None:
+    """Every class has a sample in ``rows``, and its parent a child at its level that is not held out."""
+    present_at: dict[int, set[tuple[int, ...]]] = {}
+    for prefix in prefixes:
+        depth = len(prefix)
+        if depth not in present_at:
+            known = rows[rows[:, depth - 1] >= 0, :depth]
+            present_at[depth] = {tuple(r) for r in np.unique(known, axis=0).tolist()}
+        present = present_at[depth]
+        if prefix not in present:
+            raise ValueError(f"held-out class {_describe(prefix, hierarchy)} has no sample in labels")
+        siblings = [c for c in present if c[:-1] == prefix[:-1]]
+        if any(all(c[: len(q)] != q for q in prefixes) for c in siblings):
+            continue
+        parent = _describe(prefix[:-1], hierarchy) if len(prefix) > 1 else "the root"
+        if len(siblings) == 1:
+            raise ValueError(
+                f"held-out class {_describe(prefix, hierarchy)} is the only child of {parent}, so no seen "
+                "sibling would remain; hold out a class that has siblings, or the parent itself"
+            )
+        held = ", ".join(_describe(c, hierarchy) for c in sorted(siblings))
+        raise ValueError(f"holding out all of {held} leaves {parent} with no seen child; keep one of them seen")
+
+
 def _as_prefix(spec: ClassSpec, num_levels: int, hierarchy: Hierarchy | None) -> tuple[int, ...]:
     """One class as a label prefix: from a name (with ``hierarchy``), an int, or a label row."""
     if isinstance(spec, str):
@@ -267,12 +279,8 @@ def _as_prefix(spec: ClassSpec, num_levels: int, hierarchy: Hierarchy | None) ->
 
 
 def _describe(prefix: tuple[int, ...], hierarchy: Hierarchy | None) -> str:
-    """``'Dress' (0, 1, 0)`` with a hierarchy, else the prefix."""
+    """``'Dress' (0, 1, 1)`` with a hierarchy, else the prefix."""
     level = len(prefix) - 1
     if hierarchy is not None and prefix[-1] < hierarchy.num_nodes(level):
         return f"{hierarchy.nodes(level)[prefix[-1]]!r} {prefix}"
     return str(prefix)
-
-
-def _describe_parent(prefix: tuple[int, ...], hierarchy: Hierarchy | None) -> str:
-    return _describe(prefix[:-1], hierarchy) if len(prefix) > 1 else "the root"
