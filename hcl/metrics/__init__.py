@@ -7,27 +7,34 @@ identity at level ``l`` are label-prefix equality up to ``l`` (see :class:`hcl.H
   :func:`retrieval_table`, :func:`nearest_neighbors`.
 - Hierarchy preservation: :func:`cpcc`, :func:`mistake_severity`,
   :func:`hierarchical_distance_at_k`.
-- Classification: :func:`knn_accuracy`, :func:`linear_probe`, and seen/unseen transfer with
-  :func:`choose_unseen_classes`, :func:`seen_unseen_split`, :func:`transfer_accuracy`.
+- Classification: :func:`knn_accuracy`, :func:`linear_probe`, and the seen/unseen transfer
+  :func:`transfer_accuracy`.
+- Held-out classes: :func:`choose_unseen_classes` and :func:`check_heldout_classes` (each
+  held-out class keeps a seen sibling), :func:`seen_unseen_split`,
+  :func:`seen_training_indices` (what the encoder trains on), and the report
+  :func:`heldout_metrics`.
 - Clustering: :func:`clustering_per_level`, :func:`nmi_per_level`, :func:`ami_per_level`.
 """
 
-from hcl.metrics.classification import (
-    choose_unseen_classes,
-    knn_accuracy,
-    linear_probe,
-    seen_unseen_split,
-    transfer_accuracy,
-)
+from hcl.metrics.classification import knn_accuracy, linear_probe, transfer_accuracy
 from hcl.metrics.clustering import ami_per_level, clustering_per_level, nmi_per_level
+from hcl.metrics.heldout import heldout_metrics
+from hcl.metrics.heldout_classes import (
+    check_heldout_classes,
+    choose_unseen_classes,
+    seen_training_indices,
+    seen_unseen_split,
+)
 from hcl.metrics.hierarchy_metrics import cpcc, hierarchical_distance_at_k, mistake_severity
 from hcl.metrics.retrieval import nearest_neighbors, per_level_retrieval, retrieval_table
 
 __all__ = [
     "ami_per_level",
+    "check_heldout_classes",
     "choose_unseen_classes",
     "clustering_per_level",
     "cpcc",
+    "heldout_metrics",
     "hierarchical_distance_at_k",
     "knn_accuracy",
     "linear_probe",
@@ -36,6 +43,7 @@ __all__ = [
     "nmi_per_level",
     "per_level_retrieval",
     "retrieval_table",
+    "seen_training_indices",
     "seen_unseen_split",
     "transfer_accuracy",
 ]

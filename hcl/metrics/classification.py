@@ -16,17 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from hcl.labels import as_label_tensor, prefix_ids
+from hcl.labels import prefix_ids
 from hcl.metrics._validation import as_embeddings, as_labels_for, check_same_levels
+from hcl.metrics.heldout_classes import check_heldout_classes, seen_unseen_split
 from hcl.metrics.retrieval import nearest_neighbors
 
-__all__ = [
-    "choose_unseen_classes",
-    "knn_accuracy",
-    "linear_probe",
-    "seen_unseen_split",
-    "transfer_accuracy",
-]
+__all__ = ["knn_accuracy", "linear_probe", "transfer_accuracy"]
 
 # Test samples per chunk of the k x k vote comparison.
 _VOTE_CHUNK = 4096
@@ -160,69 +155,6 @@ def linear_probe(
     return result
 
 
-def choose_unseen_classes(
-    labels: Any, fraction: float = 0.2, *, level: int = -1, seed: int = 0
-) -> list[tuple[int, ...]]:
-    """Pick a random fraction of the classes at ``level`` to hold out as "unseen".
-
-    Returns the held-out classes as label prefixes (tuples of length ``level + 1``), sorted,
-    ready for :func:`seen_unseen_split` and :func:`transfer_accuracy`. At least one class is
-    held out and at least one kept.
-
-    Shape:
-        labels: (N, L).
-    """
-    labels = as_label_tensor(labels, device="cpu")
-    level = _check_level(level, labels.shape[1])
-    if not 0 < fraction < 1:
-        raise ValueError(f"fraction must be between 0 and 1 (exclusive), got {fraction}")
-    prefixes = torch.unique(labels[labels[:, level] >= 0, : level + 1], dim=0)
-    if len(prefixes) < 2:
-        raise ValueError(f"level {level} has {len(prefixes)} class(es); need at least 2 to hold some out")
-    n_unseen = min(len(prefixes) - 1, max(1, round(fraction * len(prefixes))))
-    chosen = np.random.default_rng(seed).choice(len(prefixes), size=n_unseen, replace=False)
-    return sorted(tuple(prefixes[i].tolist()) for i in chosen)
-
-
-def seen_unseen_split(
-    labels: Any, unseen_classes: Iterable[Sequence[int] | int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Masks of the samples of seen and of unseen classes.
-
-    Args:
-        labels: (N, L) hierarchical labels.
-        unseen_classes: label prefixes, e.g. ``(3, 1)`` = child 1 of root 3 (with its whole
-            subtree), or full label rows (trailing ``-1`` ignored); a bare int ``c`` means the
-            root ``(c,)``. :func:`choose_unseen_classes` returns such a list.
-
-    Returns:
-        ``(seen, unseen)`` boolean arrays. A sample is unseen when its label starts with one of
-        the prefixes; seen when it is known at least as deep as the deepest prefix and matches
-        none. Samples too shallow to tell are in neither.
-
-    Shape:
-        labels: (N, L). Returns (N,), (N,).
-    """
-    labels = as_label_tensor(labels, device="cpu").numpy()
-    n, num_levels = labels.shape
-    unseen = np.zeros(n, dtype=bool)
-    deepest = 0
-    for spec in unseen_classes:
-        prefix = [int(spec)] if isinstance(spec, (int, np.integer)) else [int(v) for v in spec]
-        while prefix and prefix[-1] == -1:
-            prefix.pop()
-        if not prefix or len(prefix) > num_levels or min(prefix) < 0:
-            raise ValueError(
-                f"unseen class {spec!r} is not a label prefix of at most {num_levels} known levels"
-            )
-        unseen |= (labels[:, : len(prefix)] == np.asarray(prefix)).all(axis=1)
-        deepest = max(deepest, len(prefix))
-    if deepest == 0:
-        raise ValueError("unseen_classes is empty")
-    seen = ~unseen & (labels[:, deepest - 1] >= 0)
-    return seen, unseen
-
-
 def transfer_accuracy(
     train_emb: Any,
     train_labels: Any,
@@ -236,45 +168,52 @@ def transfer_accuracy(
     """Seen/unseen transfer: per-level accuracy separately on seen and on unseen classes.
 
     The protocol of Zhang et al. (CVPR 2022, "Use All The Labels"): the embedding was trained
-    on the seen classes only; a k-NN classifier or linear probe is then fitted on the training
-    split of each group and tested on that group's test split, so the "unseen" numbers show how
-    well the embedding transfers to classes it never saw. One call::
+    on the seen classes only. One k-NN classifier or linear probe is fitted on the whole
+    training split, unseen classes included (the classifier may know every class; the encoder
+    never saw the unseen ones), and scored separately on the seen and on the unseen test
+    samples. A classifier fitted on the unseen classes alone would score a single held-out
+    class 1.0 at every level, whatever the embedding. One call::
 
         transfer_accuracy(train_emb, train_labels, test_emb, test_labels, unseen, method="knn")
 
+    For the fuller report (retrieval, landing under the right parent) see
+    :func:`hcl.metrics.heldout_metrics`.
+
     Args:
-        unseen_classes: as in :func:`seen_unseen_split` (e.g. from :func:`choose_unseen_classes`).
+        unseen_classes: label prefixes, checked by :func:`hcl.metrics.check_heldout_classes`
+            against ``train_labels`` (e.g. from :func:`hcl.metrics.choose_unseen_classes`).
         method: ``"knn"`` (:func:`knn_accuracy`) or ``"linear"`` (:func:`linear_probe`).
         **kwargs: passed on to that function (``k``, ``C``, ``backend``, ...).
 
     Returns:
-        ``{"seen": {level: accuracy}, "unseen": {level: accuracy}}``; a group with no training
-        or no test sample gets NaN at every level.
+        ``{"seen": {level: accuracy}, "unseen": {level: accuracy}}``; a group with no test
+        sample gets NaN at every level.
+
+    Raises:
+        ValueError: an unknown ``method``, or held-out classes that break the protocol (a
+            parent's only child, a class without training samples; see
+            :func:`hcl.metrics.check_heldout_classes`).
 
     Shape:
         train_emb: (N, D); train_labels: (N, L); test_emb: (M, D); test_labels: (M, L).
     """
     if method not in ("knn", "linear"):
         raise ValueError(f"method must be 'knn' or 'linear', got {method!r}")
-    unseen_classes = list(unseen_classes)
     train_x = as_embeddings(train_emb, "train_emb", device="cpu")
     test_x = as_embeddings(test_emb, "test_emb", device="cpu")
     train_y = as_labels_for(train_labels, train_x, "train_labels", "train_emb")
     test_y = as_labels_for(test_labels, test_x, "test_labels", "test_emb")
     check_same_levels(train_y, test_y, "train_labels", "test_labels")
-    train_groups = seen_unseen_split(train_y, unseen_classes)
-    test_groups = seen_unseen_split(test_y, unseen_classes)
+    unseen_classes = check_heldout_classes(train_y, unseen_classes)
     result = {}
-    for name, train_mask, test_mask in zip(("seen", "unseen"), train_groups, test_groups):
-        train_mask, test_mask = torch.from_numpy(train_mask), torch.from_numpy(test_mask)
-        if not bool(train_mask.any()) or not bool(test_mask.any()):
+    for name, test_mask in zip(("seen", "unseen"), seen_unseen_split(test_y, unseen_classes)):
+        test_mask = torch.from_numpy(test_mask)
+        if not bool(test_mask.any()):
             result[name] = {level: math.nan for level in range(train_y.shape[1])}
             continue
-        args = (train_x[train_mask], train_y[train_mask], test_x[test_mask], test_y[test_mask])
+        args = (train_x, train_y, test_x[test_mask], test_y[test_mask])
         if method == "knn":
-            kwargs_knn = dict(kwargs)
-            kwargs_knn["k"] = min(kwargs_knn.get("k", 20), int(train_mask.sum()))
-            result[name] = knn_accuracy(*args, **kwargs_knn)
+            result[name] = knn_accuracy(*args, **(kwargs | {"k": min(kwargs.get("k", 20), len(train_x))}))
         else:
             result[name] = linear_probe(*args, **kwargs)
     return result
@@ -301,12 +240,6 @@ def _accuracy(predicted: torch.Tensor, truth: torch.Tensor) -> float:
     if not bool(known.any()):
         return math.nan
     return float((predicted[known] == truth[known]).double().mean())
-
-
-def _check_level(level: int, num_levels: int) -> int:
-    if not -num_levels <= level < num_levels:
-        raise ValueError(f"level {level} is out of range for {num_levels} levels")
-    return level % num_levels
 
 
 def _sklearn_probe(

@@ -153,12 +153,15 @@ LABELS = np.array([[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, -1], [-1, -1]])
 def test_seen_unseen_split_by_prefix() -> None:
     seen, unseen = seen_unseen_split(LABELS, [(0, 1), (1, 0, -1)])
     assert unseen.tolist() == [False, True, False, True, False, False, False]
-    # (1, -1) is too shallow to tell against a depth-2 class; (-1, -1) too.
+    # (1, -1) may be (1, 0), an unseen class; (-1, -1) may be anything: neither group.
     assert seen.tolist() == [True, False, True, False, True, False, False]
     seen, unseen = seen_unseen_split(torch.from_numpy(LABELS), [1])  # a bare int is a root
     assert unseen.tolist() == [False, False, False, True, True, True, False]
     assert seen.tolist() == [True, True, True, False, False, False, False]
-    for bad in ([], [(5, -1, 2)], [(-1,)], [(0, 0, 0)]):
+    # A sample labelled only down to a root with no unseen class below it is seen.
+    seen, unseen = seen_unseen_split(np.array([[0, -1], [1, -1], [1, 2]]), [(0, 1)])
+    assert seen.tolist() == [False, True, True] and not unseen.any()
+    for bad in ([], [(5, -1, 2)], [(-1,)], [(0, 0, 0)], ["f0"]):
         with pytest.raises(ValueError):
             seen_unseen_split(LABELS, bad)
 
@@ -172,29 +175,57 @@ def test_choose_unseen_classes() -> None:
     assert len(roots) == 2 and set(roots) <= {(0,), (1,), (2,)}  # round(0.5 * 3) of 3 roots
     existing = {tuple(r) for r in y.tolist()}
     assert set(chosen) <= existing
+    assert len(choose_unseen_classes(y, count=9, seed=0)) == 9  # 12 classes, 3 parents each keep one
+    assert len(choose_unseen_classes(y, 0.99, seed=0)) == 9  # a fraction is capped there
     with pytest.raises(ValueError, match="fraction"):
         choose_unseen_classes(y, 1.0)
     with pytest.raises(ValueError, match="out of range"):
         choose_unseen_classes(y, 0.2, level=2)
     with pytest.raises(ValueError, match="at least 2"):
         choose_unseen_classes(np.zeros((5, 1), dtype=np.int64), 0.5)
+    with pytest.raises(ValueError, match=r"count must be an int in 1\.\.9"):
+        choose_unseen_classes(y, count=10)
+    with pytest.raises(ValueError, match="not both"):
+        choose_unseen_classes(y, 0.2, count=2)
+    only_children = np.array([[0, 0], [1, 0], [2, 0]])
+    with pytest.raises(ValueError, match="no class at level 1 has a sibling"):
+        choose_unseen_classes(only_children, count=1)
 
 
-def test_transfer_accuracy_is_knn_or_probe_within_each_group() -> None:
+def balanced(per_class: int, branching: tuple[int, ...]) -> np.ndarray:
+    """Every leaf of a full tree ``per_class`` times, leaves in order."""
+    leaves = np.stack(np.meshgrid(*[np.arange(b) for b in branching], indexing="ij"), axis=-1)
+    return np.repeat(leaves.reshape(-1, len(branching)), per_class, axis=0)
+
+
+@pytest.mark.parametrize("method", ["knn", "linear"])
+def test_transfer_accuracy_of_one_heldout_class_is_chance_for_random_embeddings(method: str) -> None:
+    """One held-out class of 9 with random embeddings: near chance (1/3, 1/9), not 1.0 by construction."""
+    rng = np.random.default_rng(0)
+    train_y, test_y = balanced(60, (3, 3)), balanced(30, (3, 3))
+    train_x = rng.standard_normal((len(train_y), 16)).astype(np.float32)
+    test_x = rng.standard_normal((len(test_y), 16)).astype(np.float32)
+    options = {"k": 10} if method == "knn" else {}
+    result = transfer_accuracy(train_x, train_y, test_x, test_y, [(1, 2)], method=method, **options)
+    for group in ("seen", "unseen"):
+        assert result[group][0] < 0.6 and result[group][1] < 0.4, (group, result[group])
+
+
+def test_transfer_accuracy_fits_one_classifier_on_all_training_samples() -> None:
     x, y = data(400, (2, 4), dim=8, seed=4, spread=1.5)
-    unseen = choose_unseen_classes(y, 0.25, seed=0)
-    result = transfer_accuracy(x[:300], y[:300], x[300:], y[300:], unseen, k=5)
-    tr_seen, tr_unseen = seen_unseen_split(y[:300], unseen)
-    te_seen, te_unseen = seen_unseen_split(y[300:], unseen)
+    unseen = choose_unseen_classes(y[:300], 0.25, seed=0)
     train_x, train_y, test_x, test_y = x[:300], y[:300], x[300:], y[300:]
-    unseen_only = knn_accuracy(train_x[tr_unseen], train_y[tr_unseen], test_x[te_unseen], test_y[te_unseen], k=5)
-    assert result["unseen"] == unseen_only
-    assert result["seen"] == knn_accuracy(train_x[tr_seen], train_y[tr_seen], test_x[te_seen], test_y[te_seen], k=5)
-    linear = transfer_accuracy(x[:300], y[:300], x[300:], y[300:], unseen, method="linear")
-    assert set(linear) == {"seen", "unseen"} and set(linear["unseen"]) == {0, 1}
-    # A group with no test sample is NaN; bad method names are rejected.
-    all_classes = sorted({tuple(r) for r in y.tolist()})
-    empty = transfer_accuracy(x[:300], y[:300], x[300:], y[300:], all_classes)
-    assert all(math.isnan(v) for v in empty["seen"].values())
+    result = transfer_accuracy(train_x, train_y, test_x, test_y, unseen, k=5)
+    te_seen, te_unseen = seen_unseen_split(test_y, unseen)
+    assert result["unseen"] == knn_accuracy(train_x, train_y, test_x[te_unseen], test_y[te_unseen], k=5)
+    assert result["seen"] == knn_accuracy(train_x, train_y, test_x[te_seen], test_y[te_seen], k=5)
+    linear = transfer_accuracy(train_x, train_y, test_x, test_y, unseen, method="linear")
+    assert linear["unseen"] == linear_probe(train_x, train_y, test_x[te_unseen], test_y[te_unseen])
+    # A group with no test sample is NaN; bad method names and classes are rejected.
+    no_unseen = transfer_accuracy(train_x, train_y, test_x[te_seen], test_y[te_seen], unseen, k=5)
+    assert all(math.isnan(v) for v in no_unseen["unseen"].values())
     with pytest.raises(ValueError, match="method"):
-        transfer_accuracy(x[:300], y[:300], x[300:], y[300:], unseen, method="svm")
+        transfer_accuracy(train_x, train_y, test_x, test_y, unseen, method="svm")
+    all_children_of_root_0 = [(0, c) for c in range(4)]
+    with pytest.raises(ValueError, match=r"leaves \(0,\) with no seen child"):
+        transfer_accuracy(train_x, train_y, test_x, test_y, all_children_of_root_0)
