@@ -40,8 +40,8 @@ def make_data(n: int, dim: int, seed: int):
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    n_fine = int(np.prod(BRANCHING))
-    fine = rng.integers(0, n_fine, size=n)
+    num_fine = int(np.prod(BRANCHING))
+    fine = rng.integers(0, num_fine, size=n)
     labels = np.empty((n, len(BRANCHING)), dtype=np.int64)
     node = fine.copy()
     for level in range(len(BRANCHING) - 1, -1, -1):

@@ -74,14 +74,14 @@ class Hierarchy:
             parents = self._parents[level]
             if len(parents) != len(names):
                 raise ValueError(f"level {level} has {len(names)} nodes but {len(parents)} parent ids")
-            n_above = len(self._nodes[level - 1]) if level else 0
+            num_parent_nodes = len(self._nodes[level - 1]) if level else 0
             if level == 0 and np.any(parents != -1):
                 raise ValueError("level-0 nodes have no parent (parent id -1)")
-            if level > 0 and len(parents) and (parents.min() < 0 or parents.max() >= n_above):
-                bad = int(np.flatnonzero((parents < 0) | (parents >= n_above))[0])
+            if level > 0 and len(parents) and (parents.min() < 0 or parents.max() >= num_parent_nodes):
+                bad = int(np.flatnonzero((parents < 0) | (parents >= num_parent_nodes))[0])
                 raise ValueError(
                     f"node {names[bad]!r} at level {level} has parent id {int(parents[bad])}, "
-                    f"outside 0..{n_above - 1}"
+                    f"outside 0..{num_parent_nodes - 1}"
                 )
         self._children = [
             [np.flatnonzero(self._parents[level + 1] == i).tolist() for i in range(len(self._nodes[level]))]

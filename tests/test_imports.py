@@ -23,7 +23,7 @@ PACKAGE = Path(hcl.__file__).resolve().parent
 # Lower layers never import higher ones. Layer 1's subpackages are independent of one another;
 # modules within layer 0, and within layer 3, may import each other (the cycle test still holds).
 LAYERS = (
-    ("hcl", "hcl.atomic", "hcl.labels", "hcl.hierarchy", "hcl._hierarchy_build", "hcl.rundir"),
+    ("hcl", "hcl._compat", "hcl.atomic", "hcl.labels", "hcl.hierarchy", "hcl._hierarchy_build", "hcl.rundir"),
     ("hcl.losses", "hcl.data", "hcl.metrics", "hcl.models"),
     ("hcl.train",),
     ("hcl.study", "hcl.viz", "hcl.demo", "hcl.cli", "hcl.__main__"),

@@ -1,6 +1,6 @@
 """Image transforms: the SimCLR/SupCon augmentation, a deterministic evaluation transform, V views.
 
-Contrastive training sees each image through ``n_views`` independent augmentations
+Contrastive training sees each image through ``num_views`` independent augmentations
 (:class:`MultiViewTransform`), so a data set returns x of shape (V, C, H, W). Build the transforms
 from a data set's own constants: ``supcon_augmentation(ds.image_size, ds.channels, ds.mean, ds.std)``.
 """
@@ -13,37 +13,43 @@ from typing import Any
 import torch
 from PIL import Image
 
+from hcl._compat import deprecated_attribute, renamed_kwargs
+
 __all__ = ["MultiViewTransform", "ToChannels", "eval_transform", "supcon_augmentation"]
 
 
 class MultiViewTransform:
-    """Apply a random transform ``n_views`` times to one image and stack the results.
+    """Apply a random transform ``num_views`` times to one image and stack the results.
 
     Args:
         transform: maps a PIL image to a (C, H, W) tensor (e.g. :func:`supcon_augmentation`).
-        n_views: how many independent views, V >= 1.
+        num_views: how many independent views, V >= 1 (the old name ``n_views`` still works,
+            with a ``DeprecationWarning``, as argument and attribute).
 
     Shape:
         Returns (V, C, H, W).
     """
 
-    def __init__(self, transform: Callable[[Image.Image], torch.Tensor], n_views: int = 2) -> None:
-        if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 1:
-            raise ValueError(f"n_views must be an int >= 1, got {n_views!r}")
+    n_views = deprecated_attribute("n_views", "num_views")
+
+    @renamed_kwargs(n_views="num_views")
+    def __init__(self, transform: Callable[[Image.Image], torch.Tensor], num_views: int = 2) -> None:
+        if isinstance(num_views, bool) or not isinstance(num_views, int) or num_views < 1:
+            raise ValueError(f"num_views must be an int >= 1, got {num_views!r}")
         if not callable(transform):
             raise TypeError(f"transform must be callable, got {type(transform).__name__}")
         self.transform = transform
-        self.n_views = n_views
+        self.num_views = num_views
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        views = [self.transform(image) for _ in range(self.n_views)]
+        views = [self.transform(image) for _ in range(self.num_views)]
         for view in views:
             if not isinstance(view, torch.Tensor):
                 raise TypeError(f"the wrapped transform must return tensors, got {type(view).__name__}")
         return torch.stack(views)
 
     def __repr__(self) -> str:
-        return f"MultiViewTransform(n_views={self.n_views}, transform={self.transform!r})"
+        return f"MultiViewTransform(num_views={self.num_views}, transform={self.transform!r})"
 
 
 class ToChannels:

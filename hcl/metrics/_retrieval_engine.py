@@ -46,26 +46,26 @@ class RankingPlan:
         leave_one_out: bool,
         query_indices: np.ndarray | None = None,
     ) -> None:
-        n_gallery, num_levels = g_labels.shape
+        num_gallery, num_levels = g_labels.shape
         ids = prefix_ids(g_labels if leave_one_out else torch.cat([q_labels, g_labels])).numpy()
-        q_ids, g_ids = ids[: len(q_labels)], ids[len(ids) - n_gallery :]
+        q_ids, g_ids = ids[: len(q_labels)], ids[len(ids) - num_gallery :]
         if query_indices is not None:  # leave-one-out over a selection of the gallery
             q_ids = g_ids[query_indices]
         order = np.lexsort(g_ids.T[::-1])
         sorted_ids = g_ids[order]
-        positions = np.arange(n_gallery)
+        positions = np.arange(num_gallery)
         self.order = torch.from_numpy(order)
         self.num_levels = num_levels
         self.starts = np.zeros((len(q_labels), num_levels), dtype=np.int64)
         self.ends = np.zeros((len(q_labels), num_levels), dtype=np.int64)
         for level in range(num_levels):
-            n_ids = int(ids[:, level].max()) + 1
-            if n_ids <= 0:
+            num_ids = int(ids[:, level].max()) + 1
+            if num_ids <= 0:
                 break
             column = sorted_ids[:, level]
             known = column >= 0
-            first = np.full(n_ids, n_gallery, dtype=np.int64)
-            last = np.full(n_ids, -1, dtype=np.int64)
+            first = np.full(num_ids, num_gallery, dtype=np.int64)
+            last = np.full(num_ids, -1, dtype=np.int64)
             np.minimum.at(first, column[known], positions[known])
             np.maximum.at(last, column[known], positions[known])
             first[last < 0] = 0
@@ -151,8 +151,8 @@ class _Context:
     plan: RankingPlan
     layout: KeyLayout
     ks: tuple[int, ...]
-    n_rankable: int
-    harmonic: np.ndarray  # harmonic[n] = 1 + 1/2 + ... + 1/n, n = 0..n_rankable
+    num_rankable: int
+    harmonic: np.ndarray  # harmonic[n] = 1 + 1/2 + ... + 1/n, n = 0..num_rankable
 
 
 def retrieval_sums(
@@ -176,20 +176,20 @@ def retrieval_sums(
     """
     num_levels = plan.num_levels
     layout = KeyLayout.for_levels(num_levels)
-    n_gallery = len(gallery)
-    n_rankable = n_gallery - int(plan.self_position is not None)
-    harmonic = np.concatenate(([0.0], np.cumsum(1.0 / np.arange(1, n_rankable + 1))))
-    context = _Context(plan, layout, ks, n_rankable, harmonic)
+    num_gallery = len(gallery)
+    num_rankable = num_gallery - int(plan.self_position is not None)
+    harmonic = np.concatenate(([0.0], np.cumsum(1.0 / np.arange(1, num_rankable + 1))))
+    context = _Context(plan, layout, ks, num_rankable, harmonic)
     gallery_t = gallery[plan.order.to(gallery.device)].T.contiguous()
     # A power-of-two scale is exact, so the product below is exactly the scaled similarity.
     scaled_queries = queries * -float(2 ** (layout.scale_bits + layout.code_bits))
-    sims_buffer = torch.empty(batch_size, n_gallery, dtype=torch.float32, device=gallery.device)
+    sims_buffer = torch.empty(batch_size, num_gallery, dtype=torch.float32, device=gallery.device)
     sums = np.zeros((num_levels, 3 + len(ks)))
     counts = np.zeros(num_levels, dtype=np.int64)
     on_cpu = gallery.device.type == "cpu"
     workers = max(1, torch.get_num_threads()) if on_cpu else 1
     engine = numpy_block_sums if on_cpu else torch_block_sums
-    buffers = _Buffers.allocate(batch_size, n_gallery, layout) if on_cpu else None
+    buffers = _Buffers.allocate(batch_size, num_gallery, layout) if on_cpu else None
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(queries), batch_size):
             stop = min(start + batch_size, len(queries))
@@ -252,7 +252,7 @@ def _numpy_rows(
     np.bitwise_and(keys, ~layout.code_mask, out=keys)
     plan.mark_rows(keys, first, layout.self_key)
     relevant_counts = plan.relevant[first : first + len(keys)]
-    depth = min(context.n_rankable, max(int(relevant_counts[:, 0].max()), ks[-1]))
+    depth = min(context.num_rankable, max(int(relevant_counts[:, 0].max()), ks[-1]))
     if depth < keys.shape[1]:
         keys.partition(depth - 1, axis=1)
     top = keys[:, :depth]
@@ -272,9 +272,9 @@ def _numpy_rows(
         sums[level, 0] = head[:, 0].sum()
         for i, k in enumerate(ks):
             sums[level, 3 + i] = head[:, :k].any(axis=1).sum()
-        n_hits, ap_times_r = _hits_in_top_r(relevant, r, context.harmonic)
+        num_hits, ap_times_r = _hits_in_top_r(relevant, r, context.harmonic)
         r_counted = r[counted]
-        sums[level, 1] = (n_hits[counted] / r_counted).sum()
+        sums[level, 1] = (num_hits[counted] / r_counted).sum()
         sums[level, 2] = (ap_times_r[counted] / r_counted).sum()
         counts[level] = len(counted)
     return sums, counts
@@ -300,27 +300,27 @@ def _hits_in_top_r(
     r = np.clip(r, 0, width)
     for row in range(rows):
         relevant[row, r[row] :] = False
-    n_hits = np.array([np.count_nonzero(relevant[row]) for row in range(rows)], dtype=np.int64)
-    n_misses = r - n_hits
-    if n_hits.sum() <= n_misses.sum():
+    num_hits = np.array([np.count_nonzero(relevant[row]) for row in range(rows)], dtype=np.int64)
+    num_misses = r - num_hits
+    if num_hits.sum() <= num_misses.sum():
         row, rank0 = np.divmod(np.flatnonzero(relevant), width)
-        j = np.arange(1, len(row) + 1) - (np.cumsum(n_hits) - n_hits)[row]
-        return n_hits, np.bincount(row, weights=j / (rank0 + 1), minlength=rows)
+        j = np.arange(1, len(row) + 1) - (np.cumsum(num_hits) - num_hits)[row]
+        return num_hits, np.bincount(row, weights=j / (rank0 + 1), minlength=rows)
     misses = np.invert(relevant, out=relevant)
     for row in range(rows):
         misses[row, r[row] :] = False
     row, rank0 = np.divmod(np.flatnonzero(misses), width)
-    first_of_row = np.cumsum(n_misses) - n_misses
+    first_of_row = np.cumsum(num_misses) - num_misses
     t = np.arange(1, len(row) + 1) - first_of_row[row]
     # The run after each miss ends just before the next miss of its row, or at rank R.
     end = np.empty_like(rank0)
     end[:-1] = rank0[1:]
-    has_miss = n_misses > 0
-    end[(first_of_row + n_misses - 1)[has_miss]] = r[has_miss]
+    has_miss = num_misses > 0
+    end[(first_of_row + num_misses - 1)[has_miss]] = r[has_miss]
     runs = (end - rank0 - 1) - t * (harmonic[end] - harmonic[rank0 + 1])
     before_first_miss = r.astype(np.float64)
     before_first_miss[has_miss] = rank0[first_of_row[has_miss]]
-    return n_hits, np.bincount(row, weights=runs, minlength=rows) + before_first_miss
+    return num_hits, np.bincount(row, weights=runs, minlength=rows) + before_first_miss
 
 
 def torch_block_sums(
@@ -332,7 +332,7 @@ def torch_block_sums(
     keys = sims.to(layout.torch_dtype).bitwise_and_(~layout.code_mask)
     plan.mark_rows_torch(keys, first, layout.self_key)
     relevant_counts = torch.from_numpy(plan.relevant[first : first + len(keys)]).to(keys.device)
-    depth = min(context.n_rankable, max(int(relevant_counts[:, 0].max()), ks[-1]))
+    depth = min(context.num_rankable, max(int(relevant_counts[:, 0].max()), ks[-1]))
     if depth * 8 <= keys.shape[1]:
         top = torch.topk(keys, depth, dim=1, largest=False, sorted=True).values
     else:
@@ -347,8 +347,8 @@ def torch_block_sums(
     for level in range(num_levels):
         r = relevant_counts[:, level]
         counted = r > 0
-        n_counted = int(counted.sum())
-        if n_counted == 0:
+        num_counted = int(counted.sum())
+        if num_counted == 0:
             break
         width = min(depth, max(int(r.max()), ks[-1]))
         relevant = (shared[:, :width] > level).to(dtype)
@@ -363,5 +363,5 @@ def torch_block_sums(
         columns += [(hits[:, k - 1] > 0).double() for k in ks]
         per_query = torch.stack(columns, dim=1) * counted[:, None]
         sums[level] = per_query.sum(dim=0).cpu().numpy()
-        counts[level] = n_counted
+        counts[level] = num_counted
     return sums, counts

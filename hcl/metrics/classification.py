@@ -277,24 +277,24 @@ def _torch_probe(
     dtype = torch.float64 if device.type == "cpu" else torch.float32
     classes, target = torch.unique(y, return_inverse=True)
     x, target = x.to(device, dtype), target.to(device)
-    n_features, n_classes = x.shape[1], len(classes)
+    num_features, num_classes = x.shape[1], len(classes)
     penalty = 1.0 / (2.0 * C * len(x))
 
     def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
         params = torch.from_numpy(theta).to(device, dtype).requires_grad_(True)
-        weight = params[: n_features * n_classes].view(n_features, n_classes)
-        bias = params[n_features * n_classes :]
+        weight = params[: num_features * num_classes].view(num_features, num_classes)
+        bias = params[num_features * num_classes :]
         with torch.enable_grad():
             loss = torch.nn.functional.cross_entropy(x @ weight + bias, target)
             loss = loss + penalty * (weight * weight).sum()
             (grad,) = torch.autograd.grad(loss, params)
         return float(loss.detach()), grad.to("cpu", torch.float64).numpy()
 
-    start = np.zeros((n_features + 1) * n_classes)
+    start = np.zeros((num_features + 1) * num_classes)
     options = {"maxiter": max_iter, "maxls": 50, "gtol": 1e-5, "ftol": 64 * np.finfo(float).eps}
     theta = minimize(loss_and_grad, start, jac=True, method="L-BFGS-B", options=options).x
     params = torch.from_numpy(theta).to(device, dtype)
     with torch.no_grad():
-        scores = x_test.to(device, dtype) @ params[: n_features * n_classes].view(n_features, n_classes)
-        scores += params[n_features * n_classes :]
+        scores = x_test.to(device, dtype) @ params[: num_features * num_classes].view(num_features, num_classes)
+        scores += params[num_features * num_classes :]
     return classes[scores.argmax(dim=1).cpu()]

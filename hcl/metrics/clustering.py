@@ -6,19 +6,21 @@ from typing import Any
 
 import numpy as np
 
+from hcl._compat import renamed_kwargs
 from hcl.labels import prefix_ids
 from hcl.metrics._validation import as_embeddings, as_labels_for
 
 __all__ = ["ami_per_level", "clustering_per_level", "nmi_per_level"]
 
 
+@renamed_kwargs(n_init="num_init")
 def clustering_per_level(
-    embeddings: Any, labels: Any, *, n_init: int = 3, max_iter: int = 300, seed: int = 0
+    embeddings: Any, labels: Any, *, num_init: int = 3, max_iter: int = 300, seed: int = 0
 ) -> dict[int, dict[str, float]]:
     """Cluster the embeddings at every level and compare the clusters with the classes.
 
     At level l, the samples known there are L2-normalised and clustered by scikit-learn's
-    KMeans (``n_init`` restarts, seeded) into as many clusters as they have distinct level-l
+    KMeans (``num_init`` restarts, seeded) into as many clusters as they have distinct level-l
     classes (label prefixes); the clusters are scored against the classes with normalised and
     adjusted mutual information (arithmetic normalisation, scikit-learn's default). With a
     single class both scores are 1. A level where no sample is known is left out.
@@ -34,8 +36,8 @@ def clustering_per_level(
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
-    if isinstance(n_init, bool) or not isinstance(n_init, int) or n_init < 1:
-        raise ValueError(f"n_init must be a positive integer, got {n_init!r}")
+    if isinstance(num_init, bool) or not isinstance(num_init, int) or num_init < 1:
+        raise ValueError(f"num_init must be a positive integer, got {num_init!r}")
     emb = as_embeddings(embeddings, "embeddings", device="cpu", normalize=True).numpy()
     ids = prefix_ids(as_labels_for(labels, emb, "labels", "embeddings")).numpy()
     result = {}
@@ -44,15 +46,15 @@ def clustering_per_level(
         if not known.any():
             continue
         truth = ids[known, level]
-        n_classes = len(np.unique(truth))
-        if n_classes == 1:
+        num_classes = len(np.unique(truth))
+        if num_classes == 1:
             nmi = ami = 1.0
         else:
-            kmeans = KMeans(n_clusters=n_classes, n_init=n_init, max_iter=max_iter, random_state=seed)
+            kmeans = KMeans(n_clusters=num_classes, n_init=num_init, max_iter=max_iter, random_state=seed)
             clusters = kmeans.fit_predict(emb[known])
             nmi = float(normalized_mutual_info_score(truth, clusters))
             ami = float(adjusted_mutual_info_score(truth, clusters))
-        result[level] = {"nmi": nmi, "ami": ami, "num_samples": int(known.sum()), "num_classes": n_classes}
+        result[level] = {"nmi": nmi, "ami": ami, "num_samples": int(known.sum()), "num_classes": num_classes}
     return result
 
 

@@ -57,7 +57,7 @@ def cpcc(embeddings: Any, labels: Any) -> float:
         raise ValueError(f"the embeddings of class {bad} sum to zero; its mean has no direction")
     means = sums / norms[:, None]
     depth = (classes >= 0).sum(dim=1)
-    n_pairs = len(classes) * (len(classes) - 1) // 2
+    num_pairs = len(classes) * (len(classes) - 1) // 2
     step = max(1, _PAIR_CHUNK // len(classes))
 
     def pairs() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -75,7 +75,7 @@ def cpcc(embeddings: Any, labels: Any) -> float:
     for tree, dist in pairs():
         sum_tree += float(tree.sum())
         sum_emb += float(dist.sum())
-    mean_tree, mean_emb = sum_tree / n_pairs, sum_emb / n_pairs
+    mean_tree, mean_emb = sum_tree / num_pairs, sum_emb / num_pairs
     sxx = syy = sxy = 0.0
     for tree, dist in pairs():
         tree, dist = tree - mean_tree, dist - mean_emb

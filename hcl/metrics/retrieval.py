@@ -111,19 +111,19 @@ def per_level_retrieval(
         selected = _check_query_indices(query_indices, len(gallery))
         index = torch.from_numpy(selected)
         queries, q_labels = gallery[index.to(gallery.device)], g_labels[index.to(g_labels.device)]
-    n_gallery, num_levels = g_labels.shape
-    n_rankable = n_gallery - int(leave_one_out)
-    if ks[-1] > n_rankable:
+    num_gallery, num_levels = g_labels.shape
+    num_rankable = num_gallery - int(leave_one_out)
+    if ks[-1] > num_rankable:
         what = "other gallery items" if leave_one_out else "gallery items"
-        raise ValueError(f"k={ks[-1]} in ks is larger than the {n_rankable} {what} a query can retrieve")
+        raise ValueError(f"k={ks[-1]} in ks is larger than the {num_rankable} {what} a query can retrieve")
     plan = RankingPlan(q_labels, g_labels, leave_one_out, selected)
-    n_queries = len(q_labels)
+    num_queries = len(q_labels)
     if batch_size is None:
         block = _BLOCK_ELEMENTS if gallery.device.type == "cpu" else _BLOCK_ELEMENTS_ACCELERATOR
-        batch_size = max(1, block // n_gallery)
+        batch_size = max(1, block // num_gallery)
     elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    batch_size = min(batch_size, n_queries)
+    batch_size = min(batch_size, num_queries)
     totals, counts = retrieval_sums(queries, gallery, plan, ks, batch_size)
     return _finish(totals, counts, ks)
 
@@ -213,14 +213,14 @@ def nearest_neighbors(
         queries = as_embeddings(query, "query", device=gallery.device, normalize=True)
     if queries.shape[1] != gallery.shape[1]:
         raise ValueError(f"query has dimension {queries.shape[1]} but embeddings has {gallery.shape[1]}")
-    n_gallery = len(gallery)
-    available = n_gallery - int(leave_one_out)
+    num_gallery = len(gallery)
+    available = num_gallery - int(leave_one_out)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if k > available:
         raise ValueError(f"k={k} is larger than the {available} gallery items a query can retrieve")
     if batch_size is None:
-        batch_size = max(1, _BLOCK_ELEMENTS // n_gallery)
+        batch_size = max(1, _BLOCK_ELEMENTS // num_gallery)
     sims_out, idx_out = [], []
     for start in range(0, len(queries), batch_size):
         sims = queries[start : start + batch_size] @ gallery.T

@@ -22,9 +22,9 @@ from hcl.viz.figures import UNKNOWN_COLOR, level_colors, thumbnail_uri
 __all__ = [
     "DIMMED",
     "metrics_html",
-    "neighbours_html",
-    "neighbours_table",
-    "point_colours",
+    "neighbors_html",
+    "neighbors_table",
+    "point_colors",
     "subtree_mask",
     "subtree_metrics_table",
     "thumbnail_html",
@@ -70,36 +70,36 @@ def subtree_mask(labels: np.ndarray, node: tuple[int, int] | None) -> np.ndarray
     return labels[:, level] == idx
 
 
-def point_colours(hierarchy: Hierarchy, labels: np.ndarray, level: int, mask: np.ndarray) -> np.ndarray:
+def point_colors(hierarchy: Hierarchy, labels: np.ndarray, level: int, mask: np.ndarray) -> np.ndarray:
     """Each sample's node colour at ``level`` (grey when unknown), :data:`DIMMED` outside ``mask``.
 
     Shape:
         labels: (N, L); mask: (N,). Returns (N,) object array of str.
     """
     palette = np.asarray(level_colors(hierarchy, level) + [UNKNOWN_COLOR], dtype=object)
-    colours = palette[labels[:, level]]  # -1 (unknown) picks the last entry
-    return np.where(mask, colours, DIMMED)
+    colors = palette[labels[:, level]]  # -1 (unknown) picks the last entry
+    return np.where(mask, colors, DIMMED)
 
 
-def neighbours_table(
+def neighbors_table(
     embeddings: np.ndarray,
     labels: np.ndarray,
     paths: np.ndarray,
     hierarchy: Hierarchy,
     row: int,
-    n_neighbors: int,
+    num_neighbors: int,
 ) -> pd.DataFrame:
-    """The ``n_neighbors`` nearest samples (cosine) to sample ``row``, see
-    :meth:`hcl.viz.HierarchyExplorer.neighbours`.
+    """The ``num_neighbors`` nearest samples (cosine) to sample ``row``, see
+    :meth:`hcl.viz.HierarchyExplorer.neighbors`.
 
     Shape:
-        embeddings: (N, D); labels: (N, L); paths: (N,). Returns ``n_neighbors`` rows.
+        embeddings: (N, D); labels: (N, L); paths: (N,). Returns ``num_neighbors`` rows.
     """
     from hcl.metrics import nearest_neighbors
 
-    sims, idx = nearest_neighbors(embeddings, n_neighbors + 1, query=embeddings[row : row + 1])
+    sims, idx = nearest_neighbors(embeddings, num_neighbors + 1, query=embeddings[row : row + 1])
     pairs = [(int(j), float(s)) for j, s in zip(idx[0].tolist(), sims[0].tolist()) if j != row]
-    rows = np.array([j for j, _ in pairs[:n_neighbors]], dtype=np.int64)
+    rows = np.array([j for j, _ in pairs[:num_neighbors]], dtype=np.int64)
     shared = shared_prefix_length(
         torch.from_numpy(labels[rows]), torch.from_numpy(labels[row]).expand(len(rows), -1)
     ).numpy()
@@ -107,7 +107,7 @@ def neighbours_table(
     return pd.DataFrame(
         {
             "sample": rows,
-            "similarity": [s for _, s in pairs[:n_neighbors]],
+            "similarity": [s for _, s in pairs[:num_neighbors]],
             "path": paths[rows],
             "shared_levels": shared,
             "agrees_down_to": [names[s - 1] if s > 0 else "-" for s in shared],
@@ -152,8 +152,8 @@ def thumbnail_html(images: Callable[[int], Any] | None, row: int, size: int) -> 
     return f'<img src="{thumbnail_uri(images(int(row)), size)}" style="image-rendering:pixelated;width:{size}px">'
 
 
-def neighbours_html(table: pd.DataFrame, row: int, path: str, thumb: Callable[[int, int], str]) -> str:
-    """The query (sample ``row`` with label path ``path``) and its :func:`neighbours_table` as HTML.
+def neighbors_html(table: pd.DataFrame, row: int, path: str, thumb: Callable[[int, int], str]) -> str:
+    """The query (sample ``row`` with label path ``path``) and its :func:`neighbors_table` as HTML.
 
     ``thumb(row, size)`` gives a sample's thumbnail markup (see :func:`thumbnail_html`).
     """

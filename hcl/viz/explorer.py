@@ -19,13 +19,14 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from hcl._compat import deprecated_attribute, renamed_kwargs
 from hcl.hierarchy import Hierarchy
 from hcl.rundir import load_embeddings
 from hcl.viz._explorer_core import (
     metrics_html,
-    neighbours_html,
-    neighbours_table,
-    point_colours,
+    neighbors_html,
+    neighbors_table,
+    point_colors,
     subtree_mask,
     subtree_metrics_table,
     thumbnail_html,
@@ -46,10 +47,14 @@ class HierarchyExplorer:
     all public widgets: ``level_selector`` (colour by level), ``node_selector`` (the subtree to
     highlight; value ``None`` or ``(level, node id)``), ``method_selector`` (projection),
     ``sample_selector`` (the query sample), ``figure`` (a plotly ``FigureWidget``; clicking a
-    point selects it as the query), ``neighbours_view`` and ``metrics_view`` (HTML tables).
+    point selects it as the query), ``neighbors_view`` and ``metrics_view`` (HTML tables).
 
     Figure traces: 0 all points (colours by level, dimmed outside the subtree), 1 the query's
     neighbours (rings), 2 the query (a star), then legend-only entries for the current level.
+
+    The names from before hcl spelled counts ``num_*`` and used American spelling in identifiers,
+    ``n_neighbors=``, ``neighbours()`` and ``neighbours_view``, still work with a
+    ``DeprecationWarning``.
 
     Args:
         embeddings: the embeddings.
@@ -61,7 +66,7 @@ class HierarchyExplorer:
             :func:`hcl.viz.project_2d`; results are cached, so switching back is instant).
         coords: precomputed 2-D positions; then the method selector is hidden.
         seed: projection seed.
-        n_neighbors: how many neighbours of the query to list.
+        num_neighbors: how many neighbours of the query to list.
         max_metric_queries: most subtree samples used as queries for the subtree metrics (a
             seeded random subset beyond that); None: all of them (one blocked pass, each
             query against all N samples, so interactive up to about 10^4 x 10^5).
@@ -71,6 +76,10 @@ class HierarchyExplorer:
         embeddings: (N, D). labels: (N, L). coords: (N, 2).
     """
 
+    neighbours_view = deprecated_attribute("neighbours_view", "neighbors_view")
+    neighbours = deprecated_attribute("neighbours", "neighbors")
+
+    @renamed_kwargs(n_neighbors="num_neighbors")
     def __init__(
         self,
         embeddings: Any,
@@ -81,7 +90,7 @@ class HierarchyExplorer:
         method: str = "umap",
         coords: Any = None,
         seed: int = 0,
-        n_neighbors: int = 10,
+        num_neighbors: int = 10,
         max_metric_queries: int | None = None,
         max_legend_classes: int = 40,
     ) -> None:
@@ -91,8 +100,8 @@ class HierarchyExplorer:
             raise ValueError(f"the explorer needs at least 2 samples, got {n}")
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if not 1 <= n_neighbors < n:
-            raise ValueError(f"n_neighbors must be in 1..{n - 1} (N - 1), got {n_neighbors}")
+        if not 1 <= num_neighbors < n:
+            raise ValueError(f"num_neighbors must be in 1..{n - 1} (N - 1), got {num_neighbors}")
         if max_metric_queries is not None and max_metric_queries < 1:
             raise ValueError(f"max_metric_queries must be >= 1 or None, got {max_metric_queries}")
         self.hierarchy = hierarchy
@@ -102,7 +111,7 @@ class HierarchyExplorer:
         self.paths = label_paths(self.labels, hierarchy)
         self._images: Callable[[int], Any] | None = image_getter(images, n) if images is not None else None
         self._seed = seed
-        self._n_neighbors = n_neighbors
+        self._num_neighbors = num_neighbors
         self._max_metric_queries = max_metric_queries
         self._max_legend_classes = max_legend_classes
         self._fixed_coords = coords is not None
@@ -112,7 +121,7 @@ class HierarchyExplorer:
         )
         if self.coords.shape != (n, 2):
             raise ValueError(f"coords must have shape ({n}, 2), got {self.coords.shape}")
-        self._neighbour_rows = np.empty(0, dtype=np.int64)
+        self._neighbor_rows = np.empty(0, dtype=np.int64)
 
         L = hierarchy.num_levels
         self.level_selector = widgets.Dropdown(
@@ -129,7 +138,7 @@ class HierarchyExplorer:
             layout=widgets.Layout(display="none" if self._fixed_coords else None),
         )
         self.sample_selector = widgets.BoundedIntText(value=0, min=0, max=n - 1, description="sample")
-        self.neighbours_view = widgets.HTML()
+        self.neighbors_view = widgets.HTML()
         self.metrics_view = widgets.HTML()
         self.figure = go.FigureWidget(self._initial_traces())
         self.figure.update_layout(
@@ -140,12 +149,12 @@ class HierarchyExplorer:
         self.figure.update_yaxes(showticklabels=False, zeroline=False, showgrid=False)
         self.figure.data[0].on_click(self._on_click)
 
-        self.level_selector.observe(lambda _: self._refresh_colours(), names="value")
+        self.level_selector.observe(lambda _: self._refresh_colors(), names="value")
         self.node_selector.observe(lambda _: self._refresh_subtree(), names="value")
         self.method_selector.observe(lambda change: self._reproject(change["new"]), names="value")
         self.sample_selector.observe(lambda _: self._refresh_sample(), names="value")
 
-        self._refresh_colours()
+        self._refresh_colors()
         self._refresh_subtree()
         self._refresh_sample()
         self.widget = widgets.VBox(
@@ -156,7 +165,7 @@ class HierarchyExplorer:
                     [
                         widgets.Box([self.figure], layout=widgets.Layout(flex="0 0 auto", width="670px")),
                         widgets.VBox(
-                            [self.sample_selector, self.neighbours_view],
+                            [self.sample_selector, self.neighbors_view],
                             layout=widgets.Layout(flex="1 1 auto", min_width="320px"),
                         ),
                     ],
@@ -265,7 +274,7 @@ class HierarchyExplorer:
         return subtree_mask(self.labels, self.node)
 
     # ----------------------------------------------------------------- tables
-    def neighbours(self, row: int | None = None) -> pd.DataFrame:
+    def neighbors(self, row: int | None = None) -> pd.DataFrame:
         """The query's nearest neighbours (cosine), with label paths and where they agree.
 
         Columns: ``sample``, ``similarity``, ``path``, ``shared_levels`` (how many levels, from
@@ -273,7 +282,7 @@ class HierarchyExplorer:
         finest agreeing level's name, or ``"-"``).
         """
         row = self.sample if row is None else int(row)
-        return neighbours_table(self._embeddings, self.labels, self.paths, self.hierarchy, row, self._n_neighbors)
+        return neighbors_table(self._embeddings, self.labels, self.paths, self.hierarchy, row, self._num_neighbors)
 
     def subtree_metrics(self) -> pd.DataFrame:
         """Per-level retrieval metrics of the highlighted subtree's samples as queries.
@@ -302,10 +311,10 @@ class HierarchyExplorer:
             self.figure.data[0].y = self.coords[:, 1]
             self._place_query()
 
-    def _point_colours(self) -> np.ndarray:
-        return point_colours(self.hierarchy, self.labels, self.level, self.subtree_mask())
+    def _point_colors(self) -> np.ndarray:
+        return point_colors(self.hierarchy, self.labels, self.level, self.subtree_mask())
 
-    def _refresh_colours(self) -> None:
+    def _refresh_colors(self) -> None:
         level = self.level
         colors = level_colors(self.hierarchy, level)
         present = np.unique(self.labels[self.labels[:, level] >= 0, level])
@@ -315,7 +324,7 @@ class HierarchyExplorer:
             for node in present
         ]
         with self.figure.batch_update():
-            self.figure.data[0].marker.color = self._point_colours()
+            self.figure.data[0].marker.color = self._point_colors()
             self.figure.data = self.figure.data[:3]
             if legend:
                 self.figure.add_traces(legend)
@@ -324,7 +333,7 @@ class HierarchyExplorer:
     def _refresh_subtree(self) -> None:
         mask = self.subtree_mask()
         with self.figure.batch_update():
-            self.figure.data[0].marker.color = self._point_colours()
+            self.figure.data[0].marker.color = self._point_colors()
             self.figure.data[0].marker.opacity = np.where(mask, 0.9, 0.35)
             if self.node is None:
                 self.figure.layout.title.text = f"all {len(mask)} samples"
@@ -335,21 +344,21 @@ class HierarchyExplorer:
         self.metrics_view.value = self._metrics_html()
 
     def _refresh_sample(self) -> None:
-        table = self.neighbours()
-        self._neighbour_rows = table["sample"].to_numpy()
+        table = self.neighbors()
+        self._neighbor_rows = table["sample"].to_numpy()
         with self.figure.batch_update():
             self._place_query()
-        self.neighbours_view.value = self._neighbours_html(table)
+        self.neighbors_view.value = self._neighbors_html(table)
 
     def _place_query(self) -> None:
-        rows = self._neighbour_rows
+        rows = self._neighbor_rows
         self.figure.data[1].x, self.figure.data[1].y = self.coords[rows, 0], self.coords[rows, 1]
         self.figure.data[2].x, self.figure.data[2].y = self.coords[[self.sample], 0], self.coords[[self.sample], 1]
 
     # ----------------------------------------------------------------- rendering
-    def _neighbours_html(self, table: pd.DataFrame) -> str:
+    def _neighbors_html(self, table: pd.DataFrame) -> str:
         row = self.sample
-        return neighbours_html(table, row, self.paths[row], lambda r, size: thumbnail_html(self._images, r, size))
+        return neighbors_html(table, row, self.paths[row], lambda r, size: thumbnail_html(self._images, r, size))
 
     def _metrics_html(self) -> str:
         what = "all samples" if self.node is None else " / ".join(self.hierarchy.path(*self.node))

@@ -21,11 +21,11 @@ def coarse_of(fine: int) -> int:
     return fine // 5
 
 
-def write_cifar(root: Path, split: str, fine: list[int], coarse: list[int] | None = None, n_images: int | None = None,
+def write_cifar(root: Path, split: str, fine: list[int], coarse: list[int] | None = None, num_images: int | None = None,
                 protocol: int = 2) -> np.ndarray:
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True, exist_ok=True)
-    n = len(fine) if n_images is None else n_images
+    n = len(fine) if num_images is None else num_images
     data = np.random.default_rng(len(fine)).integers(0, 256, (n, 3072), dtype=np.uint8)
     batch = {
         b"filenames": [f"img_{i}.png".encode() for i in range(n)],
@@ -89,7 +89,7 @@ def test_python3_pickle_protocols_load(tmp_path: Path) -> None:
 def test_missing_and_malformed_files(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="cifar-100-python"):
         CIFAR100(tmp_path)
-    write_cifar(tmp_path, "train", [0, 1, 2], n_images=4)
+    write_cifar(tmp_path, "train", [0, 1, 2], num_images=4)
     with pytest.raises(ValueError, match="4 images but 3 fine"):
         CIFAR100(tmp_path)
     write_cifar(tmp_path, "train", [0, 1], coarse=[0, 0, 0])

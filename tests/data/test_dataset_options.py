@@ -42,7 +42,7 @@ def test_registry_names_and_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown data set 'mnist'"):
         build_dataset("mnist")
     with pytest.raises(TypeError):
-        build_dataset("synthetic", colour="red", **SMALL)
+        build_dataset("synthetic", color="red", **SMALL)
     for name in ("deepfashion", "cifar100", "fashion_mnist"):
         with pytest.raises(FileNotFoundError, match=str(tmp_path)):
             build_dataset(name, root=tmp_path)
@@ -93,7 +93,7 @@ def test_levels_and_unseen_options_on_synthetic() -> None:
 
 def test_dataloader_with_views_and_hierarchical_batches() -> None:
     ds = SyntheticHierarchy(**SMALL)
-    ds.transform = MultiViewTransform(supcon_augmentation(ds.image_size, ds.channels, ds.mean, ds.std), n_views=2)
+    ds.transform = MultiViewTransform(supcon_augmentation(ds.image_size, ds.channels, ds.mean, ds.std), num_views=2)
     loader = DataLoader(ds, batch_sampler=HierarchicalBatchSampler(ds.labels, 12, seed=0))
     batches = list(loader)
     assert len(batches) == 5

@@ -38,8 +38,8 @@ def build_inshop(
     for i, (name, _, _) in enumerate(rows):
         file = root / images_under / name
         file.parent.mkdir(parents=True, exist_ok=True)
-        colour = (i * 20 % 256, 100, 200)
-        Image.new("RGB", (12, 16), colour).save(file, format="JPEG")
+        color = (i * 20 % 256, 100, 200)
+        Image.new("RGB", (12, 16), color).save(file, format="JPEG")
     write_partition(root / eval_dir / "list_eval_partition.txt", rows)
     return root
 

@@ -18,15 +18,26 @@ def rgb_image(size: int = 40) -> Image.Image:
 
 def test_multi_view_stacks_independent_views() -> None:
     torch.manual_seed(0)
-    views = MultiViewTransform(supcon_augmentation(32), n_views=4)(rgb_image())
+    views = MultiViewTransform(supcon_augmentation(32), num_views=4)(rgb_image())
     assert views.shape == (4, 3, 32, 32)
     assert not torch.equal(views[0], views[1])  # independent random augmentations
-    one = MultiViewTransform(eval_transform(32, 3, None, None), n_views=1)(rgb_image())
+    one = MultiViewTransform(eval_transform(32, 3, None, None), num_views=1)(rgb_image())
     assert one.shape == (1, 3, 32, 32)
-    with pytest.raises(ValueError, match="n_views"):
-        MultiViewTransform(eval_transform(32, 3, None, None), n_views=0)
+    with pytest.raises(ValueError, match="num_views"):
+        MultiViewTransform(eval_transform(32, 3, None, None), num_views=0)
     with pytest.raises(TypeError, match="tensors"):
         MultiViewTransform(lambda image: image)(rgb_image())
+
+
+def test_n_views_still_works_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="'n_views' is deprecated, use 'num_views'"):
+        transform = MultiViewTransform(eval_transform(32, 3, None, None), n_views=3)
+    assert transform.num_views == 3
+    assert transform(rgb_image()).shape == (3, 3, 32, 32)
+    with pytest.warns(DeprecationWarning, match="'n_views' is deprecated"):
+        assert transform.n_views == 3
+    with pytest.raises(TypeError, match="both 'num_views' and its deprecated name 'n_views'"):
+        MultiViewTransform(eval_transform(32, 3, None, None), n_views=2, num_views=2)
 
 
 def test_supcon_recipe_depends_on_channels_and_size() -> None:

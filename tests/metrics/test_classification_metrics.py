@@ -87,7 +87,7 @@ def test_knn_majority_tie_goes_to_the_nearest_class() -> None:
     assert knn_accuracy(train, labels, test, np.array([[0]]), k=4, weighted=False) == {0: 0.0}
 
 
-def test_knn_neighbours_without_a_label_do_not_vote() -> None:
+def test_knn_neighbors_without_a_label_do_not_vote() -> None:
     train = np.array([[1.0, 0.0], [1.0, 0.2], [1.0, 0.9]], dtype=np.float32)
     labels = np.array([[0, -1], [0, -1], [0, 4]])
     test = np.array([[1.0, 0.05]], dtype=np.float32)

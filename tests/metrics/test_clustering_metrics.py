@@ -54,7 +54,10 @@ def test_ragged_labels_and_degenerate_levels() -> None:
     single[:, 1] = -1
     out = clustering_per_level(np.random.default_rng(0).standard_normal((10, 3)), single)
     assert out == {0: {"nmi": 1.0, "ami": 1.0, "num_samples": 10, "num_classes": 1}}
-    with pytest.raises(ValueError, match="n_init"):
-        clustering_per_level(separated(LABELS, 0, 0.1), LABELS, n_init=0)
+    with pytest.raises(ValueError, match="num_init"):
+        clustering_per_level(separated(LABELS, 0, 0.1), LABELS, num_init=0)
+    with pytest.warns(DeprecationWarning, match="'n_init' is deprecated, use 'num_init'"):
+        old = nmi_per_level(separated(LABELS, 0, 0.1), LABELS, n_init=1)
+    assert old == nmi_per_level(separated(LABELS, 0, 0.1), LABELS, num_init=1)
     with pytest.raises(ValueError, match="rows"):
         nmi_per_level(separated(LABELS, 0, 0.1), LABELS[:5])

@@ -150,7 +150,7 @@ def test_hierarchical_distance_at_k_by_hand_and_against_hierarchy_lca() -> None:
     assert hierarchical_distance_at_k(predicted, target) == pytest.approx(loop)
 
 
-def test_nearest_neighbour_predictions() -> None:
+def test_nearest_neighbor_predictions() -> None:
     """The documented recipe: labels of the nearest neighbours as predictions."""
     emb, labels = samples_of(LEAVES, per_class=4, dim=8, seed=3)
     _, index = nearest_neighbors(emb, 5)

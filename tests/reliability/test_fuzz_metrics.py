@@ -301,7 +301,7 @@ def test_knn_accuracy_matches_the_oracle(
 def test_clustering_scores_are_finite_and_in_range(data, num_samples: int, num_levels: int, cases) -> None:
     embeddings = data.draw(grid_embeddings(num_samples, 3))
     labels = data.draw(label_rows(num_samples, num_levels))
-    result = clustering_per_level(embeddings, labels, n_init=1)
+    result = clustering_per_level(embeddings, labels, num_init=1)
     for level in range(num_levels):
         known = [_known_prefix(row, level) for row in labels if _known_prefix(row, level) is not None]
         if not known:
@@ -338,7 +338,7 @@ def test_any_input_gives_a_value_or_a_clear_error(embeddings, labels, ks, which:
         "knn": lambda: knn_accuracy(embeddings, labels, embeddings, labels, k=ks),
         "neighbors": lambda: nearest_neighbors(embeddings, ks),
         "severity": lambda: mistake_severity(labels, labels),
-        "clustering": lambda: clustering_per_level(embeddings, labels, n_init=1),
+        "clustering": lambda: clustering_per_level(embeddings, labels, num_init=1),
     }
     try:
         result = calls[which]()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from plotly.callbacks import InputDeviceState, Points
 from viz.fake_runs import toy_data, write_fake_run
@@ -26,14 +27,14 @@ def toy() -> tuple[np.ndarray, np.ndarray, object]:
 @pytest.fixture
 def explorer(toy) -> HierarchyExplorer:
     emb, labels, h = toy
-    return HierarchyExplorer(emb, labels, h, method="pca", n_neighbors=5)
+    return HierarchyExplorer(emb, labels, h, method="pca", num_neighbors=5)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_initial_view_colours_points_by_the_finest_level(explorer, toy) -> None:
+def test_initial_view_colors_points_by_the_finest_level(explorer, toy) -> None:
     emb, labels, h = toy
     points = explorer.figure.data[0]
     assert len(points.x) == len(labels)
@@ -44,7 +45,7 @@ def test_initial_view_colours_points_by_the_finest_level(explorer, toy) -> None:
     assert legend == [h.nodes(2)[i] for i in np.unique(labels[:, 2])]
 
 
-def test_changing_the_level_recolours_and_rebuilds_the_legend(explorer, toy) -> None:
+def test_changing_the_level_recolors_and_rebuilds_the_legend(explorer, toy) -> None:
     _, labels, h = toy
     explorer.level_selector.value = 0
     assert list(explorer.figure.data[0].marker.color) == list(np.asarray(level_colors(h, 0))[labels[:, 0]])
@@ -60,9 +61,9 @@ def test_choosing_a_node_highlights_its_subtree(explorer, toy) -> None:
     assert (1, node) in [value for _, value in explorer.node_selector.options]
     explorer.node_selector.value = (1, node)
     inside = labels[:, 1] == node
-    colours = np.asarray(explorer.figure.data[0].marker.color)
-    assert (colours[~inside] == DIMMED).all()
-    assert list(colours[inside]) == list(np.asarray(level_colors(h, 2))[labels[inside, 2]])
+    colors = np.asarray(explorer.figure.data[0].marker.color)
+    assert (colors[~inside] == DIMMED).all()
+    assert list(colors[inside]) == list(np.asarray(level_colors(h, 2))[labels[inside, 2]])
     opacity = np.asarray(explorer.figure.data[0].marker.opacity)
     assert (opacity[inside] > opacity[~inside].max()).all()
     assert f"B / B-1: {inside.sum()} of {len(labels)}" in explorer.figure.layout.title.text
@@ -130,10 +131,10 @@ def test_subtree_metrics_cap_the_number_of_queries(toy) -> None:
     assert (explorer.subtree_metrics()["num_queries"] == 7).all()
 
 
-def test_neighbours_match_brute_force_and_report_agreement(explorer, toy) -> None:
+def test_neighbors_match_brute_force_and_report_agreement(explorer, toy) -> None:
     emb, labels, h = toy
     explorer.sample_selector.value = 17
-    table = explorer.neighbours()
+    table = explorer.neighbors()
     sims = _unit(emb) @ _unit(emb)[17]
     sims[17] = -np.inf
     expected = np.argsort(-sims)[:5]
@@ -143,10 +144,10 @@ def test_neighbours_match_brute_force_and_report_agreement(explorer, toy) -> Non
         shared = h.lca(labels[row.sample].tolist(), labels[17].tolist()) + 1
         assert row.shared_levels == shared
         assert row.agrees_down_to == (h.level_names[shared - 1] if shared else "-")
-    neighbours, query = explorer.figure.data[1], explorer.figure.data[2]
-    np.testing.assert_allclose(neighbours.x, explorer.coords[expected, 0])
+    neighbors, query = explorer.figure.data[1], explorer.figure.data[2]
+    np.testing.assert_allclose(neighbors.x, explorer.coords[expected, 0])
     assert list(query.x) == [explorer.coords[17, 0]]
-    assert str(expected[0]) in explorer.neighbours_view.value
+    assert str(expected[0]) in explorer.neighbors_view.value
 
 
 def test_clicking_a_point_selects_it(explorer) -> None:
@@ -159,7 +160,7 @@ def test_clicking_a_point_selects_it(explorer) -> None:
 
 def test_switching_projection_moves_the_points(toy, monkeypatch: pytest.MonkeyPatch) -> None:
     emb, labels, h = toy
-    explorer = HierarchyExplorer(emb, labels, h, method="pca", n_neighbors=3)
+    explorer = HierarchyExplorer(emb, labels, h, method="pca", num_neighbors=3)
     explorer.select_sample(3)
     coords = np.random.default_rng(1).normal(size=(len(emb), 2)).astype(np.float32)
     asked = []
@@ -168,7 +169,7 @@ def test_switching_projection_moves_the_points(toy, monkeypatch: pytest.MonkeyPa
     assert asked == ["tsne"]
     np.testing.assert_allclose(np.column_stack([explorer.figure.data[0].x, explorer.figure.data[0].y]), coords)
     assert list(explorer.figure.data[2].x) == [coords[3, 0]]
-    np.testing.assert_allclose(explorer.figure.data[1].x, coords[explorer.neighbours()["sample"], 0])
+    np.testing.assert_allclose(explorer.figure.data[1].x, coords[explorer.neighbors()["sample"], 0])
 
 
 def test_given_coords_hide_the_projection_choice(toy) -> None:
@@ -187,11 +188,11 @@ def test_unknown_labels_are_grey(toy) -> None:
     assert set(np.asarray(explorer.figure.data[0].marker.color)[:4]) == {UNKNOWN_COLOR}
 
 
-def test_images_show_for_the_query_and_neighbours(toy) -> None:
+def test_images_show_for_the_query_and_neighbors(toy) -> None:
     emb, labels, h = toy
     images = np.random.default_rng(0).integers(0, 256, (len(emb), 12, 12), dtype=np.uint8)
-    explorer = HierarchyExplorer(emb, labels, h, method="pca", images=images, n_neighbors=4)
-    assert explorer.neighbours_view.value.count("data:image/png;base64,") == 5
+    explorer = HierarchyExplorer(emb, labels, h, method="pca", images=images, num_neighbors=4)
+    assert explorer.neighbors_view.value.count("data:image/png;base64,") == 5
 
 
 def test_from_run_subsamples_and_maps_images_to_dataset_indices(tmp_path: Path) -> None:
@@ -204,7 +205,7 @@ def test_from_run_subsamples_and_maps_images_to_dataset_indices(tmp_path: Path) 
         asked.append(index)
         return Image.new("L", (8, 8))
 
-    explorer = HierarchyExplorer.from_run(run, images=get_image, max_points=25, method="pca", n_neighbors=3)
+    explorer = HierarchyExplorer.from_run(run, images=get_image, max_points=25, method="pca", num_neighbors=3)
     assert len(explorer.labels) == 25
     assert asked and all(i % 2 == 0 for i in asked)  # the fake run's indices are 0, 2, 4, ...
 
@@ -217,7 +218,11 @@ def test_display_goes_through_the_widget(explorer) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"n_neighbors": 120}, "n_neighbors"), ({"method": "mds"}, "method"), ({"max_metric_queries": 0}, "max_metric")],
+    [
+        ({"num_neighbors": 120}, "num_neighbors"),
+        ({"method": "mds"}, "method"),
+        ({"max_metric_queries": 0}, "max_metric"),
+    ],
 )
 def test_invalid_arguments_are_rejected(toy, kwargs: dict, match: str) -> None:
     emb, labels, h = toy
@@ -232,3 +237,15 @@ def test_selection_methods_validate(explorer) -> None:
         explorer.select_node(0, "Z")
     with pytest.raises(ValueError, match="needs a node"):
         explorer.select_node(0)
+
+
+def test_the_pre_rename_names_still_work_with_a_deprecation_warning(toy) -> None:
+    emb, labels, h = toy
+    with pytest.warns(DeprecationWarning, match="'n_neighbors' is deprecated, use 'num_neighbors'"):
+        explorer = HierarchyExplorer(emb, labels, h, method="pca", n_neighbors=3)
+    with pytest.warns(DeprecationWarning, match="'neighbours' is deprecated, use 'neighbors'"):
+        table = explorer.neighbours()
+    assert len(table) == 3
+    pd.testing.assert_frame_equal(table, explorer.neighbors())
+    with pytest.warns(DeprecationWarning, match="'neighbours_view' is deprecated"):
+        assert explorer.neighbours_view is explorer.neighbors_view

@@ -72,7 +72,7 @@ def test_cache_returns_copies_and_skips_recomputation(monkeypatch: pytest.Monkey
     assert len(calls) == 3
 
 
-def _nearest_neighbour_agreement(coords: np.ndarray, groups: np.ndarray) -> float:
+def _nearest_neighbor_agreement(coords: np.ndarray, groups: np.ndarray) -> float:
     dist = _pairwise(coords)
     np.fill_diagonal(dist, np.inf)
     return float((groups[dist.argmin(axis=1)] == groups).mean())
@@ -84,7 +84,7 @@ def test_nonlinear_methods_keep_clusters_and_are_seeded(method: str) -> None:
     params = {"max_iter": 500} if method == "tsne" else {}  # half the default: keeps CI fast
     coords = project_2d(emb, method, seed=0, **params)
     assert coords.shape == (90, 2) and np.isfinite(coords).all()
-    assert _nearest_neighbour_agreement(coords, labels[:, 0]) > 0.95
+    assert _nearest_neighbor_agreement(coords, labels[:, 0]) > 0.95
     clear_projection_cache()
     np.testing.assert_allclose(project_2d(emb, method, seed=0, **params), coords, atol=1e-5)
 
