@@ -37,7 +37,6 @@ ALLOWED = {
     # the derived per-loss count, so the rename needs a new name for that property and a
     # load-time alias for old files.
     ("train/config.py", "n_views"): "to rename: hcl/train TrainConfig.n_views field and config key",
-    ("train/build.py", "n_views"): "to rename: hcl/train/build.py MultiViewTransform(n_views=) -> num_views=",
     # To rename: hcl/study (out of the naming pass's scope); a local variable.
     ("study/report.py", "n_seeds"): "to rename: hcl/study/report.py local n_seeds -> num_seeds",
 }

@@ -65,7 +65,7 @@ def build_split(cfg: TrainConfig, split: str, *, augment: bool = False, subset: 
     size = cfg.image_size or dataset.image_size
     if augment:
         view = supcon_augmentation(size, dataset.channels, dataset.mean, dataset.std)
-        dataset.transform = MultiViewTransform(view, n_views=cfg.num_views)
+        dataset.transform = MultiViewTransform(view, num_views=cfg.num_views)
     else:
         dataset.transform = eval_transform(size, dataset.channels, dataset.mean, dataset.std)
     return dataset
