@@ -7,8 +7,8 @@ A block is whatever lies between two marker lines that name it::
     <!-- demo-table:end -->
 
 :func:`replace_marked_block` swaps that content for new text and leaves every other byte of the
-file as it was (:func:`read_marked_block` reads it); the file is rewritten atomically (:mod:`hcl.atomic`), so a crash leaves either
-the old file or the new one.
+file as it was (:func:`read_marked_block` reads it); the file is rewritten atomically
+(:mod:`hcl.atomic`), so a crash leaves either the old file or the new one.
 """
 
 from __future__ import annotations

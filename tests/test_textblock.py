@@ -58,7 +58,8 @@ def test_an_empty_block_and_a_block_on_one_line(tmp_path: Path) -> None:
 )
 def test_bad_markers_name_the_file_and_the_marker_and_touch_nothing(tmp_path: Path, text: str, message: str) -> None:
     path = _readme(tmp_path, text)
-    for call in (lambda: replace_marked_block(path, "demo-table", "new"), lambda: read_marked_block(path, "demo-table")):
+    calls = (lambda: replace_marked_block(path, "demo-table", "new"), lambda: read_marked_block(path, "demo-table"))
+    for call in calls:
         with pytest.raises(ValueError) as error:
             call()
         assert str(error.value).startswith(str(path)) and message in str(error.value)
