@@ -4,7 +4,7 @@
     hcl evaluate runs/my_run [--split test]
     hcl embed runs/my_run --split test --out emb.npz
     hcl info
-    hcl demo --out runs/demo
+    hcl demo --out runs/demo [--update-readme README.md]
     hcl study --config configs/study_fashion_mnist.yaml [--set key=value ...] [--workers N]
 
 ``python -m hcl ...`` is the same, and ``torchrun --nproc_per_node=N -m hcl train ...`` trains
@@ -66,12 +66,21 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("info", help="versions, devices and data sets found")
 
-    demo = commands.add_parser("demo", help="train HiMulConE and SupCon on Fashion-MNIST, evaluate, report")
+    demo = commands.add_parser(
+        "demo", help="train SupCon, HiMulCon and HiMulConE on Fashion-MNIST, evaluate both embeddings, report",
+        description="Train the three demo runs (only the loss differs), evaluate each on the backbone features and "
+        "the projection head, print the per-level tables; writes <out>/metrics.json, <out>/demo_table.md and "
+        "<out>/report.html.",
+    )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
     demo.add_argument("--configs", type=Path, default=None, help="folder with the demo configs")
     demo.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                      help="overrides applied to both runs")
+                      help="overrides applied to every run")
     demo.add_argument("--no-report", action="store_true", help="skip report.html (and its UMAP)")
+    demo.add_argument("--update-readme", type=Path, metavar="README",
+                      help="then copy <out>/demo_table.md between README's <!-- demo-table:start/end --> markers")
+    demo.add_argument("--no-train", action="store_true",
+                      help="with --update-readme: train nothing, copy the table of the demo already in --out")
 
     study = commands.add_parser(
         "study", help="run a grid of loss variants x seeds x protocols; writes study.json and study.html",
@@ -180,10 +189,18 @@ def _results_table(runs: dict[str, dict]) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from hcl.demo import run_demo
+    from hcl.demo import README_BLOCK, run_demo, update_readme
+    from hcl.textblock import read_marked_block
 
-    run_demo(args.out, configs_dir=args.configs, overrides=args.overrides, report=not args.no_report,
-             print_table=lambda runs: print(_results_table(runs)))
+    if args.no_train and args.update_readme is None:
+        raise ValueError("--no-train only makes sense with --update-readme README")
+    if args.update_readme is not None:
+        read_marked_block(args.update_readme, README_BLOCK)  # missing markers fail now, not after training
+    if not args.no_train:
+        run_demo(args.out, configs_dir=args.configs, overrides=args.overrides, report=not args.no_report,
+                 print_table=lambda table: print(table, end=""))
+    if args.update_readme is not None:
+        print(f"wrote the demo table of {args.out} into {update_readme(args.update_readme, args.out)}")
     return 0
 
 

@@ -1,27 +1,58 @@
-"""``make demo``: HiMulConE against the SupCon baseline on Fashion-MNIST's 3-level hierarchy.
+"""``make demo``: SupCon, HiMulCon and HiMulConE on Fashion-MNIST's 3-level hierarchy.
 
-Both runs use the configs ``configs/fashion_mnist_himulcone.yaml`` and
-``configs/fashion_mnist_supcon.yaml`` (same data, backbone, batches and budget; only the loss
-differs), are evaluated per level on the test subset, and are summarised in
-``<out>/metrics.json`` and ``<out>/report.html``.
+The three runs use ``configs/fashion_mnist_{supcon,himulcon,himulcone}.yaml``: same data,
+backbone, batches, budget and seed; only the loss differs (the demo checks it). Each trained model
+is evaluated per level on both embeddings, the backbone ``features`` and the ``projection`` head's
+output (:func:`hcl.train.evaluate_embeddings`). The demo writes into its folder:
+
+* ``<loss>/``: the three run directories;
+* ``metrics.json``: every number, both embeddings, with the commit, threads and wall time;
+* ``demo_table.md``: the per-level tables, one per embedding, made from those numbers
+  (:func:`demo_table`); ``hcl demo --update-readme README.md`` copies it into the README's
+  ``<!-- demo-table:start -->`` ... ``<!-- demo-table:end -->`` block (:func:`update_readme`);
+* ``report.html``: :func:`hcl.viz.write_report` of the three runs.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from hcl import rundir
 from hcl.atomic import write_text_atomic
-from hcl.train import evaluate_run, fit, load_config
+from hcl.losses import loss_display_name
+from hcl.losses.constraints import DEFAULT_CONSTRAINT_WEIGHT, resolve_constraint
+from hcl.study.cell import provenance
+from hcl.textblock import replace_marked_block
+from hcl.train import EMBEDDINGS, TrainConfig, evaluate_embeddings, fit, load_config, resolve_device
 from hcl.train.faults import check_output_dir
 
-__all__ = ["DEMO_LOSSES", "find_configs_dir", "run_demo"]
+__all__ = [
+    "DEMO_LOSSES",
+    "README_BLOCK",
+    "TABLE_FILE",
+    "demo_table",
+    "find_configs_dir",
+    "run_demo",
+    "run_name",
+    "update_readme",
+]
 
-DEMO_LOSSES = ("himulcone", "supcon")
+DEMO_LOSSES = ("supcon", "himulcon", "himulcone")  # the baseline first; table columns in this order
+SUMMARY_FILE = "metrics.json"
+TABLE_FILE = "demo_table.md"
+README_BLOCK = "demo-table"  # the README's <!-- demo-table:start --> ... <!-- demo-table:end -->
+# The config keys that may differ between the demo runs: the loss and its constraint reading.
+_LOSS_KEYS = frozenset({"loss", "bound_gradient", "constraint", "constraint_weight", "output_dir"})
+_EMBEDDING_TITLES = {"features": "Backbone features", "projection": "Projection head output"}
+_METRICS = (("precision@1", "precision@1"), ("map@r", "MAP@R"))
 
 
 def find_configs_dir() -> Path:
@@ -32,13 +63,28 @@ def find_configs_dir() -> Path:
     """
     candidates = [Path(__file__).resolve().parents[1] / "configs", Path.cwd() / "configs"]
     for candidate in candidates:
-        if (candidate / "fashion_mnist_himulcone.yaml").is_file():
+        if all((candidate / f"fashion_mnist_{loss}.yaml").is_file() for loss in DEMO_LOSSES):
             return candidate
     raise FileNotFoundError(
-        "cannot find the demo configs (configs/fashion_mnist_himulcone.yaml) in "
+        "cannot find the demo configs (configs/fashion_mnist_{" + ",".join(DEMO_LOSSES) + "}.yaml) in "
         + " or ".join(str(c) for c in candidates)
         + "; run the demo from a checkout of the repository or pass --configs"
     )
+
+
+def run_name(cfg: TrainConfig) -> str:
+    """The name a run is shown under: the loss's proper name, and for a constrained loss the
+    constraint's reading (``"HiMulConE (pair_held)"``, ``"HiMulConE (hinge, beta=0.5)"``)."""
+    name = loss_display_name(cfg.loss)
+    if not cfg.loss_spec.constrained:
+        return name
+    if cfg.loss_mode != "paper":
+        return f"{name} ({cfg.loss_mode})"
+    reading = resolve_constraint(cfg.constraint, cfg.bound_gradient)
+    if reading == "hinge":
+        weight = DEFAULT_CONSTRAINT_WEIGHT if cfg.constraint_weight is None else cfg.constraint_weight
+        reading = f"hinge, beta={weight:g}"
+    return f"{name} ({reading})"
 
 
 def run_demo(
@@ -47,90 +93,194 @@ def run_demo(
     configs_dir: str | Path | None = None,
     overrides: Sequence[str] = (),
     report: bool = True,
-    print_table: Callable[[dict[str, dict[str, Any]]], None] | None = None,
+    print_table: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate and compare the demo losses; write ``metrics.json`` and ``report.html``.
+    """Train and evaluate the demo losses; write ``metrics.json``, ``demo_table.md``, ``report.html``.
 
     Args:
         out: the demo folder; each loss trains into ``<out>/<loss>/`` (replacing earlier runs).
         configs_dir: where the demo configs are (default :func:`find_configs_dir`).
-        overrides: ``key=value`` overrides applied to both configs (``output_dir`` is set here).
+        overrides: ``key=value`` overrides applied to every config (``output_dir`` is set here).
         report: write ``report.html`` with :func:`hcl.viz.write_report`.
-        print_table: called with ``{loss: results}`` to print the per-level table.
+        print_table: called with the text of ``demo_table.md`` once it is written.
 
     Returns:
         The content of ``metrics.json``.
 
     Raises:
+        ValueError: the configs differ in more than the loss (the keys named), or one trains
+            another loss than its file name says.
         RuntimeError: the run was interrupted, or ``hcl.viz.write_report`` is unavailable
-            (``metrics.json`` and the run directories are written before the report).
+            (``metrics.json``, ``demo_table.md`` and the runs are written before the report).
     """
     out = Path(out)
     configs_dir = Path(configs_dir) if configs_dir is not None else find_configs_dir()
+    configs = {loss: load_config(configs_dir / f"fashion_mnist_{loss}.yaml", [*overrides, f"output_dir={out / loss}"])
+               for loss in DEMO_LOSSES}
+    _check_only_the_loss_differs(configs, configs_dir)
     check_output_dir(out)
+    threads = torch.get_num_threads()
     started = time.perf_counter()
-    results: dict[str, dict[str, Any]] = {}
-    seconds: dict[str, float] = {}
-    run_dirs: dict[str, Path] = {}
-    for loss in DEMO_LOSSES:
-        cfg = load_config(configs_dir / f"fashion_mnist_{loss}.yaml", [*overrides, f"output_dir={out / loss}"])
-        print(f"== training {loss} ({cfg.backbone}, {cfg.train_subset or 'all'} images, {cfg.epochs} epochs) "
+    runs: dict[str, dict[str, Any]] = {}
+    for loss, cfg in configs.items():
+        print(f"== training {run_name(cfg)} ({cfg.backbone}, {cfg.train_subset or 'all'} images, {cfg.epochs} epochs) "
               f"into {cfg.output_dir}", file=sys.stderr, flush=True)
         run_started = time.perf_counter()
         result = fit(cfg, overwrite=True)
         if result.interrupted:
             raise RuntimeError(f"the demo was interrupted during {loss}; rerun `make demo` to start again")
-        outcome = result.results if result.results is not None else evaluate_run(cfg.output_dir, cfg=cfg)
-        seconds[loss] = time.perf_counter() - run_started
-        results[loss] = outcome
-        run_dirs[loss] = Path(cfg.output_dir)
+        evaluated = evaluate_embeddings(result.run_dir, cfg=cfg, model=result.model, step=result.step,
+                                        fit_results=result.results, device=next(result.model.parameters()).device)
+        runs[loss] = _run_summary(cfg, result.run_dir, evaluated, time.perf_counter() - run_started)
 
-    summary = _summary(results, run_dirs, seconds, time.perf_counter() - started)
-    write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
+    first = configs[DEMO_LOSSES[0]]
+    hierarchy = rundir.read_hierarchy(Path(first.output_dir))
+    summary = {
+        "dataset": first.dataset,
+        "levels": list(hierarchy.level_names),
+        "level_sizes": [hierarchy.num_nodes(level) for level in range(hierarchy.num_levels)],
+        "embeddings": list(EMBEDDINGS),
+        "setup": {key: getattr(first, key) for key in ("seed", "train_subset", "eval_subset", "epochs", "backbone")},
+        "num_test_images": runs[DEMO_LOSSES[0]]["num_samples"],
+        "device": str(resolve_device(first.device)),
+        "threads": threads,
+        "cpu_cores": os.cpu_count(),
+        "provenance": provenance(),
+        "seconds_train_and_evaluate": time.perf_counter() - started,
+        "runs": runs,
+    }
+    table = demo_table(summary)
+    write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out / TABLE_FILE, table)
     if print_table is not None:
-        print_table(results)
-    print(f"wrote {out / 'metrics.json'}", file=sys.stderr)
+        print_table(table)
+    print(f"wrote {out / SUMMARY_FILE} and {out / TABLE_FILE}", file=sys.stderr)
     if report:
-        try:
-            from hcl.viz import write_report
-        except (ImportError, AttributeError) as error:
-            raise RuntimeError(
-                f"hcl.viz.write_report is not available ({error}); the runs and {out / 'metrics.json'} are written, "
-                "report.html is not"
-            ) from error
-        path = write_report(
-            {loss: run_dirs[loss] for loss in DEMO_LOSSES},
-            out / "report.html",
-            title="hcl demo: HiMulConE vs SupCon on Fashion-MNIST (3 levels)",
-        )
-        print(f"wrote {path}", file=sys.stderr)
+        _write_report(out, {runs[loss]["name"]: Path(runs[loss]["run_dir"]) for loss in DEMO_LOSSES})
     summary["seconds_total"] = time.perf_counter() - started
-    write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     print(f"demo finished in {summary['seconds_total']:.0f} s", file=sys.stderr)
     return summary
 
 
-def _summary(
-    results: dict[str, dict[str, Any]], run_dirs: dict[str, Path], seconds: dict[str, float], total: float
-) -> dict[str, Any]:
-    """The content of ``metrics.json``: per run, its folder, time and metrics keyed by level name."""
-    level_names = results[DEMO_LOSSES[0]]["levels"]
+def _check_only_the_loss_differs(configs: Mapping[str, TrainConfig], configs_dir: Path) -> None:
+    baseline, *others = DEMO_LOSSES
+    reference = configs[baseline].to_dict()
+    for loss in DEMO_LOSSES:
+        path = configs_dir / f"fashion_mnist_{loss}.yaml"
+        if configs[loss].loss != loss:
+            raise ValueError(f"{path} trains loss {configs[loss].loss!r}; the demo needs {loss!r} there")
+        if loss in others:
+            data = configs[loss].to_dict()
+            differing = sorted(k for k in reference.keys() | data.keys()
+                               if k not in _LOSS_KEYS and reference.get(k) != data.get(k))
+            if differing:
+                raise ValueError(
+                    f"{path} differs from fashion_mnist_{baseline}.yaml in {differing}; the demo runs may differ "
+                    "only in the loss"
+                )
 
-    def by_name(per_level: dict[str, Any]) -> dict[str, Any]:
-        return {level_names[int(level)]: value for level, value in per_level.items()}
 
+def _run_summary(cfg: TrainConfig, run_dir: Path, evaluated: Mapping[str, Any], seconds: float) -> dict[str, Any]:
+    """One run in ``metrics.json``: its name, loss keys, folder, time and metrics per embedding, levels by name."""
+    embeddings: dict[str, Any] = {}
+    num_samples = None
+    for which, results in evaluated["metrics"].items():
+        if results is None:
+            embeddings[which] = None
+            continue
+        names = results["levels"]
+        num_samples = results["num_samples"]
+        embeddings[which] = {
+            "cpcc": results["cpcc"],
+            "retrieval": {names[int(level)]: values for level, values in results["retrieval"].items()},
+            "knn_accuracy": {names[int(level)]: value for level, value in results["knn_accuracy"].items()},
+        }
     return {
-        "dataset": "fashion_mnist",
-        "levels": level_names,
-        "seconds_total": total,
-        "runs": {
-            loss: {
-                "run_dir": str(run_dirs[loss]),
-                "train_and_eval_seconds": seconds[loss],
-                "cpcc": results[loss]["cpcc"],
-                "retrieval": by_name(results[loss]["retrieval"]),
-                "knn_accuracy": by_name(results[loss]["knn_accuracy"]),
-            }
-            for loss in DEMO_LOSSES
-        },
+        "name": run_name(cfg),
+        "loss": cfg.loss,
+        "constraint": cfg.constraint,
+        "bound_gradient": cfg.bound_gradient,
+        "run_dir": str(run_dir),
+        "train_and_eval_seconds": seconds,
+        "num_samples": num_samples,
+        "embeddings": embeddings,
+        "absent": dict(evaluated["absent"]),
     }
+
+
+def demo_table(summary: Mapping[str, Any]) -> str:
+    """The demo's per-level tables as Markdown, one per embedding, from ``metrics.json``'s content.
+
+    A header line names the commit, the torch threads, the device and the wall time; then per
+    embedding a table with rows level x (precision@1, MAP@R, kNN accuracy) and CPCC, and one
+    column per run in :data:`DEMO_LOSSES` order. Numbers are rounded to 3 decimals; an embedding
+    a run lacks shows ``–``, with the reason below the table.
+    """
+    provenance = summary.get("provenance", {})
+    commit = provenance.get("git_commit")
+    commit_text = f"commit `{commit[:10]}`" if commit else "an unknown commit (not a git checkout)"
+    if provenance.get("git_dirty"):
+        commit_text += " with uncommitted changes in hcl/"
+    setup = summary["setup"]
+    epochs = setup["epochs"]
+    header = (
+        f"Written by `hcl demo` (`make demo`) at {commit_text}: {summary['threads']} torch threads on "
+        f"{summary['device']} ({summary['cpu_cores']} CPU cores), {summary['seconds_train_and_evaluate']:.0f} s "
+        f"wall time to train and evaluate the three runs. Seed {setup['seed']}, {_count(setup['train_subset'])} "
+        f"training images, {epochs} epoch{'s' if epochs != 1 else ''}, `{setup['backbone']}`; measured per level "
+        f"on {_count(summary['num_test_images'])} test images. One seed: small differences can change sign with "
+        "the seed (`hcl study` measures them over seeds)."
+    )
+    lines = [header]
+    runs = [summary["runs"][loss] for loss in DEMO_LOSSES]
+    levels = list(zip(summary["levels"], summary["level_sizes"], strict=True))
+    for which in summary["embeddings"]:
+        lines += ["", f"**{_EMBEDDING_TITLES[which]}** (`embedding: {which}`)", ""]
+        lines.append("| level | metric | " + " | ".join(run["name"] for run in runs) + " |")
+        lines.append("|---|---|" + "---:|" * len(runs))
+        for level, size in levels:
+            for key, label in _METRICS:
+                values = [_value(run, which, lambda e, k=key, lv=level: e["retrieval"][lv][k]) for run in runs]
+                lines.append(f"| {level} ({size}) | {label} | " + " | ".join(values) + " |")
+            values = [_value(run, which, lambda e, lv=level: e["knn_accuracy"][lv]) for run in runs]
+            lines.append(f"| {level} ({size}) | kNN accuracy | " + " | ".join(values) + " |")
+        values = [_value(run, which, lambda e: e["cpcc"]) for run in runs]
+        lines.append("| all levels | CPCC | " + " | ".join(values) + " |")
+        lines += [f"\n{run['name']}: no {which} ({run['absent'][which]})." for run in runs if which in run["absent"]]
+    return "\n".join(lines) + "\n"
+
+
+def _value(run: Mapping[str, Any], which: str, pick: Callable[[Mapping[str, Any]], float]) -> str:
+    metrics = run["embeddings"].get(which)
+    return "–" if metrics is None else f"{pick(metrics):.3f}"
+
+
+def _count(value: int | None) -> str:
+    return "all" if value is None else f"{value:,}"
+
+
+def update_readme(readme: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """Copy ``<out>/demo_table.md`` into the ``demo-table`` block of ``readme`` (atomically).
+
+    Raises:
+        FileNotFoundError: no ``demo_table.md`` in ``out`` (run the demo first), or no ``readme``.
+        ValueError: ``readme`` lacks the block's markers (see :func:`hcl.textblock.replace_marked_block`).
+    """
+    table = Path(out) / TABLE_FILE
+    if not table.is_file():
+        raise FileNotFoundError(f"{table} does not exist: run `hcl demo --out {out}` first")
+    return replace_marked_block(readme, README_BLOCK, table.read_text(encoding="utf-8"))
+
+
+def _write_report(out: Path, runs: Mapping[str, Path]) -> None:
+    try:
+        from hcl.viz import write_report
+    except (ImportError, AttributeError) as error:
+        raise RuntimeError(
+            f"hcl.viz.write_report is not available ({error}); the runs, {out / SUMMARY_FILE} and "
+            f"{out / TABLE_FILE} are written, report.html is not"
+        ) from error
+    path = write_report(runs, out / "report.html",
+                        title="hcl demo: " + ", ".join(runs) + " on Fashion-MNIST (3 levels)")
+    print(f"wrote {path}", file=sys.stderr)

@@ -23,7 +23,16 @@ PACKAGE = Path(hcl.__file__).resolve().parent
 # Lower layers never import higher ones. Layer 1's subpackages are independent of one another;
 # modules within layer 0, and within layer 3, may import each other (the cycle test still holds).
 LAYERS = (
-    ("hcl", "hcl._compat", "hcl.atomic", "hcl.labels", "hcl.hierarchy", "hcl._hierarchy_build", "hcl.rundir"),
+    (
+        "hcl",
+        "hcl._compat",
+        "hcl.atomic",
+        "hcl.labels",
+        "hcl.hierarchy",
+        "hcl._hierarchy_build",
+        "hcl.rundir",
+        "hcl.textblock",
+    ),
     ("hcl.losses", "hcl.data", "hcl.metrics", "hcl.models"),
     ("hcl.train",),
     ("hcl.study", "hcl.viz", "hcl.demo", "hcl.cli", "hcl.__main__"),
@@ -142,7 +151,7 @@ def test_no_import_cycles_between_hcl_modules() -> None:
 
 
 def test_layers_only_look_down() -> None:
-    """hierarchy/labels/atomic/rundir < losses, data, metrics, models < train < study, viz, demo, cli."""
+    """hierarchy/labels/atomic/rundir/textblock < losses, data, metrics, models < train < study, viz, demo, cli."""
     violations = []
     for module, targets in sorted(GRAPH.items()):
         layer, unit = _layer_unit(module)

@@ -1,5 +1,8 @@
 """One cell of a study, as a worker runs it: train, evaluate every embedding, write ``cell.json``.
 
+The standard evaluation of each embedding is :func:`hcl.train.evaluate_embeddings` (the demo's
+too); the cell adds its protocol's metrics to each.
+
 :func:`run_cell` is what the executors call (in a spawned process, or a SLURM job through
 submitit). It never raises for a failed cell: the error comes back in the record, so one bad cell
 does not stop the others. A cell whose ``cell.json`` is missing is simply run again; its training
@@ -98,7 +101,7 @@ def run_cell(task: CellTask) -> dict[str, Any]:
 
 
 def _train_and_evaluate(task: CellTask) -> dict[str, Any]:
-    from hcl.train import TrainConfig, fit
+    from hcl.train import TrainConfig, evaluate_embeddings, fit
 
     cfg = TrainConfig.from_dict(task.config)
     start = time.perf_counter()
@@ -108,49 +111,22 @@ def _train_and_evaluate(task: CellTask) -> dict[str, Any]:
         return {"status": "interrupted", "error": f"interrupted at step {result.step}; rerun the study to continue"}
     model = result.model
     device = next(model.parameters()).device
-    metrics: dict[str, Any] = {}
-    absent: dict[str, str] = {}
     start = time.perf_counter()
-    for which in task.embeddings:
-        if which == "projection" and getattr(model, "is_classifier", False):
-            metrics[which] = None
-            absent[which] = f"loss {cfg.loss!r} trains a classifier, which has no projection head"
-            continue
-        metrics[which] = _evaluate(task.protocol, cfg, model, which, device, result.results, result.run_dir,
-                                   result.step)
+    evaluated = evaluate_embeddings(result.run_dir, embeddings=task.embeddings, cfg=cfg, model=model,
+                                    step=result.step, fit_results=result.results, device=device)
+    metrics = evaluated["metrics"]
+    for which, results in metrics.items():
+        if results is not None:
+            extra = task.protocol.evaluate(model, dataclasses.replace(cfg, embedding=which), device=device)
+            metrics[which] = {**results, task.protocol.name: extra} if extra else results
     eval_s = time.perf_counter() - start
     return {
         "status": "ok",
         "step": result.step,
         "metrics": metrics,
-        "absent": absent,
+        "absent": evaluated["absent"],
         "timing": {"train_s": train_s, "eval_s": eval_s},
     }
-
-
-def _evaluate(
-    protocol: EvaluationProtocol,
-    cfg: Any,
-    model: Any,
-    which: str,
-    device: Any,
-    fit_results: dict[str, Any] | None,
-    run_dir: Path,
-    step: int,
-) -> dict[str, Any]:
-    """The standard evaluation of embedding ``which`` (fit's own when it evaluated that embedding;
-    the run's ``results.json`` stays fit's), plus the protocol's metrics."""
-    from hcl.train import evaluate_run
-
-    view = dataclasses.replace(cfg, embedding=which)
-    if which == cfg.embedding and fit_results is not None:
-        results = fit_results
-    else:
-        # write only when fit could not: a run resumed after its last step has no results.json yet
-        results = evaluate_run(run_dir, cfg=view, model=model, device=device, write=which == cfg.embedding)
-        results["step"] = step
-    extra = protocol.evaluate(model, view, device=device)
-    return {**results, protocol.name: extra} if extra else dict(results)
 
 
 def provenance() -> dict[str, Any]:

@@ -4,12 +4,15 @@ One small set of functions rather than a framework: :func:`embed_dataset` turns 
 L2-normalised embeddings, :func:`evaluate_model` computes the per-level retrieval metrics and the
 CPCC used by the training loop's evaluation hook, and :func:`evaluate_run` does the full
 evaluation of a run directory (``hcl evaluate``): it adds the k-NN accuracy per level and writes
-``results.json`` and ``embeddings_<split>.npz``.
+``results.json`` and ``embeddings_<split>.npz``. :func:`evaluate_embeddings` evaluates one trained
+model on several embeddings (backbone features and projection head) without retraining.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +31,15 @@ from hcl.train.config import TrainConfig
 from hcl.train.distributed import resolve_device
 
 __all__ = [
+    "EMBEDDINGS",
     "embed_dataset",
+    "evaluate_embeddings",
     "evaluate_model",
     "evaluate_run",
     "load_run",
 ]
+
+EMBEDDINGS = ("features", "projection")  # what :meth:`hcl.models.Encoder.embed` offers
 
 
 @torch.no_grad()
@@ -170,6 +177,7 @@ def evaluate_run(
     device: str | torch.device | None = None,
     cfg: TrainConfig | None = None,
     model: nn.Module | None = None,
+    step: int | None = None,
     progress: bool = False,
     write: bool = True,
 ) -> dict[str, Any]:
@@ -186,6 +194,8 @@ def evaluate_run(
         query_split: queries searched against ``split`` as the gallery.
         device: default CUDA, else MPS, else CPU.
         cfg, model: pass them to skip loading the run from disk (the training loop does).
+        step: the training step recorded in the results (default: the checkpoint's when the run
+            is loaded here, else None).
         progress: show progress bars.
         write: write ``results.json`` and the embeddings.
 
@@ -196,11 +206,10 @@ def evaluate_run(
     """
     run_dir = Path(run_dir)
     device = resolve_device("auto") if device is None else torch.device(device)
-    step = None
     if model is None or cfg is None:
         loaded_cfg, model, state = load_run(run_dir, device=device)
         cfg = cfg or loaded_cfg
-        step = int(state["step"])
+        step = int(state["step"]) if step is None else step
     split = split or cfg.eval_split
     if query_split is None and split == cfg.eval_split:
         query_split = cfg.eval_query_split
@@ -226,7 +235,7 @@ def evaluate_run(
         "embedding": cfg.embedding,
         "loss": cfg.loss,
         "levels": list(hierarchy.level_names),
-        "num_samples": int(len(gallery)),
+        "num_samples": len(gallery),
         **metrics,
         "knn_accuracy": knn,
         "knn_k": cfg.knn_k,
@@ -242,3 +251,72 @@ def evaluate_run(
     if progress:
         print(f"evaluated {run_dir} on {split}: cpcc {results['cpcc']:.3f}", file=sys.stderr)
     return results
+
+
+def evaluate_embeddings(
+    run_dir: str | Path,
+    *,
+    embeddings: Sequence[str] = EMBEDDINGS,
+    cfg: TrainConfig | None = None,
+    model: nn.Module | None = None,
+    step: int | None = None,
+    fit_results: Mapping[str, Any] | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate one trained model on each of ``embeddings``, without retraining.
+
+    Every embedding gets the full :func:`evaluate_run` evaluation (per-level retrieval, CPCC,
+    k-NN accuracy) of the same model. The configured one (``cfg.embedding``) is the run's own:
+    ``fit_results`` when given (what :func:`hcl.train.fit` returned), else :func:`evaluate_run`,
+    which writes ``results.json`` and the embeddings. The others are written nowhere, so the run
+    directory keeps describing its configured embedding. A model without a projection head (a
+    loss that trains a classifier) records ``"projection"`` as absent, with the reason.
+
+    Args:
+        run_dir: the run directory.
+        embeddings: any of ``"features"`` and ``"projection"``, in the order wanted.
+        cfg, model: pass them to skip loading the run from disk (then pass ``step`` too).
+        step: the training step the model is at, recorded in each evaluation (default: the
+            checkpoint's when the run is loaded here, else None).
+        fit_results: the configured embedding's evaluation, when already done.
+        device: default CUDA, else MPS, else CPU.
+        progress: show progress bars.
+
+    Returns:
+        ``{"metrics": {embedding: evaluation or None}, "absent": {embedding: reason}}``, each
+        evaluation as :func:`evaluate_run` returns it (with ``"embedding"`` naming which).
+
+    Raises:
+        ValueError: an embedding other than ``"features"`` or ``"projection"`` (named), or
+            ``fit_results`` of another embedding than the configured one.
+    """
+    unknown = [which for which in embeddings if which not in EMBEDDINGS]
+    if unknown:
+        raise ValueError(f"embeddings must be among {list(EMBEDDINGS)}, got {unknown}")
+    run_dir = Path(run_dir)
+    device = resolve_device("auto") if device is None else torch.device(device)
+    if model is None or cfg is None:
+        loaded_cfg, model, state = load_run(run_dir, device=device)
+        cfg = cfg or loaded_cfg
+        step = int(state["step"]) if step is None else step
+    if fit_results is not None and fit_results.get("embedding", cfg.embedding) != cfg.embedding:
+        raise ValueError(
+            f"fit_results evaluate embedding {fit_results['embedding']!r}, not the configured {cfg.embedding!r}"
+        )
+    metrics: dict[str, Any] = {}
+    absent: dict[str, str] = {}
+    for which in embeddings:
+        if which == "projection" and getattr(model, "is_classifier", False):
+            metrics[which] = None
+            absent[which] = f"loss {cfg.loss!r} trains a classifier, which has no projection head"
+            continue
+        if which == cfg.embedding and fit_results is not None:
+            metrics[which] = dict(fit_results)
+            continue
+        view = dataclasses.replace(cfg, embedding=which)
+        # write only the configured embedding, and only when fit could not: a run resumed after
+        # its last step has no results.json yet
+        metrics[which] = evaluate_run(run_dir, cfg=view, model=model, step=step, device=device,
+                                      progress=progress, write=which == cfg.embedding)
+    return {"metrics": metrics, "absent": absent}

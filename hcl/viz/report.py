@@ -131,7 +131,7 @@ def html_page(title: str, meta_html: str, sections: list[str], *, style: str = "
 def _final_metrics(run_dir: Path) -> dict[str, Any]:
     """``{"levels", "retrieval": {level name: {metric: v}}, "cpcc", "knn_accuracy", "source"}``."""
     results = rundir.read_results(run_dir)
-    source = rundir.RESULTS_FILE
+    source = rundir.RESULTS_FILE + (f" (embedding: {results['embedding']})" if "embedding" in results else "")
     if "retrieval" not in results and (run_dir / rundir.METRICS_FILE).is_file():
         evals = [r for r in rundir.read_metrics_log(run_dir) if r.get("kind") == "eval" and "retrieval" in r]
         results = evals[-1] if evals else {}

@@ -116,16 +116,23 @@ def test_info_and_python_dash_m(capsys: pytest.CaptureFixture[str], monkeypatch:
 
 @pytest.mark.skipif(not FASHION_MNIST.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_demo_on_a_tiny_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The shipped demo configs: three losses, both embeddings, the tables printed and written."""
     overrides = ["train_subset=256", "eval_subset=200", "epochs=1", "batch_size=64", "width=4", "progress=false"]
     assert main(["demo", "--out", str(tmp_path), "--set", *overrides, "--no-report"]) == 0
     summary = json.loads((tmp_path / "metrics.json").read_text())
-    assert summary["levels"] == ["group", "category", "class"]
-    assert set(summary["runs"]) == {"himulcone", "supcon"}
+    assert summary["levels"] == ["group", "category", "class"] and summary["level_sizes"] == [2, 6, 10]
+    assert list(summary["runs"]) == ["supcon", "himulcon", "himulcone"]
+    names = [run["name"] for run in summary["runs"].values()]
+    assert names == ["SupCon", "HiMulCon", "HiMulConE (pair_held)"]  # the shipped config's reading
     for run in summary["runs"].values():
-        assert set(run["retrieval"]) == set(summary["levels"])
-        assert {"precision@1", "recall@1", "map@r"} <= set(run["retrieval"][summary["levels"][0]])
-        assert np.isfinite(run["cpcc"])
+        for which in ("features", "projection"):
+            metrics = run["embeddings"][which]
+            assert set(metrics["retrieval"]) == set(metrics["knn_accuracy"]) == set(summary["levels"])
+            assert {"precision@1", "recall@1", "map@r"} <= set(metrics["retrieval"]["group"])
+            assert np.isfinite(metrics["cpcc"])
         assert (Path(run["run_dir"]) / "checkpoint.pt").is_file()
-    table = capsys.readouterr().out
-    assert "cpcc" in table
-    assert ["level", "metric", "HiMulConE", "SupCon"] in [line.split() for line in table.splitlines()]
+    printed = capsys.readouterr().out
+    assert printed == (tmp_path / "demo_table.md").read_text()
+    assert "**Backbone features**" in printed and "**Projection head output**" in printed
+    assert "| level | metric | SupCon | HiMulCon | HiMulConE (pair_held) |" in printed
+    assert f"{summary['threads']} torch threads" in printed

@@ -283,6 +283,16 @@ def test_training_curves_overlay_runs_and_accept_records(tmp_path: Path) -> None
         F.training_curves(a, smoothing=1.0)
 
 
+def test_training_curves_show_a_run_that_logged_one_step(tmp_path: Path) -> None:
+    """A line through a single point draws nothing: a run with one logged step gets a marker."""
+    records = read_metrics_log(write_fake_run(tmp_path / "a"))
+    first = next(r for r in records if r["kind"] == "train")
+    fig = F.training_curves({"short": [first], "long": records}, smoothing=0.5)
+    assert {t.name: t.mode for t in fig.data if str(t.name).endswith("· loss")} == {
+        "short · loss": "markers", "long · loss": "lines",
+    }
+
+
 # --------------------------------------------------------------------------- files
 def test_save_html_is_self_contained_and_atomic(tmp_path: Path, data) -> None:
     _, labels, coords, h = data

@@ -45,8 +45,10 @@ def test_report_table_holds_the_final_results(tmp_path: Path) -> None:
     runs = {"HiMulConE": write_fake_run(tmp_path / "a"), "SupCon": write_fake_run(tmp_path / "b")}
     results = json.loads((runs["SupCon"] / "results.json").read_text())
     results["retrieval"]["2"]["map@r"] = 0.123456
+    results["embedding"] = "projection"
     (runs["SupCon"] / "results.json").write_text(json.dumps(results))
     text = write_report(runs, tmp_path / "r.html", method="pca").read_text()
+    assert "HiMulConE: results.json; SupCon: results.json (embedding: projection)" in text  # which embedding
     row = re.search(r"<td class='name'>species</td><td class='name'>map@r</td>(.*?)</tr>", text).group(1)
     cells = re.findall(r"<td class='(\w*)'>([\d.]+)</td>", row)
     assert cells == [("best", "0.4000"), ("", "0.1235")]  # HiMulConE's fake 0.4 wins, in bold

@@ -129,6 +129,7 @@ def training_curves(
         if train:
             step = np.array([rec.get("step", k) for k, rec in enumerate(train)], dtype=float)
             loss = np.array([rec["loss"] for rec in train], dtype=float)
+            mode = "lines" if len(train) > 1 else "markers"  # a line through one point draws nothing
             if smoothing > 0:
                 fig.add_trace(
                     go.Scatter(x=step, y=loss, mode="lines", line={"color": run_color, "width": 1}, opacity=0.25,
@@ -136,7 +137,7 @@ def training_curves(
                     row=1, col=1,
                 )
             fig.add_trace(
-                go.Scatter(x=step, y=_ema(loss, smoothing), mode="lines", name=f"{prefix}loss",
+                go.Scatter(x=step, y=_ema(loss, smoothing), mode=mode, name=f"{prefix}loss",
                            line={"color": run_color, "width": 2}),
                 row=1, col=1,
             )
@@ -145,7 +146,7 @@ def training_curves(
                 levels = np.array(per_level, dtype=float)
                 for lv in range(levels.shape[1]):
                     fig.add_trace(
-                        go.Scatter(x=step, y=_ema(levels[:, lv], smoothing), mode="lines",
+                        go.Scatter(x=step, y=_ema(levels[:, lv], smoothing), mode=mode,
                                    name=f"{prefix}loss {level_label(str(lv))}", visible="legendonly",
                                    line={"color": run_color, "width": 1, "dash": LEVEL_DASHES[(lv + 1) % 6]}),
                         row=1, col=1,
