@@ -139,7 +139,7 @@ def _evaluate(
     step: int,
 ) -> dict[str, Any]:
     """The standard evaluation of embedding ``which`` (fit's own when it evaluated that embedding;
-    the run's ``results.json`` stays fit's), plus the protocol's metrics."""
+    the run's ``results.json`` stays fit's), plus the protocol's metrics read off it."""
     from hcl.train import evaluate_run
 
     view = dataclasses.replace(cfg, embedding=which)
@@ -149,7 +149,7 @@ def _evaluate(
         # write only when fit could not: a run resumed after its last step has no results.json yet
         results = evaluate_run(run_dir, cfg=view, model=model, device=device, write=which == cfg.embedding)
         results["step"] = step
-    extra = protocol.evaluate(model, view, device=device)
+    extra = protocol.evaluate(results)
     return {**results, protocol.name: extra} if extra else dict(results)
 
 
