@@ -27,7 +27,12 @@ from torch.utils.data import Dataset
 from hcl import rundir
 from hcl.metrics import check_heldout_classes, seen_training_indices
 from hcl.models import load_weights
-from hcl.train.build import build_batch_sampler, build_model, build_split, make_optimizer
+from hcl.train.build import (
+    build_batch_sampler,
+    build_model,
+    build_split,
+    make_optimizer,
+)
 from hcl.train.checkpoint import (
     capture_rng_state,
     check_training_state,

@@ -7,10 +7,10 @@ import html
 import json
 from pathlib import Path
 
-import pytest
 from study.helpers import FAST_CONFIG
 
 from hcl.study import load_study_config, plan_study, run_study
+
 
 def test_heldout_cells_leave_their_classes_out_and_add_heldout_metrics(tmp_path: Path) -> None:
     out = tmp_path / "study"

@@ -95,8 +95,8 @@ def test_resume_with_heldout_classes_is_exact(tmp_path: Path) -> None:
         (["f0.c0.v9"], "config key 'heldout_classes': unknown held-out class 'f0.c0.v9'"),
         (["f0.c1"], "config key 'heldout_classes': held-out class 'f0.c1' (0, 1) is at level 1, not at level 2"),
         (["f0.c0.v0", "f0.c0.v1", "f0.c0.v2"],
-         "config key 'heldout_classes': holding out all of 'f0.c0.v0' (0, 0, 0), 'f0.c0.v1' (0, 0, 1), "
-         "'f0.c0.v2' (0, 0, 2) leaves 'f0.c0' (0, 0) with no seen child"),
+         ("config key 'heldout_classes': holding out all of 'f0.c0.v0' (0, 0, 0), 'f0.c0.v1' (0, 0, 1), "
+          "'f0.c0.v2' (0, 0, 2) leaves 'f0.c0' (0, 0) with no seen child")),
     ],
 )
 def test_bad_heldout_classes_are_named_before_the_model_is_built(
