@@ -117,7 +117,7 @@ def _train_and_evaluate(task: CellTask) -> dict[str, Any]:
     metrics = evaluated["metrics"]
     for which, results in metrics.items():
         if results is not None:
-            extra = task.protocol.evaluate(model, dataclasses.replace(cfg, embedding=which), device=device)
+            extra = task.protocol.evaluate(results)
             metrics[which] = {**results, task.protocol.name: extra} if extra else results
     eval_s = time.perf_counter() - start
     return {

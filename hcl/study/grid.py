@@ -82,7 +82,8 @@ def plan_study(study: StudyConfig) -> StudyPlan:
         if name == "all":
             protocols[name] = AllClasses()
         else:
-            protocols[name] = HeldoutClasses.resolve(study.heldout, _hierarchy(variant_configs[first]), study.seeds)
+            train = _training_split(variant_configs[first])
+            protocols[name] = HeldoutClasses.resolve(study.heldout, train.labels, train.hierarchy, study.seeds)
     cells = build_grid(study)
     configs = {}
     for cell in cells:
@@ -104,7 +105,7 @@ def _train_config(config_type: Any, study: StudyConfig, variant: str, extra: dic
         raise type(error)(f"variant {variant!r}{where}: {error}") from error
 
 
-def _hierarchy(cfg: Any) -> Any:
+def _training_split(cfg: Any) -> Any:
     from hcl.train import build_split
 
-    return build_split(cfg, cfg.train_split).hierarchy
+    return build_split(cfg, cfg.train_split)

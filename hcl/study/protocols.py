@@ -1,13 +1,13 @@
 """Evaluation protocols of a study: train on all classes, or hold some finest-level classes out.
 
 A protocol is a small object: ``overrides(seed)`` gives the TrainConfig keys it sets for a cell
-trained with that seed, and ``evaluate(model, cfg, device=...)`` the metrics it adds to the
-standard per-level evaluation (which every cell gets, see :mod:`hcl.study.cell`).
+trained with that seed, and ``evaluate(results)`` the metric table it adds to the standard
+per-level evaluation of one embedding (:func:`hcl.train.evaluate_run`, which every cell gets, see
+:mod:`hcl.study.cell`), read off that evaluation: ``{metric: {level: value} | value}``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -25,8 +25,8 @@ class EvaluationProtocol(Protocol):
     def overrides(self, seed: int) -> dict[str, Any]:
         """TrainConfig keys this protocol sets for the cell trained with ``seed``."""
 
-    def evaluate(self, model: Any, cfg: Any, *, device: Any) -> dict[str, Any]:
-        """Metrics beyond the standard evaluation, for the embedding ``cfg.embedding``."""
+    def evaluate(self, results: Mapping[str, Any]) -> dict[str, Any]:
+        """This protocol's metrics, read off ``results`` (one embedding's :func:`hcl.train.evaluate_run`)."""
 
 
 @dataclass(frozen=True)
@@ -38,13 +38,16 @@ class AllClasses:
     def overrides(self, seed: int) -> dict[str, Any]:
         return {}
 
-    def evaluate(self, model: Any, cfg: Any, *, device: Any) -> dict[str, Any]:
+    def evaluate(self, results: Mapping[str, Any]) -> dict[str, Any]:
         return {}
 
 
 @dataclass(frozen=True)
 class HeldoutClasses:
     """Train without some finest-level classes, then measure how their test images are placed.
+
+    The cell's config holds the classes (``heldout_classes``), so its training leaves them out
+    and its evaluation reports them (:func:`hcl.metrics.heldout_metrics`, under ``"heldout"``).
 
     Attributes:
         classes_by_seed: the held-out class names of the cell trained with each seed.
@@ -54,24 +57,28 @@ class HeldoutClasses:
     name: ClassVar[str] = "heldout"
 
     @classmethod
-    def resolve(cls, spec: HeldoutSpec, hierarchy: Any, seeds: list[int]) -> HeldoutClasses:
-        """Fix the held-out classes of every seed from ``spec``, checked against ``hierarchy``.
+    def resolve(cls, spec: HeldoutSpec, labels: Any, hierarchy: Any, seeds: list[int]) -> HeldoutClasses:
+        """Fix the held-out classes of every seed from ``spec``, checked against the training
+        split's ``labels`` (N, L) encoded in ``hierarchy``.
 
         Raises:
-            ValueError: a class that is unknown or is its parent's only child (named).
+            ValueError: a class that is unknown, not at the finest level, or its parent's only
+                child (named, with the parent); more classes than can be held out.
         """
-        from hcl.metrics import check_heldout_classes, choose_heldout_classes
+        from hcl.metrics import check_heldout_classes, choose_unseen_classes
 
+        finest = hierarchy.nodes(hierarchy.num_levels - 1)
         by_seed: dict[int, tuple[str, ...]] = {}
         for seed in seeds:
-            if spec.classes is not None:
-                classes = list(spec.classes)
-            else:
-                choice_seed = spec.seed + seed if spec.per_seed else spec.seed
-                classes = list(choose_heldout_classes(hierarchy, spec.count, seed=choice_seed))
             try:
-                check_heldout_classes(hierarchy, classes)
-            except ValueError as error:
+                if spec.classes is not None:
+                    classes = list(spec.classes)
+                else:
+                    choice_seed = spec.seed + seed if spec.per_seed else spec.seed
+                    chosen = choose_unseen_classes(labels, level=-1, seed=choice_seed, count=spec.count)
+                    classes = [finest[prefix[-1]] for prefix in chosen]
+                check_heldout_classes(labels, classes, hierarchy=hierarchy, level=-1)
+            except (TypeError, ValueError) as error:
                 raise ValueError(f"study key 'heldout': {error}") from error
             by_seed[seed] = tuple(classes)
         return cls(by_seed)
@@ -79,19 +86,22 @@ class HeldoutClasses:
     def overrides(self, seed: int) -> dict[str, Any]:
         return {"heldout_classes": list(self.classes_by_seed[seed])}
 
-    def evaluate(self, model: Any, cfg: Any, *, device: Any) -> dict[str, Any]:
-        """Held-out metrics of ``cfg.embedding``: test queries of held-out classes against the whole
-        test gallery, their parents' placement among the seen classes, and fine-level k-NN with the
-        held-out classes' training images in the reference set."""
-        from hcl.metrics import heldout_metrics
-        from hcl.train import build_split, embed_dataset
+    def evaluate(self, results: Mapping[str, Any]) -> dict[str, Any]:
+        """The held-out report of ``results`` as a metric table: for the held-out classes' test
+        images, ``map@r`` and ``precision@1`` (retrieval against the whole test split),
+        ``ancestor_knn_accuracy`` (levels above theirs) and ``knn_accuracy`` (their level and
+        finer), each ``{level: value}``; the same for the seen classes' test images prefixed
+        ``seen_``; and ``classes``, their names.
 
-        everything = dataclasses.replace(cfg, heldout_classes=[])  # the splits with every class
-        options = {"which": cfg.embedding, "batch_size": cfg.eval_batch_size, "device": device,
-                   "precision": cfg.precision, "channels_last": cfg.channels_last}
-        test_set = build_split(everything, cfg.eval_split)
-        test, test_labels, _ = embed_dataset(model, test_set, **options)
-        train, train_labels, _ = embed_dataset(model, build_split(everything, cfg.train_split), **options)
-        return heldout_metrics(
-            test, test_labels, train, train_labels, list(cfg.heldout_classes), hierarchy=test_set.hierarchy, k=cfg.knn_k
-        )
+        Raises:
+            KeyError: ``results`` without a held-out report (a config without ``heldout_classes``).
+        """
+        report = results["heldout"]
+        table: dict[str, Any] = {"classes": report.get("heldout_class_names", report["heldout_classes"])}
+        for group, prefix in (("heldout", ""), ("seen", "seen_")):
+            part = report[group]
+            for metric in ("map@r", "precision@1"):
+                table[prefix + metric] = {level: m[metric] for level, m in part["retrieval"].items()}
+            for metric in ("ancestor_knn_accuracy", "knn_accuracy"):
+                table[prefix + metric] = dict(part[metric])
+        return table

@@ -71,18 +71,26 @@ def build_split(cfg: TrainConfig, split: str, *, augment: bool = False, subset: 
     return dataset
 
 
-def build_batch_sampler(cfg: TrainConfig, labels: torch.Tensor, *, world_size: int = 1, rank: int = 0) -> Any:
+def build_batch_sampler(
+    cfg: TrainConfig, labels: torch.Tensor, *, world_size: int = 1, rank: int = 0, keep: Any = None
+) -> Any:
     """The training batches of one rank: ``cfg.sampler`` "hierarchical" or plain shuffled ones.
 
     Both shard each global batch of ``cfg.batch_size`` samples across ``world_size`` ranks, take
     ``set_epoch(epoch)`` and yield lists of sample indices, a pure function of (seed, epoch).
+    With ``keep`` (e.g. :func:`hcl.metrics.seen_training_indices` for held-out classes), the
+    batches are drawn from ``labels[keep]`` only and still yield indices into ``labels``.
 
     Shape:
-        labels: (N, L) int64, the training split's labels.
+        labels: (N, L) int64, the training split's labels; keep: (N_kept,) int64 indices.
 
     Raises:
         ValueError: ``cfg.batch_size`` is not divisible by ``world_size`` or exceeds the data set.
     """
+    if keep is not None:
+        keep = np.asarray(keep, dtype=np.int64)
+        return _KeptBatches(build_batch_sampler(cfg, labels[torch.from_numpy(keep)], world_size=world_size,
+                                                rank=rank), keep)
     if world_size > 1 and cfg.batch_size % world_size:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world_size} processes")
     per_rank = cfg.batch_size // world_size
@@ -95,6 +103,23 @@ def build_batch_sampler(cfg: TrainConfig, labels: torch.Tensor, *, world_size: i
     if len(sampler) == 0:
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(labels)} training samples; lower it")
     return sampler
+
+
+class _KeptBatches:
+    """Batches of a sampler over a selection of the samples, as indices into all of them."""
+
+    def __init__(self, sampler: Any, keep: np.ndarray) -> None:
+        self.sampler, self.keep = sampler, keep
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.sampler:
+            yield self.keep[batch].tolist()
 
 
 class _RandomBatches:

@@ -73,6 +73,7 @@ class TrainConfig:
     levels: int | None = None  # hierarchy depth used (the coarsest `levels` levels); None = all
     train_split: str = "train"
     train_subset: int | None = None  # train on a subset of this many images; None = all
+    heldout_classes: list[str] | None = None  # finest-level classes kept out of training; None/[] = none
     eval_split: str = "test"  # the gallery (and, without a query split, the query) set
     eval_query_split: str | None = None  # e.g. DeepFashion's "query" against the "gallery" split
     eval_subset: int | None = None  # evaluate on a subset of this many images; None = all
@@ -188,6 +189,9 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"config key {key!r} must be a finite number >= 0, got {value!r}")
+        if self.heldout_classes and "unseen_classes" in self.data_options:
+            raise ValueError("config keys 'heldout_classes' and 'data_options.unseen_classes' both hold classes "
+                             "out of training; keep only 'heldout_classes'")
         if spec.output != "embedding" and self.embedding == "projection":
             raise ValueError(
                 f"config key 'embedding' must be 'features' for loss {self.loss!r} (it has no projection head)"

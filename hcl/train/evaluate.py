@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from hcl import rundir
 from hcl.hierarchy import Hierarchy
-from hcl.metrics import cpcc, knn_accuracy, per_level_retrieval
+from hcl.metrics import cpcc, heldout_metrics, knn_accuracy, per_level_retrieval
 from hcl.train.build import autocast_context, build_model, build_split
 from hcl.train.checkpoint import check_training_state, load_checkpoint
 from hcl.train.config import TrainConfig
@@ -169,6 +169,29 @@ def _knn_per_level(
     return {str(level): float(value) for level, value in result.items()}
 
 
+def _versus_training(
+    model: nn.Module,
+    cfg: TrainConfig,
+    options: dict[str, Any],
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
+    hierarchy: Hierarchy,
+    query: np.ndarray | None,
+    query_labels: np.ndarray | None,
+) -> dict[str, Any]:
+    """The metrics whose reference set is the whole training split (``cfg.train_subset`` of it,
+    held-out classes included): k-NN accuracy per level, and the held-out report."""
+    reference_set = build_split(cfg, cfg.train_split, subset=cfg.train_subset)
+    reference, reference_labels, _ = embed_dataset(model, reference_set, **options)
+    knn = _knn_per_level(reference, reference_labels, query if query is not None else gallery,
+                         query_labels if query_labels is not None else gallery_labels, cfg.knn_k)
+    metrics: dict[str, Any] = {"knn_accuracy": knn, "knn_k": cfg.knn_k}
+    if cfg.heldout_classes:
+        metrics["heldout"] = heldout_metrics(reference, reference_labels, gallery, gallery_labels,
+                                             cfg.heldout_classes, k=cfg.knn_k, hierarchy=hierarchy)
+    return metrics
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -186,7 +209,9 @@ def evaluate_run(
     Embeds ``split`` (default ``cfg.eval_split``) and, for DeepFashion-style protocols, the
     ``query_split`` (default ``cfg.eval_query_split`` when evaluating the configured split), then
     computes per-level retrieval, CPCC, and the k-NN accuracy per level of a classifier whose
-    neighbours come from the training split (``cfg.train_subset`` of it).
+    neighbours come from the training split (``cfg.train_subset`` of it). When
+    ``cfg.heldout_classes`` were kept out of training, that reference set still holds them, and
+    ``"heldout"`` is their report (:func:`hcl.metrics.heldout_metrics` against ``split``).
 
     Args:
         run_dir: the run directory.
@@ -201,8 +226,8 @@ def evaluate_run(
 
     Returns:
         ``{"split", "query_split", "embedding", "levels", "num_samples", "retrieval": {level:
-        {...}}, "cpcc", "knn_accuracy": {level: float}, "knn_k", "step"}``, levels keyed
-        ``"0"`` (coarsest) to ``"L-1"``.
+        {...}}, "cpcc", "knn_accuracy": {level: float}, "knn_k", "step"}`` (and ``"heldout"``),
+        levels keyed ``"0"`` (coarsest) to ``"L-1"``.
     """
     run_dir = Path(run_dir)
     device = resolve_device("auto") if device is None else torch.device(device)
@@ -224,10 +249,7 @@ def evaluate_run(
         query, query_labels, query_indices = embed_dataset(model, build_split(cfg, query_split), **options)
     metrics = _retrieval_and_cpcc(gallery, gallery_labels, hierarchy, cfg.retrieval_ks, query, query_labels)
 
-    reference_set = build_split(cfg, cfg.train_split, subset=cfg.train_subset)
-    reference, reference_labels, _ = embed_dataset(model, reference_set, **options)
-    knn = _knn_per_level(reference, reference_labels, query if query is not None else gallery,
-                         query_labels if query_labels is not None else gallery_labels, cfg.knn_k)
+    versus_training = _versus_training(model, cfg, options, gallery, gallery_labels, hierarchy, query, query_labels)
 
     results = {
         "split": split,
@@ -237,8 +259,7 @@ def evaluate_run(
         "levels": list(hierarchy.level_names),
         "num_samples": len(gallery),
         **metrics,
-        "knn_accuracy": knn,
-        "knn_k": cfg.knn_k,
+        **versus_training,
         "step": step,
     }
     if write:

@@ -25,8 +25,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from hcl import rundir
+from hcl.metrics import check_heldout_classes, seen_training_indices
 from hcl.models import load_weights
-from hcl.train.build import build_batch_sampler, build_model, build_split, make_optimizer
+from hcl.train.build import (
+    build_batch_sampler,
+    build_model,
+    build_split,
+    make_optimizer,
+)
 from hcl.train.checkpoint import (
     capture_rng_state,
     check_training_state,
@@ -69,8 +75,10 @@ class TrainingRun:
     Attributes:
         cfg: the configuration.
         ctx: this process's place in the process group (device, rank, world size).
-        train_set: the training split, with the augmentation of ``cfg.num_views`` views.
-        sampler: this rank's batch sampler (:func:`hcl.train.build.build_batch_sampler`).
+        train_set: the whole training split (held-out classes included), with the augmentation
+            of ``cfg.num_views`` views.
+        sampler: this rank's batch sampler (:func:`hcl.train.build.build_batch_sampler`), over
+            the samples outside ``cfg.heldout_classes`` only.
         steps_per_epoch: batches per epoch and rank.
         total_steps: the global steps of the whole run (``cfg.epochs``, capped by ``cfg.max_steps``).
         schedule: the learning rate of every global step.
@@ -149,7 +157,8 @@ def start_run(cfg: TrainConfig, ctx: DistributedContext, *, resume: bool, overwr
     state = _checkpoint_to_resume(cfg, ctx, resume=resume, overwrite=overwrite)
     _seed_everything(cfg.seed)
     train_set = build_split(cfg, cfg.train_split, augment=True)
-    sampler = build_batch_sampler(cfg, train_set.labels, world_size=ctx.world_size, rank=ctx.rank)
+    keep = _seen_samples(cfg, train_set)
+    sampler = build_batch_sampler(cfg, train_set.labels, world_size=ctx.world_size, rank=ctx.rank, keep=keep)
     steps_per_epoch = len(sampler)
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
@@ -205,6 +214,22 @@ def _checkpoint_to_resume(
         detail = ", ".join(f"{k}: {state['config'].get(k)!r} -> {current[k]!r}" for k in changed)
         raise ValueError(f"cannot resume {ckpt_path}: the config differs in {detail}")
     return state
+
+
+def _seen_samples(cfg: TrainConfig, train_set: Dataset) -> np.ndarray | None:
+    """The training samples outside ``cfg.heldout_classes`` (None when no class is held out).
+
+    Raises:
+        ValueError: a held-out class that is unknown, not at the finest level, without training
+            samples, or its parent's only child (named, with the parent).
+    """
+    if not cfg.heldout_classes:
+        return None
+    try:
+        check_heldout_classes(train_set.labels, cfg.heldout_classes, hierarchy=train_set.hierarchy, level=-1)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"config key 'heldout_classes': {error}") from error
+    return seen_training_indices(train_set.labels, cfg.heldout_classes, hierarchy=train_set.hierarchy)
 
 
 def _seed_everything(seed: int) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import hcl.metrics
 from hcl.study import HeldoutSpec, StudyConfig, load_study_config, plan_study, run_study
 
 BASE = {"dataset": "synthetic", "data_options": {"depth": 3, "branching": [3, 2, 3], "samples_per_leaf": 4,
@@ -122,26 +121,30 @@ def test_bad_variant_is_named_before_any_training(tmp_path: Path, variant: dict,
     assert not (tmp_path / "out").exists()  # nothing trained, nothing written
 
 
-def test_heldout_class_check_runs_before_any_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The held-out spec is checked by hcl.metrics.check_heldout_classes, and its error is the study's,
-    raised before any cell starts. (Stand-ins here; hcl.metrics provides the real functions.)"""
-    checked = []
-
-    def check(hierarchy, classes):
-        checked.append(list(classes))
-        for name in classes:
-            parent = hierarchy.parent(2, hierarchy.index(2, name))
-            if len(hierarchy.children(1, parent)) == 1:
-                raise ValueError(f"held-out class {name!r} is its parent's only child")
-
-    monkeypatch.setattr(hcl.metrics, "check_heldout_classes", check, raising=False)
-    monkeypatch.setattr(hcl.metrics, "choose_heldout_classes", lambda h, n, seed: ["f0.c0.v0"], raising=False)
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [
+        (["f0.c0.v0"], "held-out class 'f0.c0.v0' (0, 0, 0) is the only child of 'f0.c0' (0, 0)"),
+        (["f0.c0.v9"], "unknown held-out class 'f0.c0.v9'"),
+        (["f0.c0"], "held-out class 'f0.c0' (0, 0) is at level 1, not at level 2"),
+    ],
+)
+def test_heldout_class_check_runs_before_any_training(tmp_path: Path, classes: list, message: str) -> None:
+    """The held-out spec is checked by hcl.metrics.check_heldout_classes against the training split,
+    and its error is the study's, naming the class, raised before any cell starts."""
     data = study(protocols=["all", "heldout"], output_dir=str(tmp_path / "out"), seeds=[0, 1],
-                 heldout={"classes": ["f0.c0.v0"]})
-    data["base"]["data_options"]["branching"] = [3, 2, 1]  # every variant is an only child
-    with pytest.raises(ValueError, match="study key 'heldout': held-out class 'f0.c0.v0' is its parent's only child"):
+                 heldout={"classes": classes})
+    data["base"]["data_options"] = {**BASE["data_options"], "branching": [3, 2, 1]}  # every variant an only child
+    with pytest.raises(ValueError) as error:
         run_study(StudyConfig.from_dict(data), progress=False)
-    assert checked == [["f0.c0.v0"]]
+    assert str(error.value).startswith("study key 'heldout': ") and message in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_heldout_count_beyond_what_can_be_held_out_is_refused(tmp_path: Path) -> None:
+    data = study(protocols=["heldout"], output_dir=str(tmp_path / "out"), heldout={"count": 13})
+    with pytest.raises(ValueError, match=r"study key 'heldout': .*count"):
+        run_study(StudyConfig.from_dict(data), progress=False)
     assert not (tmp_path / "out").exists()
 
 

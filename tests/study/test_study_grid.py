@@ -49,7 +49,7 @@ def test_cell_configs_differ_only_where_the_grid_does() -> None:
 
 def test_all_classes_protocol_adds_nothing() -> None:
     protocol = AllClasses()
-    assert protocol.name == "all" and protocol.overrides(5) == {} and protocol.evaluate(None, None, device="cpu") == {}
+    assert protocol.name == "all" and protocol.overrides(5) == {} and protocol.evaluate({"cpcc": 0.5}) == {}
 
 
 @pytest.fixture
@@ -57,77 +57,59 @@ def tiny_hierarchy() -> Hierarchy:
     return Hierarchy.from_paths([("a", "a1"), ("a", "a2"), ("b", "b1"), ("b", "b2"), ("b", "b3")])
 
 
-@pytest.fixture
-def stand_ins(monkeypatch: pytest.MonkeyPatch) -> list:
-    """Stand-ins for hcl.metrics' held-out helpers, recording their calls: the study's wiring is
-    tested here; the helpers themselves are tested with hcl.metrics."""
-    calls: list = []
-
-    def choose(hierarchy, count, *, seed):
-        calls.append(("choose", count, seed))
-        return hierarchy.nodes(1)[seed % 5: seed % 5 + count]
-
-    monkeypatch.setattr(hcl.metrics, "choose_heldout_classes", choose, raising=False)
-    monkeypatch.setattr(hcl.metrics, "check_heldout_classes", lambda h, c: calls.append(("check", list(c))),
-                        raising=False)
-    return calls
-
-
-def test_heldout_fixed_classes(tiny_hierarchy: Hierarchy, stand_ins: list) -> None:
-    protocol = HeldoutClasses.resolve(HeldoutSpec(classes=["a2", "b1"]), tiny_hierarchy, [0, 1])
+def test_heldout_fixed_classes(tiny_hierarchy: Hierarchy) -> None:
+    labels = tiny_hierarchy.node_labels(1)
+    protocol = HeldoutClasses.resolve(HeldoutSpec(classes=["a2", "b1"]), labels, tiny_hierarchy, [0, 1])
     assert protocol.name == "heldout"
     assert protocol.overrides(0) == protocol.overrides(1) == {"heldout_classes": ["a2", "b1"]}
-    assert stand_ins == [("check", ["a2", "b1"]), ("check", ["a2", "b1"])]
 
 
-def test_heldout_chosen_once_or_per_seed(tiny_hierarchy: Hierarchy, stand_ins: list) -> None:
-    once = HeldoutClasses.resolve(HeldoutSpec(count=2, seed=1), tiny_hierarchy, [0, 2])
-    assert once.overrides(0) == once.overrides(2) == {"heldout_classes": ["a2", "b1"]}
-    assert [c for c in stand_ins if c[0] == "choose"] == [("choose", 2, 1), ("choose", 2, 1)]
-    stand_ins.clear()
-    per_seed = HeldoutClasses.resolve(HeldoutSpec(count=1, seed=1, per_seed=True), tiny_hierarchy, [0, 2])
-    assert per_seed.overrides(0) == {"heldout_classes": ["a2"]} and per_seed.overrides(2) == {"heldout_classes": ["b2"]}
-    assert [c for c in stand_ins if c[0] == "choose"] == [("choose", 1, 1), ("choose", 1, 3)]
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [
+        (["a1", "a2"], "holding out all of 'a1' (0, 0), 'a2' (0, 1) leaves 'a' (0,) with no seen child"),
+        (["a3"], "unknown held-out class 'a3'"),
+        (["b"], "held-out class 'b' (1,) is at level 0, not at level 1"),
+    ],
+)
+def test_heldout_bad_classes_are_named(tiny_hierarchy: Hierarchy, classes: list, message: str) -> None:
+    with pytest.raises(ValueError) as error:
+        HeldoutClasses.resolve(HeldoutSpec(classes=classes), tiny_hierarchy.node_labels(1), tiny_hierarchy, [0])
+    assert str(error.value).startswith("study key 'heldout': ") and message in str(error.value)
 
 
-def test_heldout_evaluate_embeds_every_class_and_calls_the_metric(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Wiring only (stand-ins for the splits, the embedding and the metric): the held-out metric sees
-    the test split and the WHOLE training split (held-out classes included), embedded as configured."""
-    import dataclasses
+def test_heldout_chosen_once_or_per_seed(tiny_hierarchy: Hierarchy) -> None:
+    labels = tiny_hierarchy.node_labels(1)
 
-    import numpy as np
+    def names(count: int, seed: int) -> list[str]:
+        return [tiny_hierarchy.nodes(1)[c[-1]] for c in hcl.metrics.choose_unseen_classes(labels, count=count, seed=seed)]
 
-    import hcl.train
+    once = HeldoutClasses.resolve(HeldoutSpec(count=2, seed=1), labels, tiny_hierarchy, [0, 2])
+    assert once.overrides(0) == once.overrides(2) == {"heldout_classes": names(2, 1)} == {"heldout_classes": ["a1", "b3"]}
+    per_seed = HeldoutClasses.resolve(HeldoutSpec(count=1, seed=1, per_seed=True), labels, tiny_hierarchy, [0, 1])
+    assert per_seed.overrides(0) == {"heldout_classes": names(1, 1)} == {"heldout_classes": ["b3"]}
+    assert per_seed.overrides(1) == {"heldout_classes": names(1, 2)} == {"heldout_classes": ["b1"]}
 
-    @dataclasses.dataclass
-    class Cfg:
-        heldout_classes: list
-        embedding: str = "projection"
-        eval_batch_size: int = 7
-        precision: str = "fp32"
-        channels_last: bool = False
-        eval_split: str = "test"
-        train_split: str = "train"
-        knn_k: int = 3
 
-    class Split:
-        def __init__(self, name: str, cfg: Cfg) -> None:
-            self.name, self.classes, self.hierarchy = name, list(cfg.heldout_classes), "H"
+def test_heldout_evaluate_reads_the_report_as_a_table() -> None:
+    """The protocol's table is the held-out report of the standard evaluation, one metric per key,
+    each keyed by level (the study's rows ``heldout/<metric>``)."""
 
-    calls: dict = {}
+    def group(offset: float) -> dict:
+        return {"num_test": 4,
+                "retrieval": {str(lv): {"map@r": offset + lv, "precision@1": offset - lv, "num_queries": 4}
+                              for lv in range(3)},
+                "ancestor_knn_accuracy": {"0": offset + 0.5, "1": offset + 0.6}, "knn_accuracy": {"2": offset + 0.7}}
 
-    def embed(model, split, **options):
-        calls.setdefault("embedded", []).append((split.name, split.classes, options["which"], options["batch_size"]))
-        return np.full((2, 3), len(split.name)), np.zeros((2, 2), dtype=np.int64), np.arange(2)
-
-    def metric(test, test_labels, train, train_labels, classes, *, hierarchy, k):
-        calls["metric"] = (test[0, 0], train[0, 0], classes, hierarchy, k)
-        return {"map@r": {"0": 0.5}}
-
-    monkeypatch.setattr(hcl.train, "build_split", lambda cfg, name: Split(name, cfg))
-    monkeypatch.setattr(hcl.train, "embed_dataset", embed)
-    monkeypatch.setattr(hcl.metrics, "heldout_metrics", metric, raising=False)
-    result = HeldoutClasses({0: ("a2",)}).evaluate("model", Cfg(heldout_classes=["a2"]), device="cpu")
-    assert result == {"map@r": {"0": 0.5}}
-    assert calls["embedded"] == [("test", [], "projection", 7), ("train", [], "projection", 7)]
-    assert calls["metric"] == (4, 5, ["a2"], "H", 3)
+    report = {"heldout_classes": [[0, 1, 2]], "heldout_class_names": ["x"], "heldout_level": 2, "k": 3,
+              "heldout": group(10.0), "seen": group(20.0)}
+    table = HeldoutClasses({0: ("x",)}).evaluate({"cpcc": 0.1, "heldout": report})
+    assert table == {
+        "classes": ["x"],
+        "map@r": {"0": 10.0, "1": 11.0, "2": 12.0}, "precision@1": {"0": 10.0, "1": 9.0, "2": 8.0},
+        "ancestor_knn_accuracy": {"0": 10.5, "1": 10.6}, "knn_accuracy": {"2": 10.7},
+        "seen_map@r": {"0": 20.0, "1": 21.0, "2": 22.0}, "seen_precision@1": {"0": 20.0, "1": 19.0, "2": 18.0},
+        "seen_ancestor_knn_accuracy": {"0": 20.5, "1": 20.6}, "seen_knn_accuracy": {"2": 20.7},
+    }
+    with pytest.raises(KeyError):
+        HeldoutClasses({0: ("x",)}).evaluate({"cpcc": 0.1})
