@@ -159,11 +159,13 @@ def paired_difference_figure(
             )
             legend.add(reading)
         fig.add_vline(x=0, line={"color": "#444", "width": 1, "dash": "dot"}, row=1, col=col)
-        fig.update_xaxes(title_text="difference from the baseline", zeroline=False, row=1, col=col)
+        fig.update_xaxes(title_text=f"difference from {rows[0]['baseline'] if rows else 'the baseline'}", zeroline=False,
+                         row=1, col=col)
     fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=shown)
-    fig.update_layout(title=title or None, template="plotly_white", height=170 + 34 * len(shown),
-                      legend={"orientation": "h", "y": -0.25 if len(shown) < 4 else -0.12},
-                      margin={"t": 80 if title else 40})
+    # the legend sits at the foot of the figure, in pixels below the axis titles whatever the height
+    fig.update_layout(title=title or None, template="plotly_white", height=(210 if title else 180) + 36 * len(shown),
+                      legend={"orientation": "h", "yref": "container", "y": 0.0, "yanchor": "bottom"},
+                      margin={"t": 90 if title else 60, "b": 100})
     return fig
 
 
