@@ -66,9 +66,13 @@ def study_levels(study: Mapping[str, Any]) -> list[str]:
 
 
 def metric_label(level: str, metric: str) -> str:
-    """``"MAP@R class"``, ``"CPCC"``, ``"heldout/MAP@R class"``: a metric as the reports name it."""
+    """``"MAP@R class"``, ``"CPCC"``, ``"heldout/seen MAP@R class"``: a metric as the reports name it."""
     prefix, _, name = metric.rpartition("/")
-    text = (prefix + "/" if prefix else "") + _NAMES.get(name, name)
+    for key, pretty in _NAMES.items():  # also inside a longer name: seen_map@r -> seen MAP@R
+        if name == key or name.endswith("_" + key):
+            name = name[: len(name) - len(key)] + pretty
+            break
+    text = (prefix + "/" if prefix else "") + name.replace("_", " ")
     return text if level == ALL_LEVELS else f"{text} {level}"
 
 

@@ -66,11 +66,11 @@ def study_markdown(study: StudyLike, *, heading_level: int = 1) -> str:
         for embedding in config["embeddings"]:
             found = study_findings(study, protocol=protocol, embedding=embedding)
             if found:
-                lines += [f"**{_protocol_title(config, protocol)}, {embedding} embedding**", "",
+                lines += [f"**{_protocol_title(study, protocol)}, {embedding} embedding**", "",
                           *_finding_lines(found), ""]
     for protocol in config["protocols"]:
         for embedding in config["embeddings"]:
-            lines += [f"{h2} {_sentence(_protocol_title(config, protocol))}, {embedding} embedding", ""]
+            lines += [f"{h2} {_sentence(_protocol_title(study, protocol))}, {embedding} embedding", ""]
             lines += _section(study, protocol, embedding, h3)
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -95,7 +95,7 @@ def study_headline(study: StudyLike, *, protocol: str | None = None, embedding: 
     seeds = sorted({f["n"] for f in found if f["n"]})
     over = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}" if seeds else "no"
     intro = (f"**{_title(config)}**: {_count(len(config['variants']) - 1, 'variant')} against {config['baseline']}, "
-             f"paired over {over} seeds ({_protocol_title(config, protocol)}, {embedding} embedding; "
+             f"paired over {over} seeds ({_protocol_title(study, protocol)}, {embedding} embedding; "
              "mean difference [95% CI], an effect where the CI excludes 0):")
     lines = [intro, ""]
     effects = sorted((f for f in found if f["verdict"] in ("helps", "hurts")), key=lambda f: -abs(f["mean_diff"]))
@@ -129,15 +129,20 @@ def _title(config: Mapping[str, Any]) -> str:
     return config.get("title") or f"hcl study: {Path(config['output_dir']).name}"
 
 
-def _protocol_title(config: Mapping[str, Any], protocol: str) -> str:
+def _protocol_title(study: Mapping[str, Any], protocol: str) -> str:
+    """``"all classes trained"``, ``"held-out classes (Pullover, Sandal)"``: the named classes, else
+    those the cells report (``<protocol>/classes``), else their count."""
     if protocol == "all":
         return "all classes trained"
-    if protocol == "heldout":
-        spec = config.get("heldout") or {}
-        if spec.get("classes"):
-            return f"held-out classes ({', '.join(spec['classes'])})"
-        return f"{spec.get('count', 'some')} held-out classes" + (" (new per seed)" if spec.get("per_seed") else "")
-    return f"protocol {protocol}"
+    if protocol != "heldout":
+        return f"protocol {protocol}"
+    spec = study["config"].get("heldout") or {}
+    reported = {tuple(results[protocol]["classes"]) for cell in study["cells"] if cell["cell"]["protocol"] == protocol
+                for results in (cell.get("metrics") or {}).values()
+                if results and isinstance(results.get(protocol), Mapping) and results[protocol].get("classes")}
+    if spec.get("classes") or len(reported) == 1:
+        return f"held-out classes ({', '.join(spec.get('classes') or next(iter(reported)))})"
+    return f"{spec.get('count', 'some')} held-out classes" + (" (new per seed)" if spec.get("per_seed") else "")
 
 
 def _provenance(study: Mapping[str, Any]) -> list[str]:
@@ -229,21 +234,44 @@ def _section(study: Mapping[str, Any], protocol: str, embedding: str, h3: str) -
     levels = study_levels(study)
     columns = [(level, "map@r") for level in levels] + [(ALL_LEVELS, "cpcc"), (levels[-1], "knn_accuracy")]
     lines = ["Mean [95% CI] over seeds.", "", *_mean_table(summary, config, columns), ""]
-    own = list(dict.fromkeys(s["metric"] for s in summary if s["metric"].startswith(f"{protocol}/")))
-    for metric in own:
-        if metric == own[0]:
-            lines += [f"{h3} {'Metrics of the held-out classes' if protocol == 'heldout' else protocol + ' metrics'}", ""]
-        metric_levels = list(dict.fromkeys(s["level"] for s in summary if s["metric"] == metric))
-        lines += [f"`{metric}`, mean [95% CI]:", "",
-                  *_mean_table(summary, config, [(level, metric) for level in metric_levels]), ""]
     paired = [p for p in study["paired"] if p["protocol"] == protocol and p["embedding"] == embedding]
     shown = [(level, metric) for level, metric, _ in headline_metrics(study)]
-    shown += [(p["level"], p["metric"]) for p in paired if p["metric"] in own]
     legend = ("Mean difference on the seeds both finished [95% t-interval]; p_t: paired t-test, "
               "p_W: Wilcoxon signed-rank (two-sided; it cannot go below 2/2^n).")
     lines += [f"{h3} Paired differences from {config['baseline']}", "", *_paired_table(paired, config, shown),
-              "", legend]
-    return [*lines, *notes, ""] if notes else [*lines, ""]
+              "", legend, ""]
+    own = list(dict.fromkeys((s["level"], s["metric"]) for s in summary if s["metric"].startswith(f"{protocol}/")))
+    if own:
+        name = "the held-out classes" if protocol == "heldout" else f"protocol {protocol}"
+        lines += [f"{h3} Metrics of {name}", "", f"Mean [95% CI] over seeds of `{protocol}/<metric>`:", "",
+                  *_own_table(summary, config, own, protocol, paired=False), "",
+                  f"Paired differences from {config['baseline']} [95% CI], in bold where the interval excludes 0:",
+                  "", *_own_table(paired, config, own, protocol, paired=True), ""]
+    return [*lines, *notes, ""] if notes else lines
+
+
+def _own_table(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any], shown: Sequence[tuple[str, str]],
+               protocol: str, *, paired: bool) -> list[str]:
+    """A protocol's own metrics, one row per metric and level, one column per variant (there may be
+    many such metrics: the held-out protocol reports a dozen and more)."""
+    by_key = {(r["variant"], r["level"], r["metric"]): r for r in rows}
+    variants = [v for v in config["variants"] if any(r["variant"] == v for r in rows)]
+    if not variants:
+        return [f"No variant shares a finished seed with {config['baseline']}."]
+    body = []
+    for level, metric in shown:
+        cells = []
+        for variant in variants:
+            r = by_key.get((variant, level, metric))
+            if r is None:
+                cells.append("–")
+            elif paired:
+                text = f"{_signed(r['mean_diff'])} {_interval(r)}"
+                cells.append(f"**{text}**" if verdict(r["ci_low"], r["ci_high"]) in ("helps", "hurts") else text)
+            else:
+                cells.append(f"{_plain(r['mean'])} {_interval(r)}")
+        body.append([metric_label(level, metric.removeprefix(f"{protocol}/")), *cells])
+    return _table(["metric", *variants], body)
 
 
 def _mean_table(summary: Sequence[Mapping[str, Any]], config: Mapping[str, Any],

@@ -47,7 +47,9 @@ def _metrics(variant: str, seed: int, protocol: str) -> dict:
         "cpcc": cpcc,
     }
     if protocol == "heldout":
-        results["heldout"] = {"map@r": {"2": 0.2 + noise}, "parent_accuracy": 0.8 + noise * (variant == "Deep")}
+        # Flat places the held-out classes 0.05 worse on every seed; the rest is noise
+        results["heldout"] = {"map@r": {"2": 0.2 + noise - 0.05 * (variant == "Flat")},
+                              "seen_knn_accuracy": {"2": 0.8 + noise * (variant == "Deep")}, "classes": ["P", "S"]}
     return results
 
 

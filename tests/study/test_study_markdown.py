@@ -14,6 +14,7 @@ from study.helpers import LEVELS, fabricated_study
 from hcl.cli import main
 from hcl.study import (
     headline_metrics,
+    metric_label,
     read_study,
     study_findings,
     study_headline,
@@ -78,16 +79,38 @@ def test_mean_tables_hold_the_json_numbers(study: dict) -> None:
 def test_heldout_metrics_get_their_own_tables(study: dict) -> None:
     text = study_markdown(study)
     section = text.split("## Held-out classes (Pullover, Sandal), features embedding\n", 1)[1]
-    assert "`heldout/map@r`" in section and "`heldout/parent_accuracy`" in section
-    row = next(s for s in study["summary"] if s["protocol"] == "heldout" and s["variant"] == "Deep"
-               and s["metric"] == "heldout/parent_accuracy")
-    assert f"| Deep | 5 | {row['mean']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] |" in section
-    # the held-out metrics are paired against the baseline too
-    paired = next(p for p in study["paired"] if p["protocol"] == "heldout" and p["variant"] == "Deep"
-                  and p["metric"] == "heldout/parent_accuracy")
-    assert f"| Deep | heldout/parent_accuracy | {paired['mean_diff']:+.3f} " in section
-    assert "## All classes" not in section and "heldout/" not in text.split("## Held-out classes (Pullover")[0] \
-        .split("## All classes trained, features embedding")[1]
+    own = section.split("### Metrics of the held-out classes\n", 1)[1]
+    means, differences = own.split("Paired differences from Base", 1)
+
+    def summary(variant: str, metric: str) -> dict:
+        return next(s for s in study["summary"] if (s["protocol"], s["variant"], s["metric"]) == ("heldout", variant, metric))
+
+    def paired(variant: str, metric: str) -> dict:
+        return next(p for p in study["paired"] if (p["protocol"], p["variant"], p["metric"]) == ("heldout", variant, metric))
+
+    assert "| metric | Base | Deep | Flat |" in means and "| metric | Deep | Flat |" in differences
+    for metric, label in (("heldout/map@r", "MAP@R class"), ("heldout/seen_knn_accuracy", "seen k-NN accuracy class")):
+        cells = [f"{summary(v, metric)['mean']:.3f} [{summary(v, metric)['ci_low']:.3f}, "
+                 f"{summary(v, metric)['ci_high']:.3f}]" for v in ("Base", "Deep", "Flat")]
+        assert f"| {label} | {' | '.join(cells)} |" in means
+        deep, flat = paired("Deep", metric), paired("Flat", metric)
+        assert verdict(deep["ci_low"], deep["ci_high"]) == "no detectable difference"
+        deep_text = f"{deep['mean_diff']:+.3f} [{deep['ci_low']:+.3f}, {deep['ci_high']:+.3f}]"
+        flat_text = f"{flat['mean_diff']:+.3f} [{flat['ci_low']:+.3f}, {flat['ci_high']:+.3f}]"
+        if metric == "heldout/map@r":  # Flat is 0.05 worse on every seed: an effect, in bold
+            assert verdict(flat["ci_low"], flat["ci_high"]) == "hurts" and flat_text == "-0.050 [-0.050, -0.050]"
+            flat_text = f"**{flat_text}**"
+        assert f"| {label} | {deep_text} | {flat_text} |" in differences
+    # the protocol's own metrics stay out of the headline findings and of the all-classes sections
+    assert "heldout/" not in text.split("## Findings")[1].split("## All classes")[0].replace("`heldout/", "")
+    assert "seen k-NN" not in text.split("## Held-out classes (Pullover")[0]
+
+
+def test_metric_labels() -> None:
+    assert metric_label("class", "map@r") == "MAP@R class" and metric_label("(all)", "cpcc") == "CPCC"
+    assert metric_label("class", "heldout/seen_map@r") == "heldout/seen MAP@R class"
+    assert metric_label("group", "ancestor_knn_accuracy") == "ancestor k-NN accuracy group"
+    assert metric_label("(all)", "heldout/odd_name") == "heldout/odd name"
 
 
 def test_paired_table_holds_the_json_numbers(study: dict) -> None:
