@@ -19,7 +19,6 @@ from hcl.study.findings import (
     metric_label,
     study_findings,
     study_levels,
-    verdict,
 )
 from hcl.study.grid import Cell, StudyPlan, build_grid, cell_dir, plan_study
 from hcl.study.markdown import study_headline, study_markdown, write_study_markdown
@@ -32,7 +31,13 @@ from hcl.study.runner import (
     run_study,
     write_study_json,
 )
-from hcl.study.stats import aggregate, cell_rows, mean_interval, paired_difference
+from hcl.study.stats import (
+    aggregate,
+    cell_rows,
+    mean_interval,
+    paired_difference,
+    verdict,
+)
 
 # The figures need plotly: imported on first use, so a study's workers never load it.
 _FIGURES = ("paired_difference_figure", "tradeoff_figure", "variant_colors")

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from hcl.study.findings import verdict
+from hcl.study.stats import verdict
 
 __all__ = ["paired_difference_figure", "tradeoff_figure", "variant_colors"]
 

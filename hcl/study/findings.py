@@ -10,15 +10,14 @@ gets one, whatever it says.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from hcl.study.runner import read_study
-from hcl.study.stats import ALL_LEVELS
+from hcl.study.stats import ALL_LEVELS, verdict
 
-__all__ = ["FINDINGS_RULE", "headline_metrics", "metric_label", "study_findings", "study_levels", "verdict"]
+__all__ = ["FINDINGS_RULE", "headline_metrics", "metric_label", "study_findings", "study_levels"]
 
 FINDINGS_RULE = (
     "A variant **helps** a metric when the 95% t-interval of its paired difference from the baseline "
@@ -29,19 +28,6 @@ FINDINGS_RULE = (
     "to show up as an effect."
 )
 _NAMES = {"map@r": "MAP@R", "precision@1": "precision@1", "knn_accuracy": "k-NN accuracy", "cpcc": "CPCC"}
-
-
-def verdict(ci_low: float | None, ci_high: float | None) -> str:
-    """``"helps"`` when ``ci_low > 0``, ``"hurts"`` when ``ci_high < 0``, ``"no detectable
-    difference"`` when the interval holds 0, ``"too few seeds"`` when it is missing (None or NaN:
-    a difference over fewer than two seeds)."""
-    if ci_low is None or ci_high is None or math.isnan(ci_low) or math.isnan(ci_high):
-        return "too few seeds"
-    if ci_low > 0:
-        return "helps"
-    if ci_high < 0:
-        return "hurts"
-    return "no detectable difference"
 
 
 def study_levels(study: Mapping[str, Any]) -> list[str]:
@@ -99,7 +85,7 @@ def study_findings(
     Returns:
         The paired rows (``variant, baseline, protocol, embedding, level, metric, n, mean_diff,
         ci_low, ci_high, p_t, p_wilcoxon, seeds``) with ``label`` (e.g. ``"MAP@R class"``) and
-        ``verdict`` (:func:`verdict`) added, ordered by protocol, embedding, variant (config order)
+        ``verdict`` (:func:`hcl.study.verdict`) added, ordered by protocol, embedding, variant (config order)
         and headline metric. A variant without a paired row for a metric (no seed finished by
         both it and the baseline) gets ``verdict`` ``"not measured"`` and None numbers.
     """

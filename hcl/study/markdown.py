@@ -24,10 +24,9 @@ from hcl.study.findings import (
     metric_label,
     study_findings,
     study_levels,
-    verdict,
 )
 from hcl.study.runner import read_study
-from hcl.study.stats import ALL_LEVELS
+from hcl.study.stats import ALL_LEVELS, verdict
 
 __all__ = ["study_headline", "study_markdown", "write_study_markdown"]
 
