@@ -5,7 +5,8 @@
     hcl embed runs/my_run --split test --out emb.npz
     hcl info
     hcl demo --out runs/demo [--update-readme README.md]
-    hcl study --config configs/study_fashion_mnist.yaml [--set key=value ...] [--workers N]
+    hcl study --config configs/study_fashion_mnist.yaml [--set key=value ...] [--workers N] [--markdown OUT.md]
+    hcl study-report studies/fashion_mnist [--markdown OUT.md] [--headline] [--html]
 
 ``python -m hcl ...`` is the same, and ``torchrun --nproc_per_node=N -m hcl train ...`` trains
 with DistributedDataParallel. ``--set`` keys and types come from :class:`hcl.train.TrainConfig`.
@@ -92,6 +93,18 @@ def _parser() -> argparse.ArgumentParser:
                        help="override study keys, dotted: --set workers=2 seeds=[0,1] base.epochs=1 variants.SupCon.lr=0.1")
     study.add_argument("--workers", type=int, help="cells run at once (default: the config's, else the CPU cores)")
     study.add_argument("--no-report", action="store_true", help="skip study.html")
+    study.add_argument("--markdown", type=Path, metavar="OUT.md",
+                       help="also write the results as Markdown (hcl.study.study_markdown)")
+
+    report = commands.add_parser(
+        "study-report", help="a finished study's results as Markdown (and study.html), from study.json alone",
+        description="Write a study's results from its study.json without training anything: the Markdown "
+        "account (provenance, findings, tables) printed or written to --markdown; --headline for a few lines.",
+    )
+    report.add_argument("study", type=Path, help="the study folder or its study.json")
+    report.add_argument("--markdown", type=Path, metavar="OUT.md", help="write the Markdown here (default: print it)")
+    report.add_argument("--headline", action="store_true", help="only the headline: largest effects and nulls")
+    report.add_argument("--html", action="store_true", help="also redraw study.html next to study.json")
     return parser
 
 
@@ -205,20 +218,41 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
-    from hcl.study import StudyCellError, run_study
+    from hcl.study import StudyCellError, run_study, write_study_markdown
 
     try:
         result = run_study(args.config, overrides=args.overrides, workers=args.workers, report=not args.no_report)
     except StudyCellError as error:
         print(f"hcl study: error: {error}", file=sys.stderr)
+        if args.markdown:  # the finished cells' numbers, with the failures listed
+            print(f"wrote {write_study_markdown(error.result.output_dir, args.markdown)}")
         print(f"study files (the other cells): {error.result.output_dir}; rerun to retry the rest")
         return _EXIT_FAILURE if error.result.failed else _EXIT_INTERRUPTED
     files = "study.json" + ("" if args.no_report else " and study.html")
     print(f"all {len(result.records)} cells finished ({len(result.ran)} run now); wrote {files} in {result.output_dir}")
+    if args.markdown:
+        print(f"wrote {write_study_markdown(result.output_dir, args.markdown)}")
     return 0
 
 
-_COMMANDS = {"train": _train, "evaluate": _evaluate, "embed": _embed, "info": _info, "demo": _demo, "study": _study}
+def _study_report(args: argparse.Namespace) -> int:
+    from hcl.atomic import write_text_atomic
+    from hcl.study import read_study, study_headline, study_markdown, write_study_report
+
+    study = read_study(args.study)
+    text = study_headline(study) if args.headline else study_markdown(study)
+    if args.markdown:
+        print(f"wrote {write_text_atomic(args.markdown, text)}")
+    else:
+        print(text, end="")
+    if args.html:
+        source = args.study / "study.json" if args.study.is_dir() else args.study
+        print(f"wrote {write_study_report(source)}", file=sys.stderr if not args.markdown else sys.stdout)
+    return 0
+
+
+_COMMANDS = {"train": _train, "evaluate": _evaluate, "embed": _embed, "info": _info, "demo": _demo, "study": _study,
+             "study-report": _study_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

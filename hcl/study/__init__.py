@@ -9,15 +9,41 @@ finished cell is skipped on a rerun and an unfinished one resumes. The study wri
 :mod:`hcl.viz`; nothing below imports it.
 """
 
+from typing import Any
+
 from hcl.study.cell import CellTask, run_cell
 from hcl.study.config import HeldoutSpec, StudyConfig, load_study_config
+from hcl.study.findings import (
+    FINDINGS_RULE,
+    headline_metrics,
+    metric_label,
+    study_findings,
+    study_levels,
+)
 from hcl.study.grid import Cell, StudyPlan, build_grid, cell_dir, plan_study
+from hcl.study.markdown import study_headline, study_markdown, write_study_markdown
 from hcl.study.protocols import AllClasses, HeldoutClasses
 from hcl.study.report import write_study_report
-from hcl.study.runner import StudyCellError, StudyResult, run_study, write_study_json
-from hcl.study.stats import aggregate, cell_rows, mean_interval, paired_difference
+from hcl.study.runner import (
+    StudyCellError,
+    StudyResult,
+    read_study,
+    run_study,
+    write_study_json,
+)
+from hcl.study.stats import (
+    aggregate,
+    cell_rows,
+    mean_interval,
+    paired_difference,
+    verdict,
+)
+
+# The figures need plotly: imported on first use, so a study's workers never load it.
+_FIGURES = ("paired_difference_figure", "tradeoff_figure", "variant_colors")
 
 __all__ = [
+    "FINDINGS_RULE",
     "AllClasses",
     "Cell",
     "CellTask",
@@ -31,12 +57,32 @@ __all__ = [
     "build_grid",
     "cell_dir",
     "cell_rows",
+    "headline_metrics",
     "load_study_config",
     "mean_interval",
+    "metric_label",
     "paired_difference",
+    "paired_difference_figure",
     "plan_study",
+    "read_study",
     "run_cell",
     "run_study",
+    "study_findings",
+    "study_headline",
+    "study_levels",
+    "study_markdown",
+    "tradeoff_figure",
+    "variant_colors",
+    "verdict",
     "write_study_json",
+    "write_study_markdown",
     "write_study_report",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FIGURES:
+        from hcl.study import figures
+
+        return getattr(figures, name)
+    raise AttributeError(f"module 'hcl.study' has no attribute {name!r}")

@@ -131,7 +131,8 @@ def _train_and_evaluate(task: CellTask) -> dict[str, Any]:
 
 def provenance() -> dict[str, Any]:
     """hcl's version, the git commit of its checkout and whether hcl/ has uncommitted changes
-    there (both None outside a checkout), python's and torch's versions."""
+    there (both None outside a checkout), python's and torch's versions, and the machine: its
+    architecture, CPU count and first CUDA device (None without one)."""
     import torch
 
     import hcl
@@ -152,8 +153,9 @@ def provenance() -> dict[str, Any]:
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "hcl"],
                                 cwd=lines[0], capture_output=True, text=True, timeout=10, check=False)
         dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"hcl": hcl.__version__, "git_commit": commit, "git_dirty": dirty, "python": sys.version.split()[0],
-            "torch": torch.__version__}
+            "torch": torch.__version__, "machine": platform.machine(), "cpus": os.cpu_count(), "gpu": gpu}
 
 
 def _now() -> str:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import os
+import shlex
 import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -34,7 +36,7 @@ from hcl.study.config import StudyConfig, load_study_config
 from hcl.study.grid import CELL_FILE, Cell, StudyPlan, cell_dir, plan_study
 from hcl.study.stats import aggregate, cell_rows
 
-__all__ = ["STUDY_FILE", "StudyCellError", "StudyResult", "run_study", "write_study_json"]
+__all__ = ["STUDY_FILE", "StudyCellError", "StudyResult", "read_study", "run_study", "write_study_json"]
 
 STUDY_FILE = "study.json"
 _SCHEMA = 1
@@ -123,7 +125,7 @@ def run_study(
             ran.append(cell.key)
     finally:
         result = _result(plan, records, ran)
-        write_study_json(result, study)
+        write_study_json(result, study, command=_command_line(config, overrides, workers))
     if report:
         from hcl.study.report import write_study_report
 
@@ -144,6 +146,20 @@ def _resolve(config: StudyConfig | str | Path, overrides: Iterable[str]) -> Stud
 
         return StudyConfig.from_dict(apply_study_overrides(config.to_dict(), overrides))
     return load_study_config(config, overrides)
+
+
+def _command_line(config: StudyConfig | str | Path, overrides: Iterable[str], workers: int | None) -> str | None:
+    """The ``hcl study`` command that runs the study as :func:`run_study` was called; None for a
+    StudyConfig object, which no command line names."""
+    if isinstance(config, StudyConfig):
+        return None
+    parts = ["hcl", "study", "--config", str(config)]
+    overrides = list(overrides)
+    if overrides:
+        parts += ["--set", *overrides]
+    if workers is not None:
+        parts += ["--workers", str(workers)]
+    return shlex.join(parts)
 
 
 def _finished_record(plan: StudyPlan, cell: Cell) -> dict[str, Any] | None:
@@ -260,14 +276,16 @@ def _result(plan: StudyPlan, records: dict[Cell, dict[str, Any] | None], ran: li
     return StudyResult(Path(plan.study.output_dir), ordered, tables["summary"], tables["paired"], ran)
 
 
-def write_study_json(result: StudyResult, study: StudyConfig) -> Path:
-    """Write ``<output_dir>/study.json`` atomically: the config, every cell's record (config,
-    metrics, timing, environment, error) and the aggregated tables. NaN is written as null."""
+def write_study_json(result: StudyResult, study: StudyConfig, *, command: str | None = None) -> Path:
+    """Write ``<output_dir>/study.json`` atomically: the config, the command that ran it (None when
+    unknown), every cell's record (config, metrics, timing, environment, error) and the aggregated
+    tables. NaN is written as null."""
     counts = {status: sum(r["status"] == status for r in result.records)
               for status in ("ok", "failed", "interrupted", "pending")}
     document = {
         "schema": _SCHEMA,
         "config": study.to_dict(),
+        "command": command,
         "environment": provenance(),
         "counts": counts,
         "complete": counts["ok"] == len(result.records),
@@ -277,6 +295,30 @@ def write_study_json(result: StudyResult, study: StudyConfig) -> Path:
     }
     text = json.dumps(_nan_to_none(document), indent=1, allow_nan=False)
     return write_text_atomic(result.output_dir / STUDY_FILE, text + "\n")
+
+
+def read_study(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The document :func:`write_study_json` wrote: ``path`` is the study folder or its ``study.json``.
+
+    NaN was written as null and is read as None.
+
+    Raises:
+        FileNotFoundError: no study.json there (the path named).
+        ValueError: the file is not valid JSON, or not a study's (the file named).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / STUDY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no study file at {path}")
+    try:
+        document = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from error
+    missing = [k for k in ("config", "cells", "summary", "paired") if not isinstance(document, dict) or k not in document]
+    if missing:
+        raise ValueError(f"{path} is not a study.json (it lacks {', '.join(missing)})")
+    return document
 
 
 def _nan_to_none(value: Any) -> Any:

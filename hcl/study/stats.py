@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ALL_LEVELS", "METRICS", "aggregate", "cell_rows", "mean_interval", "paired_difference"]
+__all__ = ["ALL_LEVELS", "METRICS", "aggregate", "cell_rows", "mean_interval", "paired_difference", "verdict"]
 
 METRICS = ("map@r", "precision@1", "knn_accuracy")  # per level, besides the whole-hierarchy CPCC
 ALL_LEVELS = "(all)"  # the level of a metric of the whole hierarchy (CPCC)
@@ -74,6 +74,20 @@ def paired_difference(values: Sequence[float], baseline: Sequence[float], confid
             p_wilcoxon = float(stats.wilcoxon(diff).pvalue)
     return {"n": n, "mean_diff": interval["mean"], "ci_low": interval["ci_low"], "ci_high": interval["ci_high"],
             "p_t": p_t, "p_wilcoxon": p_wilcoxon}
+
+
+def verdict(ci_low: float | None, ci_high: float | None) -> str:
+    """The reading of a paired difference's interval, higher being better: ``"helps"`` when
+    ``ci_low > 0``, ``"hurts"`` when ``ci_high < 0``, ``"no detectable difference"`` when the
+    interval holds 0, ``"too few seeds"`` when it is missing (None or NaN: a difference over fewer
+    than two seeds)."""
+    if ci_low is None or ci_high is None or math.isnan(ci_low) or math.isnan(ci_high):
+        return "too few seeds"
+    if ci_low > 0:
+        return "helps"
+    if ci_high < 0:
+        return "hurts"
+    return "no detectable difference"
 
 
 def cell_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ EXPECTED = [
     "04_hierarchy_in_2d.ipynb",
     "05_per_level_metrics.ipynb",
     "06_explorer.ipynb",
+    "07_does_the_hierarchy_help.ipynb",
 ]
 FAST_SWITCH = 'FAST = os.environ.get("HCL_FAST", "1") != "0"'
 # Cell metadata that only records a past execution or a UI state.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import yaml
 from study.helpers import FAST_CONFIG, REPO, fast_overrides
 
 from hcl.cli import main
-from hcl.study import StudyCellError, load_study_config, run_study
+from hcl.study import StudyCellError, load_study_config, run_study, study_markdown
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,11 @@ def test_study_json(finished) -> None:
     text = (out / "study.json").read_text()
     document = json.loads(text, parse_constant=lambda name: pytest.fail(f"study.json holds {name}"))
     assert document["schema"] == 1
-    assert set(document) == {"schema", "config", "environment", "counts", "complete", "cells", "summary", "paired"}
+    assert set(document) == {"schema", "config", "command", "environment", "counts", "complete", "cells", "summary",
+                             "paired"}
+    assert document["command"] == shlex.join(["hcl", "study", "--config", str(FAST_CONFIG), "--set",
+                                              *fast_overrides(out)])
+    assert {"machine", "cpus", "gpu"} <= set(document["environment"])
     n = len(document["cells"])
     assert document["counts"] == {"ok": n, "failed": 0, "interrupted": 0, "pending": 0} and document["complete"]
     config = document["config"]
@@ -92,6 +97,20 @@ def test_study_html_is_self_contained_with_tables_and_plots(finished) -> None:
     assert page.count("Mean [95% CI] over seeds") == sections and page.count("Difference from SupCon") == sections
     assert "MAP@R, variant (finest level)" in page and "CPCC" in page and "p<sub>W</sub>" in page
     assert "HiMulCon/all/seed1" in page  # the cells list
+
+
+def test_markdown_of_a_finished_study_trains_nothing(finished, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(finished[0], out)
+    before = cell_files(out)
+    markdown = tmp_path / "results.md"
+    assert main(["study", "--config", str(FAST_CONFIG), "--set", *fast_overrides(out), "--no-report",
+                 "--markdown", str(markdown)]) == 0
+    assert "(0 run now)" in capsys.readouterr().out and cell_files(out) == before
+    text = markdown.read_text()
+    assert text == study_markdown(out)
+    assert f"- **Command:** `hcl study --config {FAST_CONFIG} --set output_dir={out}" in text
+    assert "## Findings" in text and "HiMulCon vs SupCon: " in text
 
 
 def test_rerun_skips_finished_cells_and_reruns_a_deleted_one(finished, tmp_path: Path) -> None:

@@ -1,0 +1,366 @@
+"""A study's results as Markdown, from ``study.json`` alone: for a README, a results page, a PR.
+
+:func:`study_markdown` gives the whole account (how the numbers were made, what they say in
+words, and the tables behind the words); :func:`study_headline` a few lines of it. Both read only
+``study.json``, so they can be redrawn for an existing study folder without training anything::
+
+    hcl study-report studies/fashion_mnist --markdown docs/results.md
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hcl.atomic import write_text_atomic
+from hcl.study.findings import (
+    FINDINGS_RULE,
+    headline_metrics,
+    metric_label,
+    study_findings,
+    study_levels,
+)
+from hcl.study.runner import read_study
+from hcl.study.stats import ALL_LEVELS, verdict
+
+__all__ = ["study_headline", "study_markdown", "write_study_markdown"]
+
+StudyLike = Mapping[str, Any] | str | os.PathLike[str]
+
+
+def study_markdown(study: StudyLike, *, heading_level: int = 1) -> str:
+    """The study's results as Markdown.
+
+    In order: the title and how the numbers were made (the command, git commit(s) and whether hcl/
+    had uncommitted changes, cells finished, workers and threads, wall and core time, versions,
+    machine); the findings in words (every variant against the baseline on CPCC and coarsest- and
+    finest-level MAP@R: helps, hurts or no detectable difference, with the rule and the numbers);
+    then per protocol and embedding, each variant's mean [95% CI] of MAP@R per level, CPCC and
+    finest-level k-NN accuracy (and the protocol's own metrics, e.g. the held-out classes'), and
+    the paired differences from the baseline with both p-values.
+
+    Args:
+        study: a study document (:func:`hcl.study.read_study`), or its folder or ``study.json``.
+        heading_level: the level of the title heading (sections are one level below), so the text
+            can sit inside a larger document.
+
+    Raises:
+        FileNotFoundError / ValueError: as :func:`hcl.study.read_study`; a study without any
+            finished cell (ValueError).
+    """
+    if not isinstance(study, Mapping):
+        study = read_study(study)
+    if not 1 <= heading_level <= 5:
+        raise ValueError(f"heading_level must be between 1 and 5, got {heading_level!r}")
+    config = study["config"]
+    h1, h2, h3 = ("#" * (heading_level + i) for i in range(3))
+    lines = [f"{h1} {_title(config)}", "", *_provenance(study), ""]
+    lines += [f"{h2} Findings", "", FINDINGS_RULE, ""]
+    for protocol in config["protocols"]:
+        for embedding in config["embeddings"]:
+            found = study_findings(study, protocol=protocol, embedding=embedding)
+            if found:
+                lines += [f"**{_protocol_title(study, protocol)}, {embedding} embedding**", "",
+                          *_finding_lines(found), ""]
+    for protocol in config["protocols"]:
+        for embedding in config["embeddings"]:
+            lines += [f"{h2} {_sentence(_protocol_title(study, protocol))}, {embedding} embedding", ""]
+            lines += _section(study, protocol, embedding, h3)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def study_headline(study: StudyLike, *, protocol: str | None = None, embedding: str | None = None,
+                   top: int = 3) -> str:
+    """A few Markdown lines for a README: the largest effects on the headline metrics, each with its
+    95% CI, and the null results.
+
+    Args:
+        study: a study document, or its folder or ``study.json``.
+        protocol: the protocol to sum up (default: ``"all"`` when the study has it, else its first).
+        embedding: the embedding to sum up (default: the study's first).
+        top: the most effects listed (largest absolute difference first); every null is listed.
+    """
+    if not isinstance(study, Mapping):
+        study = read_study(study)
+    config = study["config"]
+    protocol = protocol or ("all" if "all" in config["protocols"] else config["protocols"][0])
+    embedding = embedding or config["embeddings"][0]
+    found = study_findings(study, protocol=protocol, embedding=embedding)
+    seeds = sorted({f["n"] for f in found if f["n"]})
+    over = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}" if seeds else "no"
+    intro = (f"**{_title(config)}**: {_count(len(config['variants']) - 1, 'variant')} against {config['baseline']}, "
+             f"paired over {over} seeds ({_protocol_title(study, protocol)}, {embedding} embedding; "
+             "mean difference [95% CI], an effect where the CI excludes 0):")
+    lines = [intro, ""]
+    effects = sorted((f for f in found if f["verdict"] in ("helps", "hurts")), key=lambda f: -abs(f["mean_diff"]))
+    if effects:
+        shown = [f"{f['variant']} {f['verdict']} {f['label']}: {_signed(f['mean_diff'])} {_interval(f)}"
+                 for f in effects[:top]]
+        more = f" ({len(effects) - top} more in the full report)" if len(effects) > top else ""
+        lines.append(f"- Largest effects: {'; '.join(shown)}{more}.")
+    else:
+        lines.append(f"- No variant differs detectably from {config['baseline']} on "
+                     f"{_join([label for _, _, label in headline_metrics(study)])}.")
+    for word, heading in (("no detectable difference", "No detectable difference"),
+                          ("too few seeds", "Too few seeds to tell"), ("not measured", "Not measured")):
+        by_variant: dict[str, list[str]] = {}
+        for f in found:
+            if f["verdict"] == word:
+                by_variant.setdefault(f["variant"], []).append(f["label"])
+        if by_variant and (effects or word != "no detectable difference"):
+            lines.append(f"- {heading}: " + "; ".join(f"{v} on {_join(labels)}" for v, labels in by_variant.items())
+                         + ".")
+    return "\n".join(lines) + "\n"
+
+
+def write_study_markdown(study: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:
+    """Write :func:`study_markdown` of the study at ``study`` (its folder or ``study.json``) to
+    ``out_path``, atomically. Returns the path written."""
+    return write_text_atomic(out_path, study_markdown(study))
+
+
+def _title(config: Mapping[str, Any]) -> str:
+    return config.get("title") or f"hcl study: {Path(config['output_dir']).name}"
+
+
+def _protocol_title(study: Mapping[str, Any], protocol: str) -> str:
+    """``"all classes trained"``, ``"held-out classes (Pullover, Sandal)"``: the named classes, else
+    those the cells report (``<protocol>/classes``), else their count."""
+    if protocol == "all":
+        return "all classes trained"
+    if protocol != "heldout":
+        return f"protocol {protocol}"
+    spec = study["config"].get("heldout") or {}
+    reported = {tuple(results[protocol]["classes"]) for cell in study["cells"] if cell["cell"]["protocol"] == protocol
+                for results in (cell.get("metrics") or {}).values()
+                if results and isinstance(results.get(protocol), Mapping) and results[protocol].get("classes")}
+    if spec.get("classes") or len(reported) == 1:
+        return f"held-out classes ({', '.join(spec.get('classes') or next(iter(reported)))})"
+    return f"{spec.get('count', 'some')} held-out classes" + (" (new per seed)" if spec.get("per_seed") else "")
+
+
+def _provenance(study: Mapping[str, Any]) -> list[str]:
+    """Bullet lines: how the numbers were made."""
+    config, cells = study["config"], study["cells"]
+    ok = [c for c in cells if c["status"] == "ok"]
+    env = study.get("environment") or {}
+    cell_envs = [c.get("environment") or env for c in ok] or [env]
+    command = study.get("command")
+    lines = [f"- **Command:** `{command}`" if command else "- **Command:** not recorded (run from Python)"]
+    commits = Counter((e.get("git_commit"), e.get("git_dirty")) for e in cell_envs)
+    code = [_commit(commit, dirty) + (f" ({count} cells)" if len(commits) > 1 else "")
+            for (commit, dirty), count in commits.items()]
+    versions = [f"{name} {', '.join(sorted({str(e.get(name)) for e in cell_envs}))}" for name in ("hcl", "torch", "python")]
+    lines.append(f"- **Code:** {'; '.join(code)}; {', '.join(versions)}")
+    shape = " x ".join(_count(len(config[key]), key[:-1]) for key in ("variants", "seeds", "protocols"))
+    shape += f", baseline {config['baseline']}"
+    lines.append(f"- **Cells:** {len(ok)} of {len(cells)} finished ({shape})")
+    for cell in cells:
+        if cell["status"] != "ok":
+            lines.append(f"  - `{cell['key']}` {cell['status']}" + (f": {cell['error']}" if cell.get("error") else ""))
+    workers = config.get("workers")
+    threads = sorted({e.get("torch_threads") for e in cell_envs if e.get("torch_threads")})
+    threads = threads or [config.get("threads_per_worker", 1)]
+    per_cell = _count(threads[0], "thread") if len(threads) == 1 else "/".join(map(str, threads)) + " threads"
+    lines.append(f"- **Workers:** {workers or 'one per CPU core'} at once, {per_cell} each, "
+                 f"executor {config.get('executor', 'process')}")
+    lines.append(f"- **Time:** {_timing(ok)}")
+    lines.append(f"- **Machine:** {_machines(cell_envs)}")
+    return lines
+
+
+def _commit(commit: str | None, dirty: bool | None) -> str:
+    if commit is None:
+        return "hcl not from a git checkout"
+    state = {True: "with uncommitted changes in hcl/", False: "clean"}.get(dirty, "state unknown")
+    return f"git `{commit[:12]}` ({state})"
+
+
+def _timing(cells: Sequence[Mapping[str, Any]]) -> str:
+    starts = [_when(c.get("started")) for c in cells]
+    ends = [_when(c.get("finished")) for c in cells]
+    times = [(c.get("timing") or {}).get("total_s") for c in cells]
+    if not cells or None in starts or None in ends or None in times:
+        return "not recorded for every cell"
+    threads = [(c.get("environment") or {}).get("torch_threads") or 1 for c in cells]
+    wall = (max(ends) - min(starts)).total_seconds()
+    core = sum(t * n for t, n in zip(times, threads))
+    return (f"{_duration(wall)} wall (first cell start to last cell finish, across reruns); "
+            f"{_duration(sum(times))} of cell time summed; {_duration(core)} CPU-core time "
+            "(each cell's time x its threads)")
+
+
+def _when(text: Any) -> datetime.datetime | None:
+    try:
+        return datetime.datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def _machines(envs: Sequence[Mapping[str, Any]]) -> str:
+    """``host (arch, N CPUs, GPU)`` per distinct machine, with its cell count when there are several."""
+    described: Counter[str] = Counter()
+    for e in envs:
+        parts = [str(e["machine"])] if e.get("machine") else []
+        parts += [f"{e['cpus']} CPUs"] if e.get("cpus") else []
+        parts += [e["gpu"] or "no GPU"] if "gpu" in e else []
+        described[(e.get("host") or "host not recorded") + (f" ({', '.join(parts)})" if parts else "")] += 1
+    return "; ".join(name + (f" ({count} cells)" if len(described) > 1 else "") for name, count in described.items())
+
+
+def _section(study: Mapping[str, Any], protocol: str, embedding: str, h3: str) -> list[str]:
+    config = study["config"]
+    summary = [s for s in study["summary"] if s["protocol"] == protocol and s["embedding"] == embedding]
+    absent = {c["cell"]["variant"]: reason for c in study["cells"] if c["cell"]["protocol"] == protocol
+              for emb, reason in (c.get("absent") or {}).items() if emb == embedding}
+    notes = [f"{variant}: no {embedding} embedding ({reason})." for variant, reason in absent.items()]
+    if not summary:
+        return ["No finished cell has this embedding.", *notes, ""]
+    levels = study_levels(study)
+    columns = [(level, "map@r") for level in levels] + [(ALL_LEVELS, "cpcc"), (levels[-1], "knn_accuracy")]
+    lines = ["Mean [95% CI] over seeds.", "", *_mean_table(summary, config, columns), ""]
+    paired = [p for p in study["paired"] if p["protocol"] == protocol and p["embedding"] == embedding]
+    shown = [(level, metric) for level, metric, _ in headline_metrics(study)]
+    legend = ("Mean difference on the seeds both finished [95% t-interval]; p_t: paired t-test, "
+              "p_W: Wilcoxon signed-rank (two-sided; it cannot go below 2/2^n).")
+    lines += [f"{h3} Paired differences from {config['baseline']}", "", *_paired_table(paired, config, shown),
+              "", legend, ""]
+    own = list(dict.fromkeys((s["level"], s["metric"]) for s in summary if s["metric"].startswith(f"{protocol}/")))
+    if own:
+        name = "the held-out classes" if protocol == "heldout" else f"protocol {protocol}"
+        lines += [f"{h3} Metrics of {name}", "", f"Mean [95% CI] over seeds of `{protocol}/<metric>`:", "",
+                  *_own_table(summary, config, own, protocol, paired=False), "",
+                  f"Paired differences from {config['baseline']} [95% CI], in bold where the interval excludes 0:",
+                  "", *_own_table(paired, config, own, protocol, paired=True), ""]
+    return [*lines, *notes, ""] if notes else lines
+
+
+def _own_table(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any], shown: Sequence[tuple[str, str]],
+               protocol: str, *, paired: bool) -> list[str]:
+    """A protocol's own metrics, one row per metric and level, one column per variant (there may be
+    many such metrics: the held-out protocol reports a dozen and more)."""
+    by_key = {(r["variant"], r["level"], r["metric"]): r for r in rows}
+    variants = [v for v in config["variants"] if any(r["variant"] == v for r in rows)]
+    if not variants:
+        return [f"No variant shares a finished seed with {config['baseline']}."]
+    body = []
+    for level, metric in shown:
+        cells = []
+        for variant in variants:
+            r = by_key.get((variant, level, metric))
+            if r is None:
+                cells.append("–")
+            elif paired:
+                text = f"{_signed(r['mean_diff'])} {_interval(r)}"
+                cells.append(f"**{text}**" if verdict(r["ci_low"], r["ci_high"]) in ("helps", "hurts") else text)
+            else:
+                cells.append(f"{_plain(r['mean'])} {_interval(r)}")
+        body.append([metric_label(level, metric.removeprefix(f"{protocol}/")), *cells])
+    return _table(["metric", *variants], body)
+
+
+def _mean_table(summary: Sequence[Mapping[str, Any]], config: Mapping[str, Any],
+                columns: Sequence[tuple[str, str]]) -> list[str]:
+    by_key = {(s["variant"], s["level"], s["metric"]): s for s in summary}
+    header = ["variant", "seeds", *(metric_label(level, metric) for level, metric in columns)]
+    rows = []
+    for variant in config["variants"]:
+        stats = [by_key.get((variant, level, metric)) for level, metric in columns]
+        if not any(stats):
+            continue
+        counts = sorted({s["n"] for s in stats if s})
+        name = f"{variant} (baseline)" if variant == config["baseline"] else variant
+        rows.append([name, "-".join(map(str, dict.fromkeys((counts[0], counts[-1])))),
+                     *("–" if s is None else f"{_plain(s['mean'])} {_interval(s)}" for s in stats)])
+    return _table(header, rows)
+
+
+def _paired_table(paired: Sequence[Mapping[str, Any]], config: Mapping[str, Any],
+                  shown: Sequence[tuple[str, str]]) -> list[str]:
+    by_key = {(p["variant"], p["level"], p["metric"]): p for p in paired}
+    rows = []
+    for variant in config["variants"]:
+        for level, metric in dict.fromkeys(shown):
+            p = by_key.get((variant, level, metric))
+            if p is not None:
+                rows.append([variant, metric_label(level, metric), f"{_signed(p['mean_diff'])} {_interval(p)}",
+                             _p(p["p_t"]), _p(p["p_wilcoxon"]), str(p["n"]), verdict(p["ci_low"], p["ci_high"])])
+    if not rows:
+        return [f"No variant shares a finished seed with {config['baseline']}."]
+    return _table(["variant", "metric", "difference [95% CI]", "p_t", "p_W", "n", "reading"], rows)
+
+
+def _finding_lines(found: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per variant, its metrics grouped by verdict: ``- B vs A: helps X (+d [lo, hi], p_t,
+    n); no detectable difference on Y (...) and Z (...).``"""
+    by_variant: dict[str, dict[str, list[str]]] = {}
+    for f in found:
+        numbers = "" if f["verdict"] == "not measured" else \
+            f" ({_signed(f['mean_diff'])} {_interval(f)}, p_t {_p(f['p_t'])}, n {f['n']})"
+        verdicts = by_variant.setdefault(f"{f['variant']} vs {f['baseline']}", {})
+        verdicts.setdefault(f["verdict"], []).append(f["label"] + numbers)
+    lines = []
+    for name, verdicts in by_variant.items():
+        clauses = [f"{word}{'' if word in ('helps', 'hurts') else ' on'} {_join(items)}" for word, items in verdicts.items()]
+        lines.append(f"- {name}: {'; '.join(clauses)}.")
+    return lines
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return [line(header), "|" + "|".join("---" for _ in header) + "|", *(line(r) for r in rows)]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or math.isnan(value)
+
+
+def _plain(value: Any) -> str:
+    return "–" if _missing(value) else f"{value:.3f}"
+
+
+def _signed(value: Any) -> str:
+    return "–" if _missing(value) else f"{value:+.3f}"
+
+
+def _interval(row: Mapping[str, Any]) -> str:
+    """``[low, high]`` (signed for a difference), or ``(n=1)`` when there is no interval."""
+    low, high = row["ci_low"], row["ci_high"]
+    if _missing(low) or _missing(high):
+        return f"(n={row['n']}, no interval)"
+    fmt = _signed if "mean_diff" in row else _plain
+    return f"[{fmt(low)}, {fmt(high)}]"
+
+
+def _p(value: Any) -> str:
+    if _missing(value):
+        return "–"
+    return f"{value:.3f}" if value >= 0.001 else "<0.001"
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _join(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
