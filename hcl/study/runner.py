@@ -42,6 +42,7 @@ from hcl.study.cell import CellTask, provenance, run_cell
 from hcl.study.config import StudyConfig, load_study_config
 from hcl.study.grid import CELL_FILE, Cell, StudyPlan, cell_dir, plan_study
 from hcl.study.stats import aggregate, cell_rows
+from hcl.train.config_io import upgrade_keys
 
 __all__ = ["STUDY_FILE", "StudyCellError", "StudyResult", "run_study", "write_study_json"]
 
@@ -169,7 +170,7 @@ def _finished_record(plan: StudyPlan, cell: Cell) -> dict[str, Any] | None:
     if not set(plan.study.embeddings) <= set(record.get("metrics", {})):
         return None
     current = plan.configs[cell].to_dict()
-    saved = record.get("config", {})
+    saved = upgrade_keys(record.get("config", {}), warn=False)
     # output_dir differs when the study folder was moved; keys new to TrainConfig are not compared
     changed = sorted(k for k in current if k in saved and k != "output_dir" and saved[k] != current[k])
     if changed:
