@@ -23,6 +23,7 @@ BANNED = re.compile(r"(?:^|_)n_[a-z]|colour|neighbour", re.IGNORECASE)
 ALLOWED = {
     # Deprecated aliases of renamed public names (hcl._compat), kept for callers.
     ("data/transforms.py", "n_views"): "MultiViewTransform(n_views=) and .n_views, deprecated",
+    ("train/config_io.py", "n_views"): "config key n_views (old YAML files, --set, run folders), deprecated",
     ("metrics/clustering.py", "n_init"): "clustering_per_level(n_init=), deprecated; KMeans(n_init=)",
     ("viz/explorer.py", "n_neighbors"): "HierarchyExplorer(n_neighbors=), deprecated",
     ("viz/explorer.py", "neighbours"): "HierarchyExplorer.neighbours(), deprecated",
@@ -32,13 +33,6 @@ ALLOWED = {
     ("viz/projection.py", "n_neighbors"): "umap.UMAP(n_neighbors=), a user-facing UMAP parameter",
     ("viz/projection.py", "n_components"): "umap / sklearn (n_components=)",
     ("viz/projection.py", "n_jobs"): "umap (n_jobs=)",
-    # To rename: hcl/train (out of the naming pass's scope). TrainConfig.n_views is a config key
-    # in saved config.json files and configs/*.yaml, and TrainConfig.num_views already exists as
-    # the derived per-loss count, so the rename needs a new name for that property and a
-    # load-time alias for old files.
-    ("train/config.py", "n_views"): "to rename: hcl/train TrainConfig.n_views field and config key",
-    # To rename: hcl/study (out of the naming pass's scope); a local variable.
-    ("study/report.py", "n_seeds"): "to rename: hcl/study/report.py local n_seeds -> num_seeds",
 }
 
 

@@ -83,7 +83,7 @@ class LossSpec:
             the logits of a classifier over the finest level's classes, which the model then
             needs instead of a projection head; ``"features_and_logits"``: on the backbone
             features followed by those logits, (B, V, D + K).
-        views: views per image it trains on; None: the config's ``n_views``.
+        views: views per image it trains on; None: the config's ``num_views``.
         graph_capturable: its modules never wait for the GPU when their ``check_inputs`` is False
             and their ``mode`` is ``"paper"`` (where they have these), so
             :class:`hcl.losses.CUDAGraphLoss` may capture them.

@@ -47,7 +47,7 @@ def write_study_report(study_json: str | os.PathLike[str], out_path: str | os.Pa
     path = Path(study_json)
     document = json.loads(path.read_text())
     config = document["config"]
-    variants, baseline, n_seeds = list(config["variants"]), config["baseline"], len(config["seeds"])
+    variants, baseline, num_seeds = list(config["variants"]), config["baseline"], len(config["seeds"])
     rows = [row for cell in document["cells"] if cell["status"] == "ok" for row in cell_rows(cell)]
     sections = []
     notes = [f"cell {c['key']} failed: {c.get('error')}" for c in document["cells"] if c["status"] == "failed"]
@@ -76,8 +76,8 @@ def write_study_report(study_json: str | os.PathLike[str], out_path: str | os.Pa
                 f"<h3>Mean [95% CI] over seeds</h3>{_summary_table(summary, variants)}"
                 f"<h3>Difference from {html.escape(baseline)} on the same seeds</h3>{_paired_table(paired, variants)}"
                 "<p class='meta'>mean difference [95% CI]; p<sub>t</sub>: paired t-test, p<sub>W</sub>: Wilcoxon "
-                f"signed-rank (two-sided; with {n_seeds} seeds it cannot go below 2/2<sup>{n_seeds}</sup> = "
-                f"{2 / 2 ** n_seeds:.4g}); p &lt; 0.05 in bold. Shaded where the CI excludes 0.</p>"
+                f"signed-rank (two-sided; with {num_seeds} seeds it cannot go below 2/2<sup>{num_seeds}</sup> = "
+                f"{2 / 2 ** num_seeds:.4g}); p &lt; 0.05 in bold. Shaded where the CI excludes 0.</p>"
                 + to_html(figure, include_plotlyjs=False, full_html=False)
             )
             absent = {c["cell"]["variant"]: c["absent"][embedding] for c in document["cells"]

@@ -14,16 +14,24 @@ processes; "local" or "debug" for trying it out), every other key to its ``updat
 The cells are submitted as one job array; the study waits for them, so run it where it may keep
 running (a login node's tmux). A killed study loses nothing: rerun it and it submits the cells
 without ``cell.json`` again, which resume from their checkpoints.
+
+The worker processes never outlive the study: each stops within a second of the study process
+dying (even by SIGKILL), and a SIGTERM to the study stops its workers as Ctrl-C does, so that a
+rerun never trains a cell that an orphaned worker is still training.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import multiprocessing
 import os
 import shlex
+import signal
 import sys
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -35,6 +43,7 @@ from hcl.study.cell import CellTask, provenance, run_cell
 from hcl.study.config import StudyConfig, load_study_config
 from hcl.study.grid import CELL_FILE, Cell, StudyPlan, cell_dir, plan_study
 from hcl.study.stats import aggregate, cell_rows
+from hcl.train.config_io import upgrade_keys
 
 __all__ = ["STUDY_FILE", "StudyCellError", "StudyResult", "read_study", "run_study", "write_study_json"]
 
@@ -176,7 +185,7 @@ def _finished_record(plan: StudyPlan, cell: Cell) -> dict[str, Any] | None:
     if not set(plan.study.embeddings) <= set(record.get("metrics", {})):
         return None
     current = plan.configs[cell].to_dict()
-    saved = record.get("config", {})
+    saved = upgrade_keys(record.get("config", {}), warn=False)
     # output_dir differs when the study folder was moved; keys new to TrainConfig are not compared
     changed = sorted(k for k in current if k in saved and k != "output_dir" and saved[k] != current[k])
     if changed:
@@ -219,16 +228,70 @@ def _execute(plan: StudyPlan, todo: list[Cell], *, progress: bool, already: int)
 
 def _processes(tasks: list[CellTask], study: StudyConfig) -> Iterator[dict[str, Any]]:
     workers = min(study.num_workers, len(tasks))
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        futures = {pool.submit(run_cell, task): task for task in tasks}
-        for future in as_completed(futures):
-            yield _outcome(futures[future], future.result)
-    except BaseException:
-        # Ctrl-C: the running cells checkpoint on the same SIGINT; the queued ones never start.
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
+    with _TerminateAsInterrupt(pool) as terminate:
+        try:
+            futures = {pool.submit(run_cell, task): task for task in tasks}
+            for future in as_completed(futures):
+                yield _outcome(futures[future], future.result)
+        except BaseException:
+            # Ctrl-C reaches the workers too (one process group) and their cells checkpoint on it;
+            # a SIGTERM reaches only this process, so it is passed on to them as that Ctrl-C. The
+            # queued cells never start.
+            if terminate.received:
+                _signal_workers(pool, signal.SIGINT)
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     pool.shutdown(wait=True)
+
+
+class _TerminateAsInterrupt:
+    """SIGTERM to the study, while its pool runs, raises KeyboardInterrupt (the Ctrl-C path); a
+    second one also kills the workers at once. The previous handler is restored on exit; outside
+    the main thread (where no handler can be installed) this does nothing."""
+
+    def __init__(self, pool: ProcessPoolExecutor) -> None:
+        self.pool = pool
+        self.received = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _TerminateAsInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received:
+            _signal_workers(self.pool, signal.SIGKILL)
+        self.received = True
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _signal_workers(pool: ProcessPoolExecutor, signum: int) -> None:
+    # The pool's worker table is private, but has been there since concurrent.futures began.
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(ProcessLookupError, TypeError):  # ended meanwhile / never started
+            os.kill(process.pid, signum)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker's initializer: a daemon thread ends the worker as soon as the study process
+    ``parent`` is gone (killed, even by SIGKILL), instead of leaving it training as an orphan
+    that a rerun of the study would race. The cell resumes from its last checkpoint then."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        print(f"the study process {parent} is gone: stopping this cell (a rerun resumes it)", file=sys.stderr,
+              flush=True)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="hcl-exit-with-study", daemon=True).start()
 
 
 def _submitit(tasks: list[CellTask], study: StudyConfig) -> Iterator[dict[str, Any]]:

@@ -43,7 +43,7 @@ _PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 def build_split(cfg: TrainConfig, split: str, *, augment: bool = False, subset: int | None = None) -> Dataset:
     """The data set split of ``cfg`` with the transform training or evaluation needs.
 
-    ``augment=True`` gives ``cfg.num_views`` SupCon-augmented views per image (x is (V, C, H, W));
+    ``augment=True`` gives ``cfg.views_per_image`` SupCon-augmented views per image (x is (V, C, H, W));
     otherwise the deterministic evaluation transform (x is (C, H, W)). ``cfg.levels`` and
     ``cfg.data_options`` are passed to :func:`hcl.data.build_dataset`, and ``subset`` (default:
     ``cfg.train_subset`` for the training split, ``cfg.eval_subset`` otherwise) as its
@@ -65,7 +65,7 @@ def build_split(cfg: TrainConfig, split: str, *, augment: bool = False, subset: 
     size = cfg.image_size or dataset.image_size
     if augment:
         view = supcon_augmentation(size, dataset.channels, dataset.mean, dataset.std)
-        dataset.transform = MultiViewTransform(view, num_views=cfg.num_views)
+        dataset.transform = MultiViewTransform(view, num_views=cfg.views_per_image)
     else:
         dataset.transform = eval_transform(size, dataset.channels, dataset.mean, dataset.std)
     return dataset

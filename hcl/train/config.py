@@ -1,14 +1,14 @@
 """The training configuration: one typed dataclass, loadable from and saved as YAML or JSON.
 
 The command line's ``--set key=value`` overrides are derived from the dataclass fields and their
-types, so there is one source of truth for what a run can be configured with.
+types, so there is one source of truth for what a run can be configured with. Reading and writing
+the files, parsing the overrides and the renamed keys are :mod:`hcl.train.config_io`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import types
 import typing
@@ -17,11 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from hcl.atomic import write_text_atomic
 from hcl.losses.constraints import CONSTRAINTS
 from hcl.losses.registry import LossSpec, get_loss, list_losses
+from hcl.train.config_io import override_mapping, read_config_file, upgrade_keys, write_config_file
 
 __all__ = ["LOSSES", "LOSS_DISPLAY_NAMES", "TrainConfig", "apply_overrides", "load_config", "save_config"]
 
@@ -38,7 +36,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda", "mps"),
 }
 _POSITIVE = (
-    "n_views",
+    "num_views",
     "width",
     "embedding_dim",
     "batch_size",
@@ -63,7 +61,9 @@ class TrainConfig:
     Construction validates every field: an unknown key raises ValueError, a value of the wrong
     type raises TypeError, and an out-of-range value raises ValueError, each naming the key.
     The loss is looked up in the table of losses (:func:`hcl.losses.get_loss`), which says which
-    options apply to it, and stored under its config name.
+    options apply to it, and stored under its config name. :meth:`from_dict` (and with it YAML
+    files and ``--set``) still takes a renamed key under its old name (:data:`hcl.train.config_io.RENAMED_KEYS`),
+    with a DeprecationWarning.
     """
 
     # --- data (hcl.data.build_dataset) ---
@@ -78,7 +78,7 @@ class TrainConfig:
     eval_query_split: str | None = None  # e.g. DeepFashion's "query" against the "gallery" split
     eval_subset: int | None = None  # evaluate on a subset of this many images; None = all
     image_size: int | None = None  # None = the dataset's native size
-    n_views: int = 2  # augmented views per image in a batch (cross_entropy uses 1)
+    num_views: int = 2  # augmented views per image in a batch (formerly n_views; cross_entropy uses 1)
     sampler: str = "hierarchical"  # "hierarchical" (HierarchicalBatchSampler) or "random"
     num_workers: int = 0  # DataLoader worker processes
 
@@ -199,9 +199,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        """Build from a mapping; an unknown key raises ValueError naming it (and the closest key)."""
+        """Build from a mapping; an unknown key raises ValueError naming it (and the closest key), as
+        does a key given under both its current and its deprecated name."""
         if not isinstance(data, Mapping):
             raise TypeError(f"a config must be a mapping of keys to values, got {type(data).__name__}")
+        data = upgrade_keys(data)
         names = [f.name for f in dataclasses.fields(cls)]
         for key in data:
             if key not in names:
@@ -233,11 +235,11 @@ class TrainConfig:
         return get_loss(self.loss)
 
     @property
-    def num_views(self) -> int:
+    def views_per_image(self) -> int:
         """Views per image actually drawn: the loss's own count (1 for cross-entropy), else
-        ``n_views``."""
+        ``num_views``."""
         views = self.loss_spec.views
-        return self.n_views if views is None else views
+        return self.num_views if views is None else views
 
     @property
     def needs_classifier(self) -> bool:
@@ -308,12 +310,6 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     raise TypeError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
-def _accepts_str(tp: Any) -> bool:
-    if tp is str:
-        return True
-    return typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp)
-
-
 def apply_overrides(cfg: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
     """Return a copy of ``cfg`` with ``key=value`` overrides applied (``--set`` on the CLI).
 
@@ -325,28 +321,7 @@ def apply_overrides(cfg: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
         ValueError: an override without ``=``, or an unknown key (named).
         TypeError: a value of the wrong type for its key (named).
     """
-    data = cfg.to_dict()
-    hints = _field_types()
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"an override must look like key=value, got {item!r}")
-        key, text = item.split("=", 1)
-        key = key.strip()
-        if key.startswith("data_options."):
-            data["data_options"] = {**data["data_options"], key.split(".", 1)[1]: yaml.safe_load(text)}
-            continue
-        if key not in hints:
-            close = difflib.get_close_matches(key, list(hints), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"unknown config key {key!r}{hint}")
-        if _accepts_str(hints[key]) and text.strip() not in ("null", "~", ""):
-            data[key] = text
-        else:
-            try:
-                data[key] = yaml.safe_load(text)
-            except yaml.YAMLError as error:
-                raise ValueError(f"cannot parse the value of config key {key!r}: {text!r} ({error})") from error
-    return TrainConfig.from_dict(data)
+    return TrainConfig.from_dict(override_mapping(cfg.to_dict(), overrides, _field_types()))
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> TrainConfig:
@@ -357,17 +332,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> TrainConfig:
         ValueError / TypeError: unparsable file, unknown key or wrong type (the key named).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text()
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise ValueError(f"cannot parse config file {path}: {error}") from error
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ValueError(f"config file {path} must hold a mapping of keys to values, got {type(data).__name__}")
+    data = read_config_file(path)
     try:
         cfg = TrainConfig.from_dict(data)
     except (TypeError, ValueError) as error:
@@ -377,10 +342,4 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> TrainConfig:
 
 def save_config(cfg: TrainConfig, path: str | Path) -> Path:
     """Write ``cfg`` as JSON (``.json``) or YAML (any other suffix); returns the path."""
-    path = Path(path)
-    data = cfg.to_dict()
-    if path.suffix == ".json":
-        write_text_atomic(path, json.dumps(data, indent=2) + "\n")
-    else:
-        write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
-    return path
+    return write_config_file(cfg.to_dict(), path)

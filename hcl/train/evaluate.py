@@ -28,6 +28,7 @@ from hcl.metrics import cpcc, heldout_metrics, knn_accuracy, per_level_retrieval
 from hcl.train.build import autocast_context, build_model, build_split
 from hcl.train.checkpoint import check_training_state, load_checkpoint
 from hcl.train.config import TrainConfig
+from hcl.train.config_io import upgrade_keys
 from hcl.train.distributed import resolve_device
 
 __all__ = [
@@ -157,7 +158,7 @@ def _run_config(run_dir: Path) -> TrainConfig:
     """The TrainConfig of a run; an invalid one raises naming its ``config.json``."""
     data = rundir.read_config(run_dir)
     try:
-        return TrainConfig.from_dict(data)
+        return TrainConfig.from_dict(upgrade_keys(data, warn=False))  # hcl wrote it: renamed keys are no news
     except (TypeError, ValueError) as error:
         raise type(error)(f"{run_dir / rundir.CONFIG_FILE}: {error}") from error
 

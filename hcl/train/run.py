@@ -42,6 +42,7 @@ from hcl.train.checkpoint import (
     save_checkpoint,
 )
 from hcl.train.config import TrainConfig
+from hcl.train.config_io import upgrade_keys
 from hcl.train.distributed import DistributedContext
 from hcl.train.faults import check_output_dir
 from hcl.train.objectives import build_objective
@@ -76,7 +77,7 @@ class TrainingRun:
         cfg: the configuration.
         ctx: this process's place in the process group (device, rank, world size).
         train_set: the whole training split (held-out classes included), with the augmentation
-            of ``cfg.num_views`` views.
+            of ``cfg.views_per_image`` views.
         sampler: this rank's batch sampler (:func:`hcl.train.build.build_batch_sampler`), over
             the samples outside ``cfg.heldout_classes`` only.
         steps_per_epoch: batches per epoch and rank.
@@ -209,9 +210,10 @@ def _checkpoint_to_resume(
     state = load_checkpoint(ckpt_path)
     check_training_state(state, ckpt_path, _RESUME_KEYS)
     current = cfg.to_dict()
-    changed = sorted(k for k in current if k not in _RESUMABLE_CHANGES and state["config"].get(k) != current[k])
+    saved = upgrade_keys(state["config"], warn=False)  # a checkpoint of an older hcl may use renamed keys
+    changed = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k])
     if changed:
-        detail = ", ".join(f"{k}: {state['config'].get(k)!r} -> {current[k]!r}" for k in changed)
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
         raise ValueError(f"cannot resume {ckpt_path}: the config differs in {detail}")
     return state
 

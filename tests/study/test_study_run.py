@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -182,6 +183,70 @@ def test_killed_study_continues(tmp_path: Path) -> None:
     steps = [json.loads(line)["step"] for line in (second / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["kind"] == "train"]
     assert steps == list(range(1, 13))  # every step once: the resumed run continued where the killed one stopped
+
+
+def _children(pid: int) -> list[int]:
+    """The pids of the live processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads the process table from /proc")
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_workers_never_outlive_the_killed_study(tmp_path: Path, signum: int) -> None:
+    """Kill only the study process while both cells train: its workers stop with it (none is left
+    training into a run folder), and the rerun resumes each cell to every step exactly once."""
+    out = tmp_path / "study"
+    overrides = fast_overrides(out, "workers=2", "protocols=[all]", "seeds=[0]", "base.epochs=10",
+                               "base.max_steps=null", "base.checkpoint_every=3")
+    command = [sys.executable, "-m", "hcl", "study", "--config", str(FAST_CONFIG), "--no-report", "--set", *overrides]
+    process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    cells = [out / "cells/SupCon/all/seed0", out / "cells/HiMulCon/all/seed0"]
+    workers: list[int] = []
+    deadline = time.monotonic() + 240
+    try:
+        while not all((cell / "checkpoint.pt").is_file() for cell in cells):
+            assert process.poll() is None, "the study ended before it could be killed"
+            assert time.monotonic() < deadline, "the cells did not start training"
+            time.sleep(0.05)
+        workers = _children(process.pid)
+        os.kill(process.pid, signum)  # the study process only, not its process group
+        process.wait(timeout=120)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = [pid for pid in workers if _alive(pid)]
+        assert left == [], f"worker processes {left} outlived the study"
+    finally:
+        for pid in [process.pid, *workers]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        process.wait()
+    assert len(workers) >= 2  # the two cells' workers (besides multiprocessing's resource tracker)
+    assert not any((cell / "cell.json").exists() for cell in cells)
+
+    result = run_study(FAST_CONFIG, overrides=overrides, progress=False, report=False)
+    assert sorted(result.ran) == ["HiMulCon/all/seed0", "SupCon/all/seed0"]
+    for cell in cells:
+        assert (cell / "cell.json").is_file() and "resuming" in (cell / "cell.log").read_text()
+        steps = [json.loads(line)["step"] for line in (cell / "metrics.jsonl").read_text().splitlines()
+                 if json.loads(line)["kind"] == "train"]
+        assert steps == list(range(1, 31))  # 10 epochs x 3 steps, each once
 
 
 def test_ctrl_c_stops_the_study_and_checkpoints(tmp_path: Path) -> None:

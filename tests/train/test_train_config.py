@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -91,17 +92,39 @@ def test_losses_come_from_the_table_under_any_of_their_names() -> None:
 
 
 def test_cross_entropy_uses_one_view() -> None:
-    assert TrainConfig(loss="cross_entropy", n_views=2).num_views == 1
-    assert TrainConfig(loss="supcon", n_views=3).num_views == 3
+    assert TrainConfig(loss="cross_entropy", num_views=2).views_per_image == 1
+    assert TrainConfig(loss="supcon", num_views=3).views_per_image == 3
     assert TrainConfig(loss="cross_entropy").needs_classifier and not TrainConfig(loss="supcon").needs_classifier
     with pytest.raises(ValueError, match="'embedding' must be 'features' for loss 'cross_entropy'"):
         TrainConfig(loss="cross_entropy", embedding="projection")
 
 
+def test_old_key_n_views_still_works_with_a_deprecation_warning(tmp_path: Path) -> None:
+    with pytest.warns(DeprecationWarning, match="config key 'n_views' is deprecated, use 'num_views'"):
+        assert TrainConfig.from_dict({"n_views": 3}).num_views == 3
+    path = tmp_path / "old.yaml"
+    path.write_text("loss: supcon\nn_views: 4\n")
+    with pytest.warns(DeprecationWarning, match="'n_views' is deprecated"):
+        assert load_config(path).num_views == 4
+    with pytest.warns(DeprecationWarning, match="'n_views' is deprecated"):
+        assert apply_overrides(TrainConfig(), ["n_views=5"]).num_views == 5
+    both = r"config keys 'num_views' and 'n_views' \(its deprecated name\) are both given"
+    with pytest.raises(ValueError, match=both):
+        TrainConfig.from_dict({"n_views": 3, "num_views": 3})
+    with pytest.raises(ValueError, match=both):
+        apply_overrides(TrainConfig(), ["num_views=2", "n_views=2"])
+    path.write_text("n_views: 4\nnum_views: 4\n")
+    with pytest.raises(ValueError, match=f"{path}: {both}"):
+        load_config(path)
+    assert "n_views" not in TrainConfig().to_dict() and TrainConfig().to_dict()["num_views"] == 2
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml") if not p.name.startswith("study_")))
 def test_shipped_configs_load(name: str) -> None:
     """Every training config (the study configs have tests/study/test_study_config.py)."""
-    cfg = load_config(CONFIGS / name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # no deprecated keys in what we ship
+        cfg = load_config(CONFIGS / name)
     assert cfg.output_dir.startswith("runs/")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from torch.utils.data import DataLoader
 from hcl import Hierarchy
 from hcl.data import HierarchicalBatchSampler
 from hcl.losses import get_loss, list_losses
-from hcl.train import NonFiniteLossError, SeededViews, TrainConfig, build_objective, build_split, fit, load_checkpoint, train
+from hcl.train import NonFiniteLossError, SeededViews, TrainConfig, build_objective, build_split, fit, load_checkpoint, load_run, train
 
 # 3 levels, 2 x 2 x 3 = 12 leaves, 8 training images each (96), 16 px: a step takes milliseconds.
 SYNTHETIC = {"depth": 3, "branching": [2, 2, 3], "samples_per_leaf": 8, "image_size": 16, "cache": False}
@@ -134,6 +135,31 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"the config differs in lr: 0.05 -> 0.1"):
         fit(_config(tmp_path, max_steps=1, lr=0.1), resume=True)
     assert fit(cfg, overwrite=True).step == 1
+
+
+def test_a_run_saved_with_the_old_key_n_views_resumes(tmp_path: Path) -> None:
+    """A run folder from before the rename (config key ``n_views``) resumes under ``num_views``,
+    without a warning (hcl wrote that file); a real difference in the count is still refused."""
+    cfg = _config(tmp_path, checkpoint_every=1)
+    assert fit(cfg, on_step=_interrupt_at(2)).interrupted
+    run_dir = Path(cfg.output_dir)
+
+    def write_old(views: int) -> None:
+        state = load_checkpoint(run_dir / "checkpoint.pt")
+        old = {("n_views" if k == "num_views" else k): (views if k == "num_views" else v)
+               for k, v in cfg.to_dict().items()}
+        torch.save({**state, "config": old}, run_dir / "checkpoint.pt")
+        (run_dir / "config.json").write_text(json.dumps(old))
+
+    write_old(3)
+    with pytest.raises(ValueError, match=r"the config differs in num_views: 3 -> 2"):
+        fit(cfg, resume=True)
+    write_old(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        assert load_run(run_dir)[0].num_views == 2  # evaluate/embed read the old config.json too
+        resumed = fit(cfg, resume=True)
+    assert resumed.step == 6 and [r["step"] for r in _records(run_dir) if r["kind"] == "train"] == list(range(1, 7))
 
 
 def test_output_dir_problems_are_reported_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
