@@ -111,9 +111,7 @@ def _methods(labels: torch.Tensor) -> dict[str, Callable[[torch.Tensor], torch.T
     except ImportError:
         return methods
     pml = PMLSupConLoss(temperature=0.1)
-    methods["flat SupCon (PML)"] = lambda x: pml(
-        torch.cat(torch.unbind(x, dim=1)), finest.repeat(x.shape[1])
-    )
+    methods["flat SupCon (PML)"] = lambda x: pml(torch.cat(torch.unbind(x, dim=1)), finest.repeat(x.shape[1]))
     return methods
 
 
@@ -171,9 +169,9 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
         methods = _methods(labels)
         loop_skipped = device.type == "cpu" and num_views_total > args.loop_max_views
         if not loop_skipped:
-            methods["loop formulation (reference HMLC, hmce)"] = lambda x: loop_formulation(x, labels)
+            methods["loop formulation (reference HMLC, hmce)"] = lambda x, labels=labels: loop_formulation(x, labels)
         times: dict[str, list[float]] = {name: [] for name in methods}
-        for name, method in methods.items():  # warm-up
+        for method in methods.values():  # warm-up
             _time_once(method, features)
         loop_repeats = max(3, args.repeats // 4)
         for repeat in range(args.repeats):

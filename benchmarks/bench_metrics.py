@@ -102,9 +102,7 @@ def worker(args: argparse.Namespace) -> None:
         faiss.omp_set_num_threads(args.threads)
         normed = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
         ids = prefix_ids(torch.from_numpy(labels)).numpy()
-        calc = AccuracyCalculator(
-            include=tuple(PML_NAMES.values()), k="max_bin_count", device=torch.device("cpu")
-        )
+        calc = AccuracyCalculator(include=tuple(PML_NAMES.values()), k="max_bin_count", device=torch.device("cpu"))
         out["levels"], out["seconds_per_level"], out["skipped"] = {}, {}, {}
         c0 = cpu_seconds()
         for level in range(labels.shape[1]):
@@ -130,9 +128,24 @@ def run_worker(what: str, args: argparse.Namespace) -> dict:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(args.threads)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, __file__, "--worker", what, "--n", str(args.n), "--dim", str(args.dim),
-           "--seed", str(args.seed), "--threads", str(args.threads), "--device", args.device,
-           "--pml-memory-gb", str(args.pml_memory_gb)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        what,
+        "--n",
+        str(args.n),
+        "--dim",
+        str(args.dim),
+        "--seed",
+        str(args.seed),
+        "--threads",
+        str(args.threads),
+        "--device",
+        args.device,
+        "--pml-memory-gb",
+        str(args.pml_memory_gb),
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -148,8 +161,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for both libraries")
     parser.add_argument("--device", default="cpu", help="where hcl computes: cpu or cuda")
-    parser.add_argument("--pml-memory-gb", type=float, default=12.0,
-                        help="skip PML levels whose neighbour tables would exceed this")
+    parser.add_argument(
+        "--pml-memory-gb", type=float, default=12.0, help="skip PML levels whose neighbour tables would exceed this"
+    )
     parser.add_argument("--skip-pml", action="store_true")
     parser.add_argument("--worker", choices=("hcl", "pml"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -161,10 +175,14 @@ def main() -> None:
 
         if not torch.cuda.is_available():
             sys.exit("--device cuda given but CUDA is not available")
-    print(f"# per_level_retrieval benchmark: N={args.n}, D={args.dim}, hierarchy "
-          f"{' x '.join(map(str, BRANCHING))}, {args.threads} CPU threads, hcl on {args.device}")
-    print(f"# {os.cpu_count()} CPUs here, load average {os.getloadavg()[0]:.1f} at the start; on a busy "
-          "machine CPU seconds / threads is the better guide to the wall time on idle cores\n")
+    print(
+        f"# per_level_retrieval benchmark: N={args.n}, D={args.dim}, hierarchy "
+        f"{' x '.join(map(str, BRANCHING))}, {args.threads} CPU threads, hcl on {args.device}"
+    )
+    print(
+        f"# {os.cpu_count()} CPUs here, load average {os.getloadavg()[0]:.1f} at the start; on a busy "
+        "machine CPU seconds / threads is the better guide to the wall time on idle cores\n"
+    )
     runs = [run_worker("hcl", args)]
     if not args.skip_pml:
         runs.append(run_worker("pml", args))
@@ -177,13 +195,17 @@ def main() -> None:
     print("|---|---|---|---|---|")
     if "error" not in hcl_run:
         extra = f", GPU peak {hcl_run['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in hcl_run else ""
-        print(f"| hcl per_level_retrieval ({args.device}) | all {len(BRANCHING)} | "
-              f"{hcl_run['seconds']:.1f} | {hcl_run['cpu_seconds']:.1f} | {hcl_run['peak_rss_mb']:.0f}{extra} |")
+        print(
+            f"| hcl per_level_retrieval ({args.device}) | all {len(BRANCHING)} | "
+            f"{hcl_run['seconds']:.1f} | {hcl_run['cpu_seconds']:.1f} | {hcl_run['peak_rss_mb']:.0f}{extra} |"
+        )
     if pml_run is not None:
         done = sorted(pml_run["seconds_per_level"], key=int)
         total = sum(pml_run["seconds_per_level"].values())
-        print(f"| PML AccuracyCalculator (faiss CPU, k=max_bin_count) | {', '.join(done) or 'none'} | "
-              f"{total:.1f} | {pml_run['cpu_seconds']:.1f} | {pml_run['peak_rss_mb']:.0f} |")
+        print(
+            f"| PML AccuracyCalculator (faiss CPU, k=max_bin_count) | {', '.join(done) or 'none'} | "
+            f"{total:.1f} | {pml_run['cpu_seconds']:.1f} | {pml_run['peak_rss_mb']:.0f} |"
+        )
         for level, why in sorted(pml_run["skipped"].items()):
             print(f"| PML level {level} | skipped | {why} | | |")
     if "error" in hcl_run:

@@ -57,11 +57,15 @@ def main() -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda requested but CUDA is not available")
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
-          f"branching {args.branching}, labels on {args.device}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
+        f"branching {args.branching}, labels on {args.device}"
+    )
     print()
-    print("| N | levels | hierarchical s/epoch | plain s/epoch | ratio | construction s "
-          "| coverage (hier.) | coverage (plain) |")
+    print(
+        "| N | levels | hierarchical s/epoch | plain s/epoch | ratio | construction s "
+        "| coverage (hier.) | coverage (plain) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for n in args.sizes:
         labels = tree_labels(n, args.branching, seed=0).to(args.device)
@@ -85,8 +89,11 @@ def main() -> None:
             cpu_labels = labels.cpu()
             cov_h = " / ".join(f"{c:.3f}" for c in sampler_coverage(cpu_labels, batches["hierarchical"]))
             cov_p = " / ".join(f"{c:.3f}" for c in sampler_coverage(cpu_labels, batches["plain"]))
-        print(f"| {n:,} | {labels.shape[1]} | {hier:.3f} | {base:.3f} | {hier / base:.2f}x | {construction:.2f} "
-              f"| {cov_h} | {cov_p} |", flush=True)
+        print(
+            f"| {n:,} | {labels.shape[1]} | {hier:.3f} | {base:.3f} | {hier / base:.2f}x | {construction:.2f} "
+            f"| {cov_h} | {cov_p} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -78,8 +78,17 @@ def time_steps(
     for step in range(args.warmup + args.steps):
         synchronize(device)
         start = time.perf_counter()
-        train_step(net, objective, images, labels, optimizer, scaler=scaler, precision=args.precision,
-                   channels_last=args.channels_last, step=step)
+        train_step(
+            net,
+            objective,
+            images,
+            labels,
+            optimizer,
+            scaler=scaler,
+            precision=args.precision,
+            channels_last=args.channels_last,
+            step=step,
+        )
         synchronize(device)
         if step >= args.warmup:
             times.append(time.perf_counter() - start)
@@ -125,11 +134,15 @@ def main() -> None:
         name = torch.cuda.get_device_name(device)
     else:
         name = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    print(f"device: {device} ({name}); torch {torch.__version__}; batch {args.batch_size} x {NUM_VIEWS} views; "
-          f"{args.precision}{', channels_last' if args.channels_last else ''}{', compiled' if args.compile else ''}; "
-          f"median of {args.steps} steps after {args.warmup} warm-up\n")
+    print(
+        f"device: {device} ({name}); torch {torch.__version__}; batch {args.batch_size} x {NUM_VIEWS} views; "
+        f"{args.precision}{', channels_last' if args.channels_last else ''}{', compiled' if args.compile else ''}; "
+        f"median of {args.steps} steps after {args.warmup} warm-up\n"
+    )
     variants = [v for v in VARIANTS if device.type == "cuda" or VARIANTS[v][1] is True or v == "cross_entropy"]
-    loss_only = {graphs: time_loss_only(args, device, graphs) for graphs in sorted({VARIANTS[v][1] for v in variants[1:]})}
+    loss_only = {
+        graphs: time_loss_only(args, device, graphs) for graphs in sorted({VARIANTS[v][1] for v in variants[1:]})
+    }
     print("| model | input | loss | ms/step | images/s | views/s | peak GiB | step time vs CE | loss share |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for model_key in args.models:
@@ -142,16 +155,21 @@ def main() -> None:
             overhead = f"{100 * (medians[variant] / medians['cross_entropy'] - 1):+.1f}%" if hierarchical else "-"
             share = f"{100 * loss_only[VARIANTS[variant][1]] / medians[variant]:.1f}%" if hierarchical else "-"
             backbone, size, small = MODELS[model_key]
-            print(f"| {backbone}{' (small stem)' if small else ''} | {size} px | {variant} | "
-                  f"{1000 * medians[variant]:.1f} | {images_per_s:.0f} | {NUM_VIEWS * images_per_s:.0f} | "
-                  f"{'-' if peak is None else f'{peak:.1f}'} | {overhead} | {share} |", flush=True)
+            print(
+                f"| {backbone}{' (small stem)' if small else ''} | {size} px | {variant} | "
+                f"{1000 * medians[variant]:.1f} | {images_per_s:.0f} | {NUM_VIEWS * images_per_s:.0f} | "
+                f"{'-' if peak is None else f'{peak:.1f}'} | {overhead} | {share} |",
+                flush=True,
+            )
     alone = ", ".join(
         f"{1000 * t:.2f} ms {'as a CUDA graph' if graphs and device.type == 'cuda' else 'eager'}"
         for graphs, t in loss_only.items()
     )
-    print(f"\nloss share: HiMulConE forward + backward alone ({alone}, on (B, 2, 128) features, 4 levels) as a "
-          "fraction of the step. The CE step uses a linear classifier instead of the MLP projection head, so "
-          "'step time vs CE' also includes the head. Off CUDA the graph option has no effect.")
+    print(
+        f"\nloss share: HiMulConE forward + backward alone ({alone}, on (B, 2, 128) features, 4 levels) as a "
+        "fraction of the step. The CE step uses a linear classifier instead of the MLP projection head, so "
+        "'step time vs CE' also includes the head. Off CUDA the graph option has no effect."
+    )
 
 
 if __name__ == "__main__":

@@ -50,9 +50,7 @@ def parent_dicts_from_paths(paths: Iterable[Sequence[str]]) -> ParentDicts:
             parent = path[level - 1] if level else None
             known = parent_of[level].setdefault(name, parent)
             if known != parent:
-                raise ValueError(
-                    f"node {name!r} at level {level} appears under two parents: {known!r} and {parent!r}"
-                )
+                raise ValueError(f"node {name!r} at level {level} appears under two parents: {known!r} and {parent!r}")
     if not parent_of:
         raise ValueError("no label paths given")
     return parent_of
@@ -137,10 +135,7 @@ def levels_from_array(labels: Any) -> Levels:
         raw_ids = raw[rows, level].tolist()
         parents = ids[rows, level - 1].tolist() if level else [-1] * len(rows)
         repeated = {r for r in raw_ids if raw_ids.count(r) > 1}
-        names = [
-            f"{level_nodes[level - 1][p]}/{r}" if r in repeated else str(r)
-            for r, p in zip(raw_ids, parents)
-        ]
+        names = [f"{level_nodes[level - 1][p]}/{r}" if r in repeated else str(r) for r, p in zip(raw_ids, parents)]
         order = node_ids.argsort().tolist()
         level_nodes.append([names[i] for i in order])
         level_parents.append([parents[i] for i in order])
@@ -192,8 +187,7 @@ def levels_to_dict(
             {
                 "name": level_names[level],
                 "nodes": [
-                    [name, None if above is None else above[int(p)]]
-                    for name, p in zip(names, level_parents[level])
+                    [name, None if above is None else above[int(p)]] for name, p in zip(names, level_parents[level])
                 ],
             }
         )

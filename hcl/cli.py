@@ -42,12 +42,21 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser(
-        "train", help="train an encoder from a config", epilog=_config_keys_help(),
+        "train",
+        help="train an encoder from a config",
+        epilog=_config_keys_help(),
         description="Train an encoder. Under torchrun, each process trains its shard with DDP.",
     )
     train.add_argument("--config", type=Path, help="YAML or JSON config (default: the TrainConfig defaults)")
-    train.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                       help="override config keys, e.g. --set lr=0.05 epochs=20 output_dir=runs/x")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config keys, e.g. --set lr=0.05 epochs=20 output_dir=runs/x",
+    )
     group = train.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoint.pt")
     group.add_argument("--overwrite", action="store_true", help="start fresh over an existing run directory")
@@ -68,36 +77,61 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("info", help="versions, devices and data sets found")
 
     demo = commands.add_parser(
-        "demo", help="train SupCon, HiMulCon and HiMulConE on Fashion-MNIST, evaluate both embeddings, report",
+        "demo",
+        help="train SupCon, HiMulCon and HiMulConE on Fashion-MNIST, evaluate both embeddings, report",
         description="Train the three demo runs (only the loss differs), evaluate each on the backbone features and "
         "the projection head, print the per-level tables; writes <out>/metrics.json, <out>/demo_table.md and "
         "<out>/report.html.",
     )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
     demo.add_argument("--configs", type=Path, default=None, help="folder with the demo configs")
-    demo.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                      help="overrides applied to every run")
+    demo.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides applied to every run",
+    )
     demo.add_argument("--no-report", action="store_true", help="skip report.html (and its UMAP)")
-    demo.add_argument("--update-readme", type=Path, metavar="README",
-                      help="then copy <out>/demo_table.md between README's <!-- demo-table:start/end --> markers")
-    demo.add_argument("--no-train", action="store_true",
-                      help="with --update-readme: train nothing, copy the table of the demo already in --out")
+    demo.add_argument(
+        "--update-readme",
+        type=Path,
+        metavar="README",
+        help="then copy <out>/demo_table.md between README's <!-- demo-table:start/end --> markers",
+    )
+    demo.add_argument(
+        "--no-train",
+        action="store_true",
+        help="with --update-readme: train nothing, copy the table of the demo already in --out",
+    )
 
     study = commands.add_parser(
-        "study", help="run a grid of loss variants x seeds x protocols; writes study.json and study.html",
+        "study",
+        help="run a grid of loss variants x seeds x protocols; writes study.json and study.html",
         description="Run every unfinished cell of a study (finished cells are skipped, unfinished ones resume), "
         "then aggregate over seeds. Exits 1 when a cell failed.",
     )
     study.add_argument("--config", type=Path, required=True, help="study YAML (see hcl.study.StudyConfig)")
-    study.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                       help="override study keys, dotted: --set workers=2 seeds=[0,1] base.epochs=1 variants.SupCon.lr=0.1")
+    study.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override study keys, dotted: --set workers=2 seeds=[0,1] base.epochs=1 variants.SupCon.lr=0.1",
+    )
     study.add_argument("--workers", type=int, help="cells run at once (default: the config's, else the CPU cores)")
     study.add_argument("--no-report", action="store_true", help="skip study.html")
-    study.add_argument("--markdown", type=Path, metavar="OUT.md",
-                       help="also write the results as Markdown (hcl.study.study_markdown)")
+    study.add_argument(
+        "--markdown", type=Path, metavar="OUT.md", help="also write the results as Markdown (hcl.study.study_markdown)"
+    )
 
     report = commands.add_parser(
-        "study-report", help="a finished study's results as Markdown (and study.html), from study.json alone",
+        "study-report",
+        help="a finished study's results as Markdown (and study.html), from study.json alone",
         description="Write a study's results from its study.json without training anything: the Markdown "
         "account (provenance, findings, tables) printed or written to --markdown; --headline for a few lines.",
     )
@@ -164,14 +198,18 @@ def _info(_: argparse.Namespace) -> int:
     if torch.cuda.is_available():
         for index in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(index)
-            lines.append(f"cuda:{index} {props.name}, {props.total_memory / 2**30:.0f} GiB, "
-                         f"compute capability {props.major}.{props.minor}, bf16 {torch.cuda.is_bf16_supported()}")
+            lines.append(
+                f"cuda:{index} {props.name}, {props.total_memory / 2**30:.0f} GiB, "
+                f"compute capability {props.major}.{props.minor}, bf16 {torch.cuda.is_bf16_supported()}"
+            )
     else:
         lines.append("cuda: not available")
     lines.append(f"mps: {'available' if torch.backends.mps.is_available() else 'not available'}")
     lines.append(f"default device: {resolve_device('auto')}")
     fashion = Path("/usr/share/datasets/fashion-mnist")
-    lines.append(f"Fashion-MNIST (Debian dataset-fashion-mnist): {'found' if fashion.is_dir() else 'not found'} at {fashion}")
+    lines.append(
+        f"Fashion-MNIST (Debian dataset-fashion-mnist): {'found' if fashion.is_dir() else 'not found'} at {fashion}"
+    )
     print("\n".join(lines))
     return 0
 
@@ -210,8 +248,13 @@ def _demo(args: argparse.Namespace) -> int:
     if args.update_readme is not None:
         read_marked_block(args.update_readme, README_BLOCK)  # missing markers fail now, not after training
     if not args.no_train:
-        run_demo(args.out, configs_dir=args.configs, overrides=args.overrides, report=not args.no_report,
-                 print_table=lambda table: print(table, end=""))
+        run_demo(
+            args.out,
+            configs_dir=args.configs,
+            overrides=args.overrides,
+            report=not args.no_report,
+            print_table=lambda table: print(table, end=""),
+        )
     if args.update_readme is not None:
         print(f"wrote the demo table of {args.out} into {update_readme(args.update_readme, args.out)}")
     return 0
@@ -251,8 +294,15 @@ def _study_report(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"train": _train, "evaluate": _evaluate, "embed": _embed, "info": _info, "demo": _demo, "study": _study,
-             "study-report": _study_report}
+_COMMANDS = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "embed": _embed,
+    "info": _info,
+    "demo": _demo,
+    "study": _study,
+    "study-report": _study_report,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -66,7 +66,9 @@ def find_configs_dir() -> Path:
         if all((candidate / f"fashion_mnist_{loss}.yaml").is_file() for loss in DEMO_LOSSES):
             return candidate
     raise FileNotFoundError(
-        "cannot find the demo configs (configs/fashion_mnist_{" + ",".join(DEMO_LOSSES) + "}.yaml) in "
+        "cannot find the demo configs (configs/fashion_mnist_{"
+        + ",".join(DEMO_LOSSES)
+        + "}.yaml) in "
         + " or ".join(str(c) for c in candidates)
         + "; run the demo from a checkout of the repository or pass --configs"
     )
@@ -115,22 +117,34 @@ def run_demo(
     """
     out = Path(out)
     configs_dir = Path(configs_dir) if configs_dir is not None else find_configs_dir()
-    configs = {loss: load_config(configs_dir / f"fashion_mnist_{loss}.yaml", [*overrides, f"output_dir={out / loss}"])
-               for loss in DEMO_LOSSES}
+    configs = {
+        loss: load_config(configs_dir / f"fashion_mnist_{loss}.yaml", [*overrides, f"output_dir={out / loss}"])
+        for loss in DEMO_LOSSES
+    }
     _check_only_the_loss_differs(configs, configs_dir)
     check_output_dir(out)
     threads = torch.get_num_threads()
     started = time.perf_counter()
     runs: dict[str, dict[str, Any]] = {}
     for loss, cfg in configs.items():
-        print(f"== training {run_name(cfg)} ({cfg.backbone}, {cfg.train_subset or 'all'} images, {cfg.epochs} epochs) "
-              f"into {cfg.output_dir}", file=sys.stderr, flush=True)
+        print(
+            f"== training {run_name(cfg)} ({cfg.backbone}, {cfg.train_subset or 'all'} images, {cfg.epochs} epochs) "
+            f"into {cfg.output_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
         run_started = time.perf_counter()
         result = fit(cfg, overwrite=True)
         if result.interrupted:
             raise RuntimeError(f"the demo was interrupted during {loss}; rerun `make demo` to start again")
-        evaluated = evaluate_embeddings(result.run_dir, cfg=cfg, model=result.model, step=result.step,
-                                        fit_results=result.results, device=next(result.model.parameters()).device)
+        evaluated = evaluate_embeddings(
+            result.run_dir,
+            cfg=cfg,
+            model=result.model,
+            step=result.step,
+            fit_results=result.results,
+            device=next(result.model.parameters()).device,
+        )
         runs[loss] = _run_summary(cfg, result.run_dir, evaluated, time.perf_counter() - run_started)
 
     first = configs[DEMO_LOSSES[0]]
@@ -172,8 +186,9 @@ def _check_only_the_loss_differs(configs: Mapping[str, TrainConfig], configs_dir
             raise ValueError(f"{path} trains loss {configs[loss].loss!r}; the demo needs {loss!r} there")
         if loss in others:
             data = configs[loss].to_dict()
-            differing = sorted(k for k in reference.keys() | data.keys()
-                               if k not in _LOSS_KEYS and reference.get(k) != data.get(k))
+            differing = sorted(
+                k for k in reference.keys() | data.keys() if k not in _LOSS_KEYS and reference.get(k) != data.get(k)
+            )
             if differing:
                 raise ValueError(
                     f"{path} differs from fashion_mnist_{baseline}.yaml in {differing}; the demo runs may differ "
@@ -281,6 +296,7 @@ def _write_report(out: Path, runs: Mapping[str, Path]) -> None:
             f"hcl.viz.write_report is not available ({error}); the runs, {out / SUMMARY_FILE} and "
             f"{out / TABLE_FILE} are written, report.html is not"
         ) from error
-    path = write_report(runs, out / "report.html",
-                        title="hcl demo: " + ", ".join(runs) + " on Fashion-MNIST (3 levels)")
+    path = write_report(
+        runs, out / "report.html", title="hcl demo: " + ", ".join(runs) + " on Fashion-MNIST (3 levels)"
+    )
     print(f"wrote {path}", file=sys.stderr)

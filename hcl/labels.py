@@ -64,9 +64,7 @@ def as_label_tensor(
         bad = (unknown[:, :-1] & ~unknown[:, 1:]).any(dim=1)
         if bool(bad.any()):
             row = int(bad.nonzero()[0])
-            raise ValueError(
-                f"{name} has a known label below an unknown (-1) one in row {row}: {tensor[row].tolist()}"
-            )
+            raise ValueError(f"{name} has a known label below an unknown (-1) one in row {row}: {tensor[row].tolist()}")
     return tensor
 
 

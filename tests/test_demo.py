@@ -24,9 +24,19 @@ def write_configs(folder: Path, **changes) -> Path:
     """Demo configs on the synthetic set, named as the demo expects; ``changes``: {loss: {key: value}}."""
     folder.mkdir(parents=True, exist_ok=True)
     for loss in DEMO_LOSSES:
-        config = {"dataset": "synthetic", "data_options": SYNTHETIC, "backbone": "compact_cnn", "width": 4,
-                  "embedding_dim": 8, "head_norm": True, "batch_size": 32, "epochs": 1, "progress": False,
-                  "loss": loss, "output_dir": "unused"}
+        config = {
+            "dataset": "synthetic",
+            "data_options": SYNTHETIC,
+            "backbone": "compact_cnn",
+            "width": 4,
+            "embedding_dim": 8,
+            "head_norm": True,
+            "batch_size": 32,
+            "epochs": 1,
+            "progress": False,
+            "loss": loss,
+            "output_dir": "unused",
+        }
         if loss == "himulcone":
             config["bound_gradient"] = False
         config.update(changes.get(loss, {}))
@@ -41,8 +51,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        summary = run_demo(root / "out", configs_dir=write_configs(root / "configs"), report=False,
-                           print_table=printed.append)
+        summary = run_demo(
+            root / "out", configs_dir=write_configs(root / "configs"), report=False, print_table=printed.append
+        )
     finally:
         torch.set_num_threads(threads)
     return root / "out", summary, printed[0]
@@ -111,15 +122,29 @@ def test_the_table_tells_the_numbers_of_metrics_json(demo) -> None:
 def test_an_absent_embedding_is_a_dash_with_the_reason() -> None:
     features = {"cpcc": 0.5, "retrieval": {"a": {"precision@1": 1.0, "map@r": 0.25}}, "knn_accuracy": {"a": 0.75}}
     run = {"embeddings": {"features": features, "projection": features}}
-    summary = {"setup": {"seed": 3, "train_subset": None, "epochs": 1, "backbone": "b"}, "num_test_images": 1000,
-               "threads": 4, "cpu_cores": 16, "device": "cuda:0", "seconds_train_and_evaluate": 61.4, "provenance": {},
-               "levels": ["a"], "level_sizes": [2], "embeddings": ["features", "projection"],
-               "runs": {loss: {**run, "name": loss.upper(), "absent": {}} for loss in DEMO_LOSSES}}
-    summary["runs"]["supcon"] = {"name": "CE", "absent": {"projection": "no head"},
-                                 "embeddings": {**run["embeddings"], "projection": None}}
+    summary = {
+        "setup": {"seed": 3, "train_subset": None, "epochs": 1, "backbone": "b"},
+        "num_test_images": 1000,
+        "threads": 4,
+        "cpu_cores": 16,
+        "device": "cuda:0",
+        "seconds_train_and_evaluate": 61.4,
+        "provenance": {},
+        "levels": ["a"],
+        "level_sizes": [2],
+        "embeddings": ["features", "projection"],
+        "runs": {loss: {**run, "name": loss.upper(), "absent": {}} for loss in DEMO_LOSSES},
+    }
+    summary["runs"]["supcon"] = {
+        "name": "CE",
+        "absent": {"projection": "no head"},
+        "embeddings": {**run["embeddings"], "projection": None},
+    }
     text = demo_table(summary)
-    assert text.splitlines()[0].startswith("Written by `hcl demo` (`make demo`) at an unknown commit (not a git "
-                                           "checkout): 4 torch threads on cuda:0 (16 CPU cores), 61 s wall time")
+    assert text.splitlines()[0].startswith(
+        "Written by `hcl demo` (`make demo`) at an unknown commit (not a git "
+        "checkout): 4 torch threads on cuda:0 (16 CPU cores), 61 s wall time"
+    )
     assert "Seed 3, all training images, 1 epoch, `b`; measured per level on 1,000 test images." in text
     tables = parse_tables(text)
     assert tables["features"]["a (2)", "MAP@R"] == ["0.250"] * 3
@@ -142,8 +167,9 @@ def test_cli_checks_the_readme_markers_before_training(tmp_path: Path, capsys: p
     readme = tmp_path / "README.md"
     readme.write_text("no markers\n")
     configs = write_configs(tmp_path / "configs")
-    assert main(["demo", "--out", str(tmp_path / "out"), "--configs", str(configs), "--update-readme",
-                 str(readme)]) == 2
+    assert (
+        main(["demo", "--out", str(tmp_path / "out"), "--configs", str(configs), "--update-readme", str(readme)]) == 2
+    )
     err = capsys.readouterr().err
     assert f"{readme} does not contain the marker '<!-- demo-table:start -->'" in err
     assert not (tmp_path / "out").exists() and readme.read_text() == "no markers\n"
@@ -156,8 +182,11 @@ def test_cli_checks_the_readme_markers_before_training(tmp_path: Path, capsys: p
 
 def test_the_demo_runs_may_differ_only_in_the_loss(tmp_path: Path) -> None:
     configs = write_configs(tmp_path / "configs", himulcon={"lr": 0.07, "seed": 1})
-    with pytest.raises(ValueError, match=r"fashion_mnist_himulcon.yaml differs from fashion_mnist_supcon.yaml in "
-                                         r"\['lr', 'seed'\]; the demo runs may differ only in the loss"):
+    with pytest.raises(
+        ValueError,
+        match=r"fashion_mnist_himulcon.yaml differs from fashion_mnist_supcon.yaml in "
+        r"\['lr', 'seed'\]; the demo runs may differ only in the loss",
+    ):
         run_demo(tmp_path / "out", configs_dir=configs)
     configs = write_configs(tmp_path / "other", himulcon={"loss": "supcon"})
     with pytest.raises(ValueError, match="fashion_mnist_himulcon.yaml trains loss 'supcon'; the demo needs 'himulcon'"):

@@ -73,7 +73,9 @@ def test_child_under_two_parents_is_rejected() -> None:
 
 
 def test_parent_map_depths_roots_and_cycles() -> None:
-    tree = Hierarchy.from_parent_map({"shirt": "tops", "tops": "clothes", "bag": "goods", "sneaker": "shoes", "shoes": "goods"})
+    tree = Hierarchy.from_parent_map(
+        {"shirt": "tops", "tops": "clothes", "bag": "goods", "sneaker": "shoes", "shoes": "goods"}
+    )
     assert tree.nodes(0) == ["clothes", "goods"]
     assert tree.nodes(1) == ["tops", "bag", "shoes"]
     assert tree.decode(tree.encode_leaf(["sneaker"])) == [("goods", "shoes", "sneaker")]
@@ -84,7 +86,11 @@ def test_parent_map_depths_roots_and_cycles() -> None:
 
 
 def test_from_folders(tmp_path) -> None:
-    files = [tmp_path / "animal" / "dog" / "beagle" / "1.jpg", tmp_path / "animal" / "cat" / "2.jpg", tmp_path / "plant" / "3.jpg"]
+    files = [
+        tmp_path / "animal" / "dog" / "beagle" / "1.jpg",
+        tmp_path / "animal" / "cat" / "2.jpg",
+        tmp_path / "plant" / "3.jpg",
+    ]
     tree = Hierarchy.from_folders(files, root=tmp_path)
     assert tree.num_levels == 3
     assert tree.nodes(0) == ["animal", "plant"]

@@ -14,8 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import hcl
 
 PACKAGE = Path(hcl.__file__).resolve().parent

@@ -106,6 +106,14 @@ def test_the_scan_finds_each_kind_of_name() -> None:
     )
     banned = sorted(name for _, name in _names(ast.parse(source)) if BANNED.search(name))
     assert banned == [
-        "Colour", "n_alias", "n_arg", "n_key", "n_kw", "n_local", "n_public", "neighbour_rows", "neighbours",
+        "Colour",
+        "n_alias",
+        "n_arg",
+        "n_key",
+        "n_kw",
+        "n_local",
+        "n_public",
+        "neighbour_rows",
+        "neighbours",
         "point_colours",
     ]

@@ -48,7 +48,9 @@ def test_torch_has_lower_bounds_only() -> None:
 def test_distribution_name_and_version() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["name"] == "hcl-contrastive"
-    out = subprocess.run([sys.executable, "-c", "import hcl; print(hcl.__version__)"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import hcl; print(hcl.__version__)"], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == hcl.__version__
 
 

@@ -18,7 +18,13 @@ def _hierarchy() -> Hierarchy:
 
 
 def test_the_file_names_are_the_documented_ones(tmp_path: Path) -> None:
-    names = (rundir.CONFIG_FILE, rundir.HIERARCHY_FILE, rundir.CHECKPOINT_FILE, rundir.METRICS_FILE, rundir.RESULTS_FILE)
+    names = (
+        rundir.CONFIG_FILE,
+        rundir.HIERARCHY_FILE,
+        rundir.CHECKPOINT_FILE,
+        rundir.METRICS_FILE,
+        rundir.RESULTS_FILE,
+    )
     assert names == ("config.json", "hierarchy.json", "checkpoint.pt", "metrics.jsonl", "results.json")
     assert rundir.embeddings_path(tmp_path, "test") == tmp_path / "embeddings_test.npz"
 

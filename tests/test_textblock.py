@@ -50,10 +50,14 @@ def test_an_empty_block_and_a_block_on_one_line(tmp_path: Path) -> None:
     [
         ("no markers at all\n", "does not contain the marker '<!-- demo-table:start -->'"),
         ("<!-- demo-table:start -->\nbody\n", "does not contain the marker '<!-- demo-table:end -->'"),
-        ("<!-- demo-table:start -->\n<!-- demo-table:start -->\n<!-- demo-table:end -->\n",
-         "contains 2 times the marker '<!-- demo-table:start -->'"),
-        ("<!-- demo-table:end -->\n<!-- demo-table:start -->\n",
-         "the marker '<!-- demo-table:end -->' comes before '<!-- demo-table:start -->'"),
+        (
+            "<!-- demo-table:start -->\n<!-- demo-table:start -->\n<!-- demo-table:end -->\n",
+            "contains 2 times the marker '<!-- demo-table:start -->'",
+        ),
+        (
+            "<!-- demo-table:end -->\n<!-- demo-table:start -->\n",
+            "the marker '<!-- demo-table:end -->' comes before '<!-- demo-table:start -->'",
+        ),
     ],
 )
 def test_bad_markers_name_the_file_and_the_marker_and_touch_nothing(tmp_path: Path, text: str, message: str) -> None:

@@ -72,8 +72,11 @@ class CIFAR100(HierarchicalDataset):
         levels: int | None = None,
     ) -> None:
         super().__init__(
-            transform=transform, channels=3, image_size=32,
-            mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
+            transform=transform,
+            channels=3,
+            image_size=32,
+            mean=(0.5071, 0.4865, 0.4409),
+            std=(0.2673, 0.2564, 0.2762),
         )
         check_split(split, ("train", "test"), "CIFAR-100")
         self.root = Path(root) if root is not None else default_data_dir()
@@ -90,9 +93,7 @@ class CIFAR100(HierarchicalDataset):
         if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3 * 32 * 32:
             raise ValueError(f"{data_path}: 'data' must be uint8 of shape (N, 3072), got {images.dtype} {images.shape}")
         if not len(fine) == len(coarse) == len(images):
-            raise ValueError(
-                f"{data_path}: {len(images)} images but {len(fine)} fine and {len(coarse)} coarse labels"
-            )
+            raise ValueError(f"{data_path}: {len(images)} images but {len(fine)} fine and {len(coarse)} coarse labels")
         if len(images) == 0:
             raise ValueError(f"split {split!r} in {data_path} has no images")
         _check_ids(fine, len(fine_names), "fine_labels", data_path, meta_path)

@@ -33,7 +33,16 @@ DEFAULT_FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 HIERARCHY_FILE = Path(__file__).with_name("fashion_mnist_hierarchy.json")
 # The class of each IDX label value 0..9, as documented with the data set.
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 _FILE_STEM = {"train": "train", "test": "t10k"}
 _IDX_UBYTE = 0x08
@@ -143,7 +152,7 @@ def read_idx_header(path: str | os.PathLike[str]) -> tuple[int, ...]:
     """The dimensions an IDX file's header announces, reading only the header."""
     path = Path(path)
     try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
             head = f.read(4)
             head += f.read(4 * head[3]) if len(head) == 4 else b""
     except (OSError, EOFError) as err:

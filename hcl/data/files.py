@@ -21,6 +21,7 @@ __all__ = [
     "read_maybe_gzip",
 ]
 
+
 def checkout_root(module_file: str | os.PathLike[str] = __file__) -> Path | None:
     """The repository hcl runs from (``pip install -e .`` or a source tree), or None when hcl is
     installed as a package: then nothing beside it is the project's ``data/``."""

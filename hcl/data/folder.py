@@ -96,9 +96,7 @@ class HierarchicalImageFolder(HierarchicalDataset):
         files = {name: _list_images(folder, suffixes) for name, folder in split_dirs.items()}
         if not files[split]:
             raise ValueError(f"split {split!r} has no images under {split_dirs[split]} (extensions {suffixes})")
-        folder_paths = {
-            name: [_relative_folders(f, split_dirs[name]) for f in found] for name, found in files.items()
-        }
+        folder_paths = {name: [_relative_folders(f, split_dirs[name]) for f in found] for name, found in files.items()}
         every = [p for paths in folder_paths.values() for p in paths]
         if parent_map is not None or wordnet_depth is not None:
             flat = [p for p in every if len(p) != 1]

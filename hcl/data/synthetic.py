@@ -140,8 +140,12 @@ class SyntheticHierarchy(HierarchicalDataset):
                 pass  # an unreadable cache entry is simply rendered again and replaced
         p = self.params
         images, leaf = render_synthetic(
-            p["branching"], p["samples_per_leaf"], noise=p["noise"], image_size=p["image_size"],
-            seed=p["seed"], stream=_SPLIT_STREAM[p["split"]],
+            p["branching"],
+            p["samples_per_leaf"],
+            noise=p["noise"],
+            image_size=p["image_size"],
+            seed=p["seed"],
+            stream=_SPLIT_STREAM[p["split"]],
         )
         if self.cache_path is not None:
             buffer = io.BytesIO()
@@ -226,9 +230,11 @@ def _node_factors(branching: list[int], digits: np.ndarray, rng: np.random.Gener
         k, b = digits[:, 3], branching[3]
         out["marker_angle"] = 2 * np.pi * k / b + rng.uniform(0, 2 * np.pi)
         out["size"] = 0.88 + 0.2 * k / max(b - 1, 1)
-    out["extra_markers"] = np.stack(
-        [2 * np.pi * digits[:, lv] / branching[lv] + lv for lv in range(4, depth)], axis=1
-    ) if depth > 4 else np.zeros((n, 0))
+    out["extra_markers"] = (
+        np.stack([2 * np.pi * digits[:, lv] / branching[lv] + lv for lv in range(4, depth)], axis=1)
+        if depth > 4
+        else np.zeros((n, 0))
+    )
     return out
 
 
@@ -314,9 +320,7 @@ def _leaf_digits(branching: list[int]) -> np.ndarray:
 
 
 def _node_name(digits: Sequence[int]) -> str:
-    return ".".join(
-        f"{_NODE_PREFIX[lv] if lv < len(_NODE_PREFIX) else f'l{lv}_'}{d}" for lv, d in enumerate(digits)
-    )
+    return ".".join(f"{_NODE_PREFIX[lv] if lv < len(_NODE_PREFIX) else f'l{lv}_'}{d}" for lv, d in enumerate(digits))
 
 
 def _synthetic_hierarchy(branching: list[int]) -> Hierarchy:

@@ -100,7 +100,9 @@ class _HierarchicalContrastive(torch.autograd.Function):
         # Positive sums: sum_g w_g |S_g|^2 - sum_i W_i |z_i|^2, group sums from the finest level up.
         sums = [z.new_zeros(levels[-1].num_groups, z.shape[1]).index_add_(0, levels[-1].group, z)]
         for level in reversed(range(1, len(levels))):
-            sums.insert(0, z.new_zeros(levels[level - 1].num_groups, z.shape[1]).index_add_(0, levels[level].parent, sums[0]))
+            sums.insert(
+                0, z.new_zeros(levels[level - 1].num_groups, z.shape[1]).index_add_(0, levels[level].parent, sums[0])
+            )
         all_sums = torch.cat(sums)
         squared_sums, squared_norms = (all_sums * all_sums).sum(dim=1), (z * z).sum(dim=1)
         positive_total = torch.dot(group_weight, squared_sums) - torch.dot(own_weight, squared_norms)
@@ -215,4 +217,6 @@ def hierarchical_contrastive(
         features: (N, D) with N >= 2; group_weight: (sum_l num_groups_l,). Returns the loss, a
         scalar, and ``level_terms``, (L,).
     """
-    return _HierarchicalContrastive.apply(features, 1.0 / temperature, groups, group_weight, constrained, bound_gradient)
+    return _HierarchicalContrastive.apply(
+        features, 1.0 / temperature, groups, group_weight, constrained, bound_gradient
+    )

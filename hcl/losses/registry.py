@@ -249,11 +249,15 @@ def _build_cpcc_supcon(*, hierarchy: Hierarchy | None = None, temperature: float
 
 
 def _build_cpcc_cross_entropy(*, hierarchy: Hierarchy | None = None, cpcc_weight: float = 1.0) -> nn.Module:
-    return CPCCCrossEntropy(_needs_hierarchy("cpcc_cross_entropy", hierarchy), cpcc_weight=cpcc_weight, check_inputs=False)
+    return CPCCCrossEntropy(
+        _needs_hierarchy("cpcc_cross_entropy", hierarchy), cpcc_weight=cpcc_weight, check_inputs=False
+    )
 
 
 def _build_soft_cross_entropy(*, hierarchy: Hierarchy | None = None, soft_label_beta: float = 10.0) -> nn.Module:
-    return SoftLabelCrossEntropy(_needs_hierarchy("soft_cross_entropy", hierarchy), beta=soft_label_beta, check_inputs=False)
+    return SoftLabelCrossEntropy(
+        _needs_hierarchy("soft_cross_entropy", hierarchy), beta=soft_label_beta, check_inputs=False
+    )
 
 
 # The paper's losses: every level, capturable as a CUDA graph, per-level terms from the same pass.
@@ -264,7 +268,9 @@ _BUILTIN_LOSSES = (
         display_name="HiMulConE",
         module_class=HiMulConE,
         build=_build_hierarchical(HiMulConE),
-        options=frozenset({"temperature", "level_weights", "mode", "bound_gradient", "constraint", "constraint_weight"}),
+        options=frozenset(
+            {"temperature", "level_weights", "mode", "bound_gradient", "constraint", "constraint_weight"}
+        ),
         constrained=True,
         **_PAPER_LOSS,
     ),

@@ -237,9 +237,7 @@ def numpy_block_sums(
     return sum(r[0] for r in results), sum(r[1] for r in results)
 
 
-def _numpy_rows(
-    sims: np.ndarray, first: int, context: _Context, scratch: _Buffers
-) -> tuple[np.ndarray, np.ndarray]:
+def _numpy_rows(sims: np.ndarray, first: int, context: _Context, scratch: _Buffers) -> tuple[np.ndarray, np.ndarray]:
     """Metric sums for the queries ``first .. first + len(sims) - 1``.
 
     Shape:
@@ -280,9 +278,7 @@ def _numpy_rows(
     return sums, counts
 
 
-def _hits_in_top_r(
-    relevant: np.ndarray, r: np.ndarray, harmonic: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _hits_in_top_r(relevant: np.ndarray, r: np.ndarray, harmonic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the number of hits in the top R, and ``R * AP@R = sum_j j / p_j``.
 
     ``p_j`` is the 1-based rank of the j-th hit. Work is proportional to the hits or to the

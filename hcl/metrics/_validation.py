@@ -63,9 +63,7 @@ def as_labels_for(labels: Any, embeddings: torch.Tensor, name: str, emb_name: st
     """
     labels = as_label_tensor(labels, name=name, device="cpu")
     if labels.shape[0] != embeddings.shape[0]:
-        raise ValueError(
-            f"{name} has {labels.shape[0]} rows but {emb_name} has {embeddings.shape[0]}; they must match"
-        )
+        raise ValueError(f"{name} has {labels.shape[0]} rows but {emb_name} has {embeddings.shape[0]}; they must match")
     return labels
 
 

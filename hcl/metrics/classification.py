@@ -242,12 +242,9 @@ def _accuracy(predicted: torch.Tensor, truth: torch.Tensor) -> float:
     return float((predicted[known] == truth[known]).double().mean())
 
 
-def _sklearn_probe(
-    x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, C: float, max_iter: int
-) -> torch.Tensor:
+def _sklearn_probe(x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, C: float, max_iter: int) -> torch.Tensor:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-
     from threadpoolctl import threadpool_limits
 
     model = LogisticRegression(C=C, max_iter=max_iter)

@@ -112,8 +112,15 @@ def _train_and_evaluate(task: CellTask) -> dict[str, Any]:
     model = result.model
     device = next(model.parameters()).device
     start = time.perf_counter()
-    evaluated = evaluate_embeddings(result.run_dir, embeddings=task.embeddings, cfg=cfg, model=model,
-                                    step=result.step, fit_results=result.results, device=device)
+    evaluated = evaluate_embeddings(
+        result.run_dir,
+        embeddings=task.embeddings,
+        cfg=cfg,
+        model=model,
+        step=result.step,
+        fit_results=result.results,
+        device=device,
+    )
     metrics = evaluated["metrics"]
     for which, results in metrics.items():
         if results is not None:
@@ -141,7 +148,11 @@ def provenance() -> dict[str, Any]:
     commit = None
     try:
         lines = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=package, capture_output=True, text=True, timeout=10,
+            ["git", "rev-parse", "--show-toplevel", "HEAD"],
+            cwd=package,
+            capture_output=True,
+            text=True,
+            timeout=10,
             check=False,
         ).stdout.split()
     except (OSError, subprocess.SubprocessError):
@@ -150,12 +161,26 @@ def provenance() -> dict[str, Any]:
     dirty = None
     if len(lines) == 2 and Path(lines[0]).resolve() / "hcl" == package:
         commit = lines[1]
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "hcl"],
-                                cwd=lines[0], capture_output=True, text=True, timeout=10, check=False)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "hcl"],
+            cwd=lines[0],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
         dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"hcl": hcl.__version__, "git_commit": commit, "git_dirty": dirty, "python": sys.version.split()[0],
-            "torch": torch.__version__, "machine": platform.machine(), "cpus": os.cpu_count(), "gpu": gpu}
+    return {
+        "hcl": hcl.__version__,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "gpu": gpu,
+    }
 
 
 def _now() -> str:

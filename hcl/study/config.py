@@ -59,8 +59,9 @@ class HeldoutSpec:
             if len(set(self.classes)) != len(self.classes):
                 raise ValueError(f"study key 'heldout.classes' lists a class twice: {self.classes!r}")
             if self.per_seed:
-                raise ValueError("study key 'heldout.per_seed' needs the classes chosen at random; "
-                                 "remove 'heldout.classes'")
+                raise ValueError(
+                    "study key 'heldout.per_seed' needs the classes chosen at random; remove 'heldout.classes'"
+                )
         _check_int("heldout.count", self.count, minimum=1)
         _check_int("heldout.seed", self.seed, minimum=0)
         if not isinstance(self.per_seed, bool):

@@ -60,7 +60,9 @@ def tradeoff_figure(
                 points.setdefault((row["variant"], int(row["seed"])), {})[axis] = row["value"]
     means = {
         (s["variant"], axis): s
-        for s in summary for axis, (level, metric) in axes.items() if s["level"] == level and s["metric"] == metric
+        for s in summary
+        for axis, (level, metric) in axes.items()
+        if s["level"] == level and s["metric"] == metric
     }
     colors = variant_colors(variants)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1)
@@ -74,12 +76,18 @@ def tradeoff_figure(
             extent["y"] += [runs[s]["y"] for s in seeds]
             fig.add_trace(
                 go.Scatter(
-                    x=[runs[s][axis] for s in seeds], y=[runs[s]["y"] for s in seeds], mode="markers",
-                    marker={"color": color, "size": 7, "opacity": 0.45}, name=variant, legendgroup=variant,
-                    showlegend=False, text=[f"{variant}, seed {s}" for s in seeds],
+                    x=[runs[s][axis] for s in seeds],
+                    y=[runs[s]["y"] for s in seeds],
+                    mode="markers",
+                    marker={"color": color, "size": 7, "opacity": 0.45},
+                    name=variant,
+                    legendgroup=variant,
+                    showlegend=False,
+                    text=[f"{variant}, seed {s}" for s in seeds],
                     hovertemplate="%{text}<br>x %{x:.4f}<br>y %{y:.4f}<extra></extra>",
                 ),
-                row=1, col=col,
+                row=1,
+                col=col,
             )
             mx, my = means.get((variant, axis)), means.get((variant, "y"))
             if mx is None or my is None:
@@ -88,21 +96,33 @@ def tradeoff_figure(
             extent["y"] += [v for v in (my["ci_low"], my["ci_high"]) if _finite(v)]
             fig.add_trace(
                 go.Scatter(
-                    x=[mx["mean"]], y=[my["mean"]], mode="markers", name=variant, legendgroup=variant,
+                    x=[mx["mean"]],
+                    y=[my["mean"]],
+                    mode="markers",
+                    name=variant,
+                    legendgroup=variant,
                     showlegend=col == 1,
                     marker={"color": color, "size": 13, "symbol": "diamond", "line": {"color": "#222", "width": 1}},
-                    error_x=_error_bar(mx, color), error_y=_error_bar(my, color),
+                    error_x=_error_bar(mx, color),
+                    error_y=_error_bar(my, color),
                     hovertemplate=f"{variant}: mean of {my['n']} runs<br>x %{{x:.4f}}<br>y %{{y:.4f}}<extra></extra>",
                 ),
-                row=1, col=col,
+                row=1,
+                col=col,
             )
     fig.update_xaxes(title_text="CPCC", range=_range(extent["cpcc"], -1.0), row=1, col=1)
-    fig.update_xaxes(title_text=f"MAP@R, {coarsest} (coarsest level)", range=_range(extent["coarse"], 0.0),
-                     row=1, col=2)
+    fig.update_xaxes(
+        title_text=f"MAP@R, {coarsest} (coarsest level)", range=_range(extent["coarse"], 0.0), row=1, col=2
+    )
     fig.update_yaxes(title_text=f"MAP@R, {finest} (finest level)", range=_range(extent["y"], 0.0), row=1, col=1)
     fig.update_yaxes(range=_range(extent["y"], 0.0), row=1, col=2)
-    fig.update_layout(title=title or None, template="plotly_white", height=430,
-                      legend={"orientation": "h", "y": -0.18}, margin={"t": 50 if title else 20})
+    fig.update_layout(
+        title=title or None,
+        template="plotly_white",
+        height=430,
+        legend={"orientation": "h", "y": -0.18},
+        margin={"t": 50 if title else 20},
+    )
     return fig
 
 
@@ -132,8 +152,13 @@ def paired_difference_figure(
         raise ValueError("paired_difference_figure needs at least one (level, metric, label)")
     by_key = {(p["variant"], p["level"], p["metric"]): p for p in paired}
     shown = [v for v in variants if any((v, level, metric) in by_key for level, metric, _ in metrics)]
-    fig = make_subplots(rows=1, cols=len(metrics), shared_yaxes=True, horizontal_spacing=0.04,
-                        subplot_titles=[label for _, _, label in metrics])
+    fig = make_subplots(
+        rows=1,
+        cols=len(metrics),
+        shared_yaxes=True,
+        horizontal_spacing=0.04,
+        subplot_titles=[label for _, _, label in metrics],
+    )
     legend: set[str] = set()
     for col, (level, metric, label) in enumerate(metrics, start=1):
         rows = [by_key[v, level, metric] for v in shown if (v, level, metric) in by_key]
@@ -145,27 +170,47 @@ def paired_difference_figure(
             high = [r["ci_high"] - r["mean_diff"] if _finite(r["ci_high"]) else 0.0 for r in group]
             fig.add_trace(
                 go.Scatter(
-                    x=[r["mean_diff"] for r in group], y=[r["variant"] for r in group], mode="markers",
-                    name=f"{reading} ({meaning})", legendgroup=reading, showlegend=reading not in legend,
+                    x=[r["mean_diff"] for r in group],
+                    y=[r["variant"] for r in group],
+                    mode="markers",
+                    name=f"{reading} ({meaning})",
+                    legendgroup=reading,
+                    showlegend=reading not in legend,
                     marker={"color": color, "symbol": symbol, "size": 11, "line": {"color": color, "width": 2}},
-                    error_x={"type": "data", "symmetric": False, "array": high, "arrayminus": low, "color": color,
-                             "thickness": 1.5, "width": 5},
+                    error_x={
+                        "type": "data",
+                        "symmetric": False,
+                        "array": high,
+                        "arrayminus": low,
+                        "color": color,
+                        "thickness": 1.5,
+                        "width": 5,
+                    },
                     customdata=[[r["ci_low"], r["ci_high"], r["p_t"], r["p_wilcoxon"], r["n"]] for r in group],
                     hovertemplate=f"%{{y}} vs {group[0]['baseline']}, {label}<br>difference %{{x:+.4f}}"
-                                  "<br>95% CI [%{customdata[0]:+.4f}, %{customdata[1]:+.4f}]<br>p_t %{customdata[2]:.3f}"
-                                  ", p_W %{customdata[3]:.3f}, n %{customdata[4]}<extra></extra>",
+                    "<br>95% CI [%{customdata[0]:+.4f}, %{customdata[1]:+.4f}]<br>p_t %{customdata[2]:.3f}"
+                    ", p_W %{customdata[3]:.3f}, n %{customdata[4]}<extra></extra>",
                 ),
-                row=1, col=col,
+                row=1,
+                col=col,
             )
             legend.add(reading)
         fig.add_vline(x=0, line={"color": "#444", "width": 1, "dash": "dot"}, row=1, col=col)
-        fig.update_xaxes(title_text=f"difference from {rows[0]['baseline'] if rows else 'the baseline'}", zeroline=False,
-                         row=1, col=col)
+        fig.update_xaxes(
+            title_text=f"difference from {rows[0]['baseline'] if rows else 'the baseline'}",
+            zeroline=False,
+            row=1,
+            col=col,
+        )
     fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=shown)
     # the legend sits at the foot of the figure, in pixels below the axis titles whatever the height
-    fig.update_layout(title=title or None, template="plotly_white", height=(210 if title else 180) + 36 * len(shown),
-                      legend={"orientation": "h", "yref": "container", "y": 0.0, "yanchor": "bottom"},
-                      margin={"t": 90 if title else 60, "b": 100})
+    fig.update_layout(
+        title=title or None,
+        template="plotly_white",
+        height=(210 if title else 180) + 36 * len(shown),
+        legend={"orientation": "h", "yref": "container", "y": 0.0, "yanchor": "bottom"},
+        margin={"t": 90 if title else 60, "b": 100},
+    )
     return fig
 
 
@@ -190,5 +235,12 @@ def _error_bar(stats: Mapping[str, Any], color: str) -> dict[str, Any]:
     low, high, mean = stats.get("ci_low"), stats.get("ci_high"), stats["mean"]
     if not (_finite(low) and _finite(high)):
         return {"visible": False}
-    return {"type": "data", "symmetric": False, "array": [high - mean], "arrayminus": [mean - low],
-            "color": color, "thickness": 1.5, "width": 4}
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": [high - mean],
+        "arrayminus": [mean - low],
+        "color": color,
+        "thickness": 1.5,
+        "width": 4,
+    }

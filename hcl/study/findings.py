@@ -43,8 +43,11 @@ def study_levels(study: Mapping[str, Any]) -> list[str]:
                 return list(results["levels"])
     levels: list[str] = []
     for row in study["summary"]:
-        if row["level"] != ALL_LEVELS and not row["metric"].startswith(f"{row['protocol']}/") \
-                and row["level"] not in levels:
+        if (
+            row["level"] != ALL_LEVELS
+            and not row["metric"].startswith(f"{row['protocol']}/")
+            and row["level"] not in levels
+        ):
             levels.append(row["level"])
     if not levels:
         raise ValueError("the study has no finished cell, so no levels to report")
@@ -107,9 +110,21 @@ def study_findings(
                 for level, metric, label in headline:
                     row = paired.get((proto, emb, variant, level, metric))
                     if row is None:
-                        row = {"variant": variant, "baseline": config["baseline"], "protocol": proto,
-                               "embedding": emb, "level": level, "metric": metric, "n": 0, "mean_diff": None,
-                               "ci_low": None, "ci_high": None, "p_t": None, "p_wilcoxon": None, "seeds": []}
+                        row = {
+                            "variant": variant,
+                            "baseline": config["baseline"],
+                            "protocol": proto,
+                            "embedding": emb,
+                            "level": level,
+                            "metric": metric,
+                            "n": 0,
+                            "mean_diff": None,
+                            "ci_low": None,
+                            "ci_high": None,
+                            "p_t": None,
+                            "p_wilcoxon": None,
+                            "seeds": [],
+                        }
                         found.append({**row, "label": label, "verdict": "not measured"})
                     else:
                         found.append({**row, "label": label, "verdict": verdict(row["ci_low"], row["ci_high"])})

@@ -65,8 +65,12 @@ def study_markdown(study: StudyLike, *, heading_level: int = 1) -> str:
         for embedding in config["embeddings"]:
             found = study_findings(study, protocol=protocol, embedding=embedding)
             if found:
-                lines += [f"**{_protocol_title(study, protocol)}, {embedding} embedding**", "",
-                          *_finding_lines(found), ""]
+                lines += [
+                    f"**{_protocol_title(study, protocol)}, {embedding} embedding**",
+                    "",
+                    *_finding_lines(found),
+                    "",
+                ]
     for protocol in config["protocols"]:
         for embedding in config["embeddings"]:
             lines += [f"{h2} {_sentence(_protocol_title(study, protocol))}, {embedding} embedding", ""]
@@ -74,8 +78,7 @@ def study_markdown(study: StudyLike, *, heading_level: int = 1) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def study_headline(study: StudyLike, *, protocol: str | None = None, embedding: str | None = None,
-                   top: int = 3) -> str:
+def study_headline(study: StudyLike, *, protocol: str | None = None, embedding: str | None = None, top: int = 3) -> str:
     """A few Markdown lines for a README: the largest effects on the headline metrics, each with its
     95% CI, and the null results.
 
@@ -93,28 +96,38 @@ def study_headline(study: StudyLike, *, protocol: str | None = None, embedding: 
     found = study_findings(study, protocol=protocol, embedding=embedding)
     seeds = sorted({f["n"] for f in found if f["n"]})
     over = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}" if seeds else "no"
-    intro = (f"**{_title(config)}**: {_count(len(config['variants']) - 1, 'variant')} against {config['baseline']}, "
-             f"paired over {over} seeds ({_protocol_title(study, protocol)}, {embedding} embedding; "
-             "mean difference [95% CI], an effect where the CI excludes 0):")
+    intro = (
+        f"**{_title(config)}**: {_count(len(config['variants']) - 1, 'variant')} against {config['baseline']}, "
+        f"paired over {over} seeds ({_protocol_title(study, protocol)}, {embedding} embedding; "
+        "mean difference [95% CI], an effect where the CI excludes 0):"
+    )
     lines = [intro, ""]
     effects = sorted((f for f in found if f["verdict"] in ("helps", "hurts")), key=lambda f: -abs(f["mean_diff"]))
     if effects:
-        shown = [f"{f['variant']} {f['verdict']} {f['label']}: {_signed(f['mean_diff'])} {_interval(f)}"
-                 for f in effects[:top]]
+        shown = [
+            f"{f['variant']} {f['verdict']} {f['label']}: {_signed(f['mean_diff'])} {_interval(f)}"
+            for f in effects[:top]
+        ]
         more = f" ({len(effects) - top} more in the full report)" if len(effects) > top else ""
         lines.append(f"- Largest effects: {'; '.join(shown)}{more}.")
     else:
-        lines.append(f"- No variant differs detectably from {config['baseline']} on "
-                     f"{_join([label for _, _, label in headline_metrics(study)])}.")
-    for word, heading in (("no detectable difference", "No detectable difference"),
-                          ("too few seeds", "Too few seeds to tell"), ("not measured", "Not measured")):
+        lines.append(
+            f"- No variant differs detectably from {config['baseline']} on "
+            f"{_join([label for _, _, label in headline_metrics(study)])}."
+        )
+    for word, heading in (
+        ("no detectable difference", "No detectable difference"),
+        ("too few seeds", "Too few seeds to tell"),
+        ("not measured", "Not measured"),
+    ):
         by_variant: dict[str, list[str]] = {}
         for f in found:
             if f["verdict"] == word:
                 by_variant.setdefault(f["variant"], []).append(f["label"])
         if by_variant and (effects or word != "no detectable difference"):
-            lines.append(f"- {heading}: " + "; ".join(f"{v} on {_join(labels)}" for v, labels in by_variant.items())
-                         + ".")
+            lines.append(
+                f"- {heading}: " + "; ".join(f"{v} on {_join(labels)}" for v, labels in by_variant.items()) + "."
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -136,9 +149,13 @@ def _protocol_title(study: Mapping[str, Any], protocol: str) -> str:
     if protocol != "heldout":
         return f"protocol {protocol}"
     spec = study["config"].get("heldout") or {}
-    reported = {tuple(results[protocol]["classes"]) for cell in study["cells"] if cell["cell"]["protocol"] == protocol
-                for results in (cell.get("metrics") or {}).values()
-                if results and isinstance(results.get(protocol), Mapping) and results[protocol].get("classes")}
+    reported = {
+        tuple(results[protocol]["classes"])
+        for cell in study["cells"]
+        if cell["cell"]["protocol"] == protocol
+        for results in (cell.get("metrics") or {}).values()
+        if results and isinstance(results.get(protocol), Mapping) and results[protocol].get("classes")
+    }
     if spec.get("classes") or len(reported) == 1:
         return f"held-out classes ({', '.join(spec.get('classes') or next(iter(reported)))})"
     return f"{spec.get('count', 'some')} held-out classes" + (" (new per seed)" if spec.get("per_seed") else "")
@@ -153,9 +170,13 @@ def _provenance(study: Mapping[str, Any]) -> list[str]:
     command = study.get("command")
     lines = [f"- **Command:** `{command}`" if command else "- **Command:** not recorded (run from Python)"]
     commits = Counter((e.get("git_commit"), e.get("git_dirty")) for e in cell_envs)
-    code = [_commit(commit, dirty) + (f" ({count} cells)" if len(commits) > 1 else "")
-            for (commit, dirty), count in commits.items()]
-    versions = [f"{name} {', '.join(sorted({str(e.get(name)) for e in cell_envs}))}" for name in ("hcl", "torch", "python")]
+    code = [
+        _commit(commit, dirty) + (f" ({count} cells)" if len(commits) > 1 else "")
+        for (commit, dirty), count in commits.items()
+    ]
+    versions = [
+        f"{name} {', '.join(sorted({str(e.get(name)) for e in cell_envs}))}" for name in ("hcl", "torch", "python")
+    ]
     lines.append(f"- **Code:** {'; '.join(code)}; {', '.join(versions)}")
     shape = " x ".join(_count(len(config[key]), key[:-1]) for key in ("variants", "seeds", "protocols"))
     shape += f", baseline {config['baseline']}"
@@ -167,8 +188,10 @@ def _provenance(study: Mapping[str, Any]) -> list[str]:
     threads = sorted({e.get("torch_threads") for e in cell_envs if e.get("torch_threads")})
     threads = threads or [config.get("threads_per_worker", 1)]
     per_cell = _count(threads[0], "thread") if len(threads) == 1 else "/".join(map(str, threads)) + " threads"
-    lines.append(f"- **Workers:** {workers or 'one per CPU core'} at once, {per_cell} each, "
-                 f"executor {config.get('executor', 'process')}")
+    lines.append(
+        f"- **Workers:** {workers or 'one per CPU core'} at once, {per_cell} each, "
+        f"executor {config.get('executor', 'process')}"
+    )
     lines.append(f"- **Time:** {_timing(ok)}")
     lines.append(f"- **Machine:** {_machines(cell_envs)}")
     return lines
@@ -190,9 +213,11 @@ def _timing(cells: Sequence[Mapping[str, Any]]) -> str:
     threads = [(c.get("environment") or {}).get("torch_threads") or 1 for c in cells]
     wall = (max(ends) - min(starts)).total_seconds()
     core = sum(t * n for t, n in zip(times, threads))
-    return (f"{_duration(wall)} wall (first cell start to last cell finish, across reruns); "
-            f"{_duration(sum(times))} of cell time summed; {_duration(core)} CPU-core time "
-            "(each cell's time x its threads)")
+    return (
+        f"{_duration(wall)} wall (first cell start to last cell finish, across reruns); "
+        f"{_duration(sum(times))} of cell time summed; {_duration(core)} CPU-core time "
+        "(each cell's time x its threads)"
+    )
 
 
 def _when(text: Any) -> datetime.datetime | None:
@@ -225,8 +250,13 @@ def _machines(envs: Sequence[Mapping[str, Any]]) -> str:
 def _section(study: Mapping[str, Any], protocol: str, embedding: str, h3: str) -> list[str]:
     config = study["config"]
     summary = [s for s in study["summary"] if s["protocol"] == protocol and s["embedding"] == embedding]
-    absent = {c["cell"]["variant"]: reason for c in study["cells"] if c["cell"]["protocol"] == protocol
-              for emb, reason in (c.get("absent") or {}).items() if emb == embedding}
+    absent = {
+        c["cell"]["variant"]: reason
+        for c in study["cells"]
+        if c["cell"]["protocol"] == protocol
+        for emb, reason in (c.get("absent") or {}).items()
+        if emb == embedding
+    }
     notes = [f"{variant}: no {embedding} embedding ({reason})." for variant, reason in absent.items()]
     if not summary:
         return ["No finished cell has this embedding.", *notes, ""]
@@ -235,22 +265,44 @@ def _section(study: Mapping[str, Any], protocol: str, embedding: str, h3: str) -
     lines = ["Mean [95% CI] over seeds.", "", *_mean_table(summary, config, columns), ""]
     paired = [p for p in study["paired"] if p["protocol"] == protocol and p["embedding"] == embedding]
     shown = [(level, metric) for level, metric, _ in headline_metrics(study)]
-    legend = ("Mean difference on the seeds both finished [95% t-interval]; p_t: paired t-test, "
-              "p_W: Wilcoxon signed-rank (two-sided; it cannot go below 2/2^n).")
-    lines += [f"{h3} Paired differences from {config['baseline']}", "", *_paired_table(paired, config, shown),
-              "", legend, ""]
+    legend = (
+        "Mean difference on the seeds both finished [95% t-interval]; p_t: paired t-test, "
+        "p_W: Wilcoxon signed-rank (two-sided; it cannot go below 2/2^n)."
+    )
+    lines += [
+        f"{h3} Paired differences from {config['baseline']}",
+        "",
+        *_paired_table(paired, config, shown),
+        "",
+        legend,
+        "",
+    ]
     own = list(dict.fromkeys((s["level"], s["metric"]) for s in summary if s["metric"].startswith(f"{protocol}/")))
     if own:
         name = "the held-out classes" if protocol == "heldout" else f"protocol {protocol}"
-        lines += [f"{h3} Metrics of {name}", "", f"Mean [95% CI] over seeds of `{protocol}/<metric>`:", "",
-                  *_own_table(summary, config, own, protocol, paired=False), "",
-                  f"Paired differences from {config['baseline']} [95% CI], in bold where the interval excludes 0:",
-                  "", *_own_table(paired, config, own, protocol, paired=True), ""]
+        lines += [
+            f"{h3} Metrics of {name}",
+            "",
+            f"Mean [95% CI] over seeds of `{protocol}/<metric>`:",
+            "",
+            *_own_table(summary, config, own, protocol, paired=False),
+            "",
+            f"Paired differences from {config['baseline']} [95% CI], in bold where the interval excludes 0:",
+            "",
+            *_own_table(paired, config, own, protocol, paired=True),
+            "",
+        ]
     return [*lines, *notes, ""] if notes else lines
 
 
-def _own_table(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any], shown: Sequence[tuple[str, str]],
-               protocol: str, *, paired: bool) -> list[str]:
+def _own_table(
+    rows: Sequence[Mapping[str, Any]],
+    config: Mapping[str, Any],
+    shown: Sequence[tuple[str, str]],
+    protocol: str,
+    *,
+    paired: bool,
+) -> list[str]:
     """A protocol's own metrics, one row per metric and level, one column per variant (there may be
     many such metrics: the held-out protocol reports a dozen and more)."""
     by_key = {(r["variant"], r["level"], r["metric"]): r for r in rows}
@@ -273,8 +325,9 @@ def _own_table(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any], sho
     return _table(["metric", *variants], body)
 
 
-def _mean_table(summary: Sequence[Mapping[str, Any]], config: Mapping[str, Any],
-                columns: Sequence[tuple[str, str]]) -> list[str]:
+def _mean_table(
+    summary: Sequence[Mapping[str, Any]], config: Mapping[str, Any], columns: Sequence[tuple[str, str]]
+) -> list[str]:
     by_key = {(s["variant"], s["level"], s["metric"]): s for s in summary}
     header = ["variant", "seeds", *(metric_label(level, metric) for level, metric in columns)]
     rows = []
@@ -284,21 +337,36 @@ def _mean_table(summary: Sequence[Mapping[str, Any]], config: Mapping[str, Any],
             continue
         counts = sorted({s["n"] for s in stats if s})
         name = f"{variant} (baseline)" if variant == config["baseline"] else variant
-        rows.append([name, "-".join(map(str, dict.fromkeys((counts[0], counts[-1])))),
-                     *("–" if s is None else f"{_plain(s['mean'])} {_interval(s)}" for s in stats)])
+        rows.append(
+            [
+                name,
+                "-".join(map(str, dict.fromkeys((counts[0], counts[-1])))),
+                *("–" if s is None else f"{_plain(s['mean'])} {_interval(s)}" for s in stats),
+            ]
+        )
     return _table(header, rows)
 
 
-def _paired_table(paired: Sequence[Mapping[str, Any]], config: Mapping[str, Any],
-                  shown: Sequence[tuple[str, str]]) -> list[str]:
+def _paired_table(
+    paired: Sequence[Mapping[str, Any]], config: Mapping[str, Any], shown: Sequence[tuple[str, str]]
+) -> list[str]:
     by_key = {(p["variant"], p["level"], p["metric"]): p for p in paired}
     rows = []
     for variant in config["variants"]:
         for level, metric in dict.fromkeys(shown):
             p = by_key.get((variant, level, metric))
             if p is not None:
-                rows.append([variant, metric_label(level, metric), f"{_signed(p['mean_diff'])} {_interval(p)}",
-                             _p(p["p_t"]), _p(p["p_wilcoxon"]), str(p["n"]), verdict(p["ci_low"], p["ci_high"])])
+                rows.append(
+                    [
+                        variant,
+                        metric_label(level, metric),
+                        f"{_signed(p['mean_diff'])} {_interval(p)}",
+                        _p(p["p_t"]),
+                        _p(p["p_wilcoxon"]),
+                        str(p["n"]),
+                        verdict(p["ci_low"], p["ci_high"]),
+                    ]
+                )
     if not rows:
         return [f"No variant shares a finished seed with {config['baseline']}."]
     return _table(["variant", "metric", "difference [95% CI]", "p_t", "p_W", "n", "reading"], rows)
@@ -309,13 +377,18 @@ def _finding_lines(found: Sequence[Mapping[str, Any]]) -> list[str]:
     n); no detectable difference on Y (...) and Z (...).``"""
     by_variant: dict[str, dict[str, list[str]]] = {}
     for f in found:
-        numbers = "" if f["verdict"] == "not measured" else \
-            f" ({_signed(f['mean_diff'])} {_interval(f)}, p_t {_p(f['p_t'])}, n {f['n']})"
+        numbers = (
+            ""
+            if f["verdict"] == "not measured"
+            else f" ({_signed(f['mean_diff'])} {_interval(f)}, p_t {_p(f['p_t'])}, n {f['n']})"
+        )
         verdicts = by_variant.setdefault(f"{f['variant']} vs {f['baseline']}", {})
         verdicts.setdefault(f["verdict"], []).append(f["label"] + numbers)
     lines = []
     for name, verdicts in by_variant.items():
-        clauses = [f"{word}{'' if word in ('helps', 'hurts') else ' on'} {_join(items)}" for word, items in verdicts.items()]
+        clauses = [
+            f"{word}{'' if word in ('helps', 'hurts') else ' on'} {_join(items)}" for word, items in verdicts.items()
+        ]
         lines.append(f"- {name}: {'; '.join(clauses)}.")
     return lines
 

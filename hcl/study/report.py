@@ -57,6 +57,7 @@ def write_study_report(study_json: str | os.PathLike[str], out_path: str | os.Pa
     sections.append(html_section("Status", "", notes) if notes else "")
     for protocol in config["protocols"]:
         for embedding in config["embeddings"]:
+
             def match(r: Mapping[str, Any], protocol: str = protocol, embedding: str = embedding) -> bool:
                 return r["protocol"] == protocol and r["embedding"] == embedding
 
@@ -68,7 +69,11 @@ def write_study_report(study_json: str | os.PathLike[str], out_path: str | os.Pa
             levels = _ordered(s["level"] for s in summary)
             finest, coarsest = [lv for lv in levels if lv != ALL_LEVELS][-1], levels[0]
             figure = tradeoff_figure(
-                [r for r in rows if match(r)], summary, variants=variants, finest=finest, coarsest=coarsest,
+                [r for r in rows if match(r)],
+                summary,
+                variants=variants,
+                finest=finest,
+                coarsest=coarsest,
                 title=f"trade-off ({protocol}, {embedding}): one small point per run, means with 95% CIs",
             )
             paired = [p for p in document["paired"] if match(p)]
@@ -77,11 +82,14 @@ def write_study_report(study_json: str | os.PathLike[str], out_path: str | os.Pa
                 f"<h3>Difference from {html.escape(baseline)} on the same seeds</h3>{_paired_table(paired, variants)}"
                 "<p class='meta'>mean difference [95% CI]; p<sub>t</sub>: paired t-test, p<sub>W</sub>: Wilcoxon "
                 f"signed-rank (two-sided; with {num_seeds} seeds it cannot go below 2/2<sup>{num_seeds}</sup> = "
-                f"{2 / 2 ** num_seeds:.4g}); p &lt; 0.05 in bold. Shaded where the CI excludes 0.</p>"
+                f"{2 / 2**num_seeds:.4g}); p &lt; 0.05 in bold. Shaded where the CI excludes 0.</p>"
                 + to_html(figure, include_plotlyjs=False, full_html=False)
             )
-            absent = {c["cell"]["variant"]: c["absent"][embedding] for c in document["cells"]
-                      if c["cell"]["protocol"] == protocol and embedding in (c.get("absent") or {})}
+            absent = {
+                c["cell"]["variant"]: c["absent"][embedding]
+                for c in document["cells"]
+                if c["cell"]["protocol"] == protocol and embedding in (c.get("absent") or {})
+            }
             sections.append(html_section(heading, body, [f"{v}: {reason}" for v, reason in absent.items()]))
     sections.append(html_section("Cells", _cells_table(document["cells"]), []))
     env = document.get("environment", {})
@@ -132,13 +140,16 @@ def _summary_table(summary: Sequence[Mapping[str, Any]], variants: Sequence[str]
         means = [s["mean"] for s in stats if s and s["mean"] is not None]
         best = max(means) if len(means) > 1 and min(means) < max(means) else None
         cells = "".join(
-            "<td>–</td>" if s is None else
-            f"<td>{_bold(_num(s['mean']), best is not None and s['mean'] == best)}"
+            "<td>–</td>"
+            if s is None
+            else f"<td>{_bold(_num(s['mean']), best is not None and s['mean'] == best)}"
             f" <span class='ci'>[{_num(s['ci_low'])}, {_num(s['ci_high'])}] n={s['n']}</span></td>"
             for s in stats
         )
-        body.append(f"<tr><td class='name'>{html.escape(level)}</td>"
-                    f"<td class='name'>{html.escape(_metric_label(metric))}</td>{cells}</tr>")
+        body.append(
+            f"<tr><td class='name'>{html.escape(level)}</td>"
+            f"<td class='name'>{html.escape(_metric_label(metric))}</td>{cells}</tr>"
+        )
     return f"<table class='metrics'>{header}{''.join(body)}</table>"
 
 
@@ -163,8 +174,10 @@ def _paired_table(paired: Sequence[Mapping[str, Any]], variants: Sequence[str]) 
                 f"{_num(high, True)}]</span><br><span class='p'>p<sub>t</sub> {_p(p['p_t'])} · "
                 f"p<sub>W</sub> {_p(p['p_wilcoxon'])} · n={p['n']}</span></td>"
             )
-        body.append(f"<tr><td class='name'>{html.escape(level)}</td>"
-                    f"<td class='name'>{html.escape(_metric_label(metric))}</td>{''.join(cells)}</tr>")
+        body.append(
+            f"<tr><td class='name'>{html.escape(level)}</td>"
+            f"<td class='name'>{html.escape(_metric_label(metric))}</td>{''.join(cells)}</tr>"
+        )
     return f"<table class='metrics'>{header}{''.join(body)}</table>"
 
 
@@ -180,8 +193,10 @@ def _cells_table(cells: Sequence[Mapping[str, Any]]) -> str:
             f"<td class='name'>{html.escape(str(cell.get('finished', '')))}</td>"
             f"<td class='name'>{html.escape(note)}</td></tr>"
         )
-    return (f"<details><summary>{len(cells)} cells (run directories under <code>cells/</code>)</summary>"
-            f"<table class='metrics'>{header}{''.join(body)}</table></details>")
+    return (
+        f"<details><summary>{len(cells)} cells (run directories under <code>cells/</code>)</summary>"
+        f"<table class='metrics'>{header}{''.join(body)}</table></details>"
+    )
 
 
 def _bold(text: str, bold: bool) -> str:

@@ -203,14 +203,26 @@ def _execute(plan: StudyPlan, todo: list[Cell], *, progress: bool, already: int)
 
     study = plan.study
     tasks = [
-        CellTask(cell, plan.configs[cell].to_dict(), plan.protocols[cell.protocol], tuple(study.embeddings),
-                 study.threads_per_worker)
+        CellTask(
+            cell,
+            plan.configs[cell].to_dict(),
+            plan.protocols[cell.protocol],
+            tuple(study.embeddings),
+            study.threads_per_worker,
+        )
         for cell in todo
     ]
     # tqdm's rate counts only the cells finished by this call (n - initial): the time left is
     # estimated from them, not from the skipped ones; parallel workers show as a higher rate.
-    bar = tqdm(total=len(plan.cells), initial=already, desc="study", unit="cell", disable=not progress,
-               file=sys.stderr, smoothing=0)  # the average over all cells finished, not the last few
+    bar = tqdm(
+        total=len(plan.cells),
+        initial=already,
+        desc="study",
+        unit="cell",
+        disable=not progress,
+        file=sys.stderr,
+        smoothing=0,
+    )  # the average over all cells finished, not the last few
     unfinished: dict[str, int] = {}
     try:
         if tasks:
@@ -228,8 +240,12 @@ def _execute(plan: StudyPlan, todo: list[Cell], *, progress: bool, already: int)
 
 def _processes(tasks: list[CellTask], study: StudyConfig) -> Iterator[dict[str, Any]]:
     workers = min(study.num_workers, len(tasks))
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_exit_with_parent, initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    )
     with _TerminateAsInterrupt(pool) as terminate:
         try:
             futures = {pool.submit(run_cell, task): task for task in tasks}
@@ -287,8 +303,9 @@ def _exit_with_parent(parent: int) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
-        print(f"the study process {parent} is gone: stopping this cell (a rerun resumes it)", file=sys.stderr,
-              flush=True)
+        print(
+            f"the study process {parent} is gone: stopping this cell (a rerun resumes it)", file=sys.stderr, flush=True
+        )
         os._exit(1)
 
     threading.Thread(target=watch, name="hcl-exit-with-study", daemon=True).start()
@@ -313,9 +330,14 @@ def _outcome(task: CellTask, result: Any) -> dict[str, Any]:
     try:
         return result()
     except Exception as error:  # noqa: BLE001 - the worker process died or the job failed
-        return {"cell": {"variant": task.cell.variant, "protocol": task.cell.protocol, "seed": task.cell.seed},
-                "key": task.cell.key, "run_dir": task.config["output_dir"], "config": task.config,
-                "status": "failed", "error": f"{type(error).__name__}: {error}"}
+        return {
+            "cell": {"variant": task.cell.variant, "protocol": task.cell.protocol, "seed": task.cell.seed},
+            "key": task.cell.key,
+            "run_dir": task.config["output_dir"],
+            "config": task.config,
+            "status": "failed",
+            "error": f"{type(error).__name__}: {error}",
+        }
 
 
 def _import_submitit() -> Any:
@@ -331,8 +353,12 @@ def _result(plan: StudyPlan, records: dict[Cell, dict[str, Any] | None], ran: li
     for cell in plan.cells:
         record = records[cell]
         if record is None:
-            record = {"cell": {"variant": cell.variant, "protocol": cell.protocol, "seed": cell.seed},
-                      "key": cell.key, "run_dir": str(cell_dir(plan.study.output_dir, cell)), "status": "pending"}
+            record = {
+                "cell": {"variant": cell.variant, "protocol": cell.protocol, "seed": cell.seed},
+                "key": cell.key,
+                "run_dir": str(cell_dir(plan.study.output_dir, cell)),
+                "status": "pending",
+            }
         ordered.append(record)
     rows = [row for record in ordered if record["status"] == "ok" for row in cell_rows(record)]
     tables = aggregate(rows, plan.study.baseline)
@@ -343,8 +369,10 @@ def write_study_json(result: StudyResult, study: StudyConfig, *, command: str | 
     """Write ``<output_dir>/study.json`` atomically: the config, the command that ran it (None when
     unknown), every cell's record (config, metrics, timing, environment, error) and the aggregated
     tables. NaN is written as null."""
-    counts = {status: sum(r["status"] == status for r in result.records)
-              for status in ("ok", "failed", "interrupted", "pending")}
+    counts = {
+        status: sum(r["status"] == status for r in result.records)
+        for status in ("ok", "failed", "interrupted", "pending")
+    }
     document = {
         "schema": _SCHEMA,
         "config": study.to_dict(),
@@ -378,7 +406,9 @@ def read_study(path: str | os.PathLike[str]) -> dict[str, Any]:
         document = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not valid JSON ({error})") from error
-    missing = [k for k in ("config", "cells", "summary", "paired") if not isinstance(document, dict) or k not in document]
+    missing = [
+        k for k in ("config", "cells", "summary", "paired") if not isinstance(document, dict) or k not in document
+    ]
     if missing:
         raise ValueError(f"{path} is not a study.json (it lacks {', '.join(missing)})")
     return document

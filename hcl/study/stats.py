@@ -72,8 +72,14 @@ def paired_difference(values: Sequence[float], baseline: Sequence[float], confid
             sd = diff.std(ddof=1)
             p_t = 0.0 if sd == 0 else float(2 * stats.t.sf(abs(diff.mean()) / (sd / math.sqrt(n)), n - 1))
             p_wilcoxon = float(stats.wilcoxon(diff).pvalue)
-    return {"n": n, "mean_diff": interval["mean"], "ci_low": interval["ci_low"], "ci_high": interval["ci_high"],
-            "p_t": p_t, "p_wilcoxon": p_wilcoxon}
+    return {
+        "n": n,
+        "mean_diff": interval["mean"],
+        "ci_low": interval["ci_low"],
+        "ci_high": interval["ci_high"],
+        "p_t": p_t,
+        "p_wilcoxon": p_wilcoxon,
+    }
 
 
 def verdict(ci_low: float | None, ci_high: float | None) -> str:
@@ -141,8 +147,9 @@ def aggregate(
     summary, paired = [], []
     for key, by_seed in groups.items():
         seeds = sorted(by_seed)
-        summary.append({**dict(zip(_GROUP, key)), **mean_interval([by_seed[s] for s in seeds], confidence),
-                        "seeds": seeds})
+        summary.append(
+            {**dict(zip(_GROUP, key)), **mean_interval([by_seed[s] for s in seeds], confidence), "seeds": seeds}
+        )
         if key[0] == baseline:
             continue
         reference = groups.get((baseline, *key[1:]))

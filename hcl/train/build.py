@@ -89,8 +89,9 @@ def build_batch_sampler(
     """
     if keep is not None:
         keep = np.asarray(keep, dtype=np.int64)
-        return _KeptBatches(build_batch_sampler(cfg, labels[torch.from_numpy(keep)], world_size=world_size,
-                                                rank=rank), keep)
+        return _KeptBatches(
+            build_batch_sampler(cfg, labels[torch.from_numpy(keep)], world_size=world_size, rank=rank), keep
+        )
     if world_size > 1 and cfg.batch_size % world_size:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world_size} processes")
     per_rank = cfg.batch_size // world_size

@@ -190,8 +190,10 @@ class TrainConfig:
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"config key {key!r} must be a finite number >= 0, got {value!r}")
         if self.heldout_classes and "unseen_classes" in self.data_options:
-            raise ValueError("config keys 'heldout_classes' and 'data_options.unseen_classes' both hold classes "
-                             "out of training; keep only 'heldout_classes'")
+            raise ValueError(
+                "config keys 'heldout_classes' and 'data_options.unseen_classes' both hold classes "
+                "out of training; keep only 'heldout_classes'"
+            )
         if spec.output != "embedding" and self.embedding == "projection":
             raise ValueError(
                 f"config key 'embedding' must be 'features' for loss {self.loss!r} (it has no projection head)"

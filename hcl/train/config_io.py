@@ -55,7 +55,9 @@ def _accepts_str(tp: Any) -> bool:
     return typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp)
 
 
-def override_mapping(data: Mapping[str, Any], overrides: Iterable[str], field_types: Mapping[str, Any]) -> dict[str, Any]:
+def override_mapping(
+    data: Mapping[str, Any], overrides: Iterable[str], field_types: Mapping[str, Any]
+) -> dict[str, Any]:
     """A copy of ``data`` with ``key=value`` overrides applied (see :func:`hcl.train.apply_overrides`).
 
     Args:

@@ -126,8 +126,13 @@ def evaluate_model(
     Without ``query_set`` every sample queries the rest (leave-one-out); with it, its samples
     query ``dataset`` as the gallery. Levels are keyed ``"0"`` (coarsest) to ``"L-1"``.
     """
-    options = {"which": cfg.embedding, "batch_size": cfg.eval_batch_size, "device": device,
-               "precision": cfg.precision, "channels_last": cfg.channels_last}
+    options = {
+        "which": cfg.embedding,
+        "batch_size": cfg.eval_batch_size,
+        "device": device,
+        "precision": cfg.precision,
+        "channels_last": cfg.channels_last,
+    }
     gallery, gallery_labels, _ = embed_dataset(model, dataset, **options)
     query = query_labels = None
     if query_set is not None:
@@ -135,7 +140,9 @@ def evaluate_model(
     return _retrieval_and_cpcc(gallery, gallery_labels, dataset.hierarchy, cfg.retrieval_ks, query, query_labels)
 
 
-def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tuple[TrainConfig, nn.Module, dict[str, Any]]:
+def load_run(
+    run_dir: str | Path, *, device: str | torch.device = "cpu"
+) -> tuple[TrainConfig, nn.Module, dict[str, Any]]:
     """The config, the trained model (in eval mode, on ``device``) and the checkpoint of a run.
 
     Raises:
@@ -147,8 +154,9 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tupl
     state = load_checkpoint(ckpt_path)
     check_training_state(state, ckpt_path, ("model", "model_spec", "step"))
     spec = state["model_spec"]
-    model = build_model(cfg, in_channels=spec["in_channels"], image_size=spec["image_size"],
-                        num_classes=spec["num_classes"])
+    model = build_model(
+        cfg, in_channels=spec["in_channels"], image_size=spec["image_size"], num_classes=spec["num_classes"]
+    )
     model.load_state_dict(state["model"])
     model.to(device).eval()
     return cfg, model, state
@@ -184,12 +192,18 @@ def _versus_training(
     held-out classes included): k-NN accuracy per level, and the held-out report."""
     reference_set = build_split(cfg, cfg.train_split, subset=cfg.train_subset)
     reference, reference_labels, _ = embed_dataset(model, reference_set, **options)
-    knn = _knn_per_level(reference, reference_labels, query if query is not None else gallery,
-                         query_labels if query_labels is not None else gallery_labels, cfg.knn_k)
+    knn = _knn_per_level(
+        reference,
+        reference_labels,
+        query if query is not None else gallery,
+        query_labels if query_labels is not None else gallery_labels,
+        cfg.knn_k,
+    )
     metrics: dict[str, Any] = {"knn_accuracy": knn, "knn_k": cfg.knn_k}
     if cfg.heldout_classes:
-        metrics["heldout"] = heldout_metrics(reference, reference_labels, gallery, gallery_labels,
-                                             cfg.heldout_classes, k=cfg.knn_k, hierarchy=hierarchy)
+        metrics["heldout"] = heldout_metrics(
+            reference, reference_labels, gallery, gallery_labels, cfg.heldout_classes, k=cfg.knn_k, hierarchy=hierarchy
+        )
     return metrics
 
 
@@ -239,8 +253,14 @@ def evaluate_run(
     split = split or cfg.eval_split
     if query_split is None and split == cfg.eval_split:
         query_split = cfg.eval_query_split
-    options = {"which": cfg.embedding, "batch_size": cfg.eval_batch_size, "device": device,
-               "precision": cfg.precision, "channels_last": cfg.channels_last, "progress": progress}
+    options = {
+        "which": cfg.embedding,
+        "batch_size": cfg.eval_batch_size,
+        "device": device,
+        "precision": cfg.precision,
+        "channels_last": cfg.channels_last,
+        "progress": progress,
+    }
 
     gallery_set = build_split(cfg, split)
     hierarchy = gallery_set.hierarchy
@@ -264,11 +284,13 @@ def evaluate_run(
         "step": step,
     }
     if write:
-        rundir.save_embeddings(rundir.embeddings_path(run_dir, split), gallery, gallery_labels, hierarchy,
-                               gallery_indices)
+        rundir.save_embeddings(
+            rundir.embeddings_path(run_dir, split), gallery, gallery_labels, hierarchy, gallery_indices
+        )
         if query_split is not None:
-            rundir.save_embeddings(rundir.embeddings_path(run_dir, query_split), query, query_labels, hierarchy,
-                                   query_indices)
+            rundir.save_embeddings(
+                rundir.embeddings_path(run_dir, query_split), query, query_labels, hierarchy, query_indices
+            )
         rundir.write_results(run_dir, results)
     if progress:
         print(f"evaluated {run_dir} on {split}: cpcc {results['cpcc']:.3f}", file=sys.stderr)
@@ -339,6 +361,7 @@ def evaluate_embeddings(
         view = dataclasses.replace(cfg, embedding=which)
         # write only the configured embedding, and only when fit could not: a run resumed after
         # its last step has no results.json yet
-        metrics[which] = evaluate_run(run_dir, cfg=view, model=model, step=step, device=device,
-                                      progress=progress, write=which == cfg.embedding)
+        metrics[which] = evaluate_run(
+            run_dir, cfg=view, model=model, step=step, device=device, progress=progress, write=which == cfg.embedding
+        )
     return {"metrics": metrics, "absent": absent}

@@ -48,8 +48,11 @@ class StopRequest:
         if self.requested:  # a second Ctrl-C: stop at once
             raise KeyboardInterrupt
         self.requested = True
-        print("\nCtrl-C: finishing the current step, then writing a checkpoint (Ctrl-C again to abort)",
-              file=sys.stderr, flush=True)
+        print(
+            "\nCtrl-C: finishing the current step, then writing a checkpoint (Ctrl-C again to abort)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def __exit__(self, *exc: object) -> None:
         if self._installed:

@@ -115,8 +115,12 @@ def _train(run: TrainingRun, on_step: StepCallback | None) -> FitResult:
     interrupted = False
     results = None
     with StopRequest() as stop:
-        epoch_bar = tqdm(total=run.num_epochs, initial=run.step // run.steps_per_epoch, desc="epochs",
-                         disable=not (cfg.progress and ctx.is_main))
+        epoch_bar = tqdm(
+            total=run.num_epochs,
+            initial=run.step // run.steps_per_epoch,
+            desc="epochs",
+            disable=not (cfg.progress and ctx.is_main),
+        )
         while run.step < run.total_steps:
             epoch = run.step // run.steps_per_epoch
             interrupted = _train_epoch(run, epoch, stop, history, on_step)
@@ -134,10 +138,19 @@ def _train(run: TrainingRun, on_step: StepCallback | None) -> FitResult:
                 break
         epoch_bar.close()
     if interrupted and ctx.is_main:
-        print(f"interrupted at step {run.step}; checkpoint written to {run.checkpoint_path}; continue with --resume",
-              file=sys.stderr)
-    return FitResult(run.run_dir, run.step, run.step // run.steps_per_epoch, interrupted=interrupted,
-                     results=results, history=history, model=run.model)
+        print(
+            f"interrupted at step {run.step}; checkpoint written to {run.checkpoint_path}; continue with --resume",
+            file=sys.stderr,
+        )
+    return FitResult(
+        run.run_dir,
+        run.step,
+        run.step // run.steps_per_epoch,
+        interrupted=interrupted,
+        results=results,
+        history=history,
+        model=run.model,
+    )
 
 
 def _train_epoch(
@@ -149,8 +162,13 @@ def _train_epoch(
     last = min(run.steps_per_epoch, run.total_steps - epoch * run.steps_per_epoch)
     batches, loader = _epoch_loader(run, epoch, first, last)
     run.net.train()
-    bar = tqdm(total=last, initial=first, desc=f"epoch {epoch + 1}/{run.num_epochs}", leave=False,
-               disable=not (cfg.progress and ctx.is_main))
+    bar = tqdm(
+        total=last,
+        initial=first,
+        desc=f"epoch {epoch + 1}/{run.num_epochs}",
+        leave=False,
+        disable=not (cfg.progress and ctx.is_main),
+    )
     throughput = _Throughput(cfg.batch_size)
     iterator = iter(loader)
     try:
@@ -212,8 +230,16 @@ def _train_batch(run: TrainingRun, images: torch.Tensor, labels: torch.Tensor, e
         group["lr"] = float(run.schedule[run.step])
     try:
         loss, _, _ = train_step(
-            run.net, run.objective, images, labels, run.optimizer, scaler=run.scaler, precision=cfg.precision,
-            channels_last=cfg.channels_last, grad_clip=cfg.grad_clip, step=run.step + 1,
+            run.net,
+            run.objective,
+            images,
+            labels,
+            run.optimizer,
+            scaler=run.scaler,
+            precision=cfg.precision,
+            channels_last=cfg.channels_last,
+            grad_clip=cfg.grad_clip,
+            step=run.step + 1,
         )
     except NonFiniteLossError as error:
         where = f"{run.checkpoint_path} (step {run.last_saved})" if run.last_saved is not None else "none"

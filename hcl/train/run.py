@@ -174,8 +174,19 @@ def start_run(cfg: TrainConfig, ctx: DistributedContext, *, resume: bool, overwr
         cfg.loss, hierarchy=train_set.hierarchy, cuda_graphs=cfg.cuda_graphs, **cfg.loss_options()
     )
     run = TrainingRun(
-        cfg, ctx, train_set, sampler, steps_per_epoch, total_steps, schedule, model, model_spec,
-        net=model, optimizer=optimizer, scaler=scaler, objective=objective,
+        cfg,
+        ctx,
+        train_set,
+        sampler,
+        steps_per_epoch,
+        total_steps,
+        schedule,
+        model,
+        model_spec,
+        net=model,
+        optimizer=optimizer,
+        scaler=scaler,
+        objective=objective,
     )
     if state is None:
         _start_fresh(run)
@@ -281,8 +292,7 @@ def _restore(run: TrainingRun, state: dict[str, Any]) -> None:
     run.step = run.last_saved = int(state["step"])
     if run.ctx.is_main:
         rundir.truncate_metrics_log(run.run_dir, run.step)
-        print(f"resuming {run.run_dir} at step {run.step} (epoch {run.step // run.steps_per_epoch})",
-              file=sys.stderr)
+        print(f"resuming {run.run_dir} at step {run.step} (epoch {run.step // run.steps_per_epoch})", file=sys.stderr)
 
 
 def _wrap_for_training(model: nn.Module, cfg: TrainConfig, ctx: DistributedContext) -> nn.Module:

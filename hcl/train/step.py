@@ -101,7 +101,9 @@ def train_step(
     if not math.isfinite(value):
         optimizer.zero_grad(set_to_none=True)
         if not bool(torch.isfinite(outputs.detach()).all()):
-            raise NonFiniteLossError(f"the loss became non-finite at step {step}: the model's outputs hold NaN or inf", step)
+            raise NonFiniteLossError(
+                f"the loss became non-finite at step {step}: the model's outputs hold NaN or inf", step
+            )
         raise NonFiniteLossError(f"the loss became {value} at step {step}; stopping", step)
     if scaled:
         if grad_clip is not None:

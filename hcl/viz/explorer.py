@@ -116,7 +116,8 @@ class HierarchyExplorer:
         self._max_legend_classes = max_legend_classes
         self._fixed_coords = coords is not None
         self.coords = (
-            np.asarray(as_embedding_array(coords, name="coords")) if coords is not None
+            np.asarray(as_embedding_array(coords, name="coords"))
+            if coords is not None
             else project_2d(self._embeddings, method, seed)
         )
         if self.coords.shape != (n, 2):
@@ -125,15 +126,20 @@ class HierarchyExplorer:
 
         L = hierarchy.num_levels
         self.level_selector = widgets.Dropdown(
-            options=[(name, lv) for lv, name in enumerate(hierarchy.level_names)], value=L - 1,
+            options=[(name, lv) for lv, name in enumerate(hierarchy.level_names)],
+            value=L - 1,
             description="colour by",
         )
         self.node_selector = widgets.Dropdown(
-            options=[("(everything)", None)] + tree_options(hierarchy), value=None, description="subtree",
+            options=[("(everything)", None)] + tree_options(hierarchy),
+            value=None,
+            description="subtree",
             layout=widgets.Layout(width="360px"),
         )
         self.method_selector = widgets.ToggleButtons(
-            options=list(METHODS), value=method, description="projection",
+            options=list(METHODS),
+            value=method,
+            description="projection",
             style={"button_width": "60px"},
             layout=widgets.Layout(display="none" if self._fixed_coords else None),
         )
@@ -142,8 +148,13 @@ class HierarchyExplorer:
         self.metrics_view = widgets.HTML()
         self.figure = go.FigureWidget(self._initial_traces())
         self.figure.update_layout(
-            template="plotly_white", width=660, height=560, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-            hovermode="closest", legend={"itemsizing": "constant"}, uirevision="hcl-explorer",
+            template="plotly_white",
+            width=660,
+            height=560,
+            margin={"l": 10, "r": 10, "t": 40, "b": 10},
+            hovermode="closest",
+            legend={"itemsizing": "constant"},
+            uirevision="hcl-explorer",
         )
         self.figure.update_xaxes(showticklabels=False, zeroline=False, showgrid=False)
         self.figure.update_yaxes(showticklabels=False, zeroline=False, showgrid=False)
@@ -212,16 +223,30 @@ class HierarchyExplorer:
         hover = "%{hovertext}<br>sample %{customdata}<extra></extra>"
         return [
             go.Scatter(
-                x=self.coords[:, 0], y=self.coords[:, 1], mode="markers", name="samples", showlegend=False,
-                hovertext=self.paths, customdata=np.arange(len(self.coords)), hovertemplate=hover,
+                x=self.coords[:, 0],
+                y=self.coords[:, 1],
+                mode="markers",
+                name="samples",
+                showlegend=False,
+                hovertext=self.paths,
+                customdata=np.arange(len(self.coords)),
+                hovertemplate=hover,
                 marker={"size": 6},
             ),
             go.Scatter(
-                x=[], y=[], mode="markers", name="neighbours", hoverinfo="skip",
+                x=[],
+                y=[],
+                mode="markers",
+                name="neighbours",
+                hoverinfo="skip",
                 marker={"size": 13, "color": "rgba(0,0,0,0)", "line": {"color": _QUERY_COLOR, "width": 1.5}},
             ),
             go.Scatter(
-                x=[], y=[], mode="markers", name="query", hoverinfo="skip",
+                x=[],
+                y=[],
+                mode="markers",
+                name="query",
+                hoverinfo="skip",
                 marker={"size": 18, "symbol": "star", "color": _QUERY_COLOR, "line": {"color": "white", "width": 1}},
             ),
         ]
@@ -318,11 +343,21 @@ class HierarchyExplorer:
         level = self.level
         colors = level_colors(self.hierarchy, level)
         present = np.unique(self.labels[self.labels[:, level] >= 0, level])
-        legend = [] if len(present) > self._max_legend_classes else [
-            go.Scatter(x=[None], y=[None], mode="markers", name=self.hierarchy.nodes(level)[node],
-                       marker={"size": 9, "color": colors[node]}, hoverinfo="skip")
-            for node in present
-        ]
+        legend = (
+            []
+            if len(present) > self._max_legend_classes
+            else [
+                go.Scatter(
+                    x=[None],
+                    y=[None],
+                    mode="markers",
+                    name=self.hierarchy.nodes(level)[node],
+                    marker={"size": 9, "color": colors[node]},
+                    hoverinfo="skip",
+                )
+                for node in present
+            ]
+        )
         with self.figure.batch_update():
             self.figure.data[0].marker.color = self._point_colors()
             self.figure.data = self.figure.data[:3]

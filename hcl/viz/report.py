@@ -215,7 +215,9 @@ def _embedding_section(name: str, run_dir: Path, max_points: int, method: str, s
         return html_section(heading, "", [f"only {len(rows)} embedding(s) in {run.split}; nothing to project"])
     coords = project_2d(emb, method, seed)
     grid = scatter_levels_grid(
-        coords, labels, run.hierarchy,
+        coords,
+        labels,
+        run.hierarchy,
         title=f"{method.upper()} of {len(rows)} {run.split} embeddings ({name}), coloured by each level",
     )
     preservation = distance_vs_tree_distance(emb, labels, run.hierarchy, seed=seed)

@@ -21,8 +21,14 @@ def coarse_of(fine: int) -> int:
     return fine // 5
 
 
-def write_cifar(root: Path, split: str, fine: list[int], coarse: list[int] | None = None, num_images: int | None = None,
-                protocol: int = 2) -> np.ndarray:
+def write_cifar(
+    root: Path,
+    split: str,
+    fine: list[int],
+    coarse: list[int] | None = None,
+    num_images: int | None = None,
+    protocol: int = 2,
+) -> np.ndarray:
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True, exist_ok=True)
     n = len(fine) if num_images is None else num_images

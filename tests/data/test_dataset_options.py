@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader
 
 from hcl import Hierarchy
 from hcl.data import (
-    DATASETS,
     CIFAR100,
+    DATASETS,
     DeepFashionInShop,
     FashionMNIST,
     HierarchicalBatchSampler,

@@ -103,15 +103,21 @@ def test_corrupt_image_names_path_and_index(tmp_path: Path) -> None:
         ds[1]
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda lines: ["7"] + lines[1:], "announces 7 images but 10"),
-    (lambda lines: [lines[0], "image_name evaluation_status"] + lines[2:], "second line"),
-    (lambda lines: ["many"] + lines[1:], "first line"),
-    (lambda lines: lines[:3] + ["img/WOMEN/Dresses/id_00000002/02_1_front.jpg id_00000002"] + lines[4:], "expected"),
-    (lambda lines: lines[:2] + [lines[2].replace("train", "validation")] + lines[3:], "unknown evaluation status"),
-    (lambda lines: lines[:2] + [lines[2].replace("id_00000002 ", "id_00000003 ")] + lines[3:], "disagrees"),
-    (lambda lines: lines[:2] + [lines[2].replace("02_1_front.jpg", "front.jpg")] + lines[3:], "is not img/"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda lines: ["7"] + lines[1:], "announces 7 images but 10"),
+        (lambda lines: [lines[0], "image_name evaluation_status"] + lines[2:], "second line"),
+        (lambda lines: ["many"] + lines[1:], "first line"),
+        (
+            lambda lines: lines[:3] + ["img/WOMEN/Dresses/id_00000002/02_1_front.jpg id_00000002"] + lines[4:],
+            "expected",
+        ),
+        (lambda lines: lines[:2] + [lines[2].replace("train", "validation")] + lines[3:], "unknown evaluation status"),
+        (lambda lines: lines[:2] + [lines[2].replace("id_00000002 ", "id_00000003 ")] + lines[3:], "disagrees"),
+        (lambda lines: lines[:2] + [lines[2].replace("02_1_front.jpg", "front.jpg")] + lines[3:], "is not img/"),
+    ],
+)
 def test_malformed_partition_files(tmp_path: Path, edit, message: str) -> None:  # type: ignore[no-untyped-def]
     root = build_inshop(tmp_path)
     partition = root / "list_eval_partition.txt"

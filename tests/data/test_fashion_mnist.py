@@ -17,9 +17,15 @@ from hcl.data.fashion_mnist import DEFAULT_FASHION_MNIST_ROOT, HIERARCHY_FILE, r
 
 # Seo & Shin (2019), written out independently of the shipped JSON.
 PUBLISHED = {
-    "T-shirt/top": ("clothes", "tops"), "Trouser": ("clothes", "bottoms"), "Pullover": ("clothes", "tops"),
-    "Dress": ("clothes", "dresses"), "Coat": ("clothes", "outers"), "Sandal": ("goods", "shoes"),
-    "Shirt": ("clothes", "tops"), "Sneaker": ("goods", "shoes"), "Bag": ("goods", "accessories"),
+    "T-shirt/top": ("clothes", "tops"),
+    "Trouser": ("clothes", "bottoms"),
+    "Pullover": ("clothes", "tops"),
+    "Dress": ("clothes", "dresses"),
+    "Coat": ("clothes", "outers"),
+    "Sandal": ("goods", "shoes"),
+    "Shirt": ("clothes", "tops"),
+    "Sneaker": ("goods", "shoes"),
+    "Bag": ("goods", "accessories"),
     "Ankle boot": ("goods", "shoes"),
 }
 

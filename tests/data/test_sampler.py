@@ -68,10 +68,19 @@ def oracle_coverage(labels: torch.Tensor, batches: list[list[int]]) -> list[floa
 
 
 # ---------------------------------------------------------------------------- sizes and shards
-@pytest.mark.parametrize("n, batch_size, replicas, drop_last", [
-    (1000, 64, 1, True), (1000, 64, 1, False), (1000, 64, 3, True), (1000, 64, 3, False),
-    (130, 256, 1, False), (130, 256, 1, True), (7, 2, 4, False), (999, 1, 2, True),
-])
+@pytest.mark.parametrize(
+    "n, batch_size, replicas, drop_last",
+    [
+        (1000, 64, 1, True),
+        (1000, 64, 1, False),
+        (1000, 64, 3, True),
+        (1000, 64, 3, False),
+        (130, 256, 1, False),
+        (130, 256, 1, True),
+        (7, 2, 4, False),
+        (999, 1, 2, True),
+    ],
+)
 def test_batches_sizes_and_disjoint_equal_shards(n: int, batch_size: int, replicas: int, drop_last: bool) -> None:
     labels = ragged_labels(n, seed=1)
     shards = []

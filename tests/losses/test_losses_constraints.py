@@ -77,7 +77,12 @@ def test_functional_form_matches_oracle(constraint: str) -> None:
     labels = make_labels(8, 3, 4, ragged=True)
     weights = [2.0, 0.5, 1.0]
     actual = hierarchical_contrastive_loss(
-        features, labels, temperature=0.3, level_weights=weights, constrained=True, constraint=constraint,
+        features,
+        labels,
+        temperature=0.3,
+        level_weights=weights,
+        constrained=True,
+        constraint=constraint,
         constraint_weight=0.25,
     )
     assert_same_loss(actual, oracle_constraint_loss(features, labels, 0.3, weights, constraint, 0.25), features)

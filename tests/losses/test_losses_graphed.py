@@ -31,8 +31,12 @@ def test_cpu_inputs_call_the_loss_directly() -> None:
 @needs_cuda
 @pytest.mark.parametrize(
     "loss_fn",
-    [HiMulConE(0.1, check_inputs=False), HiMulConE(0.1, bound_gradient=False, check_inputs=False),
-     HiConE(0.2, check_inputs=False), HiMulCon(0.1, check_inputs=False)],
+    [
+        HiMulConE(0.1, check_inputs=False),
+        HiMulConE(0.1, bound_gradient=False, check_inputs=False),
+        HiConE(0.2, check_inputs=False),
+        HiMulCon(0.1, check_inputs=False),
+    ],
     ids=repr,
 )
 def test_replays_match_the_eager_loss_batch_after_batch(loss_fn: torch.nn.Module) -> None:

@@ -204,7 +204,9 @@ def test_all_unknown_labels_give_zero() -> None:
 def test_level_weights_are_linear() -> None:
     features = double_features(10, 2, 4, seed=5)
     labels = torch.randint(0, 2, (10, 3))
-    per_level = [HiMulConE(0.3, level_weights=[float(l == k) for l in range(3)])(features, labels) for k in range(3)]
+    per_level = [
+        HiMulConE(0.3, level_weights=[float(level == k) for level in range(3)])(features, labels) for k in range(3)
+    ]
     combined = HiMulConE(0.3, level_weights=[0.5, 2.0, 3.0])(features, labels)
     torch.testing.assert_close(combined, 0.5 * per_level[0] + 2.0 * per_level[1] + 3.0 * per_level[2])
 

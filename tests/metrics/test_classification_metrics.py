@@ -17,7 +17,6 @@ from hcl.metrics import (
     transfer_accuracy,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny problems
 
 

@@ -15,7 +15,7 @@ LABELS = np.array([[r, c] for r in range(2) for c in range(3)] * 20)  # 6 fine c
 def separated(labels: np.ndarray, seed: int, noise: float) -> np.ndarray:
     """Each fine class around its own direction; the two roots in different half-spaces."""
     rng = np.random.default_rng(seed)
-    directions = np.eye(8)[: 6] * 3.0 + np.repeat(np.eye(8)[6:8] * 6.0, 3, axis=0)
+    directions = np.eye(8)[:6] * 3.0 + np.repeat(np.eye(8)[6:8] * 6.0, 3, axis=0)
     return directions[labels[:, 0] * 3 + labels[:, 1]] + noise * rng.standard_normal((len(labels), 8))
 
 

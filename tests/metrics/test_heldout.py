@@ -72,8 +72,10 @@ def oracle_report(train_x, train_y, test_x, test_y, heldout, level_h):
         return any(tuple(row[: len(c)].tolist()) == tuple(c) for c in heldout)
 
     seen_ref = [j for j in range(len(train_y)) if not under(train_y[j])]
-    groups = {"heldout": [i for i in range(len(test_y)) if under(test_y[i])],
-              "seen": [i for i in range(len(test_y)) if not under(test_y[i])]}
+    groups = {
+        "heldout": [i for i in range(len(test_y)) if under(test_y[i])],
+        "seen": [i for i in range(len(test_y)) if not under(test_y[i])],
+    }
     num_levels = train_y.shape[1]
     report = {}
     for group, queries in groups.items():
@@ -101,8 +103,12 @@ def oracle_report(train_x, train_y, test_x, test_y, heldout, level_h):
                 nearest = max(reference, key=lambda j: float(test_x[i] @ train_x[j]))
                 correct.append(_prefix(train_y[nearest], level) == _prefix(test_y[i], level))
             (ancestor if level < level_h else own)[str(level)] = np.mean(correct)
-        report[group] = {"num_test": len(queries), "retrieval": retrieval,
-                         "ancestor_knn_accuracy": ancestor, "knn_accuracy": own}
+        report[group] = {
+            "num_test": len(queries),
+            "retrieval": retrieval,
+            "ancestor_knn_accuracy": ancestor,
+            "knn_accuracy": own,
+        }
     return report
 
 

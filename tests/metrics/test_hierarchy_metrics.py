@@ -38,8 +38,7 @@ def test_cpcc_matches_scipy_cophenet_on_a_binary_tree(seed: int) -> None:
     # The same tree as a scipy linkage: leaves 0..7, siblings merge at height 2, cousins at 4,
     # the two roots at 6, which are the tree distances 2 * (L - shared prefix).
     linkage = np.array(
-        [[0, 1, 2, 2], [2, 3, 2, 2], [4, 5, 2, 2], [6, 7, 2, 2],
-         [8, 9, 4, 4], [10, 11, 4, 4], [12, 13, 6, 8]],
+        [[0, 1, 2, 2], [2, 3, 2, 2], [4, 5, 2, 2], [6, 7, 2, 2], [8, 9, 4, 4], [10, 11, 4, 4], [12, 13, 6, 8]],
         dtype=np.float64,
     )
     expected, _ = cophenet(linkage, pdist(normalised_means(emb, labels, LEAVES)))

@@ -147,9 +147,7 @@ def pml_level(emb, ids, level, query=None, query_ids=None) -> dict[str, float]:
     if query is None:
         known = ids[:, level] >= 0
         order = np.concatenate([np.flatnonzero(known), np.flatnonzero(~known)])
-        acc = calc.get_accuracy(
-            g[known], g_ids[known], g[order], g_ids[order], ref_includes_query=True
-        )
+        acc = calc.get_accuracy(g[known], g_ids[known], g[order], g_ids[order], ref_includes_query=True)
     else:
         q = query / np.linalg.norm(query, axis=1, keepdims=True)
         known = query_ids[:, level] >= 0
@@ -297,8 +295,9 @@ def test_ties_are_broken_against_the_query() -> None:
     assert result[0]["r_precision"] == pytest.approx(0.5)
     assert result[0]["map@r"] == pytest.approx((1 / 2) / 2)
     # The gallery order does not matter.
-    flipped = per_level_retrieval(gallery[[1, 0, 2]], g_labels[[1, 0, 2]], query=query,
-                                  query_labels=np.array([[0]]), ks=(1, 2))
+    flipped = per_level_retrieval(
+        gallery[[1, 0, 2]], g_labels[[1, 0, 2]], query=query, query_labels=np.array([[0]]), ks=(1, 2)
+    )
     assert flipped == result
 
 
@@ -410,8 +409,10 @@ def test_ks_are_sorted_and_deduplicated() -> None:
         ({"query": np.ones((2, 3), np.float32), "query_labels": np.zeros((2, 1), np.int64)}, "dimension"),
         ({"query": np.ones((2, 2), np.float32), "query_labels": np.zeros((3, 1), np.int64)}, "rows"),
         ({"query": np.ones((2, 2), np.float32), "query_labels": np.zeros((2, 2), np.int64)}, "levels"),
-        ({"query": np.ones((2, 2), np.float32), "query_labels": np.zeros((2, 1), np.int64), "query_indices": [0]},
-         "cannot be combined"),
+        (
+            {"query": np.ones((2, 2), np.float32), "query_labels": np.zeros((2, 1), np.int64), "query_indices": [0]},
+            "cannot be combined",
+        ),
         ({"query_indices": [0, 4]}, r"query_indices\[1\] = 4 is outside 0..3"),
         ({"query_indices": [-1]}, r"query_indices\[0\] = -1"),
         ({"query_indices": [2, 0, 2]}, "repeats 2"),

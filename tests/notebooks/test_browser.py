@@ -80,13 +80,23 @@ def jupyterlab(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     }
     log = (tmp_path / "jupyterlab.log").open("w")
     command = [
-        sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.expose_app_in_browser=True",
         f"--LabApp.user_settings_dir={tmp_path / 'lab-settings'}",
-        f"--LabApp.workspaces_dir={tmp_path / 'lab-workspaces'}", "--LabApp.news_url=",
+        f"--LabApp.workspaces_dir={tmp_path / 'lab-workspaces'}",
+        "--LabApp.news_url=",
         # Nothing may reach the network: no extension index, no update check.
-        "--LabApp.extension_manager=readonly", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root
         command.append("--allow-root")
@@ -96,7 +106,9 @@ def jupyterlab(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         deadline = time.monotonic() + 90
         while True:
             if server.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited with {server.returncode}:\n{(tmp_path / 'jupyterlab.log').read_text()}")
+                raise RuntimeError(
+                    f"JupyterLab exited with {server.returncode}:\n{(tmp_path / 'jupyterlab.log').read_text()}"
+                )
             try:
                 if _get(f"{base}/api/status?token={token}") == 200:
                     break
@@ -129,9 +141,11 @@ def _watch_errors(page: object) -> list[str]:
     page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
     page.on(
         "console",
-        lambda msg: errors.append(f"console: {msg.text}")
-        if msg.type == "error" and not any(b in msg.text for b in _BENIGN_CONSOLE)
-        else None,
+        lambda msg: (
+            errors.append(f"console: {msg.text}")
+            if msg.type == "error" and not any(b in msg.text for b in _BENIGN_CONSOLE)
+            else None
+        ),
     )
     return errors
 
@@ -172,7 +186,8 @@ def test_explorer_notebook_runs_and_responds_in_jupyterlab(jupyterlab, browser, 
     page.wait_for_function(
         "() => { const s = (" + _NOTEBOOK_STATE + ")();"
         " return s !== null && s.kernel === 'idle' && s.cells.every(c => c.count !== null); }",
-        timeout=200_000, polling=1000,
+        timeout=200_000,
+        polling=1000,
     )
     state = page.evaluate(_NOTEBOOK_STATE)
     assert [c["errors"] for c in state["cells"] if c["errors"]] == [], state
@@ -195,7 +210,8 @@ def test_explorer_notebook_runs_and_responds_in_jupyterlab(jupyterlab, browser, 
     level.select_option(index=0)  # colour by the coarsest level
     page.wait_for_function(
         "(n) => document.querySelectorAll('.js-plotly-plot .legendtext').length !== n",
-        arg=len(legend_before), timeout=30_000,
+        arg=len(legend_before),
+        timeout=30_000,
     )
     legend_after = page.locator(".js-plotly-plot .legendtext").all_text_contents()
     assert 0 < len(legend_after) < len(legend_before)

@@ -94,7 +94,9 @@ def test_notebooks_import_only_public_names(notebook: nbformat.NotebookNode) -> 
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
-        tree = ast.parse("\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+        tree = ast.parse(
+            "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        )
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hcl"):
                 parts = node.module.split(".")

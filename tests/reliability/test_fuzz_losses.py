@@ -15,8 +15,8 @@ from typing import Any
 import hypothesis.strategies as st
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
 from conftest import FAST
+from hypothesis import HealthCheck, given, settings
 from oracles import oracle_paper_loss, oracle_reference_loss, paper_default_weights
 from reliability.strategies import label_rows
 
@@ -140,9 +140,9 @@ bad_features = st.one_of(
     st.just(None),
 )
 bad_labels = st.one_of(
-    st.lists(st.lists(st.integers(-3, 3), min_size=1, max_size=4), min_size=0, max_size=5).map(
-        lambda rows: rows if len({len(r) for r in rows}) <= 1 else rows[:1]
-    ).map(lambda rows: torch.tensor(rows, dtype=torch.int64) if rows else torch.zeros(0, 2, dtype=torch.int64)),
+    st.lists(st.lists(st.integers(-3, 3), min_size=1, max_size=4), min_size=0, max_size=5)
+    .map(lambda rows: rows if len({len(r) for r in rows}) <= 1 else rows[:1])
+    .map(lambda rows: torch.tensor(rows, dtype=torch.int64) if rows else torch.zeros(0, 2, dtype=torch.int64)),
     st.builds(lambda: torch.zeros(3, 2, dtype=torch.float32)),
     st.builds(lambda: torch.zeros(3, 2, 2, dtype=torch.int64)),
     st.just("0,1"),

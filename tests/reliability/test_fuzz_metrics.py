@@ -239,8 +239,10 @@ def test_mistake_severity_and_hierarchical_distance_match_the_oracle(
     mistakes = [heights[i][0] for i in counted if heights[i][0] > 0]
     severity = float(np.mean(mistakes)) if mistakes else math.nan
     distance = float(np.mean([np.mean(heights[i]) for i in counted])) if counted else math.nan
-    for actual, expected in ((mistake_severity(predicted, target), severity),
-                             (hierarchical_distance_at_k(predicted, target), distance)):
+    for actual, expected in (
+        (mistake_severity(predicted, target), severity),
+        (hierarchical_distance_at_k(predicted, target), distance),
+    ):
         assert (math.isnan(expected) and math.isnan(actual)) or math.isclose(actual, expected, abs_tol=1e-12)
     cases.add("metrics.mistake_severity", "value")
 
@@ -248,8 +250,15 @@ def test_mistake_severity_and_hierarchical_distance_match_the_oracle(
 # ----------------------------------------------------------------------------- classification
 
 
-def oracle_knn(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray,
-               k: int, weighted: bool, temperature: float) -> dict[int, float]:
+def oracle_knn(
+    train: np.ndarray,
+    train_labels: np.ndarray,
+    test: np.ndarray,
+    test_labels: np.ndarray,
+    k: int,
+    weighted: bool,
+    temperature: float,
+) -> dict[int, float]:
     result = {}
     for level in range(train_labels.shape[1]):
         right = total = 0
@@ -275,8 +284,13 @@ def oracle_knn(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, te
 
 
 @FUZZ
-@given(data=st.data(), sizes=st.tuples(st.integers(1, 10), st.integers(1, 6)), num_levels=st.integers(1, 5),
-       weighted=st.booleans(), temperature=st.sampled_from([0.07, 0.5, 2.0]))
+@given(
+    data=st.data(),
+    sizes=st.tuples(st.integers(1, 10), st.integers(1, 6)),
+    num_levels=st.integers(1, 5),
+    weighted=st.booleans(),
+    temperature=st.sampled_from([0.07, 0.5, 2.0]),
+)
 def test_knn_accuracy_matches_the_oracle(
     data, sizes, num_levels: int, weighted: bool, temperature: float, cases
 ) -> None:
@@ -315,22 +329,46 @@ def test_clustering_scores_are_finite_and_in_range(data, num_samples: int, num_l
 
 # ----------------------------------------------------------------------------- bad inputs
 
-junk_embeddings = st.sampled_from([
-    np.zeros((3, 2)), np.full((3, 2), np.nan), np.array([[1.0, np.inf], [1.0, 0.0], [0.0, 1.0]]), np.ones((3,)),
-    np.ones((3, 2, 1)), np.ones((0, 2)), np.ones((3, 0)), np.array([["a", "b"]] * 3), np.ones((3, 2), dtype=complex),
-    np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), [[1, 0], [0, 1], [1, 1]], "embeddings", None,
-])
-junk_labels = st.sampled_from([
-    np.array([[0, 1], [0, -1], [1, 0]]), np.array([[0, -1], [-1, 1], [1, 0]]), np.array([[0], [1]]),
-    np.array([[0.5, 1], [0, 1], [1, 0]]), np.array([[-2, 0], [0, 0], [1, 0]]), np.zeros((3, 0), dtype=np.int64),
-    [[0, 1], [0, 0], [1, 0]], "labels", None,
-])
+junk_embeddings = st.sampled_from(
+    [
+        np.zeros((3, 2)),
+        np.full((3, 2), np.nan),
+        np.array([[1.0, np.inf], [1.0, 0.0], [0.0, 1.0]]),
+        np.ones((3,)),
+        np.ones((3, 2, 1)),
+        np.ones((0, 2)),
+        np.ones((3, 0)),
+        np.array([["a", "b"]] * 3),
+        np.ones((3, 2), dtype=complex),
+        np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]),
+        [[1, 0], [0, 1], [1, 1]],
+        "embeddings",
+        None,
+    ]
+)
+junk_labels = st.sampled_from(
+    [
+        np.array([[0, 1], [0, -1], [1, 0]]),
+        np.array([[0, -1], [-1, 1], [1, 0]]),
+        np.array([[0], [1]]),
+        np.array([[0.5, 1], [0, 1], [1, 0]]),
+        np.array([[-2, 0], [0, 0], [1, 0]]),
+        np.zeros((3, 0), dtype=np.int64),
+        [[0, 1], [0, 0], [1, 0]],
+        "labels",
+        None,
+    ]
+)
 junk_ks = st.sampled_from([1, 2, (1, 2), 0, -1, 5, (), (1, True), 1.5, "1", None])
 
 
 @FUZZ
-@given(embeddings=junk_embeddings, labels=junk_labels, ks=junk_ks, which=st.sampled_from(
-    ["retrieval", "cpcc", "knn", "neighbors", "severity", "clustering"]))
+@given(
+    embeddings=junk_embeddings,
+    labels=junk_labels,
+    ks=junk_ks,
+    which=st.sampled_from(["retrieval", "cpcc", "knn", "neighbors", "severity", "clustering"]),
+)
 def test_any_input_gives_a_value_or_a_clear_error(embeddings, labels, ks, which: str, cases) -> None:
     calls = {
         "retrieval": lambda: per_level_retrieval(embeddings, labels, ks),

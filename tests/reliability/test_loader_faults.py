@@ -44,8 +44,17 @@ def image_tree(tmp_path: Path) -> Path:
 
 def _config(root: Path, out: Path, num_workers: int) -> TrainConfig:
     return TrainConfig(
-        dataset="image_folder", data_root=str(root), image_size=16, backbone="compact_cnn", width=4,
-        embedding_dim=8, batch_size=8, epochs=1, eval_every=-1, progress=False, num_workers=num_workers,
+        dataset="image_folder",
+        data_root=str(root),
+        image_size=16,
+        backbone="compact_cnn",
+        width=4,
+        embedding_dim=8,
+        batch_size=8,
+        epochs=1,
+        eval_every=-1,
+        progress=False,
+        num_workers=num_workers,
         output_dir=str(out),
     )
 

@@ -121,8 +121,14 @@ def test_near_duplicate_embeddings_at_temperature_001(kind: str, dim: int, devic
 @pytest.mark.parametrize("temperature", [0.01, 0.1])
 @pytest.mark.parametrize("loss_class", LOSSES)
 def test_autocast_matches_float32(
-    loss_class: type, temperature: float, dtype: torch.dtype, loss_tol: float, min_cosine: float,
-    max_norm_error: float, device: str, cases,
+    loss_class: type,
+    temperature: float,
+    dtype: torch.dtype,
+    loss_tol: float,
+    min_cosine: float,
+    max_norm_error: float,
+    device: str,
+    cases,
 ) -> None:
     generator = torch.Generator().manual_seed(7)
     model = torch.nn.Linear(64, 128).to(device)

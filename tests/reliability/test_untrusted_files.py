@@ -291,8 +291,12 @@ def test_a_damaged_cifar_pickle_loads_unchanged_or_fails_naming_the_file(
     tmp_path_factory: pytest.TempPathFactory, damage, cases
 ) -> None:
     rng = np.random.default_rng(0)
-    batch = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"fine_labels": [1, 2, 3, 4],
-             b"coarse_labels": [0, 0, 1, 1], b"filenames": [b"a.png", b"b.png", b"c.png", b"d.png"]}
+    batch = {
+        b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8),
+        b"fine_labels": [1, 2, 3, 4],
+        b"coarse_labels": [0, 0, 1, 1],
+        b"filenames": [b"a.png", b"b.png", b"c.png", b"d.png"],
+    }
     path = tmp_path_factory.getbasetemp() / "damaged-cifar"
     path.write_bytes(_damage(pickle.dumps(batch, protocol=2), damage))
     try:

@@ -35,34 +35,71 @@ def _metrics(variant: str, seed: int, protocol: str) -> dict:
     }
     if protocol == "heldout":
         # Flat places the held-out classes 0.05 worse on every seed; the rest is noise
-        results["heldout"] = {"map@r": {"2": 0.2 + noise - 0.05 * (variant == "Flat")},
-                              "seen_knn_accuracy": {"2": 0.8 + noise * (variant == "Deep")}, "classes": ["P", "S"]}
+        results["heldout"] = {
+            "map@r": {"2": 0.2 + noise - 0.05 * (variant == "Flat")},
+            "seen_knn_accuracy": {"2": 0.8 + noise * (variant == "Deep")},
+            "classes": ["P", "S"],
+        }
     return results
 
 
 def fabricated_study(tmp: Path) -> dict:
     """A study.json document (not written) of 3 variants x 5 seeds x 2 protocols, features only:
     Deep helps CPCC, Flat hurts class MAP@R, every other headline difference is noise or none."""
-    config = {"base": {}, "variants": {"Base": {}, "Deep": {}, "Flat": {}}, "baseline": "Base", "seeds": SEEDS,
-              "protocols": ["all", "heldout"], "heldout": {"classes": ["Pullover", "Sandal"], "count": 2, "seed": 0,
-                                                           "per_seed": False},
-              "embeddings": ["features"], "workers": 4, "threads_per_worker": 2, "executor": "process",
-              "submitit": {}, "output_dir": str(tmp), "title": "A fabricated study"}
+    config = {
+        "base": {},
+        "variants": {"Base": {}, "Deep": {}, "Flat": {}},
+        "baseline": "Base",
+        "seeds": SEEDS,
+        "protocols": ["all", "heldout"],
+        "heldout": {"classes": ["Pullover", "Sandal"], "count": 2, "seed": 0, "per_seed": False},
+        "embeddings": ["features"],
+        "workers": 4,
+        "threads_per_worker": 2,
+        "executor": "process",
+        "submitit": {},
+        "output_dir": str(tmp),
+        "title": "A fabricated study",
+    }
     cells = []
     for i, (seed, protocol, variant) in enumerate(
-            (s, p, v) for s in SEEDS for p in config["protocols"] for v in config["variants"]):
-        env = {"hcl": "0.1.0", "git_commit": ("a" if i < 20 else "b") * 40, "git_dirty": i >= 20, "python": "3.11.7",
-               "torch": "2.14.1", "machine": "x86_64", "cpus": 16, "gpu": None, "torch_threads": 2, "host": "node1"}
-        cells.append({
-            "cell": {"variant": variant, "protocol": protocol, "seed": seed}, "key": f"{variant}/{protocol}/seed{seed}",
-            "run_dir": str(tmp / "cells" / variant / protocol / f"seed{seed}"), "status": "ok", "error": None,
-            "metrics": {"features": _metrics(variant, seed, protocol)}, "absent": {},
-            "timing": {"train_s": 50.0, "eval_s": 10.0, "total_s": 60.0 + i},
-            "started": f"2026-01-01T10:{i:02d}:00", "finished": f"2026-01-01T10:{i:02d}:30",
-            "environment": env,
-        })
+        (s, p, v) for s in SEEDS for p in config["protocols"] for v in config["variants"]
+    ):
+        env = {
+            "hcl": "0.1.0",
+            "git_commit": ("a" if i < 20 else "b") * 40,
+            "git_dirty": i >= 20,
+            "python": "3.11.7",
+            "torch": "2.14.1",
+            "machine": "x86_64",
+            "cpus": 16,
+            "gpu": None,
+            "torch_threads": 2,
+            "host": "node1",
+        }
+        cells.append(
+            {
+                "cell": {"variant": variant, "protocol": protocol, "seed": seed},
+                "key": f"{variant}/{protocol}/seed{seed}",
+                "run_dir": str(tmp / "cells" / variant / protocol / f"seed{seed}"),
+                "status": "ok",
+                "error": None,
+                "metrics": {"features": _metrics(variant, seed, protocol)},
+                "absent": {},
+                "timing": {"train_s": 50.0, "eval_s": 10.0, "total_s": 60.0 + i},
+                "started": f"2026-01-01T10:{i:02d}:00",
+                "finished": f"2026-01-01T10:{i:02d}:30",
+                "environment": env,
+            }
+        )
     rows = [row for cell in cells for row in cell_rows(cell)]
-    return {"schema": 1, "config": config, "command": "hcl study --config configs/x.yaml --workers 4",
-            "environment": cells[0]["environment"], "counts": {"ok": len(cells), "failed": 0, "interrupted": 0,
-                                                              "pending": 0},
-            "complete": True, "cells": cells, **aggregate(rows, "Base")}
+    return {
+        "schema": 1,
+        "config": config,
+        "command": "hcl study --config configs/x.yaml --workers 4",
+        "environment": cells[0]["environment"],
+        "counts": {"ok": len(cells), "failed": 0, "interrupted": 0, "pending": 0},
+        "complete": True,
+        "cells": cells,
+        **aggregate(rows, "Base"),
+    }

@@ -10,13 +10,21 @@ import yaml
 
 from hcl.study import HeldoutSpec, StudyConfig, load_study_config, plan_study, run_study
 
-BASE = {"dataset": "synthetic", "data_options": {"depth": 3, "branching": [3, 2, 3], "samples_per_leaf": 4,
-                                                 "image_size": 16}, "width": 8, "batch_size": 16}
+BASE = {
+    "dataset": "synthetic",
+    "data_options": {"depth": 3, "branching": [3, 2, 3], "samples_per_leaf": 4, "image_size": 16},
+    "width": 8,
+    "batch_size": 16,
+}
 
 
 def study(**changes) -> dict:
-    data = {"base": dict(BASE), "variants": {"SupCon": {"loss": "supcon"}, "HiMulCon": {"loss": "himulcon"}},
-            "protocols": ["all"], "output_dir": "unused"}
+    data = {
+        "base": dict(BASE),
+        "variants": {"SupCon": {"loss": "supcon"}, "HiMulCon": {"loss": "himulcon"}},
+        "protocols": ["all"],
+        "output_dir": "unused",
+    }
     data.update(changes)
     return data
 
@@ -40,56 +48,47 @@ def test_defaults() -> None:
 @pytest.mark.parametrize(
     ("changes", "error", "message"),
     [
-        ({"seed": [1]}, ValueError,
-         "unknown study key 'seed'; did you mean 'seeds'?"),
-        ({"heldout": {"cont": 2}}, ValueError,
-         "unknown study key 'heldout.cont'; did you mean 'heldout.count'?"),
-        ({"seeds": []}, ValueError,
-         "study key 'seeds' must be a non-empty list"),
-        ({"seeds": [0, 1, 1, 2, 2]}, ValueError,
-         "study key 'seeds' lists seed(s) [1, 2] more than once"),
-        ({"seeds": [0, -1]}, ValueError,
-         "study key 'seeds' must be a list of integers >= 0, got -1"),
-        ({"seeds": 3}, TypeError,
-         "study key 'seeds' must be a non-empty list"),
-        ({"baseline": "HiConE"}, ValueError,
-         "study key 'baseline' must be one of the variants ['SupCon', 'HiMulCon'], got 'HiConE'"),
-        ({"variants": {}}, ValueError,
-         "study key 'variants' must map at least one name"),
-        ({"variants": {"A": {"seed": 3}}}, ValueError,
-         "study key 'variants.A.seed' is set by the study"),
-        ({"variants": {"A": {"output_dir": "x"}}}, ValueError,
-         "study key 'variants.A.output_dir' is set by the study"),
-        ({"variants": {"a/b": {}}}, ValueError,
-         "without '/'"),
-        ({"variants": {"A": "supcon"}}, TypeError,
-         "study key 'variants.A' must be a mapping"),
-        ({"protocols": ["all", "unseen"]}, ValueError,
-         "study key 'protocols' must hold values from ['all', 'heldout'], got 'unseen'"),
-        ({"protocols": ["all", "all"]}, ValueError,
-         "study key 'protocols' lists a value twice"),
-        ({"embeddings": ["logits"]}, ValueError,
-         "study key 'embeddings' must hold values from ['features', 'projection']"),
-        ({"workers": 0}, ValueError,
-         "study key 'workers' must be an integer >= 1, got 0"),
-        ({"workers": "2"}, TypeError,
-         "study key 'workers' must be an integer >= 1, got '2'"),
-        ({"heldout": {"per_seed": "yes"}}, TypeError,
-         "study key 'heldout.per_seed' must be true or false"),
-        ({"threads_per_worker": 0}, ValueError,
-         "study key 'threads_per_worker' must be an integer >= 1"),
-        ({"executor": "slurm"}, ValueError,
-         "study key 'executor' must be one of ['process', 'submitit'], got 'slurm'"),
-        ({"base": 3}, TypeError,
-         "study key 'base' must be a TrainConfig mapping or a file path"),
-        ({"heldout": {"count": 0}}, ValueError,
-         "study key 'heldout.count' must be an integer >= 1, got 0"),
-        ({"heldout": {"classes": []}}, ValueError,
-         "study key 'heldout.classes' must be a non-empty list"),
-        ({"heldout": {"classes": ["a", "a"]}}, ValueError,
-         "study key 'heldout.classes' lists a class twice"),
-        ({"heldout": {"classes": ["a"], "per_seed": True}}, ValueError,
-         "study key 'heldout.per_seed' needs the classes chosen"),
+        ({"seed": [1]}, ValueError, "unknown study key 'seed'; did you mean 'seeds'?"),
+        ({"heldout": {"cont": 2}}, ValueError, "unknown study key 'heldout.cont'; did you mean 'heldout.count'?"),
+        ({"seeds": []}, ValueError, "study key 'seeds' must be a non-empty list"),
+        ({"seeds": [0, 1, 1, 2, 2]}, ValueError, "study key 'seeds' lists seed(s) [1, 2] more than once"),
+        ({"seeds": [0, -1]}, ValueError, "study key 'seeds' must be a list of integers >= 0, got -1"),
+        ({"seeds": 3}, TypeError, "study key 'seeds' must be a non-empty list"),
+        (
+            {"baseline": "HiConE"},
+            ValueError,
+            "study key 'baseline' must be one of the variants ['SupCon', 'HiMulCon'], got 'HiConE'",
+        ),
+        ({"variants": {}}, ValueError, "study key 'variants' must map at least one name"),
+        ({"variants": {"A": {"seed": 3}}}, ValueError, "study key 'variants.A.seed' is set by the study"),
+        ({"variants": {"A": {"output_dir": "x"}}}, ValueError, "study key 'variants.A.output_dir' is set by the study"),
+        ({"variants": {"a/b": {}}}, ValueError, "without '/'"),
+        ({"variants": {"A": "supcon"}}, TypeError, "study key 'variants.A' must be a mapping"),
+        (
+            {"protocols": ["all", "unseen"]},
+            ValueError,
+            "study key 'protocols' must hold values from ['all', 'heldout'], got 'unseen'",
+        ),
+        ({"protocols": ["all", "all"]}, ValueError, "study key 'protocols' lists a value twice"),
+        (
+            {"embeddings": ["logits"]},
+            ValueError,
+            "study key 'embeddings' must hold values from ['features', 'projection']",
+        ),
+        ({"workers": 0}, ValueError, "study key 'workers' must be an integer >= 1, got 0"),
+        ({"workers": "2"}, TypeError, "study key 'workers' must be an integer >= 1, got '2'"),
+        ({"heldout": {"per_seed": "yes"}}, TypeError, "study key 'heldout.per_seed' must be true or false"),
+        ({"threads_per_worker": 0}, ValueError, "study key 'threads_per_worker' must be an integer >= 1"),
+        ({"executor": "slurm"}, ValueError, "study key 'executor' must be one of ['process', 'submitit'], got 'slurm'"),
+        ({"base": 3}, TypeError, "study key 'base' must be a TrainConfig mapping or a file path"),
+        ({"heldout": {"count": 0}}, ValueError, "study key 'heldout.count' must be an integer >= 1, got 0"),
+        ({"heldout": {"classes": []}}, ValueError, "study key 'heldout.classes' must be a non-empty list"),
+        ({"heldout": {"classes": ["a", "a"]}}, ValueError, "study key 'heldout.classes' lists a class twice"),
+        (
+            {"heldout": {"classes": ["a"], "per_seed": True}},
+            ValueError,
+            "study key 'heldout.per_seed' needs the classes chosen",
+        ),
     ],
 )
 def test_bad_study_keys_are_named(changes: dict, error: type, message: str) -> None:
@@ -132,8 +131,9 @@ def test_bad_variant_is_named_before_any_training(tmp_path: Path, variant: dict,
 def test_heldout_class_check_runs_before_any_training(tmp_path: Path, classes: list, message: str) -> None:
     """The held-out spec is checked by hcl.metrics.check_heldout_classes against the training split,
     and its error is the study's, naming the class, raised before any cell starts."""
-    data = study(protocols=["all", "heldout"], output_dir=str(tmp_path / "out"), seeds=[0, 1],
-                 heldout={"classes": classes})
+    data = study(
+        protocols=["all", "heldout"], output_dir=str(tmp_path / "out"), seeds=[0, 1], heldout={"classes": classes}
+    )
     data["base"]["data_options"] = {**BASE["data_options"], "branching": [3, 2, 1]}  # every variant an only child
     with pytest.raises(ValueError) as error:
         run_study(StudyConfig.from_dict(data), progress=False)
@@ -158,8 +158,9 @@ def test_missing_submitit_says_how_to_install(tmp_path: Path, monkeypatch: pytes
 def test_load_resolves_base_file_and_applies_dotted_overrides(tmp_path: Path) -> None:
     (tmp_path / "train.yaml").write_text(yaml.safe_dump({**BASE, "lr": 0.05, "output_dir": "runs/x", "seed": 7}))
     path = write(tmp_path, {**study(), "base": "train.yaml"})
-    cfg = load_study_config(path, ["base.epochs=2", "variants.SupCon.lr=0.2", "workers=3", "seeds=[4, 5]",
-                                   "heldout.count=3"])
+    cfg = load_study_config(
+        path, ["base.epochs=2", "variants.SupCon.lr=0.2", "workers=3", "seeds=[4, 5]", "heldout.count=3"]
+    )
     assert cfg.base["lr"] == 0.05 and cfg.base["epochs"] == 2 and cfg.base["dataset"] == "synthetic"
     assert cfg.variants["SupCon"] == {"loss": "supcon", "lr": 0.2}
     assert cfg.workers == 3 and cfg.seeds == [4, 5] and cfg.heldout.count == 3

@@ -10,13 +10,23 @@ import hcl.metrics
 from hcl.hierarchy import Hierarchy
 from hcl.study import AllClasses, Cell, HeldoutClasses, HeldoutSpec, StudyConfig, build_grid, cell_dir, plan_study
 
-BASE = {"dataset": "synthetic", "data_options": {"depth": 3, "branching": [3, 2, 3], "samples_per_leaf": 4,
-                                                 "image_size": 16}, "width": 8, "batch_size": 16, "lr": 0.05}
+BASE = {
+    "dataset": "synthetic",
+    "data_options": {"depth": 3, "branching": [3, 2, 3], "samples_per_leaf": 4, "image_size": 16},
+    "width": 8,
+    "batch_size": 16,
+    "lr": 0.05,
+}
 
 
 def make(**changes) -> StudyConfig:
-    data = {"base": dict(BASE), "variants": {"SupCon": {"loss": "supcon"}, "HiMulCon": {"loss": "himulcon", "lr": 0.1}},
-            "seeds": [3, 1, 2], "protocols": ["all"], "output_dir": "/tmp/s"}
+    data = {
+        "base": dict(BASE),
+        "variants": {"SupCon": {"loss": "supcon"}, "HiMulCon": {"loss": "himulcon", "lr": 0.1}},
+        "seeds": [3, 1, 2],
+        "protocols": ["all"],
+        "output_dir": "/tmp/s",
+    }
     data.update(changes)
     return StudyConfig.from_dict(data)
 
@@ -24,8 +34,12 @@ def make(**changes) -> StudyConfig:
 def test_grid_is_seed_major_and_complete() -> None:
     cells = build_grid(make(protocols=["all", "heldout"]))
     assert len(cells) == 2 * 3 * 2 and len(set(cells)) == len(cells)
-    assert cells[:4] == [Cell("SupCon", "all", 3), Cell("HiMulCon", "all", 3),
-                         Cell("SupCon", "heldout", 3), Cell("HiMulCon", "heldout", 3)]
+    assert cells[:4] == [
+        Cell("SupCon", "all", 3),
+        Cell("HiMulCon", "all", 3),
+        Cell("SupCon", "heldout", 3),
+        Cell("HiMulCon", "heldout", 3),
+    ]
     assert [c.seed for c in cells[4:8]] == [1] * 4  # a stopped study has whole seeds
 
 
@@ -82,10 +96,14 @@ def test_heldout_chosen_once_or_per_seed(tiny_hierarchy: Hierarchy) -> None:
     labels = tiny_hierarchy.node_labels(1)
 
     def names(count: int, seed: int) -> list[str]:
-        return [tiny_hierarchy.nodes(1)[c[-1]] for c in hcl.metrics.choose_unseen_classes(labels, count=count, seed=seed)]
+        return [
+            tiny_hierarchy.nodes(1)[c[-1]] for c in hcl.metrics.choose_unseen_classes(labels, count=count, seed=seed)
+        ]
 
     once = HeldoutClasses.resolve(HeldoutSpec(count=2, seed=1), labels, tiny_hierarchy, [0, 2])
-    assert once.overrides(0) == once.overrides(2) == {"heldout_classes": names(2, 1)} == {"heldout_classes": ["a1", "b3"]}
+    assert (
+        once.overrides(0) == once.overrides(2) == {"heldout_classes": names(2, 1)} == {"heldout_classes": ["a1", "b3"]}
+    )
     per_seed = HeldoutClasses.resolve(HeldoutSpec(count=1, seed=1, per_seed=True), labels, tiny_hierarchy, [0, 1])
     assert per_seed.overrides(0) == {"heldout_classes": names(1, 1)} == {"heldout_classes": ["b3"]}
     assert per_seed.overrides(1) == {"heldout_classes": names(1, 2)} == {"heldout_classes": ["b1"]}
@@ -96,20 +114,34 @@ def test_heldout_evaluate_reads_the_report_as_a_table() -> None:
     each keyed by level (the study's rows ``heldout/<metric>``)."""
 
     def group(offset: float) -> dict:
-        return {"num_test": 4,
-                "retrieval": {str(lv): {"map@r": offset + lv, "precision@1": offset - lv, "num_queries": 4}
-                              for lv in range(3)},
-                "ancestor_knn_accuracy": {"0": offset + 0.5, "1": offset + 0.6}, "knn_accuracy": {"2": offset + 0.7}}
+        return {
+            "num_test": 4,
+            "retrieval": {
+                str(lv): {"map@r": offset + lv, "precision@1": offset - lv, "num_queries": 4} for lv in range(3)
+            },
+            "ancestor_knn_accuracy": {"0": offset + 0.5, "1": offset + 0.6},
+            "knn_accuracy": {"2": offset + 0.7},
+        }
 
-    report = {"heldout_classes": [[0, 1, 2]], "heldout_class_names": ["x"], "heldout_level": 2, "k": 3,
-              "heldout": group(10.0), "seen": group(20.0)}
+    report = {
+        "heldout_classes": [[0, 1, 2]],
+        "heldout_class_names": ["x"],
+        "heldout_level": 2,
+        "k": 3,
+        "heldout": group(10.0),
+        "seen": group(20.0),
+    }
     table = HeldoutClasses({0: ("x",)}).evaluate({"cpcc": 0.1, "heldout": report})
     assert table == {
         "classes": ["x"],
-        "map@r": {"0": 10.0, "1": 11.0, "2": 12.0}, "precision@1": {"0": 10.0, "1": 9.0, "2": 8.0},
-        "ancestor_knn_accuracy": {"0": 10.5, "1": 10.6}, "knn_accuracy": {"2": 10.7},
-        "seen_map@r": {"0": 20.0, "1": 21.0, "2": 22.0}, "seen_precision@1": {"0": 20.0, "1": 19.0, "2": 18.0},
-        "seen_ancestor_knn_accuracy": {"0": 20.5, "1": 20.6}, "seen_knn_accuracy": {"2": 20.7},
+        "map@r": {"0": 10.0, "1": 11.0, "2": 12.0},
+        "precision@1": {"0": 10.0, "1": 9.0, "2": 8.0},
+        "ancestor_knn_accuracy": {"0": 10.5, "1": 10.6},
+        "knn_accuracy": {"2": 10.7},
+        "seen_map@r": {"0": 20.0, "1": 21.0, "2": 22.0},
+        "seen_precision@1": {"0": 20.0, "1": 19.0, "2": 18.0},
+        "seen_ancestor_knn_accuracy": {"0": 20.5, "1": 20.6},
+        "seen_knn_accuracy": {"2": 20.7},
     }
     with pytest.raises(KeyError):
         HeldoutClasses({0: ("x",)}).evaluate({"cpcc": 0.1})

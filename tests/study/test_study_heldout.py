@@ -31,13 +31,18 @@ def test_heldout_cells_leave_their_classes_out_and_add_heldout_metrics(tmp_path:
         assert table["classes"] == saved["heldout"]["heldout_class_names"], embedding
         assert set(table["map@r"]) == set(table["seen_map@r"]) == {"0", "1", "2"}
         assert set(table["ancestor_knn_accuracy"]) == {"0", "1"} and set(table["knn_accuracy"]) == {"2"}
-        rows = {(s["level"], s["metric"]) for s in result.summary
-                if s["protocol"] == "heldout" and s["embedding"] == embedding}
+        rows = {
+            (s["level"], s["metric"])
+            for s in result.summary
+            if s["protocol"] == "heldout" and s["embedding"] == embedding
+        }
         for level in levels:
             assert {(level, "heldout/map@r"), (level, "heldout/seen_map@r"), (level, "map@r")} <= rows, level
         assert ("class", "heldout/ancestor_knn_accuracy") in rows and ("variant", "heldout/knn_accuracy") in rows
-        assert not any(m.startswith("heldout/") for _, m in
-                       {(s["level"], s["metric"]) for s in result.summary if s["protocol"] == "all"})
+        assert not any(
+            m.startswith("heldout/")
+            for _, m in {(s["level"], s["metric"]) for s in result.summary if s["protocol"] == "all"}
+        )
     # the configured embedding's held-out report is fit's own, as in results.json
     features = record["metrics"][record["config"]["embedding"]]["heldout"]
     assert features["map@r"] == {lv: m["map@r"] for lv, m in saved["heldout"]["heldout"]["retrieval"].items()}

@@ -70,8 +70,11 @@ def test_mean_tables_hold_the_json_numbers(study: dict) -> None:
         for variant in ("Base", "Deep", "Flat"):
             name = "Base (baseline)" if variant == "Base" else variant
             line = _table_line(text, f"{section}, features embedding", name, "5")
-            rows = {(s["level"], s["metric"]): s for s in study["summary"]
-                    if s["protocol"] == protocol and s["variant"] == variant and s["embedding"] == "features"}
+            rows = {
+                (s["level"], s["metric"]): s
+                for s in study["summary"]
+                if s["protocol"] == protocol and s["variant"] == variant and s["embedding"] == "features"
+            }
             expected = [f"{rows[c]['mean']:.3f} [{rows[c]['ci_low']:.3f}, {rows[c]['ci_high']:.3f}]" for c in columns]
             assert line == f"| {name} | 5 | " + " | ".join(expected) + " |"
 
@@ -83,15 +86,22 @@ def test_heldout_metrics_get_their_own_tables(study: dict) -> None:
     means, differences = own.split("Paired differences from Base", 1)
 
     def summary(variant: str, metric: str) -> dict:
-        return next(s for s in study["summary"] if (s["protocol"], s["variant"], s["metric"]) == ("heldout", variant, metric))
+        return next(
+            s for s in study["summary"] if (s["protocol"], s["variant"], s["metric"]) == ("heldout", variant, metric)
+        )
 
     def paired(variant: str, metric: str) -> dict:
-        return next(p for p in study["paired"] if (p["protocol"], p["variant"], p["metric"]) == ("heldout", variant, metric))
+        return next(
+            p for p in study["paired"] if (p["protocol"], p["variant"], p["metric"]) == ("heldout", variant, metric)
+        )
 
     assert "| metric | Base | Deep | Flat |" in means and "| metric | Deep | Flat |" in differences
     for metric, label in (("heldout/map@r", "MAP@R class"), ("heldout/seen_knn_accuracy", "seen k-NN accuracy class")):
-        cells = [f"{summary(v, metric)['mean']:.3f} [{summary(v, metric)['ci_low']:.3f}, "
-                 f"{summary(v, metric)['ci_high']:.3f}]" for v in ("Base", "Deep", "Flat")]
+        cells = [
+            f"{summary(v, metric)['mean']:.3f} [{summary(v, metric)['ci_low']:.3f}, "
+            f"{summary(v, metric)['ci_high']:.3f}]"
+            for v in ("Base", "Deep", "Flat")
+        ]
         assert f"| {label} | {' | '.join(cells)} |" in means
         deep, flat = paired("Deep", metric), paired("Flat", metric)
         assert verdict(deep["ci_low"], deep["ci_high"]) == "no detectable difference"
@@ -120,12 +130,17 @@ def test_paired_table_holds_the_json_numbers(study: dict) -> None:
     assert list(labels) == ["CPCC", "MAP@R group", "MAP@R class"]
     for variant in ("Deep", "Flat"):
         for label, (level, metric) in labels.items():
-            p = next(p for p in study["paired"] if (p["protocol"], p["variant"], p["level"], p["metric"])
-                     == ("all", variant, level, metric))
+            p = next(
+                p
+                for p in study["paired"]
+                if (p["protocol"], p["variant"], p["level"], p["metric"]) == ("all", variant, level, metric)
+            )
             line = _paired_line(text, section, variant, label)
             p_t = f"{p['p_t']:.3f}" if p["p_t"] >= 0.001 else "<0.001"
-            assert line == (f"| {variant} | {label} | {p['mean_diff']:+.3f} [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}] "
-                            f"| {p_t} | {p['p_wilcoxon']:.3f} | 5 | {verdict(p['ci_low'], p['ci_high'])} |")
+            assert line == (
+                f"| {variant} | {label} | {p['mean_diff']:+.3f} [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}] "
+                f"| {p_t} | {p['p_wilcoxon']:.3f} | 5 | {verdict(p['ci_low'], p['ci_high'])} |"
+            )
     assert "| Base |" not in text.split("### Paired differences from Base")[1].split("\n## ")[0]
 
 
@@ -134,8 +149,9 @@ def test_findings_state_the_rule_and_every_result_nulls_included(study: dict) ->
     assert "95% t-interval of its paired difference" in text and "entirely above 0" in text
     deep = _finding_line(text, "all classes trained, features embedding", "Deep")
     cpcc = next(p for p in study["paired"] if (p["protocol"], p["variant"], p["metric"]) == ("all", "Deep", "cpcc"))
-    assert deep.startswith(f"- Deep vs Base: helps CPCC ({cpcc['mean_diff']:+.3f} [{cpcc['ci_low']:+.3f}, "
-                           f"{cpcc['ci_high']:+.3f}], p_t ")
+    assert deep.startswith(
+        f"- Deep vs Base: helps CPCC ({cpcc['mean_diff']:+.3f} [{cpcc['ci_low']:+.3f}, {cpcc['ci_high']:+.3f}], p_t "
+    )
     assert "; no detectable difference on MAP@R group (" in deep and ") and MAP@R class (" in deep
     flat = _finding_line(text, "all classes trained, features embedding", "Flat")
     assert "hurts MAP@R class (-0.04" in flat and "no detectable difference on CPCC (" in flat
@@ -148,8 +164,14 @@ def test_findings_state_the_rule_and_every_result_nulls_included(study: dict) ->
 
 @pytest.mark.parametrize(
     ("low", "high", "word"),
-    [(0.0005, 0.02, "helps"), (-0.0005, 0.02, "no detectable difference"), (0.0, 0.02, "no detectable difference"),
-     (-0.02, -0.0005, "hurts"), (-0.02, 0.0, "no detectable difference"), (None, None, "too few seeds")],
+    [
+        (0.0005, 0.02, "helps"),
+        (-0.0005, 0.02, "no detectable difference"),
+        (0.0, 0.02, "no detectable difference"),
+        (-0.02, -0.0005, "hurts"),
+        (-0.02, 0.0, "no detectable difference"),
+        (None, None, "too few seeds"),
+    ],
 )
 def test_the_findings_rule_flips_where_the_interval_crosses_zero(study: dict, low, high, word: str) -> None:
     changed = copy.deepcopy(study)
@@ -166,8 +188,10 @@ def test_header_says_how_the_numbers_were_made(study: dict) -> None:
     head = study_markdown(study).split("## Findings")[0]
     assert head.startswith("# A fabricated study\n")
     assert "- **Command:** `hcl study --config configs/x.yaml --workers 4`" in head
-    assert "git `aaaaaaaaaaaa` (clean) (20 cells); git `bbbbbbbbbbbb` (with uncommitted changes in hcl/) (10 cells)" \
+    assert (
+        "git `aaaaaaaaaaaa` (clean) (20 cells); git `bbbbbbbbbbbb` (with uncommitted changes in hcl/) (10 cells)"
         in head
+    )
     assert "hcl 0.1.0, torch 2.14.1, python 3.11.7" in head
     assert "- **Cells:** 30 of 30 finished (3 variants x 5 seeds x 2 protocols, baseline Base)" in head
     assert "- **Workers:** 4 at once, 2 threads each, executor process" in head
@@ -181,8 +205,10 @@ def test_unfinished_cells_are_listed(study: dict) -> None:
     changed = copy.deepcopy(study)
     changed["cells"][3].update(status="failed", error="ValueError: boom")
     head = study_markdown(changed).split("## Findings")[0]
-    assert "- **Cells:** 29 of 30 finished" in head and f"  - `{changed['cells'][3]['key']}` failed: ValueError: boom" \
-        in head
+    assert (
+        "- **Cells:** 29 of 30 finished" in head
+        and f"  - `{changed['cells'][3]['key']}` failed: ValueError: boom" in head
+    )
 
 
 def test_headline_names_the_effects_and_the_nulls(study: dict) -> None:
@@ -192,8 +218,7 @@ def test_headline_names_the_effects_and_the_nulls(study: dict) -> None:
     assert f"Deep helps CPCC: {cpcc['mean_diff']:+.3f} [{cpcc['ci_low']:+.3f}, {cpcc['ci_high']:+.3f}]" in text
     effects = text.split("- Largest effects: ")[1].split("\n")[0]
     assert effects.index("Deep helps CPCC") < effects.index("Flat hurts MAP@R class")  # larger first
-    assert ("- No detectable difference: Deep on MAP@R group and MAP@R class; Flat on CPCC and MAP@R group."
-            in text)
+    assert "- No detectable difference: Deep on MAP@R group and MAP@R class; Flat on CPCC and MAP@R group." in text
     assert len(text.strip().splitlines()) == 4
     assert "1 more in the full report" in study_headline(study, top=1)
     held = study_headline(study, protocol="heldout")

@@ -61,10 +61,20 @@ def test_study_json(finished) -> None:
     text = (out / "study.json").read_text()
     document = json.loads(text, parse_constant=lambda name: pytest.fail(f"study.json holds {name}"))
     assert document["schema"] == 1
-    assert set(document) == {"schema", "config", "command", "environment", "counts", "complete", "cells", "summary",
-                             "paired"}
-    assert document["command"] == shlex.join(["hcl", "study", "--config", str(FAST_CONFIG), "--set",
-                                              *fast_overrides(out)])
+    assert set(document) == {
+        "schema",
+        "config",
+        "command",
+        "environment",
+        "counts",
+        "complete",
+        "cells",
+        "summary",
+        "paired",
+    }
+    assert document["command"] == shlex.join(
+        ["hcl", "study", "--config", str(FAST_CONFIG), "--set", *fast_overrides(out)]
+    )
     assert {"machine", "cpus", "gpu"} <= set(document["environment"])
     n = len(document["cells"])
     assert document["counts"] == {"ok": n, "failed": 0, "interrupted": 0, "pending": 0} and document["complete"]
@@ -79,10 +89,14 @@ def test_study_json(finished) -> None:
     paired = [p for p in document["paired"] if p["protocol"] == "all"]
     assert len(paired) == embeddings * per_embedding and {p["variant"] for p in paired} == {"HiMulCon"}
     # the tables are the statistics of the cells' own numbers
-    values = {(c["cell"]["variant"], c["cell"]["seed"]): c["metrics"]["projection"]["cpcc"] for c in document["cells"]
-              if c["cell"]["protocol"] == "all"}
-    row = next(s for s in all_rows
-               if s["variant"] == "HiMulCon" and s["metric"] == "cpcc" and s["embedding"] == "projection")
+    values = {
+        (c["cell"]["variant"], c["cell"]["seed"]): c["metrics"]["projection"]["cpcc"]
+        for c in document["cells"]
+        if c["cell"]["protocol"] == "all"
+    }
+    row = next(
+        s for s in all_rows if s["variant"] == "HiMulCon" and s["metric"] == "cpcc" and s["embedding"] == "projection"
+    )
     assert row["mean"] == pytest.approx((values["HiMulCon", 0] + values["HiMulCon", 1]) / 2)
     assert len(document["summary"]) == 2 * protocols * embeddings * per_embedding or protocols == 2
 
@@ -105,8 +119,21 @@ def test_markdown_of_a_finished_study_trains_nothing(finished, tmp_path: Path, c
     shutil.copytree(finished[0], out)
     before = cell_files(out)
     markdown = tmp_path / "results.md"
-    assert main(["study", "--config", str(FAST_CONFIG), "--set", *fast_overrides(out), "--no-report",
-                 "--markdown", str(markdown)]) == 0
+    assert (
+        main(
+            [
+                "study",
+                "--config",
+                str(FAST_CONFIG),
+                "--set",
+                *fast_overrides(out),
+                "--no-report",
+                "--markdown",
+                str(markdown),
+            ]
+        )
+        == 0
+    )
     assert "(0 run now)" in capsys.readouterr().out and cell_files(out) == before
     text = markdown.read_text()
     assert text == study_markdown(out)
@@ -158,12 +185,20 @@ def test_killed_study_continues(tmp_path: Path) -> None:
     """Kill the whole study (workers too) while its second cell trains; the rerun skips the first
     cell and resumes the second from its checkpoint."""
     out = tmp_path / "study"
-    overrides = fast_overrides(out, "workers=1", "protocols=[all]", "seeds=[0]", "base.epochs=4", "base.max_steps=null",
-                               "base.checkpoint_every=2")
+    overrides = fast_overrides(
+        out,
+        "workers=1",
+        "protocols=[all]",
+        "seeds=[0]",
+        "base.epochs=4",
+        "base.max_steps=null",
+        "base.checkpoint_every=2",
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "hcl", "study", "--config", str(FAST_CONFIG), "--no-report", "--set", *overrides]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     first, second = out / "cells/SupCon/all/seed0", out / "cells/HiMulCon/all/seed0"
     deadline = time.monotonic() + 240
     try:
@@ -180,8 +215,11 @@ def test_killed_study_continues(tmp_path: Path) -> None:
     result = run_study(FAST_CONFIG, overrides=overrides, progress=False, report=False)
     assert result.ran == ["HiMulCon/all/seed0"] and (first / "cell.json").stat().st_mtime_ns == finished_first
     assert "resuming" in (second / "cell.log").read_text()
-    steps = [json.loads(line)["step"] for line in (second / "metrics.jsonl").read_text().splitlines()
-             if json.loads(line)["kind"] == "train"]
+    steps = [
+        json.loads(line)["step"]
+        for line in (second / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["kind"] == "train"
+    ]
     assert steps == list(range(1, 13))  # every step once: the resumed run continued where the killed one stopped
 
 
@@ -211,11 +249,23 @@ def test_workers_never_outlive_the_killed_study(tmp_path: Path, signum: int) -> 
     """Kill only the study process while both cells train: its workers stop with it (none is left
     training into a run folder), and the rerun resumes each cell to every step exactly once."""
     out = tmp_path / "study"
-    overrides = fast_overrides(out, "workers=2", "protocols=[all]", "seeds=[0]", "base.epochs=10",
-                               "base.max_steps=null", "base.checkpoint_every=3")
+    overrides = fast_overrides(
+        out,
+        "workers=2",
+        "protocols=[all]",
+        "seeds=[0]",
+        "base.epochs=10",
+        "base.max_steps=null",
+        "base.checkpoint_every=3",
+    )
     command = [sys.executable, "-m", "hcl", "study", "--config", str(FAST_CONFIG), "--no-report", "--set", *overrides]
-    process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     cells = [out / "cells/SupCon/all/seed0", out / "cells/HiMulCon/all/seed0"]
     workers: list[int] = []
     deadline = time.monotonic() + 240
@@ -244,18 +294,34 @@ def test_workers_never_outlive_the_killed_study(tmp_path: Path, signum: int) -> 
     assert sorted(result.ran) == ["HiMulCon/all/seed0", "SupCon/all/seed0"]
     for cell in cells:
         assert (cell / "cell.json").is_file() and "resuming" in (cell / "cell.log").read_text()
-        steps = [json.loads(line)["step"] for line in (cell / "metrics.jsonl").read_text().splitlines()
-                 if json.loads(line)["kind"] == "train"]
+        steps = [
+            json.loads(line)["step"]
+            for line in (cell / "metrics.jsonl").read_text().splitlines()
+            if json.loads(line)["kind"] == "train"
+        ]
         assert steps == list(range(1, 31))  # 10 epochs x 3 steps, each once
 
 
 def test_ctrl_c_stops_the_study_and_checkpoints(tmp_path: Path) -> None:
     out = tmp_path / "study"
-    overrides = fast_overrides(out, "workers=1", "protocols=[all]", "seeds=[0]", "variants={SupCon: {loss: supcon}}",
-                               "base.epochs=20", "base.max_steps=null")
+    overrides = fast_overrides(
+        out,
+        "workers=1",
+        "protocols=[all]",
+        "seeds=[0]",
+        "variants={SupCon: {loss: supcon}}",
+        "base.epochs=20",
+        "base.max_steps=null",
+    )
     command = [sys.executable, "-m", "hcl", "study", "--config", str(FAST_CONFIG), "--set", *overrides]
-    process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     cell = out / "cells/SupCon/all/seed0"
     deadline = time.monotonic() + 240
     try:
@@ -287,8 +353,12 @@ def test_failed_cell_is_recorded_and_the_others_finish(tmp_path: Path, capsys: p
     """Through submitit's local executor (separate processes, as on SLURM): one cell fails at run
     time, the other finishes; the study says which, and the CLI exits 1."""
     pytest.importorskip("submitit")
-    path = write_study(tmp_path, variants={"SupCon": {"loss": "supcon"}, "Huge": {"batch_size": 100000}},
-                       executor="submitit", submitit={"cluster": "local", "timeout_min": 10})
+    path = write_study(
+        tmp_path,
+        variants={"SupCon": {"loss": "supcon"}, "Huge": {"batch_size": 100000}},
+        executor="submitit",
+        submitit={"cluster": "local", "timeout_min": 10},
+    )
     expected = r"1 of 2 cells did not finish \(Huge/all/seed0 failed: ValueError: batch_size 100000"
     with pytest.raises(StudyCellError, match=expected):
         run_study(path, progress=False)
@@ -308,8 +378,14 @@ def test_in_process_executor_leaves_the_callers_threads(tmp_path: Path) -> None:
     """submitit's debug executor runs the cell in this process: its one thread is for the call only.
     The cell trains a cross-entropy model, which has no projection head: that embedding is absent."""
     pytest.importorskip("submitit")
-    path = write_study(tmp_path, variants={"CE": {"loss": "cross_entropy"}}, baseline="CE", executor="submitit",
-                       submitit={"cluster": "debug"}, threads_per_worker=1)
+    path = write_study(
+        tmp_path,
+        variants={"CE": {"loss": "cross_entropy"}},
+        baseline="CE",
+        executor="submitit",
+        submitit={"cluster": "debug"},
+        threads_per_worker=1,
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

@@ -60,8 +60,9 @@ def test_mean_interval_by_hand() -> None:
 def test_mean_interval_known_case_and_confidence() -> None:
     # 1..5: mean 3, sd sqrt(2.5), standard error 1/sqrt(2)
     result = mean_interval([1, 2, 3, 4, 5])
-    assert (result["ci_low"], result["ci_high"]) == pytest.approx((3 - 2.7764451051977987 / math.sqrt(2),
-                                                                  3 + 2.7764451051977987 / math.sqrt(2)))
+    assert (result["ci_low"], result["ci_high"]) == pytest.approx(
+        (3 - 2.7764451051977987 / math.sqrt(2), 3 + 2.7764451051977987 / math.sqrt(2))
+    )
     wider, narrower = mean_interval([1, 2, 3, 4, 5], 0.99), mean_interval([1, 2, 3, 4, 5], 0.8)
     assert wider["ci_low"] < result["ci_low"] < narrower["ci_low"]
     with pytest.raises(ValueError, match="confidence must be between 0 and 1"):
@@ -127,43 +128,67 @@ def record(variant: str, seed: int, shift: float, protocol: str = "all", project
     def evaluation(offset: float) -> dict:
         return {
             "levels": ["coarse", "fine"],
-            "retrieval": {"0": {"precision@1": 0.9 + shift, "recall@5": 1.0, "map@r": 0.8 + shift + offset},
-                          "1": {"precision@1": 0.7 + shift, "recall@5": 0.9, "map@r": 0.5 + shift + offset}},
+            "retrieval": {
+                "0": {"precision@1": 0.9 + shift, "recall@5": 1.0, "map@r": 0.8 + shift + offset},
+                "1": {"precision@1": 0.7 + shift, "recall@5": 0.9, "map@r": 0.5 + shift + offset},
+            },
             "knn_accuracy": {"0": 0.95 + shift, "1": 0.75 + shift},
             "cpcc": 0.6 + shift,
-            **({"heldout": {"map@r": {"0": 0.4 + shift, "1": 0.2}, "parent_accuracy": 0.9}}
-               if protocol == "heldout" else {}),
+            **(
+                {"heldout": {"map@r": {"0": 0.4 + shift, "1": 0.2}, "parent_accuracy": 0.9}}
+                if protocol == "heldout"
+                else {}
+            ),
         }
 
-    return {"cell": {"variant": variant, "protocol": protocol, "seed": seed}, "status": "ok",
-            "metrics": {"features": evaluation(0.0), "projection": evaluation(-0.1) if projection else None}}
+    return {
+        "cell": {"variant": variant, "protocol": protocol, "seed": seed},
+        "status": "ok",
+        "metrics": {"features": evaluation(0.0), "projection": evaluation(-0.1) if projection else None},
+    }
 
 
 def test_cell_rows() -> None:
     rows = cell_rows(record("A", 3, 0.01, protocol="heldout", projection=False))
     assert all(r["embedding"] == "features" and r["seed"] == 3 and r["variant"] == "A" for r in rows)
     got = {(r["level"], r["metric"]): r["value"] for r in rows}
-    assert got == pytest.approx({
-        ("coarse", "map@r"): 0.81, ("coarse", "precision@1"): 0.91, ("coarse", "knn_accuracy"): 0.96,
-        ("fine", "map@r"): 0.51, ("fine", "precision@1"): 0.71, ("fine", "knn_accuracy"): 0.76,
-        ("(all)", "cpcc"): 0.61,
-        ("coarse", "heldout/map@r"): 0.41, ("fine", "heldout/map@r"): 0.2, ("(all)", "heldout/parent_accuracy"): 0.9,
-    })
+    assert got == pytest.approx(
+        {
+            ("coarse", "map@r"): 0.81,
+            ("coarse", "precision@1"): 0.91,
+            ("coarse", "knn_accuracy"): 0.96,
+            ("fine", "map@r"): 0.51,
+            ("fine", "precision@1"): 0.71,
+            ("fine", "knn_accuracy"): 0.76,
+            ("(all)", "cpcc"): 0.61,
+            ("coarse", "heldout/map@r"): 0.41,
+            ("fine", "heldout/map@r"): 0.2,
+            ("(all)", "heldout/parent_accuracy"): 0.9,
+        }
+    )
     assert len(cell_rows(record("A", 0, 0.0))) == 14  # 7 metrics x 2 embeddings, recall@k left out
 
 
 def test_aggregate_pairs_on_common_seeds() -> None:
     shifts = {"Base": [0.00, 0.02, 0.01, 0.03, 0.02], "New": [0.03, 0.04, 0.02, 0.06]}  # New lacks seed 4
-    rows = [row for name, values in shifts.items() for seed, s in enumerate(values)
-            for row in cell_rows(record(name, seed, s))]
+    rows = [
+        row
+        for name, values in shifts.items()
+        for seed, s in enumerate(values)
+        for row in cell_rows(record(name, seed, s))
+    ]
     tables = aggregate(rows, "Base")
     assert len(tables["summary"]) == 2 * 14 and len(tables["paired"]) == 14
-    fine = next(p for p in tables["paired"]
-                if p["level"] == "fine" and p["metric"] == "map@r" and p["embedding"] == "features")
+    fine = next(
+        p for p in tables["paired"] if p["level"] == "fine" and p["metric"] == "map@r" and p["embedding"] == "features"
+    )
     assert fine["seeds"] == [0, 1, 2, 3] and fine["baseline"] == "Base" and fine["variant"] == "New"
     expected = paired_difference([0.5 + s for s in shifts["New"]], [0.5 + s for s in shifts["Base"][:4]])
     assert {k: fine[k] for k in expected} == pytest.approx(expected)
-    summary = next(s for s in tables["summary"] if s["variant"] == "Base" and s["level"] == "(all)"
-                   and s["embedding"] == "projection")
+    summary = next(
+        s
+        for s in tables["summary"]
+        if s["variant"] == "Base" and s["level"] == "(all)" and s["embedding"] == "projection"
+    )
     assert summary["n"] == 5 and summary["mean"] == pytest.approx(0.6 + np.mean(shifts["Base"]))
     assert [s["variant"] for s in tables["summary"]][:14] == ["Base"] * 14  # in the order rows came

@@ -16,8 +16,18 @@ SYNTHETIC = {"depth": 3, "branching": [2, 2, 3], "samples_per_leaf": 8, "image_s
 
 
 def _fit(root: Path, loss: str):
-    cfg = TrainConfig(dataset="synthetic", data_options=SYNTHETIC, backbone="compact_cnn", width=4, embedding_dim=8,
-                      batch_size=32, epochs=1, loss=loss, progress=False, output_dir=str(root / loss))
+    cfg = TrainConfig(
+        dataset="synthetic",
+        data_options=SYNTHETIC,
+        backbone="compact_cnn",
+        width=4,
+        embedding_dim=8,
+        batch_size=32,
+        epochs=1,
+        loss=loss,
+        progress=False,
+        output_dir=str(root / loss),
+    )
     return cfg, fit(cfg)
 
 
@@ -62,8 +72,9 @@ def test_fit_results_are_taken_as_they_are_and_only_the_configured_embedding_is_
     embeddings_file = result.run_dir / "embeddings_test.npz"
     features_before = np.load(embeddings_file)["embeddings"]
     mine = {"embedding": "features", "cpcc": 0.5, "retrieval": {}}
-    evaluated = evaluate_embeddings(result.run_dir, cfg=cfg, model=result.model, step=result.step, fit_results=mine,
-                                    device="cpu")
+    evaluated = evaluate_embeddings(
+        result.run_dir, cfg=cfg, model=result.model, step=result.step, fit_results=mine, device="cpu"
+    )
     assert evaluated["metrics"]["features"] == mine and evaluated["metrics"]["features"] is not mine
     assert evaluated["metrics"]["projection"]["step"] == result.step
     assert (results_file.read_bytes(), results_file.stat().st_mtime_ns) == before
@@ -72,8 +83,14 @@ def test_fit_results_are_taken_as_they_are_and_only_the_configured_embedding_is_
 
 def test_the_order_and_choice_of_embeddings_are_the_callers(himulcon_run) -> None:
     cfg, result = himulcon_run
-    evaluated = evaluate_embeddings(result.run_dir, embeddings=("projection", "features"), cfg=cfg,
-                                    model=result.model, fit_results=result.results, device="cpu")
+    evaluated = evaluate_embeddings(
+        result.run_dir,
+        embeddings=("projection", "features"),
+        cfg=cfg,
+        model=result.model,
+        fit_results=result.results,
+        device="cpu",
+    )
     assert list(evaluated["metrics"]) == ["projection", "features"]
     assert evaluated["metrics"]["projection"]["embedding"] == "projection"
     view = dataclasses.replace(cfg, embedding="projection")
@@ -85,8 +102,9 @@ def test_the_order_and_choice_of_embeddings_are_the_callers(himulcon_run) -> Non
 
 def test_a_classifier_has_no_projection_it_is_recorded_absent(tmp_path: Path) -> None:
     cfg, result = _fit(tmp_path, "cross_entropy")
-    evaluated = evaluate_embeddings(result.run_dir, cfg=cfg, model=result.model, step=result.step,
-                                    fit_results=result.results, device="cpu")
+    evaluated = evaluate_embeddings(
+        result.run_dir, cfg=cfg, model=result.model, step=result.step, fit_results=result.results, device="cpu"
+    )
     assert evaluated["metrics"]["projection"] is None
     assert evaluated["absent"] == {
         "projection": "loss 'cross_entropy' trains a classifier, which has no projection head"

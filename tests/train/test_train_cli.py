@@ -49,7 +49,12 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_train_writes_the_run_directory_contract(trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert {p.name for p in trained_run.iterdir()} >= {
-        "config.json", "hierarchy.json", "checkpoint.pt", "metrics.jsonl", "results.json", "embeddings_test.npz",
+        "config.json",
+        "hierarchy.json",
+        "checkpoint.pt",
+        "metrics.jsonl",
+        "results.json",
+        "embeddings_test.npz",
     }
     assert json.loads((trained_run / "config.json").read_text())["loss"] == "himulcon"
     kinds = [json.loads(line)["kind"] for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
@@ -96,8 +101,10 @@ def test_errors_are_one_line_and_name_the_key(tmp_path: Path, capsys: pytest.Cap
     assert "unknown config key 'learning_rate'" in capsys.readouterr().err
     assert main(["train", "--set", "epochs=many"]) == 2
     assert "config key 'epochs' must be int" in capsys.readouterr().err
-    assert main(["train", "--set", f"output_dir={tmp_path / 'x'}", "dataset=cifar100",
-                 f"data_root={tmp_path / 'nope'}"]) == 2
+    assert (
+        main(["train", "--set", f"output_dir={tmp_path / 'x'}", "dataset=cifar100", f"data_root={tmp_path / 'nope'}"])
+        == 2
+    )
     assert "data_root" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "is not a run directory" in capsys.readouterr().err

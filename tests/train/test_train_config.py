@@ -26,8 +26,16 @@ def test_round_trip(tmp_path: Path, suffix: str) -> None:
 def test_overrides_follow_field_types() -> None:
     cfg = apply_overrides(
         TrainConfig(),
-        ["lr=0.5", "epochs=3", "channels_last=true", "level_weights=[1, 2, 3]", "pretrained=null",
-         "output_dir=123", "data_options.depth=3", "max_steps=7"],
+        [
+            "lr=0.5",
+            "epochs=3",
+            "channels_last=true",
+            "level_weights=[1, 2, 3]",
+            "pretrained=null",
+            "output_dir=123",
+            "data_options.depth=3",
+            "max_steps=7",
+        ],
     )
     assert cfg.lr == 0.5 and cfg.epochs == 3 and cfg.channels_last is True
     assert cfg.level_weights == [1.0, 2.0, 3.0] and cfg.pretrained is None

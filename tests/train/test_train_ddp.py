@@ -96,7 +96,9 @@ def test_fit_under_two_processes_keeps_ranks_in_sync(two_ranks: Path) -> None:
     assert results[0]["step"] == results[1]["step"] == 3
     # DDP keeps the parameters identical; batch-norm running statistics are per rank (rank 0's
     # are broadcast before each forward pass and saved in the checkpoint).
-    parameters = [k for k in results[0]["model"] if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    parameters = [
+        k for k in results[0]["model"] if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    ]
     assert len(parameters) == 19
     for key in parameters:
         torch.testing.assert_close(results[1]["model"][key], results[0]["model"][key], rtol=0, atol=0, msg=key)

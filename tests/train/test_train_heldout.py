@@ -23,9 +23,21 @@ HELD = ["f1.c1.v2", "f0.c0.v1"]  # (1, 3, 11) and (0, 0, 1): 16 of the 96 traini
 
 def _config(tmp_path: Path, name: str = "run", **changes) -> TrainConfig:
     base = {
-        "dataset": "synthetic", "data_options": SYNTHETIC, "backbone": "compact_cnn", "width": 8,
-        "embedding_dim": 16, "loss": "himulcon", "batch_size": 32, "epochs": 2, "lr": 0.05, "warmup_epochs": 0.5,
-        "eval_every": -1, "log_every": 1, "knn_k": 5, "progress": False, "output_dir": str(tmp_path / name),
+        "dataset": "synthetic",
+        "data_options": SYNTHETIC,
+        "backbone": "compact_cnn",
+        "width": 8,
+        "embedding_dim": 16,
+        "loss": "himulcon",
+        "batch_size": 32,
+        "epochs": 2,
+        "lr": 0.05,
+        "warmup_epochs": 0.5,
+        "eval_every": -1,
+        "log_every": 1,
+        "knn_k": 5,
+        "progress": False,
+        "output_dir": str(tmp_path / name),
         "heldout_classes": HELD,
     }
     base.update(changes)
@@ -94,9 +106,13 @@ def test_resume_with_heldout_classes_is_exact(tmp_path: Path) -> None:
     [
         (["f0.c0.v9"], "config key 'heldout_classes': unknown held-out class 'f0.c0.v9'"),
         (["f0.c1"], "config key 'heldout_classes': held-out class 'f0.c1' (0, 1) is at level 1, not at level 2"),
-        (["f0.c0.v0", "f0.c0.v1", "f0.c0.v2"],
-         ("config key 'heldout_classes': holding out all of 'f0.c0.v0' (0, 0, 0), 'f0.c0.v1' (0, 0, 1), "
-          "'f0.c0.v2' (0, 0, 2) leaves 'f0.c0' (0, 0) with no seen child")),
+        (
+            ["f0.c0.v0", "f0.c0.v1", "f0.c0.v2"],
+            (
+                "config key 'heldout_classes': holding out all of 'f0.c0.v0' (0, 0, 0), 'f0.c0.v1' (0, 0, 1), "
+                "'f0.c0.v2' (0, 0, 2) leaves 'f0.c0' (0, 0) with no seen child"
+            ),
+        ),
     ],
 )
 def test_bad_heldout_classes_are_named_before_the_model_is_built(

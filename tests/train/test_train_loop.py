@@ -16,7 +16,17 @@ from torch.utils.data import DataLoader
 from hcl import Hierarchy
 from hcl.data import HierarchicalBatchSampler
 from hcl.losses import get_loss, list_losses
-from hcl.train import NonFiniteLossError, SeededViews, TrainConfig, build_objective, build_split, fit, load_checkpoint, load_run, train
+from hcl.train import (
+    NonFiniteLossError,
+    SeededViews,
+    TrainConfig,
+    build_objective,
+    build_split,
+    fit,
+    load_checkpoint,
+    load_run,
+    train,
+)
 
 # 3 levels, 2 x 2 x 3 = 12 leaves, 8 training images each (96), 16 px: a step takes milliseconds.
 SYNTHETIC = {"depth": 3, "branching": [2, 2, 3], "samples_per_leaf": 8, "image_size": 16, "cache": False}
@@ -119,7 +129,9 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path: 
             with torch.no_grad():
                 model.head[2].weight.fill_(float("nan"))
 
-    with pytest.raises(NonFiniteLossError, match=r"the loss became non-finite at step 3\b.*checkpoint.pt \(step 2\)") as info:
+    with pytest.raises(
+        NonFiniteLossError, match=r"the loss became non-finite at step 3\b.*checkpoint.pt \(step 2\)"
+    ) as info:
         fit(cfg, on_step=poison)
     assert info.value.step == 3
     state = load_checkpoint(Path(cfg.output_dir) / "checkpoint.pt")
@@ -146,8 +158,9 @@ def test_a_run_saved_with_the_old_key_n_views_resumes(tmp_path: Path) -> None:
 
     def write_old(views: int) -> None:
         state = load_checkpoint(run_dir / "checkpoint.pt")
-        old = {("n_views" if k == "num_views" else k): (views if k == "num_views" else v)
-               for k, v in cfg.to_dict().items()}
+        old = {
+            ("n_views" if k == "num_views" else k): (views if k == "num_views" else v) for k, v in cfg.to_dict().items()
+        }
         torch.save({**state, "config": old}, run_dir / "checkpoint.pt")
         (run_dir / "config.json").write_text(json.dumps(old))
 

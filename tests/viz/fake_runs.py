@@ -46,17 +46,43 @@ def write_fake_run(run_dir: Path, *, seed: int = 0, n: int = 120, epochs: int = 
         for _ in range(5):
             step += 1
             loss_levels = [float(4.0 / step + rng.random() * 0.1) for _ in range(3)]
-            lines.append({"kind": "train", "step": step, "epoch": epoch, "loss": sum(loss_levels),
-                          "loss_levels": loss_levels, "lr": 0.1, "images_per_s": 1000.0})
-        retrieval = {str(lv): {"precision@1": 0.5 + 0.1 * epoch, "recall@1": 0.5 + 0.1 * epoch,
-                               "r_precision": 0.4 + 0.1 * epoch, "map@r": 0.3 + 0.1 * epoch - 0.05 * lv,
-                               "num_queries": n} for lv in range(3)}
+            lines.append(
+                {
+                    "kind": "train",
+                    "step": step,
+                    "epoch": epoch,
+                    "loss": sum(loss_levels),
+                    "loss_levels": loss_levels,
+                    "lr": 0.1,
+                    "images_per_s": 1000.0,
+                }
+            )
+        retrieval = {
+            str(lv): {
+                "precision@1": 0.5 + 0.1 * epoch,
+                "recall@1": 0.5 + 0.1 * epoch,
+                "r_precision": 0.4 + 0.1 * epoch,
+                "map@r": 0.3 + 0.1 * epoch - 0.05 * lv,
+                "num_queries": n,
+            }
+            for lv in range(3)
+        }
         lines.append({"kind": "eval", "epoch": epoch, "step": step, "retrieval": retrieval, "cpcc": 0.2 * epoch})
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    results = {"split": "test", "levels": LEVEL_NAMES, "retrieval": lines[-1]["retrieval"], "cpcc": 0.45,
-               "knn_accuracy": {str(lv): 0.9 - 0.1 * lv for lv in range(3)}}
+    results = {
+        "split": "test",
+        "levels": LEVEL_NAMES,
+        "retrieval": lines[-1]["retrieval"],
+        "cpcc": 0.45,
+        "knn_accuracy": {str(lv): 0.9 - 0.1 * lv for lv in range(3)},
+    }
     (run_dir / "results.json").write_text(json.dumps(results))
     if embeddings:
-        np.savez(run_dir / "embeddings_test.npz", embeddings=emb, labels=labels,
-                 hierarchy=np.array(json.dumps(h.to_dict())), indices=np.arange(n) * 2)
+        np.savez(
+            run_dir / "embeddings_test.npz",
+            embeddings=emb,
+            labels=labels,
+            hierarchy=np.array(json.dumps(h.to_dict())),
+            indices=np.arange(n) * 2,
+        )
     return run_dir

@@ -81,7 +81,7 @@ def test_thumbnails_are_png_data_uris_of_the_right_size(kind: str) -> None:
         "callable": lambda i: Image.fromarray(arrays[i]),
     }[kind]
     uris = F.thumbnail_uris(images, 3, size=8)
-    for uri, array in zip(uris, arrays):
+    for uri in uris:
         assert uri.startswith("data:image/png;base64,")
         image = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
         assert image.size == (4, 8)  # aspect ratio kept, longest side 8
@@ -237,7 +237,10 @@ def test_per_level_metric_bars_compare_runs() -> None:
     }
     fig = F.per_level_metric_bars(results, ["map@r", "precision@1"])
     assert [(t.name, t.xaxis) for t in fig.data] == [
-        ("HiMulConE", "x"), ("HiMulConE", "x2"), ("SupCon", "x"), ("SupCon", "x2")
+        ("HiMulConE", "x"),
+        ("HiMulConE", "x2"),
+        ("SupCon", "x"),
+        ("SupCon", "x2"),
     ]
     assert list(fig.data[2].y) == [0.7, 0.5] and list(fig.data[1].y) == [0.95, 0.6]
     assert [t.showlegend for t in fig.data] == [True, False, True, False]
@@ -289,7 +292,8 @@ def test_training_curves_show_a_run_that_logged_one_step(tmp_path: Path) -> None
     first = next(r for r in records if r["kind"] == "train")
     fig = F.training_curves({"short": [first], "long": records}, smoothing=0.5)
     assert {t.name: t.mode for t in fig.data if str(t.name).endswith("· loss")} == {
-        "short · loss": "markers", "long · loss": "lines",
+        "short · loss": "markers",
+        "long · loss": "lines",
     }
 
 

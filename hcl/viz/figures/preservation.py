@@ -78,14 +78,20 @@ def distance_vs_tree_distance(
         mask = tree == d
         fig.add_trace(
             go.Box(
-                y=dist[mask], name=f"{d}", boxpoints=False, marker_color=RUN_PALETTE[0],
+                y=dist[mask],
+                name=f"{d}",
+                boxpoints=False,
+                marker_color=RUN_PALETTE[0],
                 hovertemplate=f"tree distance {d}<br>{mask.sum()} pairs<extra></extra>",
             )
         )
     fig.update_layout(
         title=title or f"embedding distance vs tree distance (Spearman ρ = {rho:.3f}, {len(tree)} pairs)",
-        xaxis_title="tree distance between the labels (edges)", yaxis_title=f"{metric} distance in the embedding",
-        template="plotly_white", showlegend=False, meta={"spearman": rho, "pairs": int(len(tree))},
+        xaxis_title="tree distance between the labels (edges)",
+        yaxis_title=f"{metric} distance in the embedding",
+        template="plotly_white",
+        showlegend=False,
+        meta={"spearman": rho, "pairs": int(len(tree))},
     )
     return fig
 
@@ -124,8 +130,15 @@ def class_similarity_heatmap(
     hover = np.array([[f"{pa}<br>{pb}" for pb in paths] for pa in paths], dtype=object)
     fig = go.Figure(
         go.Heatmap(
-            z=sim, x=names, y=names, zmin=-1, zmax=1, colorscale="RdBu_r", customdata=hover,
-            hovertemplate="%{customdata}<br>cos = %{z:.3f}<extra></extra>", colorbar={"title": {"text": "cos"}},
+            z=sim,
+            x=names,
+            y=names,
+            zmin=-1,
+            zmax=1,
+            colorscale="RdBu_r",
+            customdata=hover,
+            hovertemplate="%{customdata}<br>cos = %{z:.3f}<extra></extra>",
+            colorbar={"title": {"text": "cos"}},
         )
     )
     ancestors = hierarchy.node_labels(level).numpy()[present]
@@ -140,7 +153,11 @@ def class_similarity_heatmap(
     side = int(min(900, max(420, 22 * len(present) + 160)))
     fig.update_layout(
         title=title or f"class-mean cosine similarity at {hierarchy.level_names[level]}, ordered by the tree",
-        shapes=shapes, template="plotly_white", width=side + 80, height=side,
-        yaxis={"autorange": "reversed", "scaleanchor": "x", "type": "category"}, xaxis={"type": "category"},
+        shapes=shapes,
+        template="plotly_white",
+        width=side + 80,
+        height=side,
+        yaxis={"autorange": "reversed", "scaleanchor": "x", "type": "category"},
+        xaxis={"type": "category"},
     )
     return fig

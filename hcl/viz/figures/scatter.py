@@ -49,8 +49,14 @@ def _level_traces(
         point_colors = np.where(column >= 0, np.asarray(colors + [UNKNOWN_COLOR], dtype=object)[column], UNKNOWN_COLOR)
         traces.append(
             go.Scatter(
-                x=xy[:, 0], y=xy[:, 1], name=level_name, showlegend=False, hovertext=paths, customdata=custom,
-                marker={"size": marker_size, "color": point_colors, "opacity": 0.8}, **common,
+                x=xy[:, 0],
+                y=xy[:, 1],
+                name=level_name,
+                showlegend=False,
+                hovertext=paths,
+                customdata=custom,
+                marker={"size": marker_size, "color": point_colors, "opacity": 0.8},
+                **common,
             )
         )
         return traces
@@ -60,9 +66,14 @@ def _level_traces(
     for name, color, mask in groups:
         traces.append(
             go.Scatter(
-                x=xy[mask, 0], y=xy[mask, 1], name=name, legendgroup=f"{level_name}:{name}",
-                hovertext=paths[mask], customdata=custom[mask],
-                marker={"size": marker_size, "color": color, "opacity": 0.8}, **common,
+                x=xy[mask, 0],
+                y=xy[mask, 1],
+                name=name,
+                legendgroup=f"{level_name}:{name}",
+                hovertext=paths[mask],
+                customdata=custom[mask],
+                marker={"size": marker_size, "color": color, "opacity": 0.8},
+                **common,
             )
         )
     return traces
@@ -70,8 +81,11 @@ def _level_traces(
 
 def _scatter_layout(fig: go.Figure, title: str | None, thumbs: list[str] | None) -> None:
     fig.update_layout(
-        title=title, template="plotly_white", legend={"itemsizing": "constant"},
-        margin={"l": 40, "r": 20, "t": 60 if title else 30, "b": 40}, hovermode="closest",
+        title=title,
+        template="plotly_white",
+        legend={"itemsizing": "constant"},
+        margin={"l": 40, "r": 20, "t": 60 if title else 30, "b": 40},
+        hovermode="closest",
     )
     fig.update_xaxes(showticklabels=False, zeroline=False, showgrid=False)
     fig.update_yaxes(showticklabels=False, zeroline=False, showgrid=False)
@@ -115,7 +129,9 @@ def scatter_by_level(
     level = resolve_level(hierarchy, level)
     thumbs = thumbnail_uris(images, len(xy)) if images is not None else None
     fig = go.Figure(
-        _level_traces(xy, array, hierarchy, level, label_paths(array, hierarchy), thumbs, marker_size, max_legend_classes)
+        _level_traces(
+            xy, array, hierarchy, level, label_paths(array, hierarchy), thumbs, marker_size, max_legend_classes
+        )
     )
     _scatter_layout(fig, title if title is not None else f"coloured by {hierarchy.level_names[level]}", thumbs)
     fig.update_layout(legend_title_text=hierarchy.level_names[level])
@@ -167,8 +183,15 @@ def scatter_with_level_dropdown(
         legend_title_text=hierarchy.level_names[first],
         updatemenus=[
             {
-                "buttons": buttons, "active": first, "direction": "down", "showactive": True,
-                "x": 0.0, "xanchor": "left", "y": 1.0, "yanchor": "bottom", "pad": {"b": 4},
+                "buttons": buttons,
+                "active": first,
+                "direction": "down",
+                "showactive": True,
+                "x": 0.0,
+                "xanchor": "left",
+                "y": 1.0,
+                "yanchor": "bottom",
+                "pad": {"b": 4},
             }
         ],
         margin={"t": 80},
@@ -204,7 +227,9 @@ def scatter_levels_grid(
     thumbs = thumbnail_uris(images, len(xy)) if images is not None else None
     paths = label_paths(array, hierarchy)
     fig = make_subplots(
-        rows=1, cols=len(chosen), subplot_titles=[f"coloured by {hierarchy.level_names[lv]}" for lv in chosen],
+        rows=1,
+        cols=len(chosen),
+        subplot_titles=[f"coloured by {hierarchy.level_names[lv]}" for lv in chosen],
         horizontal_spacing=0.03,
     )
     for col, lv in enumerate(chosen, start=1):
@@ -216,8 +241,15 @@ def scatter_levels_grid(
         for node in present:
             x, y = np.median(xy[array[:, lv] == node], axis=0)
             fig.add_annotation(
-                x=float(x), y=float(y), text=hierarchy.nodes(lv)[node], showarrow=False, row=1, col=col,
-                font={"size": 11, "color": "#222"}, bgcolor="rgba(255,255,255,0.7)", borderpad=1,
+                x=float(x),
+                y=float(y),
+                text=hierarchy.nodes(lv)[node],
+                showarrow=False,
+                row=1,
+                col=col,
+                font={"size": 11, "color": "#222"},
+                bgcolor="rgba(255,255,255,0.7)",
+                borderpad=1,
             )
     _scatter_layout(fig, title, thumbs)
     fig.update_layout(height=panel_height, showlegend=False, margin={"t": 90 if title else 40})

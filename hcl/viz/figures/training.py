@@ -48,19 +48,31 @@ def per_level_metric_bars(
                     values.append(None)
                     continue
                 if metric not in per_level[lv]:
-                    raise ValueError(f"run {run!r}, level {lv!r} has no metric {metric!r} (has {sorted(per_level[lv])})")
+                    raise ValueError(
+                        f"run {run!r}, level {lv!r} has no metric {metric!r} (has {sorted(per_level[lv])})"
+                    )
                 values.append(float(per_level[lv][metric]))
             fig.add_trace(
                 go.Bar(
-                    x=[str(lv) for lv in levels], y=values, name=str(run), legendgroup=str(run), showlegend=c == 1,
-                    marker_color=RUN_PALETTE[r % len(RUN_PALETTE)], texttemplate="%{y:.3f}", textposition="outside",
+                    x=[str(lv) for lv in levels],
+                    y=values,
+                    name=str(run),
+                    legendgroup=str(run),
+                    showlegend=c == 1,
+                    marker_color=RUN_PALETTE[r % len(RUN_PALETTE)],
+                    texttemplate="%{y:.3f}",
+                    textposition="outside",
                     hovertemplate=f"{run}<br>%{{x}}<br>{metric} = %{{y:.4f}}<extra></extra>",
                 ),
-                row=1, col=c,
+                row=1,
+                col=c,
             )
     fig.update_layout(
-        title=title or "per-level metrics", barmode="group", template="plotly_white",
-        legend={"orientation": "h", "y": -0.15}, height=450,
+        title=title or "per-level metrics",
+        barmode="group",
+        template="plotly_white",
+        legend={"orientation": "h", "y": -0.15},
+        height=450,
     )
     fig.update_yaxes(rangemode="tozero")
     return fig
@@ -132,24 +144,44 @@ def training_curves(
             mode = "lines" if len(train) > 1 else "markers"  # a line through one point draws nothing
             if smoothing > 0:
                 fig.add_trace(
-                    go.Scatter(x=step, y=loss, mode="lines", line={"color": run_color, "width": 1}, opacity=0.25,
-                               showlegend=False, hoverinfo="skip"),
-                    row=1, col=1,
+                    go.Scatter(
+                        x=step,
+                        y=loss,
+                        mode="lines",
+                        line={"color": run_color, "width": 1},
+                        opacity=0.25,
+                        showlegend=False,
+                        hoverinfo="skip",
+                    ),
+                    row=1,
+                    col=1,
                 )
             fig.add_trace(
-                go.Scatter(x=step, y=_ema(loss, smoothing), mode=mode, name=f"{prefix}loss",
-                           line={"color": run_color, "width": 2}),
-                row=1, col=1,
+                go.Scatter(
+                    x=step,
+                    y=_ema(loss, smoothing),
+                    mode=mode,
+                    name=f"{prefix}loss",
+                    line={"color": run_color, "width": 2},
+                ),
+                row=1,
+                col=1,
             )
             per_level = [rec.get("loss_levels") for rec in train]
             if all(isinstance(p, list) and p for p in per_level) and len({len(p) for p in per_level}) == 1:
                 levels = np.array(per_level, dtype=float)
                 for lv in range(levels.shape[1]):
                     fig.add_trace(
-                        go.Scatter(x=step, y=_ema(levels[:, lv], smoothing), mode=mode,
-                                   name=f"{prefix}loss {level_label(str(lv))}", visible="legendonly",
-                                   line={"color": run_color, "width": 1, "dash": LEVEL_DASHES[(lv + 1) % 6]}),
-                        row=1, col=1,
+                        go.Scatter(
+                            x=step,
+                            y=_ema(levels[:, lv], smoothing),
+                            mode=mode,
+                            name=f"{prefix}loss {level_label(str(lv))}",
+                            visible="legendonly",
+                            line={"color": run_color, "width": 1, "dash": LEVEL_DASHES[(lv + 1) % 6]},
+                        ),
+                        row=1,
+                        col=1,
                     )
         evals = [rec for rec in log if rec.get("kind") == "eval"]
         x_of = [rec.get("epoch", rec.get("step", k)) for k, rec in enumerate(evals)]
@@ -157,22 +189,37 @@ def training_curves(
         for rec in evals:
             level_keys += [lv for lv in rec.get("retrieval", {}) if lv not in level_keys]
         for k, lv in enumerate(level_keys):
-            points = [(x, rec["retrieval"][lv][metric]) for x, rec in zip(x_of, evals)
-                      if metric in rec.get("retrieval", {}).get(lv, {})]
+            points = [
+                (x, rec["retrieval"][lv][metric])
+                for x, rec in zip(x_of, evals)
+                if metric in rec.get("retrieval", {}).get(lv, {})
+            ]
             if not points:
                 continue
             color = RUN_PALETTE[k % len(RUN_PALETTE)] if single else run_color
             fig.add_trace(
-                go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
-                           name=f"{prefix}{level_label(lv)}", line={"color": color, "dash": "solid" if single else LEVEL_DASHES[k % 6]}),
-                row=1, col=2,
+                go.Scatter(
+                    x=[p[0] for p in points],
+                    y=[p[1] for p in points],
+                    mode="lines+markers",
+                    name=f"{prefix}{level_label(lv)}",
+                    line={"color": color, "dash": "solid" if single else LEVEL_DASHES[k % 6]},
+                ),
+                row=1,
+                col=2,
             )
         cpcc = [(x, rec["cpcc"]) for x, rec in zip(x_of, evals) if rec.get("cpcc") is not None]
         if cpcc:
             fig.add_trace(
-                go.Scatter(x=[p[0] for p in cpcc], y=[p[1] for p in cpcc], mode="lines+markers",
-                           name=f"{prefix}CPCC", line={"color": run_color}),
-                row=1, col=3,
+                go.Scatter(
+                    x=[p[0] for p in cpcc],
+                    y=[p[1] for p in cpcc],
+                    mode="lines+markers",
+                    name=f"{prefix}CPCC",
+                    line={"color": run_color},
+                ),
+                row=1,
+                col=3,
             )
     fig.update_xaxes(title_text="step", row=1, col=1)
     fig.update_xaxes(title_text="epoch", row=1, col=2)
