@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.hcl-installed
 FAST   ?= 1
 
-.PHONY: setup demo test test-fast bench notebooks clean system-packages
+.PHONY: setup demo test lint test-fast bench notebooks clean system-packages
 
 setup: $(STAMP) system-packages
 
@@ -36,8 +36,13 @@ system-packages:
 demo: setup
 	$(PY) -m hcl demo --out runs/demo
 
-test: setup
+test: setup lint
 	HCL_FAST=$(FAST) $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+
+# ruff (configured in pyproject.toml): lint, and the formatter's check, on the code and the tests.
+lint: setup
+	$(VENV)/bin/ruff check hcl tests benchmarks
+	$(VENV)/bin/ruff format --check hcl tests benchmarks
 
 bench: setup
 	$(PY) benchmarks/bench_losses.py

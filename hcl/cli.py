@@ -6,7 +6,7 @@
     hcl info
     hcl demo --out runs/demo [--update-readme README.md]
     hcl study --config configs/study_fashion_mnist.yaml [--set key=value ...] [--workers N] [--markdown OUT.md]
-    hcl study-report studies/fashion_mnist [--markdown OUT.md] [--headline] [--html]
+    hcl study-report studies/fashion_mnist [--markdown OUT.md] [--headline] [--html] [--into FILE.md]
 
 ``python -m hcl ...`` is the same, and ``torchrun --nproc_per_node=N -m hcl train ...`` trains
 with DistributedDataParallel. ``--set`` keys and types come from :class:`hcl.train.TrainConfig`.
@@ -139,6 +139,13 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--markdown", type=Path, metavar="OUT.md", help="write the Markdown here (default: print it)")
     report.add_argument("--headline", action="store_true", help="only the headline: largest effects and nulls")
     report.add_argument("--html", action="store_true", help="also redraw study.html next to study.json")
+    report.add_argument(
+        "--into",
+        type=Path,
+        metavar="FILE.md",
+        help="put the Markdown between FILE.md's <!-- study-results:start/end --> markers "
+        "(with --headline: <!-- study-summary:start/end -->), e.g. README.md or docs/study.md",
+    )
     return parser
 
 
@@ -281,12 +288,16 @@ def _study(args: argparse.Namespace) -> int:
 def _study_report(args: argparse.Namespace) -> int:
     from hcl.atomic import write_text_atomic
     from hcl.study import read_study, study_headline, study_markdown, write_study_report
+    from hcl.textblock import replace_marked_block
 
     study = read_study(args.study)
     text = study_headline(study) if args.headline else study_markdown(study)
     if args.markdown:
         print(f"wrote {write_text_atomic(args.markdown, text)}")
-    else:
+    if args.into:
+        block = "study-summary" if args.headline else "study-results"
+        print(f"wrote the {block} block of {replace_marked_block(args.into, block, text)}")
+    if not (args.markdown or args.into):
         print(text, end="")
     if args.html:
         source = args.study / "study.json" if args.study.is_dir() else args.study

@@ -10,7 +10,6 @@ words, and the tables behind the words); :func:`study_headline` a few lines of i
 from __future__ import annotations
 
 import datetime
-import math
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -21,12 +20,22 @@ from hcl.atomic import write_text_atomic
 from hcl.study.findings import (
     FINDINGS_RULE,
     headline_metrics,
-    metric_label,
     study_findings,
     study_levels,
 )
+from hcl.study.markdown_tables import (
+    count_noun,
+    finding_lines,
+    format_interval,
+    format_signed,
+    join_words,
+    mean_table,
+    own_table,
+    paired_table,
+    sentence,
+)
 from hcl.study.runner import read_study
-from hcl.study.stats import ALL_LEVELS, verdict
+from hcl.study.stats import ALL_LEVELS
 
 __all__ = ["study_headline", "study_markdown", "write_study_markdown"]
 
@@ -68,12 +77,12 @@ def study_markdown(study: StudyLike, *, heading_level: int = 1) -> str:
                 lines += [
                     f"**{_protocol_title(study, protocol)}, {embedding} embedding**",
                     "",
-                    *_finding_lines(found),
+                    *finding_lines(found),
                     "",
                 ]
     for protocol in config["protocols"]:
         for embedding in config["embeddings"]:
-            lines += [f"{h2} {_sentence(_protocol_title(study, protocol))}, {embedding} embedding", ""]
+            lines += [f"{h2} {sentence(_protocol_title(study, protocol))}, {embedding} embedding", ""]
             lines += _section(study, protocol, embedding, h3)
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -97,7 +106,7 @@ def study_headline(study: StudyLike, *, protocol: str | None = None, embedding: 
     seeds = sorted({f["n"] for f in found if f["n"]})
     over = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}" if seeds else "no"
     intro = (
-        f"**{_title(config)}**: {_count(len(config['variants']) - 1, 'variant')} against {config['baseline']}, "
+        f"**{_title(config)}**: {count_noun(len(config['variants']) - 1, 'variant')} against {config['baseline']}, "
         f"paired over {over} seeds ({_protocol_title(study, protocol)}, {embedding} embedding; "
         "mean difference [95% CI], an effect where the CI excludes 0):"
     )
@@ -105,7 +114,7 @@ def study_headline(study: StudyLike, *, protocol: str | None = None, embedding: 
     effects = sorted((f for f in found if f["verdict"] in ("helps", "hurts")), key=lambda f: -abs(f["mean_diff"]))
     if effects:
         shown = [
-            f"{f['variant']} {f['verdict']} {f['label']}: {_signed(f['mean_diff'])} {_interval(f)}"
+            f"{f['variant']} {f['verdict']} {f['label']}: {format_signed(f['mean_diff'])} {format_interval(f)}"
             for f in effects[:top]
         ]
         more = f" ({len(effects) - top} more in the full report)" if len(effects) > top else ""
@@ -113,7 +122,7 @@ def study_headline(study: StudyLike, *, protocol: str | None = None, embedding: 
     else:
         lines.append(
             f"- No variant differs detectably from {config['baseline']} on "
-            f"{_join([label for _, _, label in headline_metrics(study)])}."
+            f"{join_words([label for _, _, label in headline_metrics(study)])}."
         )
     for word, heading in (
         ("no detectable difference", "No detectable difference"),
@@ -126,7 +135,7 @@ def study_headline(study: StudyLike, *, protocol: str | None = None, embedding: 
                 by_variant.setdefault(f["variant"], []).append(f["label"])
         if by_variant and (effects or word != "no detectable difference"):
             lines.append(
-                f"- {heading}: " + "; ".join(f"{v} on {_join(labels)}" for v, labels in by_variant.items()) + "."
+                f"- {heading}: " + "; ".join(f"{v} on {join_words(labels)}" for v, labels in by_variant.items()) + "."
             )
     return "\n".join(lines) + "\n"
 
@@ -178,7 +187,7 @@ def _provenance(study: Mapping[str, Any]) -> list[str]:
         f"{name} {', '.join(sorted({str(e.get(name)) for e in cell_envs}))}" for name in ("hcl", "torch", "python")
     ]
     lines.append(f"- **Code:** {'; '.join(code)}; {', '.join(versions)}")
-    shape = " x ".join(_count(len(config[key]), key[:-1]) for key in ("variants", "seeds", "protocols"))
+    shape = " x ".join(count_noun(len(config[key]), key[:-1]) for key in ("variants", "seeds", "protocols"))
     shape += f", baseline {config['baseline']}"
     lines.append(f"- **Cells:** {len(ok)} of {len(cells)} finished ({shape})")
     for cell in cells:
@@ -187,7 +196,7 @@ def _provenance(study: Mapping[str, Any]) -> list[str]:
     workers = config.get("workers")
     threads = sorted({e.get("torch_threads") for e in cell_envs if e.get("torch_threads")})
     threads = threads or [config.get("threads_per_worker", 1)]
-    per_cell = _count(threads[0], "thread") if len(threads) == 1 else "/".join(map(str, threads)) + " threads"
+    per_cell = count_noun(threads[0], "thread") if len(threads) == 1 else "/".join(map(str, threads)) + " threads"
     lines.append(
         f"- **Workers:** {workers or 'one per CPU core'} at once, {per_cell} each, "
         f"executor {config.get('executor', 'process')}"
@@ -262,7 +271,7 @@ def _section(study: Mapping[str, Any], protocol: str, embedding: str, h3: str) -
         return ["No finished cell has this embedding.", *notes, ""]
     levels = study_levels(study)
     columns = [(level, "map@r") for level in levels] + [(ALL_LEVELS, "cpcc"), (levels[-1], "knn_accuracy")]
-    lines = ["Mean [95% CI] over seeds.", "", *_mean_table(summary, config, columns), ""]
+    lines = ["Mean [95% CI] over seeds.", "", *mean_table(summary, config, columns), ""]
     paired = [p for p in study["paired"] if p["protocol"] == protocol and p["embedding"] == embedding]
     shown = [(level, metric) for level, metric, _ in headline_metrics(study)]
     legend = (
@@ -272,7 +281,7 @@ def _section(study: Mapping[str, Any], protocol: str, embedding: str, h3: str) -
     lines += [
         f"{h3} Paired differences from {config['baseline']}",
         "",
-        *_paired_table(paired, config, shown),
+        *paired_table(paired, config, shown),
         "",
         legend,
         "",
@@ -285,155 +294,11 @@ def _section(study: Mapping[str, Any], protocol: str, embedding: str, h3: str) -
             "",
             f"Mean [95% CI] over seeds of `{protocol}/<metric>`:",
             "",
-            *_own_table(summary, config, own, protocol, paired=False),
+            *own_table(summary, config, own, protocol, paired=False),
             "",
             f"Paired differences from {config['baseline']} [95% CI], in bold where the interval excludes 0:",
             "",
-            *_own_table(paired, config, own, protocol, paired=True),
+            *own_table(paired, config, own, protocol, paired=True),
             "",
         ]
     return [*lines, *notes, ""] if notes else lines
-
-
-def _own_table(
-    rows: Sequence[Mapping[str, Any]],
-    config: Mapping[str, Any],
-    shown: Sequence[tuple[str, str]],
-    protocol: str,
-    *,
-    paired: bool,
-) -> list[str]:
-    """A protocol's own metrics, one row per metric and level, one column per variant (there may be
-    many such metrics: the held-out protocol reports a dozen and more)."""
-    by_key = {(r["variant"], r["level"], r["metric"]): r for r in rows}
-    variants = [v for v in config["variants"] if any(r["variant"] == v for r in rows)]
-    if not variants:
-        return [f"No variant shares a finished seed with {config['baseline']}."]
-    body = []
-    for level, metric in shown:
-        cells = []
-        for variant in variants:
-            r = by_key.get((variant, level, metric))
-            if r is None:
-                cells.append("–")
-            elif paired:
-                text = f"{_signed(r['mean_diff'])} {_interval(r)}"
-                cells.append(f"**{text}**" if verdict(r["ci_low"], r["ci_high"]) in ("helps", "hurts") else text)
-            else:
-                cells.append(f"{_plain(r['mean'])} {_interval(r)}")
-        body.append([metric_label(level, metric.removeprefix(f"{protocol}/")), *cells])
-    return _table(["metric", *variants], body)
-
-
-def _mean_table(
-    summary: Sequence[Mapping[str, Any]], config: Mapping[str, Any], columns: Sequence[tuple[str, str]]
-) -> list[str]:
-    by_key = {(s["variant"], s["level"], s["metric"]): s for s in summary}
-    header = ["variant", "seeds", *(metric_label(level, metric) for level, metric in columns)]
-    rows = []
-    for variant in config["variants"]:
-        stats = [by_key.get((variant, level, metric)) for level, metric in columns]
-        if not any(stats):
-            continue
-        counts = sorted({s["n"] for s in stats if s})
-        name = f"{variant} (baseline)" if variant == config["baseline"] else variant
-        rows.append(
-            [
-                name,
-                "-".join(map(str, dict.fromkeys((counts[0], counts[-1])))),
-                *("–" if s is None else f"{_plain(s['mean'])} {_interval(s)}" for s in stats),
-            ]
-        )
-    return _table(header, rows)
-
-
-def _paired_table(
-    paired: Sequence[Mapping[str, Any]], config: Mapping[str, Any], shown: Sequence[tuple[str, str]]
-) -> list[str]:
-    by_key = {(p["variant"], p["level"], p["metric"]): p for p in paired}
-    rows = []
-    for variant in config["variants"]:
-        for level, metric in dict.fromkeys(shown):
-            p = by_key.get((variant, level, metric))
-            if p is not None:
-                rows.append(
-                    [
-                        variant,
-                        metric_label(level, metric),
-                        f"{_signed(p['mean_diff'])} {_interval(p)}",
-                        _p(p["p_t"]),
-                        _p(p["p_wilcoxon"]),
-                        str(p["n"]),
-                        verdict(p["ci_low"], p["ci_high"]),
-                    ]
-                )
-    if not rows:
-        return [f"No variant shares a finished seed with {config['baseline']}."]
-    return _table(["variant", "metric", "difference [95% CI]", "p_t", "p_W", "n", "reading"], rows)
-
-
-def _finding_lines(found: Sequence[Mapping[str, Any]]) -> list[str]:
-    """One line per variant, its metrics grouped by verdict: ``- B vs A: helps X (+d [lo, hi], p_t,
-    n); no detectable difference on Y (...) and Z (...).``"""
-    by_variant: dict[str, dict[str, list[str]]] = {}
-    for f in found:
-        numbers = (
-            ""
-            if f["verdict"] == "not measured"
-            else f" ({_signed(f['mean_diff'])} {_interval(f)}, p_t {_p(f['p_t'])}, n {f['n']})"
-        )
-        verdicts = by_variant.setdefault(f"{f['variant']} vs {f['baseline']}", {})
-        verdicts.setdefault(f["verdict"], []).append(f["label"] + numbers)
-    lines = []
-    for name, verdicts in by_variant.items():
-        clauses = [
-            f"{word}{'' if word in ('helps', 'hurts') else ' on'} {_join(items)}" for word, items in verdicts.items()
-        ]
-        lines.append(f"- {name}: {'; '.join(clauses)}.")
-    return lines
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-    return [line(header), "|" + "|".join("---" for _ in header) + "|", *(line(r) for r in rows)]
-
-
-def _missing(value: Any) -> bool:
-    return value is None or math.isnan(value)
-
-
-def _plain(value: Any) -> str:
-    return "–" if _missing(value) else f"{value:.3f}"
-
-
-def _signed(value: Any) -> str:
-    return "–" if _missing(value) else f"{value:+.3f}"
-
-
-def _interval(row: Mapping[str, Any]) -> str:
-    """``[low, high]`` (signed for a difference), or ``(n=1)`` when there is no interval."""
-    low, high = row["ci_low"], row["ci_high"]
-    if _missing(low) or _missing(high):
-        return f"(n={row['n']}, no interval)"
-    fmt = _signed if "mean_diff" in row else _plain
-    return f"[{fmt(low)}, {fmt(high)}]"
-
-
-def _p(value: Any) -> str:
-    if _missing(value):
-        return "–"
-    return f"{value:.3f}" if value >= 0.001 else "<0.001"
-
-
-def _sentence(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _join(items: Sequence[str]) -> str:
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"

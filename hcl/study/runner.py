@@ -22,25 +22,20 @@ rerun never trains a cell that an orphaned worker is still training.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import multiprocessing
 import os
 import shlex
-import signal
 import sys
-import threading
-import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from hcl.atomic import write_text_atomic
-from hcl.study.cell import CellTask, provenance, run_cell
+from hcl.study.cell import CellTask, provenance
 from hcl.study.config import StudyConfig, load_study_config
+from hcl.study.executors import import_submitit, run_in_processes, run_with_submitit
 from hcl.study.grid import CELL_FILE, Cell, StudyPlan, cell_dir, plan_study
 from hcl.study.stats import aggregate, cell_rows
 from hcl.train.config_io import upgrade_keys
@@ -122,7 +117,7 @@ def run_study(
     if workers is not None:
         study = replace(study, workers=workers)
     if study.executor == "submitit":
-        _import_submitit()
+        import_submitit()
     plan = plan_study(study)
     records = {cell: _finished_record(plan, cell) for cell in plan.cells}
     todo = [cell for cell in plan.cells if records[cell] is None]
@@ -226,7 +221,9 @@ def _execute(plan: StudyPlan, todo: list[Cell], *, progress: bool, already: int)
     unfinished: dict[str, int] = {}
     try:
         if tasks:
-            completions = _submitit(tasks, study) if study.executor == "submitit" else _processes(tasks, study)
+            completions = (
+                run_with_submitit(tasks, study) if study.executor == "submitit" else run_in_processes(tasks, study)
+            )
             for record in completions:
                 bar.update(1)
                 if record["status"] != "ok":
@@ -236,116 +233,6 @@ def _execute(plan: StudyPlan, todo: list[Cell], *, progress: bool, already: int)
                 yield record
     finally:
         bar.close()
-
-
-def _processes(tasks: list[CellTask], study: StudyConfig) -> Iterator[dict[str, Any]]:
-    workers = min(study.num_workers, len(tasks))
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_exit_with_parent,
-        initargs=(os.getpid(),),
-    )
-    with _TerminateAsInterrupt(pool) as terminate:
-        try:
-            futures = {pool.submit(run_cell, task): task for task in tasks}
-            for future in as_completed(futures):
-                yield _outcome(futures[future], future.result)
-        except BaseException:
-            # Ctrl-C reaches the workers too (one process group) and their cells checkpoint on it;
-            # a SIGTERM reaches only this process, so it is passed on to them as that Ctrl-C. The
-            # queued cells never start.
-            if terminate.received:
-                _signal_workers(pool, signal.SIGINT)
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-    pool.shutdown(wait=True)
-
-
-class _TerminateAsInterrupt:
-    """SIGTERM to the study, while its pool runs, raises KeyboardInterrupt (the Ctrl-C path); a
-    second one also kills the workers at once. The previous handler is restored on exit; outside
-    the main thread (where no handler can be installed) this does nothing."""
-
-    def __init__(self, pool: ProcessPoolExecutor) -> None:
-        self.pool = pool
-        self.received = False
-        self._previous: Any = None
-
-    def __enter__(self) -> _TerminateAsInterrupt:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received:
-            _signal_workers(self.pool, signal.SIGKILL)
-        self.received = True
-        raise KeyboardInterrupt
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
-def _signal_workers(pool: ProcessPoolExecutor, signum: int) -> None:
-    # The pool's worker table is private, but has been there since concurrent.futures began.
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        with contextlib.suppress(ProcessLookupError, TypeError):  # ended meanwhile / never started
-            os.kill(process.pid, signum)
-
-
-def _exit_with_parent(parent: int) -> None:
-    """A worker's initializer: a daemon thread ends the worker as soon as the study process
-    ``parent`` is gone (killed, even by SIGKILL), instead of leaving it training as an orphan
-    that a rerun of the study would race. The cell resumes from its last checkpoint then."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        print(
-            f"the study process {parent} is gone: stopping this cell (a rerun resumes it)", file=sys.stderr, flush=True
-        )
-        os._exit(1)
-
-    threading.Thread(target=watch, name="hcl-exit-with-study", daemon=True).start()
-
-
-def _submitit(tasks: list[CellTask], study: StudyConfig) -> Iterator[dict[str, Any]]:
-    submitit = _import_submitit()
-    parameters = dict(study.submitit)
-    cluster = parameters.pop("cluster", None)
-    executor = submitit.AutoExecutor(folder=Path(study.output_dir) / "submitit", cluster=cluster)
-    if parameters:
-        executor.update_parameters(**parameters)
-    jobs = executor.map_array(run_cell, tasks)
-    by_job = {job.job_id: task for job, task in zip(jobs, tasks)}
-    poll = 10.0 if executor.cluster == "slurm" else 0.5
-    for job in submitit.helpers.as_completed(jobs, poll_frequency=poll):
-        yield _outcome(by_job[job.job_id], job.result)
-
-
-def _outcome(task: CellTask, result: Any) -> dict[str, Any]:
-    """The record a finished future or job returned, or a failure record when the worker died."""
-    try:
-        return result()
-    except Exception as error:  # noqa: BLE001 - the worker process died or the job failed
-        return {
-            "cell": {"variant": task.cell.variant, "protocol": task.cell.protocol, "seed": task.cell.seed},
-            "key": task.cell.key,
-            "run_dir": task.config["output_dir"],
-            "config": task.config,
-            "status": "failed",
-            "error": f"{type(error).__name__}: {error}",
-        }
-
-
-def _import_submitit() -> Any:
-    try:
-        import submitit
-    except ImportError as error:
-        raise ImportError("study key 'executor' is 'submitit', which is not installed: pip install submitit") from error
-    return submitit
 
 
 def _result(plan: StudyPlan, records: dict[Cell, dict[str, Any] | None], ran: list[str]) -> StudyResult:

@@ -1,11 +1,8 @@
 """HierarchyExplorer: an ipywidgets view of an embedding and its label tree.
 
-Pick a node (at any level) to highlight its subtree, re-colour the points by any level, switch
-between UMAP, t-SNE and PCA, click a point (or type its index) to list its nearest neighbours with
-the level down to which each agrees, and read per-level retrieval metrics for the chosen subtree.
-Everything happens through widget values, so the behaviour is scriptable and testable in plain
-Python: setting ``explorer.level_selector.value`` re-colours ``explorer.figure``. The tables,
-colours and HTML it shows are computed in :mod:`hcl.viz._explorer_core`, without widgets.
+Highlight a node's subtree, colour by any level, switch UMAP / t-SNE / PCA, click a point for its
+neighbours, read the subtree's per-level metrics; all through widget values, so scriptable and
+testable. Tables, colours and HTML come from :mod:`hcl.viz._explorer_core`.
 """
 
 from __future__ import annotations

@@ -249,3 +249,22 @@ def test_cli_writes_and_prints_from_study_json_alone(study: dict, tmp_path: Path
     (folder / "study.json").write_text(json.dumps({"config": {}}))
     with pytest.raises(ValueError, match=r"is not a study.json \(it lacks cells, summary, paired\)"):
         read_study(folder)
+
+
+def test_cli_puts_the_results_and_the_headline_between_markers(study: dict, tmp_path: Path) -> None:
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "study.json").write_text(json.dumps(study))
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# before\n<!-- study-summary:start -->\nold\n<!-- study-summary:end -->\nmiddle\n"
+        "<!-- study-results:start -->\nold\n<!-- study-results:end -->\nafter\n"
+    )
+    assert main(["study-report", str(folder), "--headline", "--into", str(page)]) == 0
+    assert main(["study-report", str(folder), "--into", str(page)]) == 0
+    text = page.read_text()
+    assert text.startswith("# before\n<!-- study-summary:start -->\n") and text.endswith(
+        "<!-- study-results:end -->\nafter\n"
+    )
+    assert study_headline(study).strip() in text and study_markdown(study).strip() in text and "\nold\n" not in text
+    assert main(["study-report", str(folder), "--into", str(tmp_path / "nomarkers.md")]) == 2
