@@ -291,13 +291,14 @@ def test_workers_never_outlive_the_killed_study(tmp_path: Path, signum: int) -> 
         process.wait()
     assert len(workers) >= 2  # the two cells' workers (besides multiprocessing's resource tracker)
     assert unfinished, "both cells finished before the study was killed"
-    assert not any((cell / "cell.json").exists() for cell in unfinished)
+    # A cell already evaluating when the study was stopped may still finish; the others resume.
+    stopped = [cell for cell in unfinished if not (cell / "cell.json").exists()]
 
     result = run_study(FAST_CONFIG, overrides=overrides, progress=False, report=False)
-    assert sorted(result.ran) == sorted(f"{cell.parts[-3]}/all/seed0" for cell in unfinished)
+    assert sorted(result.ran) == sorted(f"{cell.parts[-3]}/all/seed0" for cell in stopped)
     for cell in cells:
         assert (cell / "cell.json").is_file()
-    for cell in unfinished:
+    for cell in stopped:
         assert "resuming" in (cell / "cell.log").read_text()
     for cell in cells:
         steps = [

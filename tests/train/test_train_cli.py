@@ -130,7 +130,7 @@ def test_demo_on_a_tiny_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert summary["levels"] == ["group", "category", "class"] and summary["level_sizes"] == [2, 6, 10]
     assert list(summary["runs"]) == ["supcon", "himulcon", "himulcone"]
     names = [run["name"] for run in summary["runs"].values()]
-    assert names == ["SupCon", "HiMulCon", "HiMulConE (pair_held)"]  # the shipped config's reading
+    assert names == ["SupCon", "HiMulCon", "HiMulConE (hinge, beta=0.5)"]  # the shipped config's reading
     for run in summary["runs"].values():
         for which in ("features", "projection"):
             metrics = run["embeddings"][which]
@@ -141,5 +141,5 @@ def test_demo_on_a_tiny_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str
     printed = capsys.readouterr().out
     assert printed == (tmp_path / "demo_table.md").read_text()
     assert "**Backbone features**" in printed and "**Projection head output**" in printed
-    assert "| level | metric | SupCon | HiMulCon | HiMulConE (pair_held) |" in printed
+    assert "| level | metric | SupCon | HiMulCon | HiMulConE (hinge, beta=0.5) |" in printed
     assert f"{summary['threads']} torch threads" in printed
