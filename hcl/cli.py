@@ -291,7 +291,8 @@ def _study_report(args: argparse.Namespace) -> int:
     from hcl.textblock import replace_marked_block
 
     study = read_study(args.study)
-    text = study_headline(study) if args.headline else study_markdown(study)
+    # Inside another page (--into) the account is a section of it, its headings one level down.
+    text = study_headline(study) if args.headline else study_markdown(study, heading_level=2 if args.into else 1)
     if args.markdown:
         print(f"wrote {write_text_atomic(args.markdown, text)}")
     if args.into:

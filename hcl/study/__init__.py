@@ -21,7 +21,7 @@ from hcl.study.findings import (
     study_levels,
 )
 from hcl.study.grid import Cell, StudyPlan, build_grid, cell_dir, plan_study
-from hcl.study.markdown import study_headline, study_markdown, write_study_markdown
+from hcl.study.markdown import study_effects_table, study_headline, study_markdown, write_study_markdown
 from hcl.study.protocols import AllClasses, HeldoutClasses
 from hcl.study.report import write_study_report
 from hcl.study.runner import (
@@ -68,6 +68,7 @@ __all__ = [
     "run_cell",
     "run_study",
     "study_findings",
+    "study_effects_table",
     "study_headline",
     "study_levels",
     "study_markdown",

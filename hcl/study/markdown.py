@@ -28,7 +28,9 @@ from hcl.study.markdown_tables import (
     finding_lines,
     format_interval,
     format_signed,
+    is_missing,
     join_words,
+    markdown_table,
     mean_table,
     own_table,
     paired_table,
@@ -37,7 +39,7 @@ from hcl.study.markdown_tables import (
 from hcl.study.runner import read_study
 from hcl.study.stats import ALL_LEVELS
 
-__all__ = ["study_headline", "study_markdown", "write_study_markdown"]
+__all__ = ["study_effects_table", "study_headline", "study_markdown", "write_study_markdown"]
 
 StudyLike = Mapping[str, Any] | str | os.PathLike[str]
 
@@ -137,7 +139,41 @@ def study_headline(study: StudyLike, *, protocol: str | None = None, embedding: 
             lines.append(
                 f"- {heading}: " + "; ".join(f"{v} on {join_words(labels)}" for v, labels in by_variant.items()) + "."
             )
+    lines += ["", *study_effects_table(study, protocol=protocol)]
     return "\n".join(lines) + "\n"
+
+
+def study_effects_table(study: StudyLike, *, protocol: str | None = None) -> list[str]:
+    """Markdown table lines: per variant, its paired difference from the baseline [95% CI] on each
+    headline metric in every embedding of ``protocol`` (default as :func:`study_headline`), in bold
+    where the interval excludes 0."""
+    if not isinstance(study, Mapping):
+        study = read_study(study)
+    config = study["config"]
+    protocol = protocol or ("all" if "all" in config["protocols"] else config["protocols"][0])
+    labels = [label for _, _, label in headline_metrics(study)]
+    found = {
+        (f["variant"], embedding, f["label"]): f
+        for embedding in config["embeddings"]
+        for f in study_findings(study, protocol=protocol, embedding=embedding)
+    }
+    header = [
+        "vs " + config["baseline"],
+        *(f"{label} ({embedding})" for embedding in config["embeddings"] for label in labels),
+    ]
+    rows = []
+    for variant in [v for v in config["variants"] if v != config["baseline"]]:
+        cells = []
+        for embedding in config["embeddings"]:
+            for label in labels:
+                f = found.get((variant, embedding, label))
+                if f is None or is_missing(f.get("mean_diff")):
+                    cells.append("–")
+                    continue
+                text = f"{format_signed(f['mean_diff'])} {format_interval(f)}"
+                cells.append(f"**{text}**" if f["verdict"] in ("helps", "hurts") else text)
+        rows.append([variant, *cells])
+    return markdown_table(header, rows)
 
 
 def write_study_markdown(study: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:

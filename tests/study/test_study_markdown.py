@@ -219,7 +219,7 @@ def test_headline_names_the_effects_and_the_nulls(study: dict) -> None:
     effects = text.split("- Largest effects: ")[1].split("\n")[0]
     assert effects.index("Deep helps CPCC") < effects.index("Flat hurts MAP@R class")  # larger first
     assert "- No detectable difference: Deep on MAP@R group and MAP@R class; Flat on CPCC and MAP@R group." in text
-    assert len(text.strip().splitlines()) == 4
+    assert len(text.strip().splitlines()) == 4 + 1 + 4  # intro, blank, two lines; blank; the effects table
     assert "1 more in the full report" in study_headline(study, top=1)
     held = study_headline(study, protocol="heldout")
     assert "held-out classes (Pullover, Sandal)" in held
@@ -266,5 +266,18 @@ def test_cli_puts_the_results_and_the_headline_between_markers(study: dict, tmp_
     assert text.startswith("# before\n<!-- study-summary:start -->\n") and text.endswith(
         "<!-- study-results:end -->\nafter\n"
     )
-    assert study_headline(study).strip() in text and study_markdown(study).strip() in text and "\nold\n" not in text
+    assert study_headline(study).strip() in text and study_markdown(study, heading_level=2).strip() in text
+    assert "\nold\n" not in text
     assert main(["study-report", str(folder), "--into", str(tmp_path / "nomarkers.md")]) == 2
+
+
+def test_effects_table_shows_every_paired_difference_bold_where_the_ci_excludes_zero(study: dict) -> None:
+    from hcl.study import study_effects_table
+
+    lines = study_effects_table(study)
+    assert lines[0].startswith("| vs Base | CPCC (features) |") and len(lines) == 2 + 2  # header, rule, Deep, Flat
+    for finding in study_findings(study, protocol="all", embedding="features"):
+        row = next(line for line in lines if line.startswith(f"| {finding['variant']} |"))
+        text = f"{finding['mean_diff']:+.3f} [{finding['ci_low']:+.3f}, {finding['ci_high']:+.3f}]"
+        assert (f"**{text}**" in row) == (finding["verdict"] in ("helps", "hurts")) and text in row
+    assert "\n".join(lines) in study_headline(study)
