@@ -63,7 +63,7 @@ class TrainConfig:
     The loss is looked up in the table of losses (:func:`hcl.losses.get_loss`), which says which
     options apply to it, and stored under its config name. :meth:`from_dict` (and with it YAML
     files and ``--set``) still takes a renamed key under its old name (:data:`hcl.train.config_io.RENAMED_KEYS`),
-    with a DeprecationWarning.
+    with a FutureWarning.
     """
 
     # --- data (hcl.data.build_dataset) ---
