@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hcl._compat import deprecated_attribute, renamed_kwargs
 from hcl.losses.constraints import CONSTRAINTS
 from hcl.losses.registry import LossSpec, get_loss, list_losses
 from hcl.train.config_io import override_mapping, read_config_file, upgrade_keys, write_config_file
@@ -63,8 +64,11 @@ class TrainConfig:
     The loss is looked up in the table of losses (:func:`hcl.losses.get_loss`), which says which
     options apply to it, and stored under its config name. :meth:`from_dict` (and with it YAML
     files and ``--set``) still takes a renamed key under its old name (:data:`hcl.train.config_io.RENAMED_KEYS`),
-    with a FutureWarning.
+    with a FutureWarning; from Python, ``TrainConfig(n_views=)`` and ``cfg.n_views`` still work
+    too, with a DeprecationWarning.
     """
+
+    n_views = deprecated_attribute("n_views", "num_views")
 
     # --- data (hcl.data.build_dataset) ---
     dataset: str = "fashion_mnist"  # fashion_mnist, synthetic, deepfashion, cifar100, image_folder
@@ -248,6 +252,10 @@ class TrainConfig:
         """Whether the model needs a classifier over the finest level's classes (a loss on
         logits, such as cross-entropy) instead of a projection head."""
         return self.loss_spec.output != "embedding"
+
+
+# The generated __init__ exists only after the class body, so it is wrapped here.
+TrainConfig.__init__ = renamed_kwargs(n_views="num_views")(TrainConfig.__init__)  # type: ignore[method-assign]
 
 
 def _english_list(items: list[str]) -> str:

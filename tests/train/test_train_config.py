@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -129,6 +130,22 @@ def test_old_key_n_views_still_works_with_a_future_warning(tmp_path: Path) -> No
     with pytest.raises(ValueError, match=f"{path}: {both}"):
         load_config(path)
     assert "n_views" not in TrainConfig().to_dict() and TrainConfig().to_dict()["num_views"] == 2
+
+
+def test_the_old_python_name_n_views_still_works_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match=r"TrainConfig.__init__\(\): 'n_views' is deprecated, use 'num_views'"):
+        cfg = TrainConfig(loss="supcon", n_views=3)
+    assert cfg.num_views == 3 and cfg == TrainConfig(loss="supcon", num_views=3)
+    with pytest.warns(DeprecationWarning, match="'n_views' is deprecated, use 'num_views'"):
+        assert cfg.n_views == 3
+    with pytest.warns(DeprecationWarning, match="'n_views' is deprecated, use 'num_views'"):
+        cfg.n_views = 4
+    assert cfg.num_views == 4 and "n_views" not in cfg.to_dict()
+    with pytest.raises(TypeError, match="got both 'num_views' and its deprecated name 'n_views'"):
+        TrainConfig(n_views=3, num_views=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert dataclasses.replace(cfg, num_views=5).num_views == 5  # the current name stays silent
 
 
 def test_an_old_config_key_is_reported_outside_tests_too(tmp_path: Path) -> None:
