@@ -19,7 +19,7 @@ from typing import Any
 
 from hcl._compat import deprecated_attribute, renamed_kwargs
 from hcl.losses.constraints import CONSTRAINTS
-from hcl.losses.registry import LossSpec, get_loss, list_losses
+from hcl.losses.registry import LOSS_MODULES_ENV, LossSpec, get_loss, list_losses
 from hcl.train.config_io import override_mapping, read_config_file, upgrade_keys, write_config_file
 
 __all__ = ["LOSSES", "LOSS_DISPLAY_NAMES", "TrainConfig", "apply_overrides", "load_config", "save_config"]
@@ -143,7 +143,10 @@ class TrainConfig:
         try:
             spec = get_loss(self.loss)
         except ValueError:
-            raise ValueError(f"config key 'loss' must be one of {list(list_losses())}, got {self.loss!r}") from None
+            raise ValueError(
+                f"config key 'loss' must be one of {list(list_losses())}, got {self.loss!r} (a loss registered "
+                f"in another module is found when the environment variable {LOSS_MODULES_ENV} names that module)"
+            ) from None
         self.loss = spec.name
         for key, choices in _CHOICES.items():
             if getattr(self, key) not in choices:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from hcl.losses import (
 )
 from hcl.losses.baselines import SupConFinest
 
+REPO = Path(__file__).resolve().parents[2]
 # Two coarse classes, ragged finer levels, unknown labels: groups of very different sizes.
 LABELS = torch.tensor(
     [[0, 0, 0], [0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, -1], [0, -1, -1], [1, 2, 0], [1, 2, 0], [1, 2, 1], [1, 3, 0]]
@@ -212,6 +216,62 @@ def test_the_training_log_takes_level_terms_from_the_table(tmp_path: Path) -> No
     )
     with pytest.raises(AttributeError, match="loss 'plain_supcon' is registered with level_terms=True, but its module"):
         fit(tiny_run_config("plain_supcon", tmp_path / "claims"))
+
+
+# A module of the user's own that registers a loss when imported.
+LOSS_MODULE = '''
+from hcl.losses import LossSpec, register_loss
+from hcl.losses.baselines import SupConFinest
+
+
+class EnvSupCon(SupConFinest):
+    """SupCon, registered by a module that HCL_LOSS_MODULES names."""
+
+
+register_loss(
+    LossSpec(
+        name="env_supcon",
+        display_name="SupCon (env)",
+        module_class=EnvSupCon,
+        build=lambda *, hierarchy, temperature=0.1: EnvSupCon(temperature=temperature),
+    )
+)
+'''
+
+
+@pytest.mark.usefixtures("table")
+def test_hcl_loss_modules_names_modules_that_register_losses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "hcl_env_losses.py").write_text(LOSS_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_IMPORTED_LOSS_MODULES", set())
+    monkeypatch.delenv("HCL_LOSS_MODULES", raising=False)
+    with pytest.raises(ValueError, match="unknown loss 'env_supcon'.* found when HCL_LOSS_MODULES names that module"):
+        get_loss("env_supcon")
+    try:
+        monkeypatch.setenv("HCL_LOSS_MODULES", " hcl_env_losses, ")
+        assert get_loss("EnvSupCon").name == "env_supcon" and list_losses()[-1] == "env_supcon"
+        assert registry._IMPORTED_LOSS_MODULES == {"hcl_env_losses"}
+        with pytest.raises(ValueError, match="unknown loss 'triplet'"):
+            get_loss("triplet")  # the module is not imported again (it would register twice)
+    finally:
+        sys.modules.pop("hcl_env_losses", None)
+    monkeypatch.setenv("HCL_LOSS_MODULES", "hcl_env_losses,hcl_no_such_module")
+    with pytest.raises(ImportError, match="HCL_LOSS_MODULES names module 'hcl_no_such_module', which cannot be"):
+        get_loss("triplet")
+
+
+def test_hcl_loss_modules_reaches_a_new_process(tmp_path: Path) -> None:
+    """What a CLI command or a study's worker does: a fresh interpreter loads a config naming a
+    registered loss."""
+    (tmp_path / "hcl_env_losses.py").write_text(LOSS_MODULE)
+    config = tmp_path / "run.yaml"
+    config.write_text("dataset: synthetic\nloss: env_supcon\n")
+    code = f"from hcl.train import load_config; print(load_config({str(config)!r}).loss_spec.display_name)"
+    env = {**os.environ, "HCL_LOSS_MODULES": "hcl_env_losses"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), str(REPO), env.get("PYTHONPATH")]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "SupCon (env)"
 
 
 @pytest.mark.usefixtures("table")
