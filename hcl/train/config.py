@@ -97,7 +97,7 @@ class TrainConfig:
     embedding: str = "features"  # evaluated embedding: backbone "features" or "projection"
 
     # --- loss (hcl.losses; the table hcl.losses.list_losses(), any case: "HiMulConE" is fine) ---
-    loss: str = "himulcone"  # himulcone, himulcon, hicone, supcon, simclr, cross_entropy
+    loss: str = "himulcone"  # a name in the table (hcl.losses.list_losses()), or one HCL_LOSS_MODULES registers
     loss_mode: str = "paper"  # "paper" or "reference" (the public reference code's behaviour)
     temperature: float = 0.1
     level_weights: list[float] | None = None  # lambda_l, coarse -> fine; None = the loss default
