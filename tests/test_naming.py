@@ -24,6 +24,7 @@ ALLOWED = {
     # Deprecated aliases of renamed public names (hcl._compat), kept for callers.
     ("data/transforms.py", "n_views"): "MultiViewTransform(n_views=) and .n_views, deprecated",
     ("train/config_io.py", "n_views"): "config key n_views (old YAML files, --set, run folders), deprecated",
+    ("train/config.py", "n_views"): "TrainConfig(n_views=) and .n_views, deprecated",
     ("metrics/clustering.py", "n_init"): "clustering_per_level(n_init=), deprecated; KMeans(n_init=)",
     ("viz/explorer.py", "n_neighbors"): "HierarchyExplorer(n_neighbors=), deprecated",
     ("viz/explorer.py", "neighbours"): "HierarchyExplorer.neighbours(), deprecated",

@@ -12,10 +12,18 @@ trains with it::
         build=lambda *, hierarchy, temperature=0.1: LinearHiMulCon(temperature),
         options={"temperature"}, hierarchical=True, level_terms=True,
     ))
+
+The table lives in the process that registered the loss. So that other processes find it too
+(``hcl evaluate``, :func:`hcl.train.load_config` in a new session, a study's spawned workers),
+name the modules that register losses in the environment variable ``HCL_LOSS_MODULES``,
+comma-separated (``HCL_LOSS_MODULES=my_project.losses``): :func:`get_loss` imports each of them,
+once, before it reports a name as unknown. Child processes inherit the variable.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +40,7 @@ if TYPE_CHECKING:
     from hcl.hierarchy import Hierarchy
 
 __all__ = [
+    "LOSS_MODULES_ENV",
     "LOSS_OPTIONS",
     "LossSpec",
     "get_loss",
@@ -145,6 +154,10 @@ class LossSpec:
 
 
 _LOSSES: dict[str, LossSpec] = {}
+# The environment variable naming modules that register losses (comma-separated), and those
+# of its modules imported so far.
+LOSS_MODULES_ENV = "HCL_LOSS_MODULES"
+_IMPORTED_LOSS_MODULES: set[str] = set()
 
 
 def _normalise(name: str) -> str:
@@ -181,17 +194,40 @@ def get_loss(name: str) -> LossSpec:
     """The entry of a loss, by its config name, display name or class name, in any case
     (``"himulcone"``, ``"HiMulConE"``, ``"cross-entropy"``).
 
+    A name not in the table is looked up again after importing the modules that
+    ``HCL_LOSS_MODULES`` names (:data:`LOSS_MODULES_ENV`; see :mod:`hcl.losses.registry`).
+
     Raises:
         ValueError: no loss has that name (the registered names are listed).
         TypeError: ``name`` is not a string.
+        ImportError: a module that ``HCL_LOSS_MODULES`` names cannot be imported (named).
     """
     if not isinstance(name, str):
         raise TypeError(f"a loss name must be a string, got {name!r} ({type(name).__name__})")
     key = _normalise(name)
-    for spec in _LOSSES.values():
-        if key in spec.lookup_keys():
-            return spec
-    raise ValueError(f"unknown loss {name!r}; choose one of {list(_LOSSES)}")
+    for attempt in range(2):
+        for spec in _LOSSES.values():
+            if key in spec.lookup_keys():
+                return spec
+        if attempt == 0 and not _import_loss_modules():
+            break
+    raise ValueError(
+        f"unknown loss {name!r}; choose one of {list(_LOSSES)} (a loss registered in another module is "
+        f"found when {LOSS_MODULES_ENV} names that module)"
+    )
+
+
+def _import_loss_modules() -> bool:
+    """Import the modules of ``HCL_LOSS_MODULES`` not imported yet; returns whether there were any."""
+    names = [name.strip() for name in os.environ.get(LOSS_MODULES_ENV, "").split(",")]
+    new = [name for name in names if name and name not in _IMPORTED_LOSS_MODULES]
+    for name in new:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            raise ImportError(f"{LOSS_MODULES_ENV} names module {name!r}, which cannot be imported: {error}") from error
+        _IMPORTED_LOSS_MODULES.add(name)
+    return bool(new)
 
 
 def list_losses() -> tuple[str, ...]:

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hcl._compat import deprecated_attribute, renamed_kwargs
 from hcl.losses.constraints import CONSTRAINTS
-from hcl.losses.registry import LossSpec, get_loss, list_losses
+from hcl.losses.registry import LOSS_MODULES_ENV, LossSpec, get_loss, list_losses
 from hcl.train.config_io import override_mapping, read_config_file, upgrade_keys, write_config_file
 
 __all__ = ["LOSSES", "LOSS_DISPLAY_NAMES", "TrainConfig", "apply_overrides", "load_config", "save_config"]
@@ -63,8 +64,11 @@ class TrainConfig:
     The loss is looked up in the table of losses (:func:`hcl.losses.get_loss`), which says which
     options apply to it, and stored under its config name. :meth:`from_dict` (and with it YAML
     files and ``--set``) still takes a renamed key under its old name (:data:`hcl.train.config_io.RENAMED_KEYS`),
-    with a DeprecationWarning.
+    with a FutureWarning; from Python, ``TrainConfig(n_views=)`` and ``cfg.n_views`` still work
+    too, with a DeprecationWarning.
     """
+
+    n_views = deprecated_attribute("n_views", "num_views")
 
     # --- data (hcl.data.build_dataset) ---
     dataset: str = "fashion_mnist"  # fashion_mnist, synthetic, deepfashion, cifar100, image_folder
@@ -93,7 +97,7 @@ class TrainConfig:
     embedding: str = "features"  # evaluated embedding: backbone "features" or "projection"
 
     # --- loss (hcl.losses; the table hcl.losses.list_losses(), any case: "HiMulConE" is fine) ---
-    loss: str = "himulcone"  # himulcone, himulcon, hicone, supcon, simclr, cross_entropy
+    loss: str = "himulcone"  # a name in the table (hcl.losses.list_losses()), or one HCL_LOSS_MODULES registers
     loss_mode: str = "paper"  # "paper" or "reference" (the public reference code's behaviour)
     temperature: float = 0.1
     level_weights: list[float] | None = None  # lambda_l, coarse -> fine; None = the loss default
@@ -139,7 +143,10 @@ class TrainConfig:
         try:
             spec = get_loss(self.loss)
         except ValueError:
-            raise ValueError(f"config key 'loss' must be one of {list(list_losses())}, got {self.loss!r}") from None
+            raise ValueError(
+                f"config key 'loss' must be one of {list(list_losses())}, got {self.loss!r} (a loss registered "
+                f"in another module is found when the environment variable {LOSS_MODULES_ENV} names that module)"
+            ) from None
         self.loss = spec.name
         for key, choices in _CHOICES.items():
             if getattr(self, key) not in choices:
@@ -248,6 +255,10 @@ class TrainConfig:
         """Whether the model needs a classifier over the finest level's classes (a loss on
         logits, such as cross-entropy) instead of a projection head."""
         return self.loss_spec.output != "embedding"
+
+
+# The generated __init__ exists only after the class body, so it is wrapped here.
+TrainConfig.__init__ = renamed_kwargs(n_views="num_views")(TrainConfig.__init__)  # type: ignore[method-assign]
 
 
 def _english_list(items: list[str]) -> str:

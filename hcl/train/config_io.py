@@ -31,8 +31,9 @@ def upgrade_keys(data: Mapping[str, Any], *, warn: bool = True) -> dict[str, Any
 
     Args:
         data: config keys to values.
-        warn: issue a DeprecationWarning per old key (off for files hcl wrote itself, such as a
-            run folder's ``config.json``).
+        warn: issue a ``FutureWarning`` per old key (off for files hcl wrote itself, such as a
+            run folder's ``config.json``). Not a ``DeprecationWarning``: that one is hidden by
+            default outside tests, and a config key is written by the user, not by library code.
 
     Raises:
         ValueError: both a key and its old name are given (naming both).
@@ -44,7 +45,7 @@ def upgrade_keys(data: Mapping[str, Any], *, warn: bool = True) -> dict[str, Any
         if new in upgraded:
             raise ValueError(f"config keys {new!r} and {old!r} (its deprecated name) are both given; keep only {new!r}")
         if warn:
-            warnings.warn(f"config key {old!r} is deprecated, use {new!r}", DeprecationWarning, stacklevel=3)
+            warnings.warn(f"config key {old!r} is deprecated, use {new!r}", FutureWarning, stacklevel=3)
         upgraded[new] = upgraded.pop(old)
     return upgraded
 

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from hcl import rundir
+from hcl.losses.graphed import CUDAGraphLoss
 from hcl.train.build import SeededViews, build_split
 from hcl.train.config import TrainConfig
 from hcl.train.distributed import cleanup_distributed, init_distributed, is_distributed
@@ -253,9 +254,27 @@ def _train_batch(run: TrainingRun, images: torch.Tensor, labels: torch.Tensor, e
 
 
 def _log_train_step(run: TrainingRun, loss: float, images_per_s: float) -> dict[str, str]:
-    """Append the step's ``"train"`` record to ``metrics.jsonl``; returns the progress bar's postfix."""
-    terms = getattr(run.objective, "last_level_terms", None)  # this step's, from its own loss pass
-    level_terms = [] if terms is None else terms.tolist()
+    """Append the step's ``"train"`` record to ``metrics.jsonl``; returns the progress bar's postfix.
+
+    ``loss_levels`` holds the step's per-level terms when the loss table says the loss has them
+    (:attr:`hcl.losses.LossSpec.level_terms`), else nothing.
+
+    Raises:
+        AttributeError: the table says the loss has per-level terms but its module never set
+            ``last_level_terms``.
+    """
+    level_terms: list[float] = []
+    spec = run.cfg.loss_spec
+    if spec.level_terms:
+        module = run.objective.loss if isinstance(run.objective, CUDAGraphLoss) else run.objective
+        if not hasattr(module, "last_level_terms"):
+            raise AttributeError(
+                f"loss {spec.name!r} is registered with level_terms=True, but its module "
+                f"{type(module).__name__} never set last_level_terms; set it in every call or register "
+                "the loss with level_terms=False"
+            )
+        terms = run.objective.last_level_terms  # this step's, from its own loss pass; None: no split
+        level_terms = [] if terms is None else terms.tolist()
     record = {
         "kind": "train",
         "step": run.step,

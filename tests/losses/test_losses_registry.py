@@ -4,8 +4,13 @@ trains through hcl.train and is captured as a CUDA graph exactly when its entry 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -24,7 +29,9 @@ from hcl.losses import (
     registry,
     spec_of,
 )
+from hcl.losses.baselines import SupConFinest
 
+REPO = Path(__file__).resolve().parents[2]
 # Two coarse classes, ragged finer levels, unknown labels: groups of very different sizes.
 LABELS = torch.tensor(
     [[0, 0, 0], [0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, -1], [0, -1, -1], [1, 2, 0], [1, 2, 0], [1, 2, 1], [1, 3, 0]]
@@ -146,6 +153,29 @@ def ramp_spec(built: list, graph_capturable: bool) -> LossSpec:
     )
 
 
+class PlainSupCon(SupConFinest):
+    """SupCon under a name of its own; like SupCon, it has no per-level terms."""
+
+
+def tiny_run_config(loss: str, run_dir: Path) -> Any:
+    """A one-step training config on a small synthetic data set."""
+    from hcl.train import TrainConfig
+
+    return TrainConfig(
+        dataset="synthetic",
+        data_options={"depth": 3, "branching": [2, 2, 3], "samples_per_leaf": 8, "image_size": 16, "cache": False},
+        loss=loss,
+        width=8,
+        embedding_dim=16,
+        batch_size=32,
+        max_steps=1,
+        eval_every=-1,
+        log_every=1,
+        progress=False,
+        output_dir=str(run_dir),
+    )
+
+
 @pytest.mark.usefixtures("table")
 def test_a_registered_loss_trains_through_hcl_train(tmp_path: Path) -> None:
     from hcl.train import TrainConfig, fit
@@ -155,19 +185,7 @@ def test_a_registered_loss_trains_through_hcl_train(tmp_path: Path) -> None:
     assert list_losses()[-1] == "ramp_himulcon" and get_loss("RampHiMulCon").name == "ramp_himulcon"
     with pytest.raises(ValueError, match="'level_weights' does not apply to loss 'ramp_himulcon'"):
         TrainConfig(loss="ramp_himulcon", level_weights=[1.0, 1.0, 1.0])
-    cfg = TrainConfig(
-        dataset="synthetic",
-        data_options={"depth": 3, "branching": [2, 2, 3], "samples_per_leaf": 8, "image_size": 16, "cache": False},
-        loss="Ramp_HiMulCon",
-        width=8,
-        embedding_dim=16,
-        batch_size=32,
-        max_steps=1,
-        eval_every=-1,
-        log_every=1,
-        progress=False,
-        output_dir=str(tmp_path / "run"),
-    )
+    cfg = tiny_run_config("Ramp_HiMulCon", tmp_path / "run")
     assert cfg.loss == "ramp_himulcon"
     result = fit(cfg)
     assert result.step == 1 and torch.isfinite(torch.tensor(result.history)).all()
@@ -175,6 +193,85 @@ def test_a_registered_loss_trains_through_hcl_train(tmp_path: Path) -> None:
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert len(record["loss_levels"]) == 3
     assert sum(record["loss_levels"]) == pytest.approx(record["loss"], rel=1e-5)
+
+
+@pytest.mark.usefixtures("table")
+def test_the_training_log_takes_level_terms_from_the_table(tmp_path: Path) -> None:
+    from hcl.train import fit
+
+    # The module sets last_level_terms, but its entry says it has none: none are logged.
+    register_loss(dataclasses.replace(ramp_spec([], graph_capturable=False), level_terms=False))
+    fit(tiny_run_config("ramp_himulcon", tmp_path / "quiet"))
+    record = json.loads((tmp_path / "quiet" / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["kind"] == "train" and record["loss_levels"] == []
+    # The entry says it has them, but its module never sets them: an error naming the loss.
+    register_loss(
+        LossSpec(
+            name="plain_supcon",
+            display_name="SupCon (plain)",
+            module_class=PlainSupCon,
+            build=lambda *, hierarchy, temperature=0.1: PlainSupCon(temperature=temperature),
+            level_terms=True,
+        )
+    )
+    with pytest.raises(AttributeError, match="loss 'plain_supcon' is registered with level_terms=True, but its module"):
+        fit(tiny_run_config("plain_supcon", tmp_path / "claims"))
+
+
+# A module of the user's own that registers a loss when imported.
+LOSS_MODULE = '''
+from hcl.losses import LossSpec, register_loss
+from hcl.losses.baselines import SupConFinest
+
+
+class EnvSupCon(SupConFinest):
+    """SupCon, registered by a module that HCL_LOSS_MODULES names."""
+
+
+register_loss(
+    LossSpec(
+        name="env_supcon",
+        display_name="SupCon (env)",
+        module_class=EnvSupCon,
+        build=lambda *, hierarchy, temperature=0.1: EnvSupCon(temperature=temperature),
+    )
+)
+'''
+
+
+@pytest.mark.usefixtures("table")
+def test_hcl_loss_modules_names_modules_that_register_losses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "hcl_env_losses.py").write_text(LOSS_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_IMPORTED_LOSS_MODULES", set())
+    monkeypatch.delenv("HCL_LOSS_MODULES", raising=False)
+    with pytest.raises(ValueError, match="unknown loss 'env_supcon'.* found when HCL_LOSS_MODULES names that module"):
+        get_loss("env_supcon")
+    try:
+        monkeypatch.setenv("HCL_LOSS_MODULES", " hcl_env_losses, ")
+        assert get_loss("EnvSupCon").name == "env_supcon" and list_losses()[-1] == "env_supcon"
+        assert registry._IMPORTED_LOSS_MODULES == {"hcl_env_losses"}
+        with pytest.raises(ValueError, match="unknown loss 'triplet'"):
+            get_loss("triplet")  # the module is not imported again (it would register twice)
+    finally:
+        sys.modules.pop("hcl_env_losses", None)
+    monkeypatch.setenv("HCL_LOSS_MODULES", "hcl_env_losses,hcl_no_such_module")
+    with pytest.raises(ImportError, match="HCL_LOSS_MODULES names module 'hcl_no_such_module', which cannot be"):
+        get_loss("triplet")
+
+
+def test_hcl_loss_modules_reaches_a_new_process(tmp_path: Path) -> None:
+    """What a CLI command or a study's worker does: a fresh interpreter loads a config naming a
+    registered loss."""
+    (tmp_path / "hcl_env_losses.py").write_text(LOSS_MODULE)
+    config = tmp_path / "run.yaml"
+    config.write_text("dataset: synthetic\nloss: env_supcon\n")
+    code = f"from hcl.train import load_config; print(load_config({str(config)!r}).loss_spec.display_name)"
+    env = {**os.environ, "HCL_LOSS_MODULES": "hcl_env_losses"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), str(REPO), env.get("PYTHONPATH")]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "SupCon (env)"
 
 
 @pytest.mark.usefixtures("table")

@@ -169,7 +169,7 @@ def test_a_run_saved_with_the_old_key_n_views_resumes(tmp_path: Path) -> None:
         fit(cfg, resume=True)
     write_old(2)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)
+        warnings.simplefilter("error", FutureWarning)
         assert load_run(run_dir)[0].num_views == 2  # evaluate/embed read the old config.json too
         resumed = fit(cfg, resume=True)
     assert resumed.step == 6 and [r["step"] for r in _records(run_dir) if r["kind"] == "train"] == list(range(1, 7))

@@ -11,8 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from hcl.hierarchy import Hierarchy
-from hcl.rundir import read_metrics_log
+from hcl.rundir import HIERARCHY_FILE, read_hierarchy, read_metrics_log
 from hcl.viz.figures.common import LEVEL_DASHES, RUN_PALETTE
 
 __all__ = ["per_level_metric_bars", "training_curves"]
@@ -121,8 +120,8 @@ def training_curves(
     logs = {name: read_metrics_log(v) if isinstance(v, (str, os.PathLike)) else list(v) for name, v in named.items()}
     if level_names is None:
         for v in named.values():
-            if isinstance(v, (str, os.PathLike)) and (Path(v) / "hierarchy.json").is_file():
-                level_names = Hierarchy.from_json(Path(v) / "hierarchy.json").level_names
+            if isinstance(v, (str, os.PathLike)) and (Path(v) / HIERARCHY_FILE).is_file():
+                level_names = read_hierarchy(v).level_names
                 break
 
     def level_label(key: str) -> str:
