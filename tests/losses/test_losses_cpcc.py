@@ -8,13 +8,13 @@ give a graph-keeping zero and never NaN) and against :func:`hcl.metrics.cpcc`.
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import FAST
+from losses.trees import oracle_lca_height, random_double, random_labels, tree
 from oracles import oracle_supcon
 
 from hcl import Hierarchy
@@ -24,43 +24,10 @@ from hcl.metrics import cpcc as cpcc_metric
 RTOL = 1e-9
 
 
-def tree(branching: tuple[int, ...], ragged: bool = False) -> Hierarchy:
-    """A complete tree with the given branching per level (level 0: the number of roots); with
-    ``ragged``, one extra leaf stops a level early."""
-    paths = []
-    for index in itertools.product(*(range(b) for b in branching)):
-        paths.append(tuple("n" + ".".join(map(str, index[: level + 1])) for level in range(len(index))))
-    if ragged:
-        paths.append(paths[0][:-2] + ("short",))
-    return Hierarchy.from_paths(paths)
-
-
-def make_labels(hierarchy: Hierarchy, num_samples: int, seed: int, unknown: int = 0) -> torch.Tensor:
-    """Rows of random finest-level classes; the first ``unknown`` rows stop one level early."""
-    generator = torch.Generator().manual_seed(seed)
-    finest = hierarchy.num_levels - 1
-    ids = torch.randint(hierarchy.num_nodes(finest), (num_samples,), generator=generator)
-    labels = hierarchy.node_labels(finest)[ids]
-    labels[:unknown, -1] = -1
-    return labels
-
-
-def make_features(num_samples: int, num_views: int, dim: int, seed: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(num_samples, num_views, dim, generator=generator, dtype=torch.float64).requires_grad_()
-
-
 # ------------------------------------------------------------------------- the loop oracle
 def oracle_tree_distance(hierarchy: Hierarchy, a: int, b: int) -> int:
-    """Edges between two finest-level nodes: climb both until they meet (or pass the roots)."""
-    level, steps = hierarchy.num_levels - 1, 0
-    while a != b:
-        steps += 2
-        if level == 0:
-            break
-        a, b = hierarchy.parent(level, a), hierarchy.parent(level, b)
-        level -= 1
-    return steps
+    """Edges between two finest-level nodes: up to their lowest common ancestor and down again."""
+    return 2 * oracle_lca_height(hierarchy, a, b)
 
 
 def oracle_cpcc_term(features: torch.Tensor, labels: torch.Tensor, hierarchy: Hierarchy, weight: float) -> torch.Tensor:
@@ -121,8 +88,8 @@ SHAPES = [(12, 1, 3), (9, 2, 4), (20, 3, 2)] if FAST else [(6, 1, 2), (12, 1, 3)
 @pytest.mark.parametrize("ragged", [False, True])
 def test_regularizer_matches_oracle(branching, num_samples: int, num_views: int, dim: int, ragged: bool) -> None:
     hierarchy = tree(branching, ragged)
-    labels = make_labels(hierarchy, num_samples, seed=num_samples + dim, unknown=2 if ragged else 0)
-    features = make_features(num_samples, num_views, dim, seed=dim)
+    labels = random_labels(hierarchy, num_samples, seed=num_samples + dim, unknown=2 if ragged else 0)
+    features = random_double(num_samples, num_views, dim, seed=dim)
     actual = CPCCRegularizer(hierarchy, weight=0.7)(features, labels)
     assert_value_and_grad_close(actual, oracle_cpcc_term(features, labels, hierarchy, 0.7), features)
 
@@ -131,8 +98,8 @@ def test_regularizer_matches_oracle(branching, num_samples: int, num_views: int,
 @pytest.mark.parametrize("num_views", [1, 2])
 def test_cpcc_supcon_matches_oracle(branching, num_views: int) -> None:
     hierarchy = tree(branching, ragged=True)
-    labels = make_labels(hierarchy, 10, seed=3, unknown=2)
-    features = make_features(10, num_views, 5, seed=4)
+    labels = random_labels(hierarchy, 10, seed=3, unknown=2)
+    features = random_double(10, num_views, 5, seed=4)
     actual = CPCCSupCon(hierarchy, temperature=0.3, cpcc_weight=2.0)(features, labels)
     expected = oracle_supcon(features, labels[:, -1], 0.3) + oracle_cpcc_term(features, labels, hierarchy, 2.0)
     assert_value_and_grad_close(actual, expected, features)
@@ -143,8 +110,8 @@ def test_cpcc_supcon_matches_oracle(branching, num_views: int) -> None:
 def test_cpcc_cross_entropy_matches_oracle(branching, num_views: int) -> None:
     hierarchy = tree(branching, ragged=True)
     num_classes = hierarchy.num_nodes(hierarchy.num_levels - 1)
-    labels = make_labels(hierarchy, 11, seed=5, unknown=3)
-    outputs = make_features(11, num_views, 4 + num_classes, seed=6)
+    labels = random_labels(hierarchy, 11, seed=5, unknown=3)
+    outputs = random_double(11, num_views, 4 + num_classes, seed=6)
     actual = CPCCCrossEntropy(hierarchy, cpcc_weight=0.5)(outputs, labels)
     features, logits = outputs[..., :4], outputs[..., 4:]
     expected = oracle_cross_entropy(logits, labels) + oracle_cpcc_term(features, labels, hierarchy, 0.5)
@@ -154,9 +121,9 @@ def test_cpcc_cross_entropy_matches_oracle(branching, num_views: int) -> None:
 def test_gradcheck() -> None:
     hierarchy = tree((2, 2, 2))
     num_classes = hierarchy.num_nodes(2)
-    labels = make_labels(hierarchy, 8, seed=1, unknown=1)
-    features = make_features(8, 2, 3, seed=2)
-    outputs = make_features(8, 1, 3 + num_classes, seed=3)
+    labels = random_labels(hierarchy, 8, seed=1, unknown=1)
+    features = random_double(8, 2, 3, seed=2)
+    outputs = random_double(8, 1, 3 + num_classes, seed=3)
     assert torch.autograd.gradcheck(lambda f: CPCCRegularizer(hierarchy)(f, labels), (features,))
     assert torch.autograd.gradcheck(lambda f: CPCCSupCon(hierarchy, temperature=0.5)(f, labels), (features,))
     assert torch.autograd.gradcheck(lambda o: CPCCCrossEntropy(hierarchy)(o, labels), (outputs,))
@@ -219,8 +186,8 @@ def test_distances_opposite_to_the_tree_give_two_times_the_weight() -> None:
 
 def test_invariant_to_scale_shift_and_batch_order() -> None:
     hierarchy = tree((2, 2, 2))
-    labels = make_labels(hierarchy, 16, seed=7, unknown=2)
-    features = make_features(16, 2, 5, seed=8).detach()
+    labels = random_labels(hierarchy, 16, seed=7, unknown=2)
+    features = random_double(16, 2, 5, seed=8).detach()
     regularizer = CPCCRegularizer(hierarchy)
     value = regularizer(features, labels)
     torch.testing.assert_close(regularizer(3.0 * features + 1.5, labels), value, rtol=1e-10, atol=1e-12)
@@ -232,8 +199,8 @@ def test_invariant_to_scale_shift_and_batch_order() -> None:
 
 def test_samples_unknown_at_the_finest_level_are_ignored() -> None:
     hierarchy = tree((2, 3))
-    labels = make_labels(hierarchy, 10, seed=9)
-    features = make_features(10, 1, 4, seed=10).detach()
+    labels = random_labels(hierarchy, 10, seed=9)
+    features = random_double(10, 1, 4, seed=10).detach()
     extra = torch.tensor([[0, -1], [1, -1], [-1, -1]])
     more = torch.cat([features, 100 * torch.randn(3, 1, 4, dtype=torch.float64)])
     regularizer = CPCCRegularizer(hierarchy)
@@ -249,7 +216,7 @@ def _assert_graph_keeping_zero(value: torch.Tensor, inputs: torch.Tensor) -> Non
 def test_fewer_than_three_classes_give_a_graph_keeping_zero() -> None:
     hierarchy = tree((2, 3))
     regularizer = CPCCRegularizer(hierarchy)
-    features = make_features(4, 2, 3, seed=11)
+    features = random_double(4, 2, 3, seed=11)
     for finest in ([0, 0, 3, 3], [2, 2, 2, 2], [-1, -1, -1, -1], [0, 4, -1, -1]):
         labels = torch.tensor([[-1 if c < 0 else c // 3, c] for c in finest])
         _assert_graph_keeping_zero(regularizer(features, labels), features)
@@ -260,7 +227,7 @@ def test_constant_distances_give_a_graph_keeping_zero() -> None:
     # Every class under its own root (or a one-level tree): all tree distances are equal.
     for hierarchy in (tree((4, 1)), tree((5,))):
         labels = hierarchy.node_labels(hierarchy.num_levels - 1).repeat(2, 1)
-        features = make_features(len(labels), 1, 3, seed=12)
+        features = random_double(len(labels), 1, 3, seed=12)
         _assert_graph_keeping_zero(CPCCRegularizer(hierarchy)(features, labels), features)
     # All class means equal (a collapsed embedding): no distance varies.
     hierarchy = tree((2, 3))
@@ -272,7 +239,7 @@ def test_constant_distances_give_a_graph_keeping_zero() -> None:
 def test_coinciding_class_means_keep_gradients_finite() -> None:
     hierarchy = tree((2, 3))
     labels = hierarchy.node_labels(1)
-    features = make_features(len(labels), 1, 3, seed=13).detach()
+    features = random_double(len(labels), 1, 3, seed=13).detach()
     features[1] = features[0]
     features.requires_grad_()
     value = CPCCRegularizer(hierarchy)(features, labels)
@@ -282,13 +249,13 @@ def test_coinciding_class_means_keep_gradients_finite() -> None:
 
 def test_zero_weight_gives_the_base_losses() -> None:
     hierarchy = tree((2, 2, 2))
-    labels = make_labels(hierarchy, 12, seed=14, unknown=2)
-    features = make_features(12, 2, 4, seed=15)
+    labels = random_labels(hierarchy, 12, seed=14, unknown=2)
+    features = random_double(12, 2, 4, seed=15)
     torch.testing.assert_close(
         CPCCSupCon(hierarchy, temperature=0.2, cpcc_weight=0)(features, labels),
         SupConLoss(temperature=0.2)(features, labels[:, -1]),
     )
-    outputs = make_features(12, 1, 3 + 8, seed=16)
+    outputs = random_double(12, 1, 3 + 8, seed=16)
     target = labels[:, -1]
     torch.testing.assert_close(
         CPCCCrossEntropy(hierarchy, cpcc_weight=0)(outputs, labels),
@@ -303,7 +270,7 @@ def test_agrees_with_the_cpcc_metric_when_class_means_are_unit_vectors() -> None
     """hcl.metrics.cpcc L2-normalises each class mean before taking distances; the paper's
     regulariser does not. With class means of unit norm the two compute the same number."""
     hierarchy = tree((2, 2, 2))
-    labels = make_labels(hierarchy, 24, seed=17)
+    labels = random_labels(hierarchy, 24, seed=17)
     generator = torch.Generator().manual_seed(18)
     directions = F.normalize(torch.randn(8, 6, generator=generator, dtype=torch.float64), dim=1)
     scales = 0.5 + torch.rand(24, 2, generator=generator, dtype=torch.float64)

@@ -8,57 +8,18 @@ matter, unknown samples are ignored, the height is the one hcl.metrics.mistake_s
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from losses.trees import oracle_lca_height, random_double, random_labels, tree
 
 from hcl import Hierarchy
 from hcl.losses import SoftLabelCrossEntropy
 from hcl.metrics import mistake_severity
 
 RTOL = 1e-9
-
-
-def tree(branching: tuple[int, ...], ragged: bool = False) -> Hierarchy:
-    """A complete tree with the given branching per level (level 0: the number of roots); with
-    ``ragged``, one extra leaf stops a level early."""
-    paths = []
-    for index in itertools.product(*(range(b) for b in branching)):
-        paths.append(tuple("n" + ".".join(map(str, index[: level + 1])) for level in range(len(index))))
-    if ragged:
-        paths.append(paths[0][:-2] + ("short",))
-    return Hierarchy.from_paths(paths)
-
-
-def make_labels(hierarchy: Hierarchy, num_samples: int, seed: int, unknown: int = 0) -> torch.Tensor:
-    """Rows of random finest-level classes; the first ``unknown`` rows stop one level early."""
-    generator = torch.Generator().manual_seed(seed)
-    finest = hierarchy.num_levels - 1
-    ids = torch.randint(hierarchy.num_nodes(finest), (num_samples,), generator=generator)
-    labels = hierarchy.node_labels(finest)[ids]
-    labels[:unknown, -1] = -1
-    return labels
-
-
-def make_logits(num_samples: int, num_views: int, num_classes: int, seed: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(num_samples, num_views, num_classes, generator=generator, dtype=torch.float64).requires_grad_()
-
-
-# ------------------------------------------------------------------------- the loop oracle
-def oracle_lca_height(hierarchy: Hierarchy, a: int, b: int) -> int:
-    """Levels to climb from finest-level node b until it meets a (L when only the virtual root)."""
-    level, height = hierarchy.num_levels - 1, 0
-    while a != b:
-        height += 1
-        if level == 0:
-            break
-        a, b = hierarchy.parent(level, a), hierarchy.parent(level, b)
-        level -= 1
-    return height
 
 
 def oracle_soft_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, hierarchy: Hierarchy, beta: float):
@@ -86,8 +47,8 @@ def oracle_soft_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, hierar
 def test_matches_oracle(branching, num_samples: int, num_views: int, beta: float) -> None:
     hierarchy = tree(branching, ragged=num_samples > 1)
     num_classes = hierarchy.num_nodes(hierarchy.num_levels - 1)
-    labels = make_labels(hierarchy, num_samples, seed=num_samples, unknown=1 if num_samples > 1 else 0)
-    logits = make_logits(num_samples, num_views, num_classes, seed=num_views)
+    labels = random_labels(hierarchy, num_samples, seed=num_samples, unknown=1 if num_samples > 1 else 0)
+    logits = random_double(num_samples, num_views, num_classes, seed=num_views)
     actual = SoftLabelCrossEntropy(hierarchy, beta=beta)(logits, labels)
     expected = oracle_soft_cross_entropy(logits, labels, hierarchy, beta)
     torch.testing.assert_close(actual, expected, rtol=RTOL, atol=1e-12)
@@ -98,8 +59,8 @@ def test_matches_oracle(branching, num_samples: int, num_views: int, beta: float
 
 def test_gradcheck() -> None:
     hierarchy = tree((2, 2, 2))
-    labels = make_labels(hierarchy, 6, seed=1, unknown=1)
-    logits = make_logits(6, 2, 8, seed=2)
+    labels = random_labels(hierarchy, 6, seed=1, unknown=1)
+    logits = random_double(6, 2, 8, seed=2)
     assert torch.autograd.gradcheck(lambda z: SoftLabelCrossEntropy(hierarchy, beta=3.0)(z, labels), (logits,))
 
 
@@ -127,8 +88,8 @@ def test_heights_are_normalised_by_the_largest_one() -> None:
 
 def test_large_beta_gives_hard_cross_entropy() -> None:
     hierarchy = tree((2, 3), ragged=True)
-    labels = make_labels(hierarchy, 9, seed=3, unknown=2)
-    logits = make_logits(9, 1, 6, seed=4).detach()
+    labels = random_labels(hierarchy, 9, seed=3, unknown=2)
+    logits = random_double(9, 1, 6, seed=4).detach()
     hard = F.cross_entropy(logits[:, 0], labels[:, -1], ignore_index=-1)
     torch.testing.assert_close(SoftLabelCrossEntropy(hierarchy, beta=1e4)(logits, labels), hard)
     assert float(SoftLabelCrossEntropy(hierarchy, beta=1.0)(logits, labels)) != pytest.approx(float(hard), rel=1e-3)
@@ -147,8 +108,8 @@ def test_height_is_the_one_mistake_severity_reports() -> None:
 
 def test_invariant_to_batch_order_and_ignores_unknown_samples() -> None:
     hierarchy = tree((2, 2, 2), ragged=True)
-    labels = make_labels(hierarchy, 10, seed=5, unknown=3)
-    logits = make_logits(10, 2, 8, seed=6).detach()
+    labels = random_labels(hierarchy, 10, seed=5, unknown=3)
+    logits = random_double(10, 2, 8, seed=6).detach()
     loss = SoftLabelCrossEntropy(hierarchy)
     value = loss(logits, labels)
     order = torch.randperm(10)
@@ -158,7 +119,7 @@ def test_invariant_to_batch_order_and_ignores_unknown_samples() -> None:
 
 def test_no_known_sample_gives_a_graph_keeping_zero() -> None:
     hierarchy = tree((2, 3))
-    logits = make_logits(3, 1, 6, seed=7)
+    logits = random_double(3, 1, 6, seed=7)
     value = SoftLabelCrossEntropy(hierarchy)(logits, torch.tensor([[0, -1], [1, -1], [-1, -1]]))
     assert value.requires_grad and float(value.detach()) == 0.0
     (grad,) = torch.autograd.grad(value, logits)
@@ -167,7 +128,7 @@ def test_no_known_sample_gives_a_graph_keeping_zero() -> None:
 
 def test_a_single_class_gives_zero_loss() -> None:
     hierarchy = Hierarchy.from_paths([("a", "b")])
-    logits = make_logits(1, 1, 1, seed=8)
+    logits = random_double(1, 1, 1, seed=8)
     assert float(SoftLabelCrossEntropy(hierarchy)(logits.detach(), torch.tensor([[0, 0]]))) == 0.0
 
 
