@@ -203,7 +203,10 @@ def test_shipped_study_configs_load() -> None:
     assert synthetic.base["dataset"] == "synthetic" and len(synthetic.seeds) == 5
 
 
-@pytest.mark.parametrize("name", ["study_fashion_mnist", "study_synthetic", "study_cifar100", "study_deepfashion"])
+@pytest.mark.parametrize(
+    "name",
+    ["study_fashion_mnist", "study_fashion_mnist_long", "study_synthetic", "study_cifar100", "study_deepfashion"],
+)
 def test_every_variant_of_a_shipped_study_is_a_valid_training_config(name: str) -> None:
     from hcl.train import TrainConfig
 
