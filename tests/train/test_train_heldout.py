@@ -10,38 +10,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from train.tiny import SYNTHETIC, tiny_config
 
 import hcl.train.loop
 import hcl.train.run
 from hcl.metrics import seen_unseen_split
 from hcl.train import TrainConfig, build_split, fit, load_checkpoint
 
-# 3 levels, 2 x 2 x 3 = 12 leaves, 8 images each in train and test; leaves are named f<i>.c<j>.v<k>.
-SYNTHETIC = {"depth": 3, "branching": [2, 2, 3], "samples_per_leaf": 8, "image_size": 16, "cache": False}
 HELD = ["f1.c1.v2", "f0.c0.v1"]  # (1, 3, 11) and (0, 0, 1): 16 of the 96 training images
 
 
 def _config(tmp_path: Path, name: str = "run", **changes) -> TrainConfig:
-    base = {
-        "dataset": "synthetic",
-        "data_options": SYNTHETIC,
-        "backbone": "compact_cnn",
-        "width": 8,
-        "embedding_dim": 16,
-        "loss": "himulcon",
-        "batch_size": 32,
-        "epochs": 2,
-        "lr": 0.05,
-        "warmup_epochs": 0.5,
-        "eval_every": -1,
-        "log_every": 1,
-        "knn_k": 5,
-        "progress": False,
-        "output_dir": str(tmp_path / name),
-        "heldout_classes": HELD,
-    }
-    base.update(changes)
-    return TrainConfig(**base)
+    return tiny_config(tmp_path, name, **{"knn_k": 5, "heldout_classes": HELD, **changes})
 
 
 def _record_batches(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
+from train.tiny import SYNTHETIC, tiny_config
 
 from hcl import Hierarchy
 from hcl.data import HierarchicalBatchSampler
@@ -28,29 +29,9 @@ from hcl.train import (
     train,
 )
 
-# 3 levels, 2 x 2 x 3 = 12 leaves, 8 training images each (96), 16 px: a step takes milliseconds.
-SYNTHETIC = {"depth": 3, "branching": [2, 2, 3], "samples_per_leaf": 8, "image_size": 16, "cache": False}
-
 
 def _config(tmp_path: Path, name: str = "run", **changes) -> TrainConfig:
-    base = {
-        "dataset": "synthetic",
-        "data_options": SYNTHETIC,
-        "backbone": "compact_cnn",
-        "width": 8,
-        "embedding_dim": 16,
-        "loss": "himulcon",
-        "batch_size": 32,
-        "epochs": 2,
-        "lr": 0.05,
-        "warmup_epochs": 0.5,
-        "eval_every": -1,
-        "log_every": 1,
-        "progress": False,
-        "output_dir": str(tmp_path / name),
-    }
-    base.update(changes)
-    return TrainConfig(**base)
+    return tiny_config(tmp_path, name, **changes)
 
 
 def _records(run_dir: Path) -> list[dict]:
