@@ -82,3 +82,22 @@ def check_same_levels(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str
     """Raise ValueError unless two label tensors have the same number of levels."""
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"{name_a} has {a.shape[1]} levels but {name_b} has {b.shape[1]}; they must match")
+
+
+def train_and_test(
+    train_emb: Any, train_labels: Any, test_emb: Any, test_labels: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validated CPU embeddings and labels of a training and a test set that share a dimension and
+    a number of levels: ``(train_x, train_y, test_x, test_y)``.
+
+    Shape:
+        train_emb: (N, D); train_labels: (N, L); test_emb: (M, D); test_labels: (M, L).
+    """
+    train_x = as_embeddings(train_emb, "train_emb", device="cpu")
+    test_x = as_embeddings(test_emb, "test_emb", device="cpu")
+    if train_x.shape[1] != test_x.shape[1]:
+        raise ValueError(f"test_emb has dimension {test_x.shape[1]} but train_emb has {train_x.shape[1]}")
+    train_y = as_labels_for(train_labels, train_x, "train_labels", "train_emb")
+    test_y = as_labels_for(test_labels, test_x, "test_labels", "test_emb")
+    check_same_levels(train_y, test_y, "train_labels", "test_labels")
+    return train_x, train_y, test_x, test_y

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from hcl.labels import prefix_ids
-from hcl.metrics._validation import as_embeddings, as_labels_for, check_same_levels
+from hcl.metrics._validation import as_embeddings, train_and_test
 from hcl.metrics.heldout_classes import check_heldout_classes, seen_unseen_split
 from hcl.metrics.retrieval import nearest_neighbors
 
@@ -199,11 +199,7 @@ def transfer_accuracy(
     """
     if method not in ("knn", "linear"):
         raise ValueError(f"method must be 'knn' or 'linear', got {method!r}")
-    train_x = as_embeddings(train_emb, "train_emb", device="cpu")
-    test_x = as_embeddings(test_emb, "test_emb", device="cpu")
-    train_y = as_labels_for(train_labels, train_x, "train_labels", "train_emb")
-    test_y = as_labels_for(test_labels, test_x, "test_labels", "test_emb")
-    check_same_levels(train_y, test_y, "train_labels", "test_labels")
+    train_x, train_y, test_x, test_y = train_and_test(train_emb, train_labels, test_emb, test_labels)
     unseen_classes = check_heldout_classes(train_y, unseen_classes)
     result = {}
     for name, test_mask in zip(("seen", "unseen"), seen_unseen_split(test_y, unseen_classes)):
@@ -223,13 +219,7 @@ def _joint_prefix_ids(
     train_emb: Any, train_labels: Any, test_emb: Any, test_labels: Any
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validated prefix ids of train and test labels, computed jointly so that they agree."""
-    train_x = as_embeddings(train_emb, "train_emb", device="cpu")
-    test_x = as_embeddings(test_emb, "test_emb", device="cpu")
-    if train_x.shape[1] != test_x.shape[1]:
-        raise ValueError(f"test_emb has dimension {test_x.shape[1]} but train_emb has {train_x.shape[1]}")
-    train_y = as_labels_for(train_labels, train_x, "train_labels", "train_emb")
-    test_y = as_labels_for(test_labels, test_x, "test_labels", "test_emb")
-    check_same_levels(train_y, test_y, "train_labels", "test_labels")
+    train_x, train_y, test_x, test_y = train_and_test(train_emb, train_labels, test_emb, test_labels)
     ids = prefix_ids(torch.cat([train_y, test_y]))
     return ids[: len(train_y)], ids[len(train_y) :]
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from hcl.metrics._validation import as_embeddings, as_labels_for, check_same_levels
+from hcl.metrics._validation import train_and_test
 from hcl.metrics.classification import knn_accuracy
 from hcl.metrics.heldout_classes import ClassSpec, check_heldout_classes, seen_unseen_split
 from hcl.metrics.retrieval import per_level_retrieval
@@ -87,13 +87,7 @@ def heldout_metrics(
     Shape:
         train_emb: (N, D); train_labels: (N, L); test_emb: (M, D); test_labels: (M, L).
     """
-    train_x = as_embeddings(train_emb, "train_emb", device="cpu")
-    test_x = as_embeddings(test_emb, "test_emb", device="cpu")
-    if train_x.shape[1] != test_x.shape[1]:
-        raise ValueError(f"test_emb has dimension {test_x.shape[1]} but train_emb has {train_x.shape[1]}")
-    train_y = as_labels_for(train_labels, train_x, "train_labels", "train_emb")
-    test_y = as_labels_for(test_labels, test_x, "test_labels", "test_emb")
-    check_same_levels(train_y, test_y, "train_labels", "test_labels")
+    train_x, train_y, test_x, test_y = train_and_test(train_emb, train_labels, test_emb, test_labels)
     classes = check_heldout_classes(train_y, heldout_classes, hierarchy=hierarchy)
     levels = sorted({len(c) - 1 for c in classes})
     if len(levels) > 1:

@@ -113,6 +113,17 @@ def _retrieval_and_cpcc(
     }
 
 
+def _embed_options(cfg: TrainConfig, device: Any) -> dict[str, Any]:
+    """The :func:`embed_dataset` options the config sets: its embedding, batch size and precision."""
+    return {
+        "which": cfg.embedding,
+        "batch_size": cfg.eval_batch_size,
+        "device": device,
+        "precision": cfg.precision,
+        "channels_last": cfg.channels_last,
+    }
+
+
 def evaluate_model(
     model: nn.Module,
     dataset: Dataset,
@@ -126,13 +137,7 @@ def evaluate_model(
     Without ``query_set`` every sample queries the rest (leave-one-out); with it, its samples
     query ``dataset`` as the gallery. Levels are keyed ``"0"`` (coarsest) to ``"L-1"``.
     """
-    options = {
-        "which": cfg.embedding,
-        "batch_size": cfg.eval_batch_size,
-        "device": device,
-        "precision": cfg.precision,
-        "channels_last": cfg.channels_last,
-    }
+    options = _embed_options(cfg, device)
     gallery, gallery_labels, _ = embed_dataset(model, dataset, **options)
     query = query_labels = None
     if query_set is not None:
@@ -253,14 +258,7 @@ def evaluate_run(
     split = split or cfg.eval_split
     if query_split is None and split == cfg.eval_split:
         query_split = cfg.eval_query_split
-    options = {
-        "which": cfg.embedding,
-        "batch_size": cfg.eval_batch_size,
-        "device": device,
-        "precision": cfg.precision,
-        "channels_last": cfg.channels_last,
-        "progress": progress,
-    }
+    options = {**_embed_options(cfg, device), "progress": progress}
 
     gallery_set = build_split(cfg, split)
     hierarchy = gallery_set.hierarchy
