@@ -122,12 +122,16 @@ def run_study(
     records = {cell: _finished_record(plan, cell) for cell in plan.cells}
     todo = [cell for cell in plan.cells if records[cell] is None]
     ran: list[str] = []
+    cells = _execute(plan, todo, progress=progress, already=len(plan.cells) - len(todo))
     try:
-        for record in _execute(plan, todo, progress=progress, already=len(plan.cells) - len(todo)):
+        for record in cells:
             cell = Cell(**record["cell"])
             records[cell] = record
             ran.append(cell.key)
     finally:
+        # Closed at once: a generator left suspended by an interrupt would stop its workers only
+        # when collected, after the pool's exit handler had waited for their cells to finish.
+        cells.close()
         result = _result(plan, records, ran)
         write_study_json(result, study, command=_command_line(config, overrides, workers))
     if report:
@@ -232,6 +236,8 @@ def _execute(plan: StudyPlan, todo: list[Cell], *, progress: bool, already: int)
                     bar.write(f"cell {record['key']} {record['status']}: {record.get('error')}")
                 yield record
     finally:
+        if tasks:
+            completions.close()
         bar.close()
 
 
