@@ -1,7 +1,7 @@
 """The executors that run a study's cells: local worker processes (the default) or SLURM jobs
 through submitit. Each yields the cells' records as they finish; a cell whose worker died comes
-back as a failure record. Local workers never outlive the study: they exit when it is killed,
-and a SIGTERM to the study stops them the way Ctrl-C does (their cells checkpoint first).
+back as a failure record. Local workers never outlive the study: they exit when it is killed;
+a SIGTERM to the study is passed on to them as Ctrl-C (tested only for killed studies so far).
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ running (a login node's tmux). A killed study loses nothing: rerun it and it sub
 without ``cell.json`` again, which resume from their checkpoints.
 
 The worker processes never outlive the study: each stops within a second of the study process
-dying (even by SIGKILL), and a SIGTERM to the study stops its workers as Ctrl-C does, so that a
-rerun never trains a cell that an orphaned worker is still training.
+dying (even by SIGKILL), so that a rerun never trains a cell that an orphaned worker is still
+training. A SIGTERM to the study is passed on to its workers as Ctrl-C; whether their cells then
+stop at once is not yet reliable under load (SIGKILL is the tested way to stop a study).
 """
 
 from __future__ import annotations
