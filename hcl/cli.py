@@ -35,6 +35,13 @@ def _config_keys_help() -> str:
     return "config keys: " + ", ".join(names)
 
 
+def _add_overrides(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--set KEY=VALUE ...``, collected into ``args.overrides``."""
+    parser.add_argument(
+        "--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help=help_text
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hcl", description="Hierarchical multi-label contrastive learning (HiMulCon, HiConE, HiMulConE)."
@@ -48,15 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Train an encoder. Under torchrun, each process trains its shard with DDP.",
     )
     train.add_argument("--config", type=Path, help="YAML or JSON config (default: the TrainConfig defaults)")
-    train.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config keys, e.g. --set lr=0.05 epochs=20 output_dir=runs/x",
-    )
+    _add_overrides(train, "override config keys, e.g. --set lr=0.05 epochs=20 output_dir=runs/x")
     group = train.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoint.pt")
     group.add_argument("--overwrite", action="store_true", help="start fresh over an existing run directory")
@@ -85,15 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
     demo.add_argument("--configs", type=Path, default=None, help="folder with the demo configs")
-    demo.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="overrides applied to every run",
-    )
+    _add_overrides(demo, "overrides applied to every run")
     demo.add_argument("--no-report", action="store_true", help="skip report.html (and its UMAP)")
     demo.add_argument(
         "--update-readme",
@@ -114,14 +105,8 @@ def _parser() -> argparse.ArgumentParser:
         "then aggregate over seeds. Exits 1 when a cell failed.",
     )
     study.add_argument("--config", type=Path, required=True, help="study YAML (see hcl.study.StudyConfig)")
-    study.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override study keys, dotted: --set workers=2 seeds=[0,1] base.epochs=1 variants.SupCon.lr=0.1",
+    _add_overrides(
+        study, "override study keys, dotted: --set workers=2 seeds=[0,1] base.epochs=1 variants.SupCon.lr=0.1"
     )
     study.add_argument("--workers", type=int, help="cells run at once (default: the config's, else the CPU cores)")
     study.add_argument("--no-report", action="store_true", help="skip study.html")

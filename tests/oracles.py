@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 __all__ = [
+    "make_labels",
     "oracle_constraint_loss",
     "oracle_level_terms",
     "oracle_paper_loss",
@@ -263,3 +264,13 @@ def oracle_constraint_loss(
     elif constraint != "hinge":
         raise ValueError(f"not a reading this oracle knows: {constraint!r}")
     return sum(weight * term for weight, term in zip(level_weights, terms, strict=True)) / num_levels
+
+
+def make_labels(num_samples: int, num_levels: int, seed: int, ragged: bool) -> torch.Tensor:
+    """Labels from a tiny alphabet (many shared prefixes), optionally cut short with -1."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (num_samples, num_levels), generator=generator)
+    if ragged:
+        depth = torch.randint(0, num_levels + 1, (num_samples,), generator=generator)
+        labels[torch.arange(num_levels) >= depth.unsqueeze(1)] = -1
+    return labels

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 from conftest import FAST
-from oracles import oracle_constraint_loss, oracle_paper_loss
+from oracles import make_labels, oracle_constraint_loss, oracle_paper_loss
 
 from hcl.losses import CUDAGraphLoss, HiConE, HiMulCon, HiMulConE, SupConLoss
 from hcl.losses.functional import hierarchical_contrastive_loss
@@ -20,16 +20,6 @@ SHAPES = [(1, 2, 3), (2, 1, 2), (5, 1, 3), (5, 2, 4), (6, 3, 2), (9, 2, 3)]
 if not FAST:
     SHAPES += [(1, 1, 2), (4, 3, 5), (9, 1, 5), (12, 2, 4)]
 RAGGED_LABELS = torch.tensor([[0, 0, 1], [0, 0, 1], [0, 1, -1], [1, 0, 0], [1, 0, 1], [0, 0, 0]])
-
-
-def make_labels(num_samples: int, num_levels: int, seed: int, ragged: bool) -> torch.Tensor:
-    """Labels from a tiny alphabet (many shared prefixes), optionally cut short with -1."""
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, 2, (num_samples, num_levels), generator=generator)
-    if ragged:
-        depth = torch.randint(0, num_levels + 1, (num_samples,), generator=generator)
-        labels[torch.arange(num_levels) >= depth.unsqueeze(1)] = -1
-    return labels
 
 
 def make_features(*shape: int, seed: int) -> torch.Tensor:

@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 from conftest import FAST
-from oracles import oracle_paper_loss, oracle_reference_loss, oracle_supcon, paper_default_weights
+from oracles import make_labels, oracle_paper_loss, oracle_reference_loss, oracle_supcon, paper_default_weights
 
 from hcl.losses import HiConE, HiMulCon, HiMulConE, SupConLoss
 
@@ -33,16 +33,6 @@ FAST_SHAPES = [
     (9, 2, 5),
 ]
 SHAPES = FAST_SHAPES if FAST else FULL_SHAPES
-
-
-def make_labels(num_samples: int, num_levels: int, seed: int, ragged: bool) -> torch.Tensor:
-    """Labels from a tiny alphabet (many shared prefixes), optionally cut short with -1."""
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, 2, (num_samples, num_levels), generator=generator)
-    if ragged:
-        depth = torch.randint(0, num_levels + 1, (num_samples,), generator=generator)
-        labels[torch.arange(num_levels) >= depth.unsqueeze(1)] = -1
-    return labels
 
 
 def make_features(num_samples: int, num_views: int, dim: int, seed: int) -> torch.Tensor:
