@@ -102,7 +102,8 @@ def _methods(labels: torch.Tensor) -> dict[str, Callable[[torch.Tensor], torch.T
     finest = labels[:, -1]
     methods: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
         "flat SupCon (hcl)": lambda x: SupConLoss(0.1)(x, finest),
-        "HiMulConE paper (hcl)": lambda x: HiMulConE(0.1)(x, labels),
+        "HiMulConE paper (hcl)": lambda x: HiMulConE(0.1, constraint="pair")(x, labels),
+        "HiMulConE hinge (hcl, default)": lambda x: HiMulConE(0.1)(x, labels),
         "HiMulCon paper (hcl)": lambda x: HiMulCon(0.1)(x, labels),
         "HiMulConE reference (hcl)": lambda x: HiMulConE(0.1, mode="reference")(x, labels),
     }

@@ -6,7 +6,7 @@
     hcl info
     hcl demo --out runs/demo [--update-readme README.md]
     hcl study --config configs/study_fashion_mnist.yaml [--set key=value ...] [--workers N] [--markdown OUT.md]
-    hcl study-report studies/fashion_mnist [--markdown OUT.md] [--headline] [--html] [--into FILE.md]
+    hcl study-report studies/fashion_mnist [--markdown OUT.md] [--headline [--choose-among V ...]] [--html] [--into FILE.md]
 
 ``python -m hcl ...`` is the same, and ``torchrun --nproc_per_node=N -m hcl train ...`` trains
 with DistributedDataParallel. ``--set`` keys and types come from :class:`hcl.train.TrainConfig`.
@@ -125,11 +125,24 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--headline", action="store_true", help="only the headline: largest effects and nulls")
     report.add_argument("--html", action="store_true", help="also redraw study.html next to study.json")
     report.add_argument(
+        "--choose-among",
+        nargs="+",
+        default=(),
+        metavar="VARIANT",
+        help="with --headline: also the rule's choice among these variants (names or patterns such as "
+        "'HiMulConE*'; see hcl.study.choose_variant)",
+    )
+    report.add_argument(
         "--into",
         type=Path,
         metavar="FILE.md",
         help="put the Markdown between FILE.md's <!-- study-results:start/end --> markers "
         "(with --headline: <!-- study-summary:start/end -->), e.g. README.md or docs/study.md",
+    )
+    report.add_argument(
+        "--block",
+        metavar="NAME",
+        help="with --into: the markers' name instead, <!-- NAME:start/end --> (several studies in one file)",
     )
     return parser
 
@@ -277,11 +290,16 @@ def _study_report(args: argparse.Namespace) -> int:
 
     study = read_study(args.study)
     # Inside another page (--into) the account is a section of it, its headings one level down.
-    text = study_headline(study) if args.headline else study_markdown(study, heading_level=2 if args.into else 1)
+    if args.choose_among and not args.headline:
+        raise ValueError("--choose-among goes with --headline")
+    if args.headline:
+        text = study_headline(study, choose_among=args.choose_among)
+    else:
+        text = study_markdown(study, heading_level=2 if args.into else 1)
     if args.markdown:
         print(f"wrote {write_text_atomic(args.markdown, text)}")
     if args.into:
-        block = "study-summary" if args.headline else "study-results"
+        block = args.block or ("study-summary" if args.headline else "study-results")
         print(f"wrote the {block} block of {replace_marked_block(args.into, block, text)}")
     if not (args.markdown or args.into):
         print(text, end="")

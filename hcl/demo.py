@@ -82,7 +82,8 @@ def run_name(cfg: TrainConfig) -> str:
         return name
     if cfg.loss_mode != "paper":
         return f"{name} ({cfg.loss_mode})"
-    reading = resolve_constraint(cfg.constraint, cfg.bound_gradient)
+    default = getattr(cfg.loss_spec.module_class, "default_constraint", "pair")
+    reading = resolve_constraint(cfg.constraint, cfg.bound_gradient, default)
     if reading == "hinge":
         weight = DEFAULT_CONSTRAINT_WEIGHT if cfg.constraint_weight is None else cfg.constraint_weight
         reading = f"hinge, beta={weight:g}"

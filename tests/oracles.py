@@ -128,20 +128,22 @@ def oracle_level_terms(
     temperature: float,
     level_weights: Sequence[float],
     constrained: bool,
+    constraint: str = "pair",
+    constraint_weight: float = 0.5,
 ) -> list[torch.Tensor]:
-    """Each level's term ``lambda_l * T_l / L``: the paper loss with every other level weighted 0
-    (a level's bound comes from the finer level's pairs, whatever that level's weight)."""
+    """Each level's term ``lambda_l * T_l / L``: the loss with every other level weighted 0 (a
+    level's bound comes from the finer level's pairs, whatever that level's weight); with
+    ``constrained``, the reading ``constraint`` ("pair", "pair_held" or "hinge")."""
     num_levels = len(level_weights)
-    return [
-        oracle_paper_loss(
-            features,
-            labels,
-            temperature,
-            [weight if other == level else 0.0 for other in range(num_levels)],
-            constrained,
-        )
-        for level, weight in enumerate(level_weights)
-    ]
+    terms = []
+    for level, weight in enumerate(level_weights):
+        one_level = [weight if other == level else 0.0 for other in range(num_levels)]
+        if constrained and constraint == "hinge":
+            terms.append(oracle_constraint_loss(features, labels, temperature, one_level, "hinge", constraint_weight))
+        else:
+            bound_gradient = constraint != "pair_held"
+            terms.append(oracle_paper_loss(features, labels, temperature, one_level, constrained, bound_gradient))
+    return terms
 
 
 def oracle_supcon(features: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -4,6 +4,7 @@ Fashion-MNIST run is ``train/test_train_cli.py::test_demo_on_a_tiny_budget``).""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,9 +13,9 @@ import torch
 import yaml
 
 from hcl.cli import main
-from hcl.demo import DEMO_LOSSES, README_BLOCK, TABLE_FILE, demo_table, run_demo, run_name
+from hcl.demo import DEMO_LOSSES, README_BLOCK, TABLE_FILE, demo_table, find_configs_dir, run_demo, run_name
 from hcl.textblock import read_marked_block
-from hcl.train import TrainConfig
+from hcl.train import TrainConfig, load_config
 
 SYNTHETIC = {"depth": 3, "branching": [2, 2, 3], "samples_per_leaf": 8, "image_size": 16, "cache": False}
 METRIC_LABELS = {"precision@1": "precision@1", "MAP@R": "map@r"}
@@ -199,7 +200,9 @@ def test_the_demo_runs_may_differ_only_in_the_loss(tmp_path: Path) -> None:
     [
         ({"loss": "supcon"}, "SupCon"),
         ({"loss": "himulcon"}, "HiMulCon"),
-        ({"loss": "himulcone"}, "HiMulConE (pair)"),
+        ({"loss": "himulcone"}, "HiMulConE (hinge, beta=0.5)"),
+        ({"loss": "himulcone", "constraint": "pair"}, "HiMulConE (pair)"),
+        ({"loss": "hicone"}, "HiConE (pair)"),
         ({"loss": "himulcone", "bound_gradient": False}, "HiMulConE (pair_held)"),
         ({"loss": "himulcone", "constraint": "level_max"}, "HiMulConE (level_max)"),
         ({"loss": "himulcone", "constraint": "hinge"}, "HiMulConE (hinge, beta=0.5)"),
@@ -209,6 +212,37 @@ def test_the_demo_runs_may_differ_only_in_the_loss(tmp_path: Path) -> None:
 )
 def test_a_run_is_named_by_its_loss_and_constraint_reading(keys: dict, name: str) -> None:
     assert run_name(TrainConfig(**keys)) == name
+
+
+# What the demo may set differently from TrainConfig(): the data's size and the training budget
+# (a smaller model, batch, schedule and logging interval; the run's folder).
+SIZE_AND_BUDGET = {
+    "train_subset",
+    "eval_subset",
+    "width",
+    "embedding_dim",
+    "batch_size",
+    "lr",
+    "epochs",
+    "warmup_epochs",
+    "log_every",
+    "output_dir",
+}
+
+
+@pytest.mark.parametrize("loss", DEMO_LOSSES)
+def test_the_demo_configs_differ_from_the_defaults_only_in_size_and_budget(loss: str) -> None:
+    shipped = load_config(find_configs_dir() / f"fashion_mnist_{loss}.yaml")
+    default = TrainConfig(loss=loss)
+    differing = {
+        f.name for f in dataclasses.fields(TrainConfig) if getattr(shipped, f.name) != getattr(default, f.name)
+    }
+    # A constraint spelled out is fine when it is the loss's default reading and weight.
+    assert run_name(shipped) == run_name(default)
+    differing -= {"constraint", "constraint_weight"}
+    assert differing <= SIZE_AND_BUDGET, f"the demo config sets {sorted(differing - SIZE_AND_BUDGET)} apart"
+    # The learning rate follows the batch size (the linear scaling rule).
+    assert shipped.lr / shipped.batch_size == pytest.approx(default.lr / default.batch_size)
 
 
 def test_the_readme_holds_the_demo_table_block() -> None:

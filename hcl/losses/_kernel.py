@@ -84,6 +84,7 @@ class _HierarchicalContrastive(torch.autograd.Function):
         group_weight: torch.Tensor,
         constrained: bool,
         bound_gradient: bool,
+        constraint_scale: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         levels = groups.levels
         norm = torch.linalg.vector_norm(features, dim=1).clamp_(min=_NORM_EPS).index_select(0, groups.rows)
@@ -114,6 +115,8 @@ class _HierarchicalContrastive(torch.autograd.Function):
         constraint = None
         if constrained:
             coefficient = group_weight.index_select(0, groups.global_group.view(-1)).view(len(levels), n)
+            if constraint_scale != 1.0:
+                coefficient = coefficient * constraint_scale
             constraint = build_constraint(logits, groups, coefficient)
             if constraint is not None:
                 loss = loss + constraint.value
@@ -181,7 +184,7 @@ class _HierarchicalContrastive(torch.autograd.Function):
         # Through the normalisation z = x / |x| and back to the caller's row order.
         grad_z.addcmul_(z, (z * grad_z).sum(dim=1, keepdim=True), value=-1).div_(norm.unsqueeze(1))
         grad_features = torch.empty_like(grad_z).index_copy_(0, ctx.groups.rows, grad_z)
-        return grad_features, None, None, None, None, None
+        return grad_features, None, None, None, None, None, None
 
 
 def hierarchical_contrastive(
@@ -191,6 +194,7 @@ def hierarchical_contrastive(
     group_weight: torch.Tensor,
     constrained: bool,
     bound_gradient: bool = True,
+    constraint_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted sum of per-anchor contrastive terms over all levels, with a hand-written backward.
 
@@ -212,11 +216,14 @@ def hierarchical_contrastive(
         constrained: apply the hierarchy constraint against the next finer level.
         bound_gradient: differentiate the constraint as written; False holds the bound
             ``m_i = LSE_i - c_i`` constant, so a pair held up by it gets no gradient at all.
+        constraint_scale: ``beta``, the constraint's part (value and gradient) scaled by it: with
+            the bound held, ``ell(i,p) + beta * relu(m_i - ell(i,p))``, the ``"hinge"`` reading
+            of :mod:`hcl.losses.constraints` (1: ``"pair_held"``; 0: no constraint).
 
     Shape:
         features: (N, D) with N >= 2; group_weight: (sum_l num_groups_l,). Returns the loss, a
         scalar, and ``level_terms``, (L,).
     """
     return _HierarchicalContrastive.apply(
-        features, 1.0 / temperature, groups, group_weight, constrained, bound_gradient
+        features, 1.0 / temperature, groups, group_weight, constrained, bound_gradient, constraint_scale
     )

@@ -8,7 +8,7 @@ weights, loss = ``(1/L) * sum_l lambda_l * T'_l``. ``m_i`` (per level l < L-1) i
 ``ell(i, q)`` over ``q in P_{l+1}(i)``; where ``P_{l+1}(i)`` is empty, and at the finest level,
 there is no bound. The readings, by the name of the ``constraint`` argument:
 
-* ``"pair"`` (default; the paper as written): pair term ``max(ell(i, p), m_i)``, differentiated
+* ``"pair"`` (HiConE's default; the paper as written): pair term ``max(ell(i, p), m_i)``, differentiated
   through ``m_i`` too, so each pair held up by the bound pulls the anchor's hardest finer
   positive closer. ``T'_l = T_l``.
 * ``"pair_held"`` (``bound_gradient=False``): the same value with ``m_i`` held constant; a pair
@@ -28,7 +28,7 @@ there is no bound. The readings, by the name of the ``constraint`` argument:
   ``exp(1/k)`` are the paper's ``lambda_l``), reference ``hmce`` = ``(t / 0.07) * L / (L + 1)``
   times HiMulConE with ``"level_max"``, and ``hce`` the same of HiConE. Here every level sees
   every view, as in the paper.
-* ``"hinge"``: the pair loss is kept in full and the bound adds a hinge penalty:
+* ``"hinge"`` (HiMulConE's default, chosen by the studies of docs/study.md): the pair loss is kept in full and the bound adds a hinge penalty:
   ``ell(i, p) + beta * relu(m_i - ell(i, p))`` with ``m_i`` held constant and ``beta`` the
   ``constraint_weight`` in [0, 1]. Its gradient with respect to ``ell(i, p)`` is 1 above the
   bound and ``1 - beta`` below it: a coarse pair closer than the anchor's worst finer positive
@@ -43,10 +43,12 @@ skipped at that level; a level without anchors has ``T_l = 0`` (for ``"level_max
 level is then empty too, since ``P_{l+1}(i)`` is a subset of ``P_l(i)``, so the running maximum
 stays 0); a batch without any positive pair gives 0 with a zero gradient that keeps the graph.
 
-``"level_max"`` and ``"hinge"`` are computed here, level by level, with a few (N, N) tensors
-(N = B*V views) and no host sync, on any device (so a CUDA graph can capture them); at training
-batch sizes (N around 512) that costs little. ``"pair"`` and ``"pair_held"`` keep the grouped
-kernel and the dense form of :mod:`hcl.losses.functional`.
+``"level_max"`` is computed here, level by level, with a few (N, N) tensors (N = B*V views) and
+no host sync, on any device (so a CUDA graph can capture it); at training batch sizes (N around
+512) that costs little. ``"pair"``, ``"pair_held"`` and ``"hinge"`` go through the grouped kernel
+and the dense form of :mod:`hcl.losses.functional`: the hinge's penalty is ``beta`` times the held
+bound's part of ``"pair_held"`` (value and gradient), so the kernel computes it at the cost of
+``"pair_held"``.
 """
 
 from __future__ import annotations
@@ -68,22 +70,21 @@ __all__ = [
 ]
 
 CONSTRAINTS = ("pair", "pair_held", "level_max", "hinge")
-# The readings computed in this module; the others go through the grouped kernel or dense form.
-LEVEL_READINGS = ("level_max", "hinge")
 DEFAULT_CONSTRAINT_WEIGHT = 0.5
 
 
-def resolve_constraint(constraint: Any, bound_gradient: Any) -> str:
+def resolve_constraint(constraint: Any, bound_gradient: Any, default: str = "pair") -> str:
     """The constraint reading named by ``constraint`` and the older ``bound_gradient`` flag.
 
-    ``constraint=None`` means ``"pair"`` with ``bound_gradient=True`` and ``"pair_held"`` with
-    ``bound_gradient=False``; a named reading other than ``"pair_held"`` with
+    ``constraint=None`` means ``default`` (the loss's own: ``"pair"`` for HiConE and the
+    functional form, ``"hinge"`` for HiMulConE) with ``bound_gradient=True`` and ``"pair_held"``
+    with ``bound_gradient=False``; a named reading other than ``"pair_held"`` with
     ``bound_gradient=False`` is a contradiction and raises, naming both.
     """
     if not isinstance(bound_gradient, bool):
         raise TypeError(f"bound_gradient must be True or False, got {bound_gradient!r}")
     if constraint is None:
-        return "pair" if bound_gradient else "pair_held"
+        return default if bound_gradient else "pair_held"
     if constraint not in CONSTRAINTS:
         raise ValueError(f"constraint must be one of {CONSTRAINTS}, got {constraint!r}")
     if not bound_gradient and constraint != "pair_held":
@@ -112,19 +113,15 @@ def level_constraint_loss(
     labels: torch.Tensor,
     temperature: float,
     level_weights: Sequence[float],
-    constraint: str,
-    constraint_weight: float = DEFAULT_CONSTRAINT_WEIGHT,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The paper-mode loss with the ``"level_max"`` or ``"hinge"`` reading, on validated inputs
-    in full precision, and its per-level terms ``lambda_l * T'_l / L`` (detached); 0 (with a
-    zero gradient) when nothing has a positive.
+    """The paper-mode loss with the ``"level_max"`` reading, on validated inputs in full
+    precision, and its per-level terms ``lambda_l * T'_l / L`` (detached); 0 (with a zero
+    gradient) when nothing has a positive.
 
     Shape:
         features: (B, V, D) floating; labels: (B, L) int64; level_weights: L floats. Returns a
         scalar and an (L,) tensor.
     """
-    if constraint not in LEVEL_READINGS:
-        raise ValueError(f"level_constraint_loss computes the readings {LEVEL_READINGS}, got {constraint!r}")
     num_samples, num_views, dim = features.shape
     num_levels = labels.shape[1]
     n = num_samples * num_views
@@ -135,30 +132,20 @@ def level_constraint_loss(
     lse = torch.logsumexp(logits.masked_fill(~not_self, float("-inf")), dim=1)
     pair_loss = lse.unsqueeze(1) - logits  # ell(i, p), (N, N)
 
-    # P_l(i) for every level: the known prefix 0..l is equal (-1 stops a path).
-    positives = []
-    same = not_self
-    for level in range(num_levels):
-        column = rows[:, level]
-        same = same & (column.unsqueeze(1) == column.unsqueeze(0)) & (column >= 0).unsqueeze(1)
-        positives.append(same)
-
     level_terms = []
-    for level, positive in enumerate(positives):
-        pair_terms = pair_loss
-        if constraint == "hinge" and level + 1 < num_levels and constraint_weight > 0:
-            # m_i held constant; -inf where P_{l+1}(i) is empty, so that the hinge is 0 there.
-            bound = torch.where(positives[level + 1], pair_loss, float("-inf")).amax(dim=1).detach()
-            pair_terms = pair_loss + constraint_weight * torch.relu(bound.unsqueeze(1) - pair_loss)
+    positive = not_self
+    for level in range(num_levels):
+        # P_l(i): the known prefix 0..l is equal (-1 stops a path).
+        column = rows[:, level]
+        positive = positive & (column.unsqueeze(1) == column.unsqueeze(0)) & (column >= 0).unsqueeze(1)
         count = positive.sum(dim=1).to(z.dtype)
-        anchor_sum = torch.where(positive, pair_terms, 0).sum(dim=1)
+        anchor_sum = torch.where(positive, pair_loss, 0).sum(dim=1)
         anchors = count > 0
         per_anchor = torch.where(anchors, anchor_sum / count.clamp(min=1), 0)
         level_terms.append(per_anchor.sum() / anchors.sum().clamp(min=1))
 
-    if constraint == "level_max":
-        for level in reversed(range(num_levels - 1)):
-            level_terms[level] = torch.maximum(level_terms[level], level_terms[level + 1])
+    for level in reversed(range(num_levels - 1)):
+        level_terms[level] = torch.maximum(level_terms[level], level_terms[level + 1])
     # The weights as Python numbers: a host-to-device copy could not be captured in a CUDA graph.
     weighted = [weight * term / num_levels for weight, term in zip(level_weights, level_terms, strict=True)]
     return sum(weighted), torch.stack(weighted).detach()

@@ -33,9 +33,11 @@ def dense_paper_loss(
     level_weights: Sequence[float],
     constrained: bool,
     bound_gradient: bool = True,
+    constraint_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The paper-mode loss on validated inputs, 0 (with a zero gradient) when nothing has a
-    positive, and its per-level terms ``lambda_l * T_l / L`` (detached).
+    positive, and its per-level terms ``lambda_l * T_l / L`` (detached). ``constraint_scale``:
+    as for :func:`hcl.losses._kernel.hierarchical_contrastive`.
 
     Shape:
         features: (B, V, D) floating; labels: (B, L) int64; level_weights: L floats. Returns a
@@ -66,15 +68,14 @@ def dense_paper_loss(
         if bound_gradient:
             # max(ell(i,p), m_i) = ell(i,p) + relu(x_ip - c_i).
             excess = torch.where(coarse, gap.clamp(min=0), 0).sum(dim=2)
-            terms = torch.cat([terms[:-1] + excess, terms[-1:]])
         else:
             # Pairs above the bound take the constant m_i = LSE_i - c_i instead of ell(i, p).
             held = coarse & (gap > 0)
             num_held = held.sum(dim=2).to(z.dtype)
             held_sum = torch.where(held, cosine_logits, 0).sum(dim=2)
             bound_loss = torch.where(num_held > 0, lse - bound, 0).detach()
-            coarse_terms = (count[:-1] - num_held) * lse - (positive_sum[:-1] - held_sum) + num_held * bound_loss
-            terms = torch.cat([coarse_terms, terms[-1:]])
+            excess = num_held * bound_loss - (num_held * lse - held_sum)
+        terms = torch.cat([terms[:-1] + constraint_scale * excess, terms[-1:]])
 
     anchors = count > 0
     num_anchors = anchors.sum(dim=1).clamp(min=1)

@@ -46,7 +46,6 @@ from hcl.losses._checks import (
 from hcl.losses._kernel import hierarchical_contrastive
 from hcl.losses.constraints import (
     DEFAULT_CONSTRAINT_WEIGHT,
-    LEVEL_READINGS,
     check_constraint_weight,
     level_constraint_loss,
     resolve_constraint,
@@ -91,9 +90,11 @@ def paper_loss(
     level_weights: Sequence[float],
     constrained: bool,
     bound_gradient: bool = True,
+    constraint_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The paper-mode loss on validated inputs and its per-level terms ``lambda_l * T_l / L``
-    (no gradient), or ``None`` when no anchor has a positive.
+    (no gradient), or ``None`` when no anchor has a positive. ``constraint_scale``: as for
+    :func:`hcl.losses._kernel.hierarchical_contrastive`.
 
     Shape:
         features: (B, V, D) floating; labels: (B, L) int64; level_weights: L floats. Returns a
@@ -114,7 +115,13 @@ def paper_loss(
     scale = torch.tensor(scales, dtype=features.dtype, device=features.device)
     group_weight = scale[level_of] * (anchors > 0) / (sizes - 1).clamp(min=1)
     return hierarchical_contrastive(
-        features.reshape(num_samples * num_views, dim), temperature, groups, group_weight, constrained, bound_gradient
+        features.reshape(num_samples * num_views, dim),
+        temperature,
+        groups,
+        group_weight,
+        constrained,
+        bound_gradient,
+        constraint_scale,
     )
 
 
@@ -125,14 +132,17 @@ def _dispatch(
     level_weights: Sequence[float],
     constrained: bool,
     bound_gradient: bool,
+    constraint_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The paper-mode loss on validated inputs and its per-level terms, in full precision: the
     dense form where it fits (GPUs), else the grouped kernel; a batch without positives gives a
     zero that keeps the graph, and zero terms."""
     with full_precision(features) as values:
         if dense_fits(values.shape[0] * values.shape[1], labels.shape[1], values.device):
-            return dense_paper_loss(values, labels, temperature, level_weights, constrained, bound_gradient)
-        result = paper_loss(values, labels, temperature, level_weights, constrained, bound_gradient)
+            return dense_paper_loss(
+                values, labels, temperature, level_weights, constrained, bound_gradient, constraint_scale
+            )
+        result = paper_loss(values, labels, temperature, level_weights, constrained, bound_gradient, constraint_scale)
     return (features.sum() * 0, values.new_zeros(labels.shape[1])) if result is None else result
 
 
@@ -222,9 +232,12 @@ def hierarchical_contrastive_loss_with_terms(
     if weights is None:
         weights = default_level_weights(num_levels)
     check_weight_count(weights, num_levels, "one per label level, coarse to fine")
-    if constrained and reading in LEVEL_READINGS:
+    if constrained and reading == "level_max":
         with full_precision(features) as values:
-            return level_constraint_loss(values, labels, temperature, weights, reading, constraint_weight)
+            return level_constraint_loss(values, labels, temperature, weights)
+    if constrained and reading == "hinge":
+        # The hinge is the held bound's part scaled by beta: the kernel's pair_held, scaled.
+        return _dispatch(features, labels, temperature, weights, True, False, constraint_weight)
     return _dispatch(features, labels, temperature, weights, constrained, reading == "pair")
 
 

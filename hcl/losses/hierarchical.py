@@ -51,6 +51,7 @@ class _HierarchicalLoss(nn.Module):
     constrained: ClassVar[bool]
     weighted: ClassVar[bool]
     reference_type: ClassVar[str]
+    default_constraint: ClassVar[str] = "pair"
 
     def __init__(
         self,
@@ -75,7 +76,9 @@ class _HierarchicalLoss(nn.Module):
             raise ValueError(f"bound_gradient=False applies to HiConE and HiMulConE in paper mode, {where}")
         if constraint is not None and not constrained_paper:
             raise ValueError(f"constraint={constraint!r} applies to HiConE and HiMulConE in paper mode, {where}")
-        self.constraint = resolve_constraint(constraint, bound_gradient) if constrained_paper else None
+        self.constraint = (
+            resolve_constraint(constraint, bound_gradient, self.default_constraint) if constrained_paper else None
+        )
         self.constraint_weight = check_constraint_weight(constraint_weight)
         self.bound_gradient = self.constraint != "pair_held"
         self.instance_column = check_instance_column(instance_column, self.mode)
@@ -113,7 +116,7 @@ class _HierarchicalLoss(nn.Module):
         text = f"temperature={self.temperature}, mode={self.mode!r}"
         if self.weighted and self.level_weights is not None:
             text += f", level_weights={self.level_weights!r}"
-        if self.constraint not in (None, "pair"):
+        if self.constraint is not None:
             text += f", constraint={self.constraint!r}"
         if self.constraint == "hinge":
             text += f", constraint_weight={self.constraint_weight}"
@@ -160,10 +163,13 @@ class HiMulConE(_HierarchicalLoss):
     Paper mode: as :class:`HiMulCon` with ``ell(i,p)`` replaced by ``max(ell(i,p), m_i)``, where
     ``m_i`` is the largest ``ell(i,q)`` over the anchor's positives q at the next finer level l+1
     (no bound at the finest level, or when the anchor has no positive at l+1): a pair farther
-    apart in the tree never gets a smaller loss than the worst closer pair. That is the default
-    reading, ``constraint="pair"``; the others (``"pair_held"``, ``"level_max"``, ``"hinge"``)
-    are defined in :mod:`hcl.losses.constraints`. Reference mode: the reference code's ``hmce``
-    loss (a running max of level losses). Degenerate cases: see :mod:`hcl.losses.hierarchical`.
+    apart in the tree never gets a smaller loss than the worst closer pair. That is the paper's
+    reading, ``constraint="pair"``. The default is ``"hinge"`` (weight 0.5): the pair loss kept
+    in full plus half the bound's excess as a penalty, the reading the studies chose
+    (docs/study.md: as written, the bound mines the hardest positive and hurts; held, the coarse
+    levels stop acting). The readings are defined in :mod:`hcl.losses.constraints`. Reference
+    mode: the reference code's ``hmce`` loss (a running max of level losses). Degenerate cases:
+    see :mod:`hcl.losses.hierarchical`.
 
     Args:
         temperature: t > 0.
@@ -173,12 +179,13 @@ class HiMulConE(_HierarchicalLoss):
             (and contradicts any other named constraint).
         check_inputs: check that the features are finite and the labels valid (paper mode; on a
             GPU a host sync, see :func:`hcl.losses.functional.hierarchical_contrastive_loss`).
-        constraint: paper mode: ``"pair"`` (default, the paper as written: ``m_i`` is
-            differentiated, so every pair held up by the bound pulls the anchor's hardest finer
-            positive closer), ``"pair_held"`` (``m_i`` held constant: such pairs get no
-            gradient), ``"level_max"`` (the reference's running max over level terms) or
-            ``"hinge"`` (``ell(i,p) + beta * relu(m_i - ell(i,p))``, ``m_i`` held); None means
-            ``"pair"`` (``"pair_held"`` with ``bound_gradient=False``).
+        constraint: paper mode: ``"hinge"`` (``ell(i,p) + beta * relu(m_i - ell(i,p))``,
+            ``m_i`` held), ``"pair"`` (the paper as written: ``m_i`` is differentiated, so every
+            pair held up by the bound pulls the anchor's hardest finer positive closer),
+            ``"pair_held"`` (``m_i`` held constant: such pairs get no gradient) or
+            ``"level_max"`` (the reference's running max over level terms); None means
+            ``"hinge"`` (``"pair_held"`` with ``bound_gradient=False``); HiConE's None means
+            ``"pair"``.
         constraint_weight: the hinge's ``beta`` in [0, 1] (default 0.5): pairs below the bound
             keep a fraction ``1 - beta`` of their gradient. Used by ``"hinge"`` only.
         instance_column: reference mode: ``"present"`` (default; the last label column is a
@@ -195,6 +202,7 @@ class HiMulConE(_HierarchicalLoss):
     constrained = True
     weighted = True
     reference_type = "hmce"
+    default_constraint = "hinge"
 
 
 class HiConE(_HierarchicalLoss):

@@ -12,6 +12,7 @@ finished cell is skipped on a rerun and an unfinished one resumes. The study wri
 from typing import Any
 
 from hcl.study.cell import CellTask, run_cell
+from hcl.study.choice import CHOICE_RULE, choice_sentence, choose_variant
 from hcl.study.config import HeldoutSpec, StudyConfig, load_study_config
 from hcl.study.findings import (
     FINDINGS_RULE,
@@ -43,6 +44,7 @@ from hcl.study.stats import (
 _FIGURES = ("paired_difference_figure", "tradeoff_figure", "variant_colors")
 
 __all__ = [
+    "CHOICE_RULE",
     "FINDINGS_RULE",
     "AllClasses",
     "Cell",
@@ -57,6 +59,8 @@ __all__ = [
     "build_grid",
     "cell_dir",
     "cell_rows",
+    "choice_sentence",
+    "choose_variant",
     "headline_metrics",
     "load_study_config",
     "mean_interval",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hcl.atomic import write_text_atomic
+from hcl.study.choice import choice_sentence
 from hcl.study.findings import (
     FINDINGS_RULE,
     headline_metrics,
@@ -89,15 +90,24 @@ def study_markdown(study: StudyLike, *, heading_level: int = 1) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def study_headline(study: StudyLike, *, protocol: str | None = None, embedding: str | None = None, top: int = 3) -> str:
+def study_headline(
+    study: StudyLike,
+    *,
+    protocol: str | None = None,
+    embedding: str | None = None,
+    top: int = 3,
+    choose_among: Sequence[str] = (),
+) -> str:
     """A few Markdown lines for a README: the largest effects on the headline metrics, each with its
-    95% CI, and the null results.
+    95% CI, the null results, and with ``choose_among`` the rule's choice among those variants
+    (:func:`hcl.study.choice_sentence`).
 
     Args:
         study: a study document, or its folder or ``study.json``.
         protocol: the protocol to sum up (default: ``"all"`` when the study has it, else its first).
         embedding: the embedding to sum up (default: the study's first).
         top: the most effects listed (largest absolute difference first); every null is listed.
+        choose_among: variant names or shell patterns (``"HiMulConE*"``) to choose a default from.
     """
     if not isinstance(study, Mapping):
         study = read_study(study)
@@ -140,6 +150,8 @@ def study_headline(study: StudyLike, *, protocol: str | None = None, embedding: 
                 f"- {heading}: " + "; ".join(f"{v} on {join_words(labels)}" for v, labels in by_variant.items()) + "."
             )
     lines += ["", *study_effects_table(study, protocol=protocol)]
+    if choose_among:
+        lines += ["", choice_sentence(study, choose_among, protocol=protocol).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 

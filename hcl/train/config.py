@@ -93,7 +93,7 @@ class TrainConfig:
     pretrained: str | None = None  # local weights file (torchvision or SupCon/MoCo checkpoint)
     head_hidden_dim: int | None = None  # projection MLP hidden width; None = feature dimension
     embedding_dim: int = 128  # projection output dimension
-    head_norm: bool = False  # batch norm in the projection head (prevents embedding collapse)
+    head_norm: bool = True  # batch norm in the projection head (prevents embedding collapse)
     embedding: str = "features"  # evaluated embedding: backbone "features" or "projection"
 
     # --- loss (hcl.losses; the table hcl.losses.list_losses(), any case: "HiMulConE" is fine) ---
@@ -102,7 +102,9 @@ class TrainConfig:
     temperature: float = 0.1
     level_weights: list[float] | None = None  # lambda_l, coarse -> fine; None = the loss default
     bound_gradient: bool = True  # hicone/himulcone: False holds the constraint's bound m_i constant
-    constraint: str | None = None  # hicone/himulcone: pair, pair_held, level_max, hinge; None = pair
+    constraint: str | None = (
+        None  # hicone/himulcone: pair, pair_held, level_max, hinge; None = the loss's (hinge, hicone: pair)
+    )
     constraint_weight: float | None = None  # the hinge's beta in [0, 1]; None = the loss default
     cpcc_weight: float | None = None  # cpcc_* losses: the CPCC regulariser's lambda; None = 1
     soft_label_beta: float | None = None  # soft_cross_entropy: the soft labels' beta; None = 10

@@ -50,7 +50,8 @@ def test_benchmark_prints_a_table(bench: ModuleType, capsys: pytest.CaptureFixtu
     lines = table.splitlines()
     assert lines[0].startswith("| method | views (B*V) | device | ms (median)")
     methods = {line.split(" | ")[0].lstrip("| ") for line in lines[2:]}
-    assert {"flat SupCon (hcl)", "HiMulConE paper (hcl)", "HiMulConE reference (hcl)"} <= methods
+    assert {"flat SupCon (hcl)", "HiMulConE paper (hcl)", "HiMulConE hinge (hcl, default)"} <= methods
+    assert "HiMulConE reference (hcl)" in methods
     assert any("skipped on CPU above --loop-max-views 8" in line for line in lines)
     hcl_flat = [line for line in lines if line.startswith("| flat SupCon (hcl) | 16 |")]
     assert hcl_flat and hcl_flat[0].split(" | ")[5].strip() == "1.00"

@@ -50,8 +50,10 @@ def make_loss(loss_class: type, num_levels: int, **kwargs) -> tuple[torch.nn.Mod
 @pytest.mark.parametrize("loss_class", [HiConE, HiMulConE])
 @pytest.mark.parametrize(("constraint", "beta"), [("level_max", 0.5), ("hinge", 0.5), ("hinge", 0.8)])
 def test_level_readings_match_oracle(
-    num_samples: int, num_views: int, num_levels: int, loss_class: type, constraint: str, beta: float
+    num_samples: int, num_views: int, num_levels: int, loss_class: type, constraint: str, beta: float, formulation: str
 ) -> None:
+    # formulation: the hinge runs through the kernel (compiled and array-op constraint) and the
+    # dense form; level_max has one form, run three times.
     seed = num_samples * 100 + num_views * 10 + num_levels
     features = make_features(num_samples, num_views, 4, seed=seed)
     loss_fn, weights = make_loss(loss_class, num_levels, constraint=constraint, constraint_weight=beta)
@@ -244,7 +246,8 @@ def test_arguments_are_checked_and_named() -> None:
     with pytest.raises(ValueError, match="constraint='hinge' needs constrained=True"):
         hierarchical_contrastive_loss(features, labels, constraint="hinge")
     assert "constraint='hinge', constraint_weight=0.25" in repr(HiMulConE(constraint="hinge", constraint_weight=0.25))
-    assert "constraint" not in repr(HiMulConE())
+    assert "constraint='hinge', constraint_weight=0.5" in repr(HiMulConE())
+    assert "constraint='pair')" in repr(HiConE())
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -38,17 +38,15 @@ def test_no_positive_pair_gives_zero_with_a_finite_zero_gradient(
     assert torch.equal(level_terms, torch.zeros(2, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("bound_gradient", [True, False])
-def test_dense_and_grouped_forms_agree_on_a_large_ragged_batch(
-    monkeypatch: pytest.MonkeyPatch, bound_gradient: bool
-) -> None:
+@pytest.mark.parametrize("reading", ["pair", "pair_held", "hinge"])
+def test_dense_and_grouped_forms_agree_on_a_large_ragged_batch(monkeypatch: pytest.MonkeyPatch, reading: str) -> None:
     import hcl.losses.functional as functional
 
     generator = torch.Generator().manual_seed(11)
     features = torch.randn(300, 2, 16, generator=generator, dtype=torch.float64)
     labels = torch.randint(0, 3, (300, 4), generator=generator)
     labels[torch.arange(4) >= torch.randint(1, 5, (300,), generator=generator).unsqueeze(1)] = -1
-    losses = [HiMulConE(0.1, bound_gradient=bound_gradient), HiConE(0.2, bound_gradient=bound_gradient), HiMulCon(0.5)]
+    losses = [HiMulConE(0.1, constraint=reading), HiConE(0.2, constraint=reading), HiMulCon(0.5)]
     for loss_fn in [*losses, SupConLoss(0.1)]:
         target = labels[:, :1] if isinstance(loss_fn, SupConLoss) else labels
         results = []

@@ -35,7 +35,10 @@ def test_code_paths_match_oracle(monkeypatch: pytest.MonkeyPatch, slices: bool, 
     monkeypatch.setattr(constraint, "_SLICE_GROUPS_PER_VIEW", 1.0)
     limit = 600.0 if shared_shift else -1.0
     monkeypatch.setattr(kernel, "_SHARED_SHIFT_RANGE", {torch.float32: limit, torch.float64: limit})
-    cases = [(0, HiMulConE(0.2, level_weights=[1.0, 2.0, 3.0]), [1.0, 2.0, 3.0]), (1, HiConE(0.7), [1.0] * 3)]
+    cases = [
+        (0, HiMulConE(0.2, level_weights=[1.0, 2.0, 3.0], constraint="pair"), [1.0, 2.0, 3.0]),
+        (1, HiConE(0.7), [1.0] * 3),
+    ]
     for seed, loss_fn, weights in cases:
         x = features(seed)
         actual = value_and_grad(loss_fn(x, LABELS), x)
@@ -66,7 +69,7 @@ def test_backward_twice_with_retain_graph_gives_the_same_gradient() -> None:
     # The first backward may reuse the saved exponentials in place only when the graph is not
     # kept; with retain_graph=True they must survive for the second pass.
     x = features(4)
-    loss = HiMulConE(0.3)(x, LABELS)
+    loss = HiMulConE(0.3, constraint="pair")(x, LABELS)
     (first,) = torch.autograd.grad(loss, x, retain_graph=True)
     (second,) = torch.autograd.grad(loss, x, retain_graph=True)
     (third,) = torch.autograd.grad(loss, x)
@@ -83,10 +86,8 @@ def test_cpu_loss_uses_the_compiled_constraint() -> None:
     assert constraint.compiled_for(torch.zeros(2, 2, device="meta")) is None
 
 
-@pytest.mark.parametrize("bound_gradient", [True, False], ids=["bound-differentiated", "bound-held"])
-def test_compiled_constraint_matches_array_ops_in_float32(
-    monkeypatch: pytest.MonkeyPatch, bound_gradient: bool
-) -> None:
+@pytest.mark.parametrize("reading", ["pair", "pair_held", "hinge"])
+def test_compiled_constraint_matches_array_ops_in_float32(monkeypatch: pytest.MonkeyPatch, reading: str) -> None:
     # float32 logits from one product are not exactly symmetric: x_ip and x_pi may differ in the
     # last bit. A view's bound is often such a pair (two views of one sample), so a transposed
     # term compared with the wrong copy moves a whole weight; the paths must agree to rounding.
@@ -95,7 +96,7 @@ def test_compiled_constraint_matches_array_ops_in_float32(
     labels[:4] = -1
     labels[4:8, 1:] = -1
     x = torch.randn(96, 2, 32, generator=generator).requires_grad_()
-    loss_fn = HiMulConE(0.1, bound_gradient=bound_gradient)
+    loss_fn = HiMulConE(0.1, constraint=reading)
     compiled = value_and_grad(loss_fn(x, labels), x)
     monkeypatch.setattr(constraint, "compiled_module", lambda: None)
     array_ops = value_and_grad(loss_fn(x, labels), x)

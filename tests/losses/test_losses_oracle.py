@@ -12,7 +12,14 @@ import math
 import pytest
 import torch
 from conftest import FAST
-from oracles import make_labels, oracle_paper_loss, oracle_reference_loss, oracle_supcon, paper_default_weights
+from oracles import (
+    make_labels,
+    oracle_constraint_loss,
+    oracle_paper_loss,
+    oracle_reference_loss,
+    oracle_supcon,
+    paper_default_weights,
+)
 
 from hcl.losses import HiConE, HiMulCon, HiMulConE, SupConLoss
 
@@ -62,7 +69,8 @@ def test_paper_mode_matches_oracle(
             loss_fn, weights = HiConE(temperature), [1.0] * num_levels
         else:
             weights = [0.5 + 0.25 * level for level in range(num_levels)]
-            loss_fn = loss_class(temperature, level_weights=weights)
+            pair = {"constraint": "pair"} if loss_class is HiMulConE else {}
+            loss_fn = loss_class(temperature, level_weights=weights, **pair)
         expected = oracle_paper_loss(features, labels, temperature, weights, constrained=loss_class is not HiMulCon)
         assert_value_and_grad_close(loss_fn(features, labels), expected, features)
 
@@ -82,14 +90,15 @@ def test_held_bound_matches_oracle_with_detached_bound(
         expected = oracle_paper_loss(features, labels, 0.2, weights, constrained=True, bound_gradient=False)
         assert_value_and_grad_close(loss_fn(features, labels), expected, features)
         # Same value as the loss as written; the gradients differ once a bound is active.
-        torch.testing.assert_close(loss_fn(features, labels), loss_class(0.2, **kwargs)(features, labels))
+        written = loss_class(0.2, constraint="pair", **kwargs)
+        torch.testing.assert_close(loss_fn(features, labels), written(features, labels))
 
 
 def test_held_bound_changes_the_gradient_when_a_bound_is_active() -> None:
     features = make_features(9, 2, 4, 3)
     labels = make_labels(9, 3, 3, ragged=False)
     held = torch.autograd.grad(HiMulConE(0.2, bound_gradient=False)(features, labels), features)[0]
-    written = torch.autograd.grad(HiMulConE(0.2)(features, labels), features)[0]
+    written = torch.autograd.grad(HiMulConE(0.2, constraint="pair")(features, labels), features)[0]
     assert (held - written).abs().max() > 1e-3
 
 
@@ -136,6 +145,7 @@ def test_supcon_matches_oracle(num_samples: int, num_views: int, formulation: st
 def test_default_weights_match_oracle() -> None:
     features = make_features(8, 2, 4, 3)
     labels = make_labels(8, 3, 3, ragged=True)
-    expected = oracle_paper_loss(features, labels, 0.1, paper_default_weights(3), constrained=True)
+    # HiMulConE's defaults: the paper's weights and the hinge reading with beta = 0.5.
+    expected = oracle_constraint_loss(features, labels, 0.1, paper_default_weights(3), "hinge", 0.5)
     assert_value_and_grad_close(HiMulConE()(features, labels), expected, features)
     assert paper_default_weights(3)[-1] == pytest.approx(math.e)

@@ -95,7 +95,8 @@ def test_level_terms_sum_to_the_loss_and_match_the_oracle_per_level(formulation:
     assert terms.dtype == torch.float64 and not terms.requires_grad
     # lambda_l: the given weights, the paper's default, or all ones for a loss without weights.
     weights = options.get("level_weights") or (paper_default_weights(3) if spec.weighted else [1.0] * 3)
-    expected = torch.stack(oracle_level_terms(x, LABELS, 0.3, weights, constrained=spec.constrained))
+    reading = getattr(module, "constraint", None) or "pair"
+    expected = torch.stack(oracle_level_terms(x, LABELS, 0.3, weights, spec.constrained, reading))
     torch.testing.assert_close(terms, expected, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(terms.sum(), loss, rtol=1e-12, atol=0)
 

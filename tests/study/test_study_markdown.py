@@ -269,6 +269,10 @@ def test_cli_puts_the_results_and_the_headline_between_markers(study: dict, tmp_
     assert study_headline(study).strip() in text and study_markdown(study, heading_level=2).strip() in text
     assert "\nold\n" not in text
     assert main(["study-report", str(folder), "--into", str(tmp_path / "nomarkers.md")]) == 2
+    # --block names other markers, so that one page can hold several studies.
+    page.write_text("<!-- other:start -->\nold\n<!-- other:end -->\n")
+    assert main(["study-report", str(folder), "--headline", "--into", str(page), "--block", "other"]) == 0
+    assert page.read_text() == f"<!-- other:start -->\n{study_headline(study)}<!-- other:end -->\n"
 
 
 def test_effects_table_shows_every_paired_difference_bold_where_the_ci_excludes_zero(study: dict) -> None:

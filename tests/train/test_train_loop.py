@@ -108,7 +108,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path: 
     def poison(step: int, model: torch.nn.Module, loss: float) -> None:
         if step == 2:  # after step 2's checkpoint: step 3's loss is NaN
             with torch.no_grad():
-                model.head[2].weight.fill_(float("nan"))
+                last_linear = [m for m in model.head if isinstance(m, torch.nn.Linear)][-1]
+                last_linear.weight.fill_(float("nan"))
 
     with pytest.raises(
         NonFiniteLossError, match=r"the loss became non-finite at step 3\b.*checkpoint.pt \(step 2\)"
