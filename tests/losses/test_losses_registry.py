@@ -117,6 +117,12 @@ def test_level_terms_follow_each_call_and_are_none_in_reference_mode() -> None:
 def test_names_are_found_in_any_case_and_unknown_names_list_the_choices() -> None:
     assert get_loss("HiMulConE").name == "himulcone"
     assert get_loss("cross-entropy").name == get_loss("CrossEntropyFinest").name == "cross_entropy"
+    # Every class name, display name and alias, in any case (an alias: the plain SupConLoss class).
+    for name in list_losses():
+        spec = get_loss(name)
+        for text in (spec.module_class.__name__, spec.display_name, *spec.aliases):
+            assert get_loss(text.upper()) is get_loss(text.lower()) is spec, text
+    assert get_loss("supconloss").name == get_loss("SupConLoss").name == "supcon"
     assert loss_display_name("hicone") == "HiConE" and loss_display_name("my-run") == "my-run"
     with pytest.raises(ValueError, match=r"unknown loss 'triplet'; choose one of \['himulcone'"):
         get_loss("triplet")
@@ -294,6 +300,18 @@ def test_registering_checks_names_classes_and_options() -> None:
         LossSpec(name="other", display_name="Other", module_class=torch.nn.Identity, build=spec.build, output="scores")
     with pytest.raises(ValueError, match="lower-case letters"):
         LossSpec(name="Other Loss", display_name="Other", module_class=torch.nn.Identity, build=spec.build)
+    with pytest.raises(ValueError, match="the name 'supconloss' already means loss 'supcon'"):
+        register_loss(
+            LossSpec(
+                name="other",
+                display_name="Other",
+                module_class=torch.nn.Identity,
+                build=spec.build,
+                aliases=("SupConLoss",),
+            )
+        )
+    with pytest.raises(TypeError, match="aliases must be a tuple of non-empty names"):
+        LossSpec(name="other", display_name="Other", module_class=torch.nn.Identity, build=spec.build, aliases="x")
 
 
 @pytest.mark.usefixtures("table")
