@@ -78,6 +78,49 @@ def test_every_registered_loss_builds_and_runs(name: str) -> None:
     assert get_loss(spec.display_name.upper()) is spec and get_loss(spec.module_class.__name__) is spec
 
 
+@pytest.mark.parametrize("name", list_losses())
+def test_every_loss_takes_pml_indices_tuple_none_and_refuses_a_mined_one(name: str) -> None:
+    spec = get_loss(name)
+    module = spec.build(hierarchy=TREE)
+    outputs = model_outputs(spec, 1, TREE.num_nodes(2))
+    assert torch.equal(module(outputs, TREE_LABELS, indices_tuple=None), module(outputs, TREE_LABELS))
+    mined = (torch.tensor([0, 1]), torch.tensor([1, 0]), torch.tensor([0, 2]), torch.tensor([2, 0]))
+    message = f"{spec.module_class.__name__} uses every pair of the batch and takes no indices_tuple"
+    with pytest.raises(ValueError, match=message):
+        module(outputs, TREE_LABELS, indices_tuple=mined)
+    with pytest.raises(ValueError, match=message):
+        CUDAGraphLoss(module)(outputs, TREE_LABELS, indices_tuple=mined)
+
+
+def test_every_exported_loss_module_has_the_pml_signature() -> None:
+    import inspect
+
+    import hcl.losses
+
+    modules = [getattr(hcl.losses, n) for n in hcl.losses.__all__]
+    modules = [m for m in modules if isinstance(m, type) and issubclass(m, torch.nn.Module)]
+    assert len(modules) >= 12
+    for module in modules:
+        parameter = inspect.signature(module.forward).parameters.get("indices_tuple")
+        assert parameter is not None and parameter.default is None, module.__name__
+        assert "indices_tuple" in module.forward.__doc__, module.__name__
+
+
+def test_code_written_for_pml_supcon_runs_after_changing_the_import() -> None:
+    from pytorch_metric_learning import losses as pml_losses
+
+    from hcl import losses as hcl_losses
+
+    embeddings = features(2, torch.float64).flatten(0, 1)
+    labels = torch.tensor([0, 0, 1, 1, 2, 0, 1, 2, 2, 0] * 2)
+    values = [
+        lib.SupConLoss(temperature=0.1)(embeddings, labels, indices_tuple=None) for lib in (pml_losses, hcl_losses)
+    ]
+    torch.testing.assert_close(values[1], values[0].to(values[1].dtype))
+    with pytest.raises(ValueError, match="SupConLoss uses every pair"):
+        hcl_losses.SupConLoss()(embeddings, labels, (torch.tensor([0]), torch.tensor([1])))
+
+
 @pytest.mark.parametrize("name", LEVEL_TERM_LOSSES)
 @pytest.mark.parametrize("variant", ["defaults", "options"])
 def test_level_terms_sum_to_the_loss_and_match_the_oracle_per_level(formulation: str, name: str, variant: str) -> None:
