@@ -15,8 +15,9 @@ level, coarse to fine (``classes[l][i]`` names id ``i`` of column ``l``; torchvi
 is ``classes[-1]``), ``class_to_idx`` maps the finest level's names to their ids, ``targets`` is
 ``labels`` (rows, not ints), ``transform`` takes the image and ``target_transform`` the label row.
 ``download=True`` is accepted but fetches nothing: hcl reads local files only (DeepFashion is
-licensed per user, Fashion-MNIST ships as a Debian package), so a missing file raises a
-FileNotFoundError naming the official files and the folder to put them in, with or without it.
+licensed per user, Fashion-MNIST ships as a Debian package). A missing file raises a
+FileNotFoundError naming the official files and the folder to put them in; with ``download=True``
+the message first says that nothing was fetched.
 
 Shared options, applied in this order: ``unseen_classes`` (hold classes out of the training
 split), ``levels`` (keep the first k levels), ``subset`` (a seeded, class-stratified subset).

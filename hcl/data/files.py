@@ -68,13 +68,15 @@ def official_files(dataset: str, where: str, *, download: bool) -> Iterator[None
     first says so. ``where`` is the hint, e.g. "unpack cifar-100-python.tar.gz (https://...) in DIR".
 
     Raises:
-        FileNotFoundError: ``"<dataset>: <the error>; <where>"``.
+        FileNotFoundError: ``"<dataset>: <the error>; <where>"``, chained to the error.
     """
     try:
         yield
     except FileNotFoundError as error:
-        lead = f"{dataset}: download=True fetches nothing (hcl reads local files only); " if download else ""
-        raise FileNotFoundError(f"{lead or dataset + ': '}{error}; {where}") from error
+        prefix = (
+            f"{dataset}: download=True fetches nothing (hcl reads local files only); " if download else f"{dataset}: "
+        )
+        raise FileNotFoundError(f"{prefix}{error}; {where}") from error
 
 
 def read_maybe_gzip(path: Path) -> bytes:

@@ -54,10 +54,7 @@ def build_dataset(
         FileNotFoundError: missing files (the message names the path and the official files).
     """
     unknown = sorted(set(options) - set(dataset_options(name)))
-    takes_any = any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(DATASETS[name]).parameters.values()
-    )
-    if unknown and not takes_any:
+    if unknown:
         raise TypeError(
             f"data set {name!r} takes no option {', '.join(map(repr, unknown))}; "
             f"its options are {', '.join(dataset_options(name))}"
@@ -66,7 +63,8 @@ def build_dataset(
 
 
 def dataset_options(name: str) -> tuple[str, ...]:
-    """The options :func:`build_dataset` passes on to data set ``name``, in signature order.
+    """The options :func:`build_dataset` passes on to data set ``name``: the keyword-only
+    arguments of its class, in signature order.
 
     Raises:
         ValueError: an unknown name (the message lists the known ones).
