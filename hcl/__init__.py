@@ -4,10 +4,7 @@ Subpackages: ``hcl.losses``, ``hcl.data``, ``hcl.models``, ``hcl.train``, ``hcl.
 ``hcl.viz`` (imported on first use, so ``import hcl`` stays fast).
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+import importlib as _importlib
 
 from hcl.hierarchy import Hierarchy
 
@@ -17,7 +14,11 @@ __all__ = ["Hierarchy", "__version__", "data", "losses", "metrics", "models", "t
 _SUBPACKAGES = {"data", "losses", "metrics", "models", "train", "viz"}
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _SUBPACKAGES:
-        return importlib.import_module(f"hcl.{name}")
+        return _importlib.import_module(f"hcl.{name}")
     raise AttributeError(f"module 'hcl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

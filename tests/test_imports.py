@@ -171,3 +171,17 @@ def test_the_report_loads_no_training_code() -> None:
     code = "import sys, hcl.viz.report; print(sorted(m for m in sys.modules if m.startswith('hcl.train')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_top_level_namespace_holds_public_names_only() -> None:
+    """``import hcl`` binds its public names and the modules it loads, no helper imports
+    (``Any``, ``annotations``, ``importlib``); ``dir(hcl)`` is ``__all__``."""
+    code = (
+        "import types, hcl\n"
+        "print(sorted(n for n, v in vars(hcl).items() if not n.startswith('_') and not isinstance(v, types.ModuleType)))\n"
+        "print(dir(hcl))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == [str(["Hierarchy"]), str(sorted(hcl.__all__))]
+    for name in hcl.__all__:
+        assert getattr(hcl, name) is not None

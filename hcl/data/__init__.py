@@ -5,7 +5,7 @@ from hcl.data.cifar import CIFAR100
 from hcl.data.deepfashion import DeepFashionInShop
 from hcl.data.fashion_mnist import FASHION_MNIST_CLASSES, FashionMNIST
 from hcl.data.folder import HierarchicalImageFolder
-from hcl.data.registry import DATASETS, build_dataset
+from hcl.data.registry import DATASETS, build_dataset, dataset_options
 from hcl.data.sampler import HierarchicalBatchSampler, sampler_coverage
 from hcl.data.synthetic import SyntheticHierarchy
 from hcl.data.transforms import MultiViewTransform, eval_transform, supcon_augmentation
@@ -23,6 +23,7 @@ __all__ = [
     "MultiViewTransform",
     "SyntheticHierarchy",
     "build_dataset",
+    "dataset_options",
     "eval_transform",
     "sampler_coverage",
     "supcon_augmentation",

@@ -10,6 +10,15 @@ images it exposes, without decoding any image:
   normalisation constants), ``paths`` (image files, or None for in-memory data sets), and
   ``unseen_mask`` (which samples belong to held-out classes).
 
+torchvision's conventions hold, adapted to several levels: ``classes`` is one list of names per
+level, coarse to fine (``classes[l][i]`` names id ``i`` of column ``l``; torchvision's flat list
+is ``classes[-1]``), ``class_to_idx`` maps the finest level's names to their ids, ``targets`` is
+``labels`` (rows, not ints), ``transform`` takes the image and ``target_transform`` the label row.
+``download=True`` is accepted but fetches nothing: hcl reads local files only (DeepFashion is
+licensed per user, Fashion-MNIST ships as a Debian package). A missing file raises a
+FileNotFoundError naming the official files and the folder to put them in; with ``download=True``
+the message first says that nothing was fetched.
+
 Shared options, applied in this order: ``unseen_classes`` (hold classes out of the training
 split), ``levels`` (keep the first k levels), ``subset`` (a seeded, class-stratified subset).
 """
@@ -40,6 +49,8 @@ class HierarchicalDataset(Dataset):
     Args:
         transform: applied to the PIL image; ``None`` returns the image as a float tensor
             (C, H, W) in [0, 1]. With :class:`hcl.data.MultiViewTransform`, x is (V, C, H, W).
+        target_transform: applied to the sample's label row, an (L,) int64 tensor (e.g.
+            ``lambda row: row[-1]`` for torchvision-style finest-level ints); ``None`` keeps the row.
         channels: 1 (grey) or 3 (RGB).
         image_size: native side length of the images.
         mean: per-channel normalisation mean.
@@ -50,6 +61,7 @@ class HierarchicalDataset(Dataset):
         self,
         *,
         transform: Callable[[Image.Image], Any] | None,
+        target_transform: Callable[[torch.Tensor], Any] | None = None,
         channels: int,
         image_size: int,
         mean: Sequence[float],
@@ -60,6 +72,7 @@ class HierarchicalDataset(Dataset):
         if len(mean) != channels or len(std) != channels:
             raise ValueError(f"mean and std need {channels} values each, got {tuple(mean)} and {tuple(std)}")
         self.transform = transform
+        self.target_transform = target_transform
         self.channels = channels
         self.image_size = int(image_size)
         self.mean = tuple(float(m) for m in mean)
@@ -130,6 +143,24 @@ class HierarchicalDataset(Dataset):
         """
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ torchvision's names
+    @property
+    def classes(self) -> list[list[str]]:
+        """The node names of every level, coarse to fine: ``classes[l][i]`` names id ``i`` of column ``l``."""
+        return [self.hierarchy.nodes(level) for level in range(self.hierarchy.num_levels)]
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        """The finest level's names -> ids, torchvision's flat map (``labels[:, -1]`` holds these
+        ids, and -1 for a sample whose path stops above the finest level)."""
+        finest = self.hierarchy.num_levels - 1
+        return {name: i for i, name in enumerate(self.hierarchy.nodes(finest))}
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """``labels`` under torchvision's name: the (N, L) int64 label rows, not one int per sample."""
+        return self.labels
+
     # ------------------------------------------------------------------ the Dataset interface
     def __len__(self) -> int:
         return len(self._rows)
@@ -140,10 +171,11 @@ class HierarchicalDataset(Dataset):
             raise IndexError(f"index {index} out of range for a data set of {len(self)} samples")
         return self._load_image(int(self._rows[index]), int(index))
 
-    def __getitem__(self, index: int) -> tuple[Any, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
         image = self.get_image(index)
         x = self.transform(image) if self.transform is not None else image_to_tensor(image, self.channels)
-        return x, self.labels[index]
+        y = self.labels[index]
+        return x, self.target_transform(y) if self.target_transform is not None else y
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n={len(self)}, {self.hierarchy!r}, image_size={self.image_size})"

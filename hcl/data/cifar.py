@@ -16,13 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from hcl.data.base import HierarchicalDataset, encode_paths
-from hcl.data.files import check_split, default_data_dir, find_first
+from hcl.data.files import check_split, default_data_dir, find_first, official_files
 from hcl.hierarchy import Hierarchy
 
 __all__ = ["CIFAR100", "load_cifar_pickle"]
+
+_OFFICIAL_SOURCE = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
 _ALLOWED_GLOBALS = {
     ("numpy", "ndarray"),
@@ -51,12 +54,16 @@ class CIFAR100(HierarchicalDataset):
             ``./data``).
         split: ``"train"`` (50,000 images) or ``"test"`` (10,000).
         transform: applied to each PIL image (see :class:`hcl.data.base.HierarchicalDataset`).
+        target_transform: applied to each label row.
+        download: accepted for torchvision's sake; nothing is fetched, a missing file says where
+            to put the official ones.
         subset: keep a seeded, class-stratified subset of this size.
         unseen_classes: class or superclass names held out of the training split.
         levels: keep only the first k levels.
 
     Raises:
-        FileNotFoundError: a pickle is missing (the message names the paths tried).
+        FileNotFoundError: a pickle is missing (the message names the paths tried and the
+            official archive).
         ValueError: a malformed pickle, label lists that disagree with the image count, or label
             ids without a name in ``meta``.
     """
@@ -67,12 +74,15 @@ class CIFAR100(HierarchicalDataset):
         split: str = "train",
         transform: Callable[[Image.Image], Any] | None = None,
         *,
+        target_transform: Callable[[torch.Tensor], Any] | None = None,
+        download: bool = False,
         subset: int | None = None,
         unseen_classes: Sequence[str] | None = None,
         levels: int | None = None,
     ) -> None:
         super().__init__(
             transform=transform,
+            target_transform=target_transform,
             channels=3,
             image_size=32,
             mean=(0.5071, 0.4865, 0.4409),
@@ -81,8 +91,13 @@ class CIFAR100(HierarchicalDataset):
         check_split(split, ("train", "test"), "CIFAR-100")
         self.root = Path(root) if root is not None else default_data_dir()
         folders = (self.root / "cifar-100-python", self.root)
-        data_path = find_first((f / split for f in folders), f"CIFAR-100 pickle {split!r}")
-        meta_path = find_first((data_path.parent / "meta",), "CIFAR-100 pickle 'meta'")
+        where = (
+            f"unpack the official cifar-100-python.tar.gz ({_OFFICIAL_SOURCE}) in {self.root}, "
+            f"giving {folders[0]}/train, test and meta"
+        )
+        with official_files("CIFAR-100", where, download=download):
+            data_path = find_first((f / split for f in folders), f"CIFAR-100 pickle {split!r}")
+            meta_path = find_first((data_path.parent / "meta",), "CIFAR-100 pickle 'meta'")
         batch = load_cifar_pickle(data_path)
         meta = load_cifar_pickle(meta_path)
         fine_names = _names(meta, "fine_label_names", meta_path)

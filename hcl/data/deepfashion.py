@@ -20,14 +20,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 
 from hcl.data.base import HierarchicalDataset, encode_paths
-from hcl.data.files import check_split, default_data_dir, find_first, open_image
+from hcl.data.files import check_split, default_data_dir, find_first, official_files, open_image
 from hcl.hierarchy import Hierarchy
 
 __all__ = ["DeepFashionInShop", "read_inshop_partition"]
 
+_OFFICIAL_SOURCE = "https://mmlab.ie.cuhk.edu.hk/projects/DeepFashion/InShopRetrieval.html"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _STATUSES = ("train", "query", "gallery")
@@ -44,6 +46,9 @@ class DeepFashionInShop(HierarchicalDataset):
             ``$HCL_DATA_DIR``, the repository's ``data/`` or ``./data``), see the module docstring.
         split: ``"train"``, ``"query"``, ``"gallery"``, or ``"test"`` (query then gallery).
         transform: applied to each PIL image (see :class:`hcl.data.base.HierarchicalDataset`).
+        target_transform: applied to each label row.
+        download: accepted for torchvision's sake; nothing is fetched (the data set is licensed
+            per user), a missing file says where to put the official ones.
         subset: keep a seeded, stratified subset of this size.
         unseen_classes: node names held out of the training split (e.g. ``["MEN/Denim"]``).
         levels: keep only the first k levels.
@@ -52,7 +57,8 @@ class DeepFashionInShop(HierarchicalDataset):
         item_ids: the item id column of each sample (the retrieval benchmark's identity).
 
     Raises:
-        FileNotFoundError: the partition file or an image of the split is missing.
+        FileNotFoundError: the partition file or an image of the split is missing (the message
+            says where the official files go).
         ValueError: a malformed partition file (bad header, count, row or image name).
     """
 
@@ -62,30 +68,44 @@ class DeepFashionInShop(HierarchicalDataset):
         split: str = "train",
         transform: Callable[[Image.Image], Any] | None = None,
         *,
+        target_transform: Callable[[torch.Tensor], Any] | None = None,
+        download: bool = False,
         subset: int | None = None,
         unseen_classes: Sequence[str] | None = None,
         levels: int | None = None,
     ) -> None:
-        super().__init__(transform=transform, channels=3, image_size=256, mean=_IMAGENET_MEAN, std=_IMAGENET_STD)
+        super().__init__(
+            transform=transform,
+            target_transform=target_transform,
+            channels=3,
+            image_size=256,
+            mean=_IMAGENET_MEAN,
+            std=_IMAGENET_STD,
+        )
         check_split(split, tuple(_SPLITS), "DeepFashion In-Shop")
         self.root = Path(root) if root is not None else default_data_dir() / "deepfashion"
-        partition = find_first(
-            (self.root / "list_eval_partition.txt", self.root / "Eval" / "list_eval_partition.txt"),
-            "DeepFashion In-Shop partition file list_eval_partition.txt",
+        where = (
+            f"get the In-Shop Clothes Retrieval benchmark ({_OFFICIAL_SOURCE}), unpack its Img/img.zip "
+            f"in {self.root} (giving {self.root / 'img'}) and copy Eval/list_eval_partition.txt there"
         )
-        rows = read_inshop_partition(partition)
-        base = self.root / "Img" if (self.root / "Img" / "img").is_dir() else self.root
-        paths = [_label_path(name, item, partition, line) for name, item, _, line in rows]
-        hierarchy = Hierarchy.from_paths(paths, level_names=LEVEL_NAMES)
-        wanted = [i for i, row in enumerate(rows) if row[2] in _SPLITS[split]]
-        if split == "test":  # query rows first, then gallery rows, each in file order
-            wanted.sort(key=lambda i: _STATUSES.index(rows[i][2]))
-        files = [str(base / rows[i][0]) for i in wanted]
-        missing = [f for f in files if not os.path.isfile(f)]
-        if missing:
-            raise FileNotFoundError(
-                f"{len(missing)} image(s) of split {split!r} listed in {partition} are missing, e.g. {missing[0]}"
+        with official_files("DeepFashion In-Shop", where, download=download):
+            partition = find_first(
+                (self.root / "list_eval_partition.txt", self.root / "Eval" / "list_eval_partition.txt"),
+                "DeepFashion In-Shop partition file list_eval_partition.txt",
             )
+            rows = read_inshop_partition(partition)
+            base = self.root / "Img" if (self.root / "Img" / "img").is_dir() else self.root
+            paths = [_label_path(name, item, partition, line) for name, item, _, line in rows]
+            hierarchy = Hierarchy.from_paths(paths, level_names=LEVEL_NAMES)
+            wanted = [i for i, row in enumerate(rows) if row[2] in _SPLITS[split]]
+            if split == "test":  # query rows first, then gallery rows, each in file order
+                wanted.sort(key=lambda i: _STATUSES.index(rows[i][2]))
+            files = [str(base / rows[i][0]) for i in wanted]
+            missing = [f for f in files if not os.path.isfile(f)]
+            if missing:
+                raise FileNotFoundError(
+                    f"{len(missing)} image(s) of split {split!r} listed in {partition} are missing, e.g. {missing[0]}"
+                )
         self.item_ids = [rows[i][1] for i in wanted]
         self._files = files
         self._select(

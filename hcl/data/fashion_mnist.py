@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from hcl.data.base import HierarchicalDataset
-from hcl.data.files import check_split, find_first, read_maybe_gzip
+from hcl.data.files import check_split, find_first, official_files, read_maybe_gzip
 from hcl.hierarchy import Hierarchy
 
 __all__ = ["DEFAULT_FASHION_MNIST_ROOT", "FASHION_MNIST_CLASSES", "FashionMNIST", "read_idx", "read_idx_header"]
@@ -45,6 +45,8 @@ FASHION_MNIST_CLASSES = (
     "Ankle boot",
 )
 _FILE_STEM = {"train": "train", "test": "t10k"}
+_OFFICIAL_FILES = "{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz"
+_OFFICIAL_SOURCE = "https://github.com/zalandoresearch/fashion-mnist, folder data/fashion"
 _IDX_UBYTE = 0x08
 
 
@@ -55,6 +57,9 @@ class FashionMNIST(HierarchicalDataset):
         root: directory with the IDX files (default: Debian's ``/usr/share/datasets/fashion-mnist``).
         split: ``"train"`` (60,000 images) or ``"test"`` (10,000).
         transform: applied to each PIL image (see :class:`hcl.data.base.HierarchicalDataset`).
+        target_transform: applied to each label row.
+        download: accepted for torchvision's sake; nothing is fetched, a missing file says where
+            to put the official ones.
         subset: keep a seeded, class-stratified subset of this size.
         unseen_classes: class names held out of the training split (e.g. ``["Sneaker"]``).
         levels: keep only the first k levels.
@@ -62,7 +67,8 @@ class FashionMNIST(HierarchicalDataset):
             the ten classes).
 
     Raises:
-        FileNotFoundError: the IDX files are not in ``root`` (the message lists the paths tried).
+        FileNotFoundError: the IDX files are not in ``root`` (the message lists the paths tried
+            and the official files).
         ValueError: a malformed IDX file, or image and label files that disagree in length.
     """
 
@@ -72,16 +78,30 @@ class FashionMNIST(HierarchicalDataset):
         split: str = "train",
         transform: Callable[[Image.Image], Any] | None = None,
         *,
+        target_transform: Callable[[torch.Tensor], Any] | None = None,
+        download: bool = False,
         subset: int | None = None,
         unseen_classes: Sequence[str] | None = None,
         levels: int | None = None,
         hierarchy_file: str | os.PathLike[str] | None = None,
     ) -> None:
-        super().__init__(transform=transform, channels=1, image_size=28, mean=(0.2860,), std=(0.3530,))
+        super().__init__(
+            transform=transform,
+            target_transform=target_transform,
+            channels=1,
+            image_size=28,
+            mean=(0.2860,),
+            std=(0.3530,),
+        )
         check_split(split, tuple(_FILE_STEM), "Fashion-MNIST")
         self.root = Path(root) if root is not None else DEFAULT_FASHION_MNIST_ROOT
-        images_path = _locate(self.root, f"{_FILE_STEM[split]}-images-idx3-ubyte")
-        labels_path = _locate(self.root, f"{_FILE_STEM[split]}-labels-idx1-ubyte")
+        where = (
+            f"put the official {_OFFICIAL_FILES} ({_OFFICIAL_SOURCE}) in {self.root}, "
+            "or install Debian's dataset-fashion-mnist package and leave root unset"
+        )
+        with official_files("Fashion-MNIST", where, download=download):
+            images_path = _locate(self.root, f"{_FILE_STEM[split]}-images-idx3-ubyte")
+            labels_path = _locate(self.root, f"{_FILE_STEM[split]}-labels-idx1-ubyte")
         raw = read_idx(labels_path)
         # Images are decoded on first use: the labels alone (sampler, evaluation) need no pixels.
         image_dims = read_idx_header(images_path)

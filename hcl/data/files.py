@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gzip
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -17,6 +18,7 @@ __all__ = [
     "default_cache_dir",
     "default_data_dir",
     "find_first",
+    "official_files",
     "open_image",
     "read_maybe_gzip",
 ]
@@ -56,6 +58,25 @@ def find_first(candidates: Iterable[Path], what: str) -> Path:
         if path.is_file():
             return path
     raise FileNotFoundError(f"{what} not found; looked for: " + ", ".join(str(p) for p in tried))
+
+
+@contextmanager
+def official_files(dataset: str, where: str, *, download: bool) -> Iterator[None]:
+    """Add to a missing-file error inside the block which official files to put where.
+
+    hcl fetches nothing, so torchvision's ``download=True`` cannot help; with it the message
+    first says so. ``where`` is the hint, e.g. "unpack cifar-100-python.tar.gz (https://...) in DIR".
+
+    Raises:
+        FileNotFoundError: ``"<dataset>: <the error>; <where>"``, chained to the error.
+    """
+    try:
+        yield
+    except FileNotFoundError as error:
+        prefix = (
+            f"{dataset}: download=True fetches nothing (hcl reads local files only); " if download else f"{dataset}: "
+        )
+        raise FileNotFoundError(f"{prefix}{error}; {where}") from error
 
 
 def read_maybe_gzip(path: Path) -> bytes:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 
 from hcl.data.base import HierarchicalDataset, encode_paths
@@ -46,6 +47,9 @@ class HierarchicalImageFolder(HierarchicalDataset):
         root: the tree's top directory (see the module docstring for the layouts).
         split: ``"train"`` or ``"test"``.
         transform: applied to each PIL image (see :class:`hcl.data.base.HierarchicalDataset`).
+        target_transform: applied to each label row.
+        download: accepted for torchvision's sake; the images are the caller's own, so nothing
+            is fetched, and a missing ``root`` says what to put there.
         parent_map: child -> parent names (dict or JSON file) for flat class folders.
         wordnet_depth: build paths of at most this many levels from WordNet (flat wnid folders).
         wordnet_root: WordNet directory (default ``/usr/share/wordnet``).
@@ -69,6 +73,8 @@ class HierarchicalImageFolder(HierarchicalDataset):
         split: str = "train",
         transform: Callable[[Image.Image], Any] | None = None,
         *,
+        target_transform: Callable[[torch.Tensor], Any] | None = None,
+        download: bool = False,
         parent_map: Mapping[str, str | None] | str | os.PathLike[str] | None = None,
         wordnet_depth: int | None = None,
         wordnet_root: str | os.PathLike[str] | None = None,
@@ -81,13 +87,16 @@ class HierarchicalImageFolder(HierarchicalDataset):
         levels: int | None = None,
     ) -> None:
         check_split(split, tuple(_SPLIT_FOLDERS), "HierarchicalImageFolder")
-        if root is None:
-            raise FileNotFoundError("HierarchicalImageFolder needs root=<the image tree's directory>")
         if parent_map is not None and wordnet_depth is not None:
             raise ValueError("give either parent_map or wordnet_depth, not both")
+        if root is None or not Path(root).is_dir():
+            lead = "download=True fetches nothing, the images are your own; " if download else ""
+            problem = "needs root=<the image tree's directory>" if root is None else f"root does not exist: {root}"
+            raise FileNotFoundError(
+                f"HierarchicalImageFolder {problem}; {lead}put the images in class folders under root, "
+                "e.g. root/animal/dog/x.jpg (see hcl.data.folder)"
+            )
         self.root = Path(root)
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"image folder root does not exist: {self.root}")
         split_dirs = _split_dirs(self.root)
         if split not in split_dirs:
             tried = ", ".join(str(self.root / name) for name in _SPLIT_FOLDERS[split])
@@ -120,6 +129,7 @@ class HierarchicalImageFolder(HierarchicalDataset):
             image_size = min(open_image(self._files[0], 0).size)
         super().__init__(
             transform=transform,
+            target_transform=target_transform,
             channels=channels,
             image_size=image_size,
             mean=_IMAGENET_MEAN if channels == 3 else (0.5,),

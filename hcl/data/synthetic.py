@@ -55,6 +55,8 @@ class SyntheticHierarchy(HierarchicalDataset):
             ``~/.cache/hcl`` for an installed package).
         split: ``"train"`` or ``"test"``.
         transform: applied to each PIL image (see :class:`hcl.data.base.HierarchicalDataset`).
+        target_transform: applied to each label row.
+        download: accepted for torchvision's sake and ignored: the images are rendered here.
         depth: number of levels L >= 1.
         branching: children per node at each level (an int for all levels); the default is
             (5, 4, 4, 5), continued with 3 below level 3.
@@ -74,6 +76,8 @@ class SyntheticHierarchy(HierarchicalDataset):
         split: str = "train",
         transform: Callable[[Image.Image], Any] | None = None,
         *,
+        target_transform: Callable[[torch.Tensor], Any] | None = None,
+        download: bool = False,
         depth: int = 4,
         branching: int | Sequence[int] | None = None,
         samples_per_leaf: int | None = None,
@@ -114,6 +118,7 @@ class SyntheticHierarchy(HierarchicalDataset):
         std = images.reshape(-1, 3).std(axis=0) / 255.0
         super().__init__(
             transform=transform,
+            target_transform=target_transform,
             channels=3,
             image_size=image_size,
             mean=tuple(np.round(mean, 4)),

@@ -17,6 +17,24 @@ MODES = ("paper", "reference")
 LevelWeights = Sequence[float] | Callable[[torch.Tensor], Any]
 
 
+def check_no_indices_tuple(indices_tuple: Any, loss: str) -> None:
+    """Refuse a mined ``indices_tuple``: hcl's losses use every pair of the batch.
+
+    pytorch-metric-learning's losses take ``loss(embeddings, labels, indices_tuple=None)``, the
+    tuple being a miner's pairs or triplets. hcl's take the keyword too, so that code written for
+    them runs after changing the import, but only ``None``: which samples meet is chosen by the
+    batches (:class:`hcl.data.HierarchicalBatchSampler`), not by a miner.
+
+    Raises:
+        ValueError: ``indices_tuple`` is not None (the message names ``loss``).
+    """
+    if indices_tuple is not None:
+        raise ValueError(
+            f"{loss} uses every pair of the batch and takes no indices_tuple (a miner's pairs or triplets); "
+            "drop the miner and pass indices_tuple=None, and choose the batches with hcl.data.HierarchicalBatchSampler"
+        )
+
+
 def check_temperature(temperature: Any) -> float:
     """Return ``temperature`` as a float, or raise if it is not a finite number > 0."""
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):

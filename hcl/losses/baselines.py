@@ -9,11 +9,14 @@ wait for the GPU; the training step checks the loss value itself.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hcl.labels import prefix_ids
+from hcl.losses._checks import check_no_indices_tuple
 from hcl.losses.supcon import SupConLoss
 
 __all__ = ["CrossEntropyFinest", "SimCLRObjective", "SupConFinest"]
@@ -37,7 +40,10 @@ class SupConFinest(nn.Module):
         super().__init__()
         self.loss = SupConLoss(temperature=temperature, check_inputs=False)
 
-    def forward(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, outputs: torch.Tensor, labels: torch.Tensor, indices_tuple: Any = None) -> torch.Tensor:
+        """The loss of the batch. ``indices_tuple`` is pytorch-metric-learning's hook for a miner's
+        pairs; every pair of the batch counts here, so it must be None (else ValueError)."""
+        check_no_indices_tuple(indices_tuple, type(self).__name__)
         return self.loss(outputs, prefix_ids(labels)[:, -1:])
 
 
@@ -58,7 +64,10 @@ class SimCLRObjective(nn.Module):
         super().__init__()
         self.loss = SupConLoss(temperature=temperature, check_inputs=False)
 
-    def forward(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, outputs: torch.Tensor, labels: torch.Tensor, indices_tuple: Any = None) -> torch.Tensor:
+        """The loss of the batch. ``indices_tuple`` is pytorch-metric-learning's hook for a miner's
+        pairs; every pair of the batch counts here, so it must be None (else ValueError)."""
+        check_no_indices_tuple(indices_tuple, type(self).__name__)
         if outputs.dim() != 3 or outputs.shape[1] < 2:
             raise ValueError(f"SimCLR needs outputs of shape (B, V >= 2, D), got {tuple(outputs.shape)}")
         return self.loss(outputs, torch.arange(outputs.shape[0], device=outputs.device))
@@ -75,7 +84,10 @@ class CrossEntropyFinest(nn.Module):
         outputs: (B, V, K) logits; labels: (B, L). Returns a scalar.
     """
 
-    def forward(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, outputs: torch.Tensor, labels: torch.Tensor, indices_tuple: Any = None) -> torch.Tensor:
+        """The loss of the batch. ``indices_tuple`` is pytorch-metric-learning's hook for a miner's
+        pairs; every pair of the batch counts here, so it must be None (else ValueError)."""
+        check_no_indices_tuple(indices_tuple, type(self).__name__)
         if outputs.dim() != 3:
             raise ValueError(f"cross-entropy needs logits of shape (B, V, K), got {tuple(outputs.shape)}")
         target = labels[:, -1].repeat_interleave(outputs.shape[1])

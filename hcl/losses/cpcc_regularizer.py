@@ -30,6 +30,7 @@ from hcl.losses._checks import (
     check_features,
     check_finest_labels,
     check_hierarchy,
+    check_no_indices_tuple,
     check_real,
 )
 from hcl.losses.supcon import SupConLoss
@@ -109,7 +110,10 @@ class CPCCRegularizer(nn.Module):
         self.check_inputs = bool(check_inputs)
         self.register_buffer("class_rows", hierarchy.node_labels(hierarchy.num_levels - 1), persistent=False)
 
-    def forward(self, features: torch.Tensor, labels: Any) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, labels: Any, indices_tuple: Any = None) -> torch.Tensor:
+        """The loss of the batch. ``indices_tuple`` is pytorch-metric-learning's hook for a miner's
+        pairs; every pair of the batch counts here, so it must be None (else ValueError)."""
+        check_no_indices_tuple(indices_tuple, type(self).__name__)
         features, finest = self.check(features, labels)
         return self.term(features, finest)
 
@@ -166,7 +170,10 @@ class CPCCSupCon(nn.Module):
         self.supcon = SupConLoss(temperature=temperature, check_inputs=check_inputs)
         self.regularizer = CPCCRegularizer(hierarchy, weight=cpcc_weight, check_inputs=check_inputs)
 
-    def forward(self, features: torch.Tensor, labels: Any) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, labels: Any, indices_tuple: Any = None) -> torch.Tensor:
+        """The loss of the batch. ``indices_tuple`` is pytorch-metric-learning's hook for a miner's
+        pairs; every pair of the batch counts here, so it must be None (else ValueError)."""
+        check_no_indices_tuple(indices_tuple, type(self).__name__)
         features, finest = self.regularizer.check(features, labels)
         return self.supcon(features, finest[:, None]) + self.regularizer.term(features, finest)
 
@@ -199,7 +206,10 @@ class CPCCCrossEntropy(nn.Module):
         self.regularizer = CPCCRegularizer(hierarchy, weight=cpcc_weight, check_inputs=check_inputs)
         self.num_classes = hierarchy.num_nodes(hierarchy.num_levels - 1)
 
-    def forward(self, outputs: torch.Tensor, labels: Any) -> torch.Tensor:
+    def forward(self, outputs: torch.Tensor, labels: Any, indices_tuple: Any = None) -> torch.Tensor:
+        """The loss of the batch. ``indices_tuple`` is pytorch-metric-learning's hook for a miner's
+        pairs; every pair of the batch counts here, so it must be None (else ValueError)."""
+        check_no_indices_tuple(indices_tuple, type(self).__name__)
         outputs, finest = self.regularizer.check(outputs, labels)
         if outputs.shape[2] <= self.num_classes:
             raise ValueError(

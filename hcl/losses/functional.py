@@ -257,6 +257,11 @@ def supcon_loss(
     """
     temperature = check_temperature(temperature)
     features = check_features(features, finite=check_inputs)
-    labels = check_labels(labels, features.shape[0], features.device, num_levels=1, values=check_inputs)
+    labels = check_labels(labels, features.shape[0], features.device, values=check_inputs)
+    if labels.shape[1] != 1:
+        raise ValueError(
+            f"SupCon takes one label per sample, (B,) or (B, 1), got {labels.shape[1]} levels (B, L); pass the "
+            "finest level, labels[:, -1], or use HiMulCon to learn from every level"
+        )
     loss, _ = _dispatch(features, labels, temperature, (1.0,), constrained=False, bound_gradient=True)
     return loss

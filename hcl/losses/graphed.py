@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hcl.losses._checks import check_no_indices_tuple
 from hcl.losses.dense import dense_fits
 from hcl.losses.registry import spec_of
 
@@ -55,7 +56,10 @@ class CUDAGraphLoss(nn.Module):
         self._graphs: dict[tuple, Any] = {}
         self.last_level_terms: torch.Tensor | None = None
 
-    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, labels: torch.Tensor, indices_tuple: Any = None) -> torch.Tensor:
+        """The loss of the batch. ``indices_tuple`` is pytorch-metric-learning's hook for a miner's
+        pairs; every pair of the batch counts here, so it must be None (else ValueError)."""
+        check_no_indices_tuple(indices_tuple, type(self.loss).__name__)
         graphed = self._graph_for(features, labels)
         if graphed is None:
             loss = self.loss(features, labels)

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from hcl.labels import as_label_tensor
-from hcl.losses._checks import check_level_weights, check_mode, check_temperature
+from hcl.losses._checks import check_level_weights, check_mode, check_no_indices_tuple, check_temperature
 from hcl.losses.constraints import DEFAULT_CONSTRAINT_WEIGHT, check_constraint_weight, resolve_constraint
 from hcl.losses.functional import hierarchical_contrastive_loss_with_terms
 from hcl.losses.reference import check_instance_column, reference_hierarchical_loss
@@ -85,7 +85,10 @@ class _HierarchicalLoss(nn.Module):
         self.check_inputs = bool(check_inputs)
         self.last_level_terms: torch.Tensor | None = None
 
-    def forward(self, features: torch.Tensor, labels: Any) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, labels: Any, indices_tuple: Any = None) -> torch.Tensor:
+        """The loss of the batch. ``indices_tuple`` is pytorch-metric-learning's hook for a miner's
+        pairs; every pair of the batch counts here, so it must be None (else ValueError)."""
+        check_no_indices_tuple(indices_tuple, type(self).__name__)
         if self.mode == "reference":
             self.last_level_terms = None
             return reference_hierarchical_loss(

@@ -99,6 +99,8 @@ class LossSpec:
         level_terms: its modules set ``last_level_terms`` in every call: that call's per-level
             terms, an (L,) detached tensor summing to the loss, computed in the same pass (None
             in a mode without such a split).
+        aliases: further names :func:`get_loss` finds it by, in any case, e.g. the class name
+            users know from another library (``"SupConLoss"`` for ``supcon``).
 
     Shape:
         outputs: (B, V, D) embeddings or (B, V, K) logits; labels: (B, L) int64, column 0
@@ -116,6 +118,7 @@ class LossSpec:
     views: int | None = None
     graph_capturable: bool = False
     level_terms: bool = False
+    aliases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
@@ -138,6 +141,9 @@ class LossSpec:
         object.__setattr__(self, "options", options)
         if self.output not in _OUTPUTS:
             raise ValueError(f"loss {self.name!r}: output must be one of {list(_OUTPUTS)}, got {self.output!r}")
+        if isinstance(self.aliases, str) or not all(isinstance(a, str) and a.strip() for a in self.aliases):
+            raise TypeError(f"loss {self.name!r}: aliases must be a tuple of non-empty names, got {self.aliases!r}")
+        object.__setattr__(self, "aliases", tuple(self.aliases))
         if self.views is not None and (
             isinstance(self.views, bool) or not isinstance(self.views, int) or self.views < 1
         ):
@@ -149,8 +155,9 @@ class LossSpec:
         return "level_weights" in self.options
 
     def lookup_keys(self) -> frozenset[str]:
-        """The names :func:`get_loss` finds it by, normalised: config, display and class name."""
-        return frozenset(_normalise(text) for text in (self.name, self.display_name, self.module_class.__name__))
+        """The names :func:`get_loss` finds it by, normalised: config, display and class name, and aliases."""
+        names = (self.name, self.display_name, self.module_class.__name__, *self.aliases)
+        return frozenset(_normalise(text) for text in names)
 
 
 _LOSSES: dict[str, LossSpec] = {}
@@ -191,8 +198,8 @@ def register_loss(spec: LossSpec, *, replace: bool = False) -> LossSpec:
 
 
 def get_loss(name: str) -> LossSpec:
-    """The entry of a loss, by its config name, display name or class name, in any case
-    (``"himulcone"``, ``"HiMulConE"``, ``"cross-entropy"``).
+    """The entry of a loss, by its config name, display name, class name or an alias, in any
+    case (``"himulcone"``, ``"HiMulConE"``, ``"cross-entropy"``, ``"SupConLoss"``).
 
     A name not in the table is looked up again after importing the modules that
     ``HCL_LOSS_MODULES`` names (:data:`LOSS_MODULES_ENV`; see :mod:`hcl.losses.registry`).
@@ -327,7 +334,10 @@ _BUILTIN_LOSSES = (
         constrained=True,
         **_PAPER_LOSS,
     ),
-    LossSpec(name="supcon", display_name="SupCon", module_class=SupConFinest, build=_build_supcon),
+    # SupConLoss: the plain loss class, hcl.losses.SupConLoss, and pytorch-metric-learning's name.
+    LossSpec(
+        name="supcon", display_name="SupCon", module_class=SupConFinest, build=_build_supcon, aliases=("SupConLoss",)
+    ),
     LossSpec(name="simclr", display_name="SimCLR", module_class=SimCLRObjective, build=_build_simclr),
     LossSpec(
         name="cross_entropy",

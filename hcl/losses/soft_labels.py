@@ -13,6 +13,7 @@ from hcl.losses._checks import (
     check_features,
     check_finest_labels,
     check_hierarchy,
+    check_no_indices_tuple,
     check_real,
 )
 
@@ -75,7 +76,10 @@ class SoftLabelCrossEntropy(nn.Module):
         height = (rows.shape[1] - shared).to(dtype) / self.max_height
         return torch.softmax(-self.beta * height, dim=1)
 
-    def forward(self, logits: torch.Tensor, labels: Any) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, labels: Any, indices_tuple: Any = None) -> torch.Tensor:
+        """The loss of the batch. ``indices_tuple`` is pytorch-metric-learning's hook for a miner's
+        pairs; every pair of the batch counts here, so it must be None (else ValueError)."""
+        check_no_indices_tuple(indices_tuple, type(self).__name__)
         logits = check_features(logits, finite=self.check_inputs)
         if logits.shape[2] != self.num_classes:
             raise ValueError(

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hcl.losses._checks import check_temperature
+from hcl.losses._checks import check_no_indices_tuple, check_temperature
 from hcl.losses.functional import supcon_loss
 
 __all__ = ["SupConLoss"]
@@ -43,7 +43,10 @@ class SupConLoss(nn.Module):
         self.temperature = check_temperature(temperature)
         self.check_inputs = bool(check_inputs)
 
-    def forward(self, features: torch.Tensor, labels: Any) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, labels: Any, indices_tuple: Any = None) -> torch.Tensor:
+        """The loss of the batch. ``indices_tuple`` is pytorch-metric-learning's hook for a miner's
+        pairs; every pair of the batch counts here, so it must be None (else ValueError)."""
+        check_no_indices_tuple(indices_tuple, type(self).__name__)
         return supcon_loss(features, labels, temperature=self.temperature, check_inputs=self.check_inputs)
 
     def extra_repr(self) -> str:

@@ -14,6 +14,8 @@ identity at level ``l`` are label-prefix equality up to ``l`` (see :class:`hcl.H
   :func:`seen_training_indices` (what the encoder trains on), and the report
   :func:`heldout_metrics`.
 - Clustering: :func:`clustering_per_level`, :func:`nmi_per_level`, :func:`ami_per_level`.
+- pytorch-metric-learning's key names (``mean_average_precision_at_r`` for ``map@r``, ...):
+  :func:`to_pml_names` renames the keys of any result, :data:`PML_METRIC_NAMES` lists them.
 """
 
 from hcl.metrics.classification import knn_accuracy, linear_probe, transfer_accuracy
@@ -26,9 +28,11 @@ from hcl.metrics.heldout_classes import (
     seen_unseen_split,
 )
 from hcl.metrics.hierarchy_metrics import cpcc, hierarchical_distance_at_k, mistake_severity
+from hcl.metrics.pml_names import PML_METRIC_NAMES, to_pml_names
 from hcl.metrics.retrieval import nearest_neighbors, per_level_retrieval, retrieval_table
 
 __all__ = [
+    "PML_METRIC_NAMES",
     "ami_per_level",
     "check_heldout_classes",
     "choose_unseen_classes",
@@ -45,5 +49,6 @@ __all__ = [
     "retrieval_table",
     "seen_training_indices",
     "seen_unseen_split",
+    "to_pml_names",
     "transfer_accuracy",
 ]

@@ -89,7 +89,8 @@ def per_level_retrieval(
 
     Returns:
         ``{level: {"precision@1", "recall@<k>" for each k, "r_precision", "map@r": float,
-        "num_queries": int}}`` for levels ``0..L-1``, coarse to fine.
+        "num_queries": int}}`` for levels ``0..L-1``, coarse to fine
+        (:func:`hcl.metrics.to_pml_names` gives pytorch-metric-learning's key names).
 
     Raises:
         ValueError: shape mismatch, empty input, NaN/inf or all-zero embeddings, a k larger than

@@ -21,6 +21,7 @@ from hcl.data import (
     HierarchicalBatchSampler,
     MultiViewTransform,
     build_dataset,
+    dataset_options,
     eval_transform,
     supcon_augmentation,
 )
@@ -51,9 +52,18 @@ def build_split(cfg: TrainConfig, split: str, *, augment: bool = False, subset: 
 
     Raises:
         FileNotFoundError: ``cfg.data_root`` does not exist (named).
+        ValueError: an unknown ``cfg.dataset``, or ``cfg.data_options`` holding an option the
+            data set does not take (named, with the ones it takes).
     """
     if cfg.data_root is not None and not Path(cfg.data_root).exists():
         raise FileNotFoundError(f"data_root {cfg.data_root!r} does not exist (dataset {cfg.dataset!r})")
+    takes = [key for key in dataset_options(cfg.dataset) if key != "target_transform"]  # training needs label rows
+    unknown = [key for key in cfg.data_options if key not in takes]
+    if unknown:
+        raise ValueError(
+            f"config key 'data_options' holds {', '.join(map(repr, unknown))}, which dataset {cfg.dataset!r} does "
+            f"not take (it takes {', '.join(takes)}); remove it, e.g. --set data_options={{}}"
+        )
     options: dict[str, Any] = dict(cfg.data_options)
     if cfg.levels is not None:
         options["levels"] = cfg.levels

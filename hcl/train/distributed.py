@@ -96,29 +96,37 @@ def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
     return _gather_padded(tensor, _gather_sizes(tensor))
 
 
-def resolve_device(name: str = "auto", *, local_rank: int = 0) -> torch.device:
+def resolve_device(name: str | torch.device = "auto", *, local_rank: int = 0) -> torch.device:
     """``auto``: CUDA when present, else MPS, else CPU. An unavailable explicit choice raises.
 
+    ``cuda`` is this process's GPU (``local_rank`` modulo the GPU count); ``cuda:N`` is GPU N.
+
     Raises:
-        ValueError: unknown device name, or ``cuda``/``mps`` requested but not available.
+        ValueError: unknown device name, or ``cuda``/``mps`` requested but not available (the
+            message says to choose ``cpu`` or ``auto``).
     """
-    if name == "auto":
+    text = str(name)
+    kind, _, index = text.partition(":")
+    if text == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank % torch.cuda.device_count())
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda":
+    if kind == "cuda" and (not index or index.isdigit()):
         if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was requested but CUDA is not available")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if name == "mps":
+            raise ValueError(f"device {text!r} was requested but this machine has no usable CUDA GPU; use cpu or auto")
+        count = torch.cuda.device_count()
+        if index and int(index) >= count:
+            raise ValueError(f"device {text!r} was requested but this machine has {count} CUDA GPU(s), cuda:0..")
+        return torch.device("cuda", int(index) if index else local_rank % count)
+    if text == "mps":
         if not torch.backends.mps.is_available():
-            raise ValueError("device 'mps' was requested but MPS is not available")
+            raise ValueError("device 'mps' was requested but MPS is not available; use cpu or auto")
         return torch.device("mps")
-    if name == "cpu":
+    if text == "cpu":
         return torch.device("cpu")
-    raise ValueError(f"device must be auto, cpu, cuda or mps, got {name!r}")
+    raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {text!r}")
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ def embed_dataset(
     Shape:
         Returns (N, D) float32, (N, L) int64 and (N,) int64.
     """
-    device = resolve_device("auto") if device is None else torch.device(device)
+    device = resolve_device("auto" if device is None else device)
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     chunks, label_chunks = [], []
@@ -250,7 +250,7 @@ def evaluate_run(
         levels keyed ``"0"`` (coarsest) to ``"L-1"``.
     """
     run_dir = Path(run_dir)
-    device = resolve_device("auto") if device is None else torch.device(device)
+    device = resolve_device("auto" if device is None else device)
     if model is None or cfg is None:
         loaded_cfg, model, state = load_run(run_dir, device=device)
         cfg = cfg or loaded_cfg
@@ -337,7 +337,7 @@ def evaluate_embeddings(
     if unknown:
         raise ValueError(f"embeddings must be among {list(EMBEDDINGS)}, got {unknown}")
     run_dir = Path(run_dir)
-    device = resolve_device("auto") if device is None else torch.device(device)
+    device = resolve_device("auto" if device is None else device)
     if model is None or cfg is None:
         loaded_cfg, model, state = load_run(run_dir, device=device)
         cfg = cfg or loaded_cfg

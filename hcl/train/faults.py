@@ -10,8 +10,8 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Sequence
-from contextlib import suppress
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from hcl.train.distributed import is_distributed
 
-__all__ = ["StopRequest", "check_output_dir", "describe_lost_batch"]
+__all__ = ["StopRequest", "check_output_dir", "describe_lost_batch", "removed_if_left_empty"]
 
 
 class StopRequest:
@@ -96,6 +96,30 @@ def check_output_dir(path: Path, needed_bytes: int = 0) -> None:
             f"the output directory {path} has {free / 2**20:.1f} MiB free, but a checkpoint needs about "
             f"{needed_bytes / 2**20:.1f} MiB (twice that while it is replaced)"
         )
+
+
+@contextmanager
+def removed_if_left_empty(path: Path) -> Iterator[None]:
+    """Undo the folders the block creates for ``path`` when it fails and leaves them empty.
+
+    :func:`check_output_dir` creates the run directory before the data and the config are
+    checked; a run that stops at those checks should not leave an empty folder behind. Folders
+    that existed before the block, or hold anything, are kept.
+    """
+    created = []  # path and its missing parents, deepest first
+    folder = Path(path)
+    while not folder.exists() and folder.parent != folder:
+        created.append(folder)
+        folder = folder.parent
+    try:
+        yield
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or already gone): keep it and everything above it
+                break
+        raise
 
 
 def describe_lost_batch(

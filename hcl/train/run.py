@@ -15,6 +15,7 @@ import json
 import math
 import random
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from hcl.train.checkpoint import (
 from hcl.train.config import TrainConfig
 from hcl.train.config_io import upgrade_keys
 from hcl.train.distributed import DistributedContext
-from hcl.train.faults import check_output_dir
+from hcl.train.faults import check_output_dir, removed_if_left_empty
 from hcl.train.objectives import build_objective
 from hcl.train.schedule import warmup_cosine
 
@@ -153,8 +154,15 @@ def start_run(cfg: TrainConfig, ctx: DistributedContext, *, resume: bool, overwr
 
     A fresh run (rank 0) writes ``config.json``, ``hierarchy.json`` and an empty
     ``metrics.jsonl``, and removes an earlier run's results and embeddings; a resumed one drops
-    the log lines after its checkpoint. See :func:`hcl.train.fit` for the errors.
+    the log lines after its checkpoint. A run directory this call created is removed again when
+    set-up fails before writing anything into it (e.g. a wrong data option). See
+    :func:`hcl.train.fit` for the errors.
     """
+    with removed_if_left_empty(Path(cfg.output_dir)) if ctx.is_main else nullcontext():
+        return _start_run(cfg, ctx, resume=resume, overwrite=overwrite)
+
+
+def _start_run(cfg: TrainConfig, ctx: DistributedContext, *, resume: bool, overwrite: bool) -> TrainingRun:
     state = _checkpoint_to_resume(cfg, ctx, resume=resume, overwrite=overwrite)
     _seed_everything(cfg.seed)
     train_set = build_split(cfg, cfg.train_split, augment=True)

@@ -126,3 +126,26 @@ def test_pickles_cannot_run_code(tmp_path: Path) -> None:
         pickle.dump({b"data": _Exploit()}, f)
     with pytest.raises(ValueError, match="refusing to load"):
         load_cifar_pickle(path)
+
+
+def test_torchvision_conventions(cifar_root: tuple[Path, np.ndarray]) -> None:
+    root, _ = cifar_root
+    fine = [0, 1, 5, 99, 0, 42, 43, 7, 99, 1]
+    ds = CIFAR100(root, target_transform=lambda row: row.tolist())
+    assert ds.targets is ds.labels and ds.targets.shape == (10, 2)
+    assert sorted(ds.classes[0]) == sorted({COARSE[coarse_of(f)] for f in fine})
+    assert sorted(ds.classes[1]) == sorted({FINE[f] for f in fine})
+    for i, f in enumerate(fine):
+        coarse_id, fine_id = ds[i][1]
+        assert (ds.classes[0][coarse_id], ds.classes[1][fine_id]) == (COARSE[coarse_of(f)], FINE[f])
+        assert ds.class_to_idx[FINE[f]] == fine_id
+
+
+def test_download_fetches_nothing_and_says_where_the_files_go(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError) as error:
+        CIFAR100(tmp_path, download=True)
+    message = str(error.value)
+    assert "download=True fetches nothing" in message and "cifar-100-python.tar.gz" in message
+    assert f"in {tmp_path}," in message and "www.cs.toronto.edu/~kriz/cifar.html" in message
+    write_cifar(tmp_path, "train", [3, 4])
+    assert len(CIFAR100(tmp_path, download=True)) == 2

@@ -22,6 +22,7 @@ from hcl.data import (
     MultiViewTransform,
     SyntheticHierarchy,
     build_dataset,
+    dataset_options,
     supcon_augmentation,
 )
 from hcl.data.base import _stratified_subset, encode_paths, truncate_hierarchy
@@ -106,3 +107,17 @@ def test_data_sets_pickle_for_worker_processes() -> None:
     clone = pickle.loads(pickle.dumps(ds))
     assert torch.equal(clone.labels, ds.labels) and clone.hierarchy == ds.hierarchy
     assert np.array_equal(np.asarray(clone.get_image(7)), np.asarray(ds.get_image(7)))
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_every_data_set_takes_torchvision_options(name: str) -> None:
+    assert {"target_transform", "download", "subset", "unseen_classes", "levels"} <= set(dataset_options(name))
+
+
+def test_an_option_a_data_set_does_not_take_is_named(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"data set 'cifar100' takes no option 'depth'; its options are .*levels"):
+        build_dataset("cifar100", root=tmp_path, depth=3)
+    with pytest.raises(ValueError, match="unknown data set 'mnist'"):
+        dataset_options("mnist")
+    ds = build_dataset("synthetic", target_transform=lambda row: row[0], **SMALL)
+    assert ds[59][1] == ds.labels[59, 0] == 1

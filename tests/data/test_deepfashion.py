@@ -148,3 +148,27 @@ def test_corrupt_image_under_unseen_classes_names_its_data_set_index(tmp_path: P
     ds.get_image(0)
     with pytest.raises(OSError, match=r"cannot decode image 1 \(.*id_00000080/01_1_front\.jpg\)"):
         ds[1]
+
+
+def test_torchvision_conventions(tmp_path: Path) -> None:
+    root = build_inshop(tmp_path)
+    ds = DeepFashionInShop(root, "test", target_transform=lambda row: row[1])
+    assert ds.targets is ds.labels and ds.targets.shape == (4, 4)
+    assert ds.classes[0] == ["MEN", "WOMEN"]
+    assert len(ds.classes) == 4 and ds.classes[3] == ds.hierarchy.nodes(3)
+    names = [row[0] for row in ROWS if row[2] == "query"] + [row[0] for row in ROWS if row[2] == "gallery"]
+    for i, name in enumerate(names):  # the category of each image, from its file path
+        assert ds.classes[1][int(ds[i][1])] == "/".join(name.split("/")[1:3])
+    assert ds.class_to_idx["MEN/Tees_Tanks/id_00000100/04"] == ds.labels[0, 3]
+
+
+def test_download_fetches_nothing_and_says_where_the_files_go(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError) as error:
+        DeepFashionInShop(tmp_path, download=True)
+    message = str(error.value)
+    assert "download=True fetches nothing" in message and "InShopRetrieval" in message
+    assert f"in {tmp_path} (giving {tmp_path / 'img'})" in message and "list_eval_partition.txt" in message
+    build_inshop(tmp_path)
+    (tmp_path / ROWS[0][0]).unlink()
+    with pytest.raises(FileNotFoundError, match="1 image.*missing.*Img/img.zip"):
+        DeepFashionInShop(tmp_path, download=True)

@@ -183,3 +183,31 @@ def test_real_fashion_mnist() -> None:
     std = np.sqrt((counts * (values - mean) ** 2).sum() / counts.sum())
     assert (mean, std) == (pytest.approx(train.mean[0], abs=1e-3), pytest.approx(train.std[0], abs=1e-3))
     assert train.get_image(0).size == (28, 28)
+
+
+def test_torchvision_conventions(tiny: tuple[Path, np.ndarray, np.ndarray]) -> None:
+    root, _, raw = tiny
+    ds = FashionMNIST(root, target_transform=lambda row: int(row[-1]))
+    assert ds.targets is ds.labels and ds.targets.shape == (30, 3)
+    assert ds.classes[0] == ["clothes", "goods"]
+    assert sorted(ds.classes[1]) == sorted({category for _, category in PUBLISHED.values()})
+    assert sorted(ds.classes[2]) == sorted(FASHION_MNIST_CLASSES)
+    # class_to_idx and target_transform agree with the raw IDX label of every sample.
+    for i in range(len(ds)):
+        name = FASHION_MNIST_CLASSES[raw[i]]
+        assert ds[i][1] == ds.class_to_idx[name] and ds.classes[2][ds[i][1]] == name
+    assert torch.equal(FashionMNIST(root)[4][1], ds.labels[4])  # no target_transform: the label row
+
+
+def test_download_fetches_nothing_and_says_where_the_files_go(tiny: tuple[Path, np.ndarray, np.ndarray]) -> None:
+    root, _, _ = tiny
+    assert len(FashionMNIST(root, download=True)) == 30  # files present: nothing to do, as in torchvision
+    empty = root / "empty"
+    with pytest.raises(FileNotFoundError) as error:
+        FashionMNIST(empty, download=True)
+    message = str(error.value)
+    assert "download=True fetches nothing" in message and f"in {empty}," in message
+    assert "t10k}-{images-idx3,labels-idx1}-ubyte.gz" in message and "zalandoresearch/fashion-mnist" in message
+    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist") as error:
+        FashionMNIST(empty)
+    assert "download=True" not in str(error.value)

@@ -160,3 +160,27 @@ def test_a_corrupt_first_image_only_matters_when_its_size_is_needed(tmp_path: Pa
     assert ds[1][0].shape == (3, 6, 6)
     with pytest.raises(OSError, match=r"image 0 .*a/0\.png"):
         ds[0]
+
+
+def test_torchvision_conventions_on_a_ragged_tree(tmp_path: Path) -> None:
+    for rel in NESTED:
+        make_image(tmp_path / rel)
+    ds = HierarchicalImageFolder(tmp_path, target_transform=lambda row: row.tolist())
+    assert ds.targets is ds.labels and ds.targets.shape == (6, 3)
+    assert ds.classes == [["animal", "vehicle"], ["cat", "dog", "car"], ["beagle"]]
+    assert ds.class_to_idx == {"beagle": 0}
+    for path, target in zip(ds.paths, (ds[i][1] for i in range(len(ds)))):
+        folders = Path(path).relative_to(tmp_path).parts[:-1]
+        assert tuple(ds.classes[level][i] for level, i in enumerate(target) if i >= 0) == folders
+        assert (target[-1] == ds.class_to_idx["beagle"]) == (folders[-1] == "beagle")  # -1 above the finest level
+
+
+def test_download_fetches_nothing_and_says_what_root_needs(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=f"root does not exist: {re.escape(str(tmp_path / 'no'))}.*"):
+        HierarchicalImageFolder(tmp_path / "no")
+    with pytest.raises(FileNotFoundError, match="download=True fetches nothing.*class folders under root"):
+        HierarchicalImageFolder(tmp_path / "no", download=True)
+    with pytest.raises(FileNotFoundError, match="needs root="):
+        HierarchicalImageFolder(download=True)
+    make_image(tmp_path / "a" / "x.png")
+    assert len(HierarchicalImageFolder(tmp_path, download=True)) == 1

@@ -119,3 +119,13 @@ def test_cache_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     ds = SyntheticHierarchy(**SMALL)
     assert ds.cache_path is not None and ds.cache_path.parent == tmp_path / "cache"
     assert ds.cache_path.is_file()
+
+
+def test_torchvision_conventions_and_download_is_ignored() -> None:
+    ds = SyntheticHierarchy(cache=False, download=True, target_transform=lambda row: row[-1] * 10, **SMALL)
+    assert ds.targets is ds.labels and ds.targets.shape == (48, 3)
+    assert ds.classes[0] == ["f0", "f1"]
+    assert ds.classes[1] == [f"f{f}.c{c}" for f in range(2) for c in range(3)]
+    assert ds.classes[2] == [f"f{f}.c{c}.v{v}" for f in range(2) for c in range(3) for v in range(2)]
+    for i in (0, 5, 47):  # samples_per_leaf=4 consecutive views per row-major leaf
+        assert ds[i][1] == 10 * (i // 4) and ds.class_to_idx[ds.classes[2][i // 4]] == i // 4

@@ -78,6 +78,49 @@ def test_every_registered_loss_builds_and_runs(name: str) -> None:
     assert get_loss(spec.display_name.upper()) is spec and get_loss(spec.module_class.__name__) is spec
 
 
+@pytest.mark.parametrize("name", list_losses())
+def test_every_loss_takes_pml_indices_tuple_none_and_refuses_a_mined_one(name: str) -> None:
+    spec = get_loss(name)
+    module = spec.build(hierarchy=TREE)
+    outputs = model_outputs(spec, 1, TREE.num_nodes(2))
+    assert torch.equal(module(outputs, TREE_LABELS, indices_tuple=None), module(outputs, TREE_LABELS))
+    mined = (torch.tensor([0, 1]), torch.tensor([1, 0]), torch.tensor([0, 2]), torch.tensor([2, 0]))
+    message = f"{spec.module_class.__name__} uses every pair of the batch and takes no indices_tuple"
+    with pytest.raises(ValueError, match=message):
+        module(outputs, TREE_LABELS, indices_tuple=mined)
+    with pytest.raises(ValueError, match=message):
+        CUDAGraphLoss(module)(outputs, TREE_LABELS, indices_tuple=mined)
+
+
+def test_every_exported_loss_module_has_the_pml_signature() -> None:
+    import inspect
+
+    import hcl.losses
+
+    modules = [getattr(hcl.losses, n) for n in hcl.losses.__all__]
+    modules = [m for m in modules if isinstance(m, type) and issubclass(m, torch.nn.Module)]
+    assert len(modules) >= 12
+    for module in modules:
+        parameter = inspect.signature(module.forward).parameters.get("indices_tuple")
+        assert parameter is not None and parameter.default is None, module.__name__
+        assert "indices_tuple" in module.forward.__doc__, module.__name__
+
+
+def test_code_written_for_pml_supcon_runs_after_changing_the_import() -> None:
+    from pytorch_metric_learning import losses as pml_losses
+
+    from hcl import losses as hcl_losses
+
+    embeddings = features(2, torch.float64).flatten(0, 1)
+    labels = torch.tensor([0, 0, 1, 1, 2, 0, 1, 2, 2, 0] * 2)
+    values = [
+        lib.SupConLoss(temperature=0.1)(embeddings, labels, indices_tuple=None) for lib in (pml_losses, hcl_losses)
+    ]
+    torch.testing.assert_close(values[1], values[0].to(values[1].dtype))
+    with pytest.raises(ValueError, match="SupConLoss uses every pair"):
+        hcl_losses.SupConLoss()(embeddings, labels, (torch.tensor([0]), torch.tensor([1])))
+
+
 @pytest.mark.parametrize("name", LEVEL_TERM_LOSSES)
 @pytest.mark.parametrize("variant", ["defaults", "options"])
 def test_level_terms_sum_to_the_loss_and_match_the_oracle_per_level(formulation: str, name: str, variant: str) -> None:
@@ -118,6 +161,12 @@ def test_level_terms_follow_each_call_and_are_none_in_reference_mode() -> None:
 def test_names_are_found_in_any_case_and_unknown_names_list_the_choices() -> None:
     assert get_loss("HiMulConE").name == "himulcone"
     assert get_loss("cross-entropy").name == get_loss("CrossEntropyFinest").name == "cross_entropy"
+    # Every class name, display name and alias, in any case (an alias: the plain SupConLoss class).
+    for name in list_losses():
+        spec = get_loss(name)
+        for text in (spec.module_class.__name__, spec.display_name, *spec.aliases):
+            assert get_loss(text.upper()) is get_loss(text.lower()) is spec, text
+    assert get_loss("supconloss").name == get_loss("SupConLoss").name == "supcon"
     assert loss_display_name("hicone") == "HiConE" and loss_display_name("my-run") == "my-run"
     with pytest.raises(ValueError, match=r"unknown loss 'triplet'; choose one of \['himulcone'"):
         get_loss("triplet")
@@ -295,6 +344,18 @@ def test_registering_checks_names_classes_and_options() -> None:
         LossSpec(name="other", display_name="Other", module_class=torch.nn.Identity, build=spec.build, output="scores")
     with pytest.raises(ValueError, match="lower-case letters"):
         LossSpec(name="Other Loss", display_name="Other", module_class=torch.nn.Identity, build=spec.build)
+    with pytest.raises(ValueError, match="the name 'supconloss' already means loss 'supcon'"):
+        register_loss(
+            LossSpec(
+                name="other",
+                display_name="Other",
+                module_class=torch.nn.Identity,
+                build=spec.build,
+                aliases=("SupConLoss",),
+            )
+        )
+    with pytest.raises(TypeError, match="aliases must be a tuple of non-empty names"):
+        LossSpec(name="other", display_name="Other", module_class=torch.nn.Identity, build=spec.build, aliases="x")
 
 
 @pytest.mark.usefixtures("table")

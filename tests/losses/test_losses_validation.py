@@ -124,7 +124,10 @@ def test_hicone_takes_no_weights() -> None:
 
 
 def test_supcon_rejects_hierarchical_labels() -> None:
-    with pytest.raises(ValueError, match=r"must have 1 levels \(columns\), got 2"):
+    with pytest.raises(
+        ValueError, match=r"one label per sample.*got 2 levels \(B, L\); pass the finest level, labels\[:, -1\]"
+    ):
         SupConLoss()(FEATURES, LABELS)
+    assert torch.isfinite(SupConLoss()(FEATURES, LABELS[:, -1]))  # what the message suggests works
     with pytest.raises(ValueError, match=r"shape \(N, L\) or \(N,\), got \(4, 1, 1\)"):
         SupConLoss()(FEATURES, LABELS[:, :1].unsqueeze(-1))

@@ -11,10 +11,10 @@ import torch
 import hcl.metrics._retrieval_engine as retrieval_engine
 from hcl import Hierarchy
 from hcl.labels import prefix_ids, shared_prefix_length
-from hcl.metrics import nearest_neighbors, per_level_retrieval, retrieval_table
+from hcl.metrics import PML_METRIC_NAMES, nearest_neighbors, per_level_retrieval, retrieval_table
 
 METRICS = ("precision@1", "r_precision", "map@r")
-PML_NAMES = {"precision@1": "precision_at_1", "r_precision": "r_precision", "map@r": "mean_average_precision_at_r"}
+PML_NAMES = {name: PML_METRIC_NAMES[name] for name in METRICS}  # the library's table, checked against PML
 
 
 # ----------------------------------------------------------------------------- data and oracle

@@ -106,3 +106,15 @@ def test_notebooks_import_only_public_names(notebook: nbformat.NotebookNode) -> 
                     assert alias.name in getattr(module, "__all__", ()), (
                         f"{notebook.metadata['_name']} imports {alias.name} from {node.module}, not in its __all__"
                     )
+
+
+def test_temporary_folders_are_removed_by_the_last_code_cell(notebook: nbformat.NotebookNode) -> None:
+    """A kernel stopped by nbval or Jupyter does not run the finalisers that would remove a
+    ``TemporaryDirectory``: the notebook removes its own, or /tmp fills with ``hcl-*`` folders."""
+    name = notebook.metadata["_name"]
+    code = _code(notebook)
+    every = "\n".join(code)
+    if "mkdtemp(" in every:
+        assert "rmtree(" in code[-1], f"{name} leaves its mkdtemp folder behind"
+    if "TemporaryDirectory(" in every:
+        assert ".cleanup()" in code[-1], f"{name} leaves its TemporaryDirectory behind"

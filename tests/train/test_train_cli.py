@@ -110,6 +110,39 @@ def test_errors_are_one_line_and_name_the_key(tmp_path: Path, capsys: pytest.Cap
     assert "is not a run directory" in capsys.readouterr().err
 
 
+def test_a_leftover_data_option_is_named_and_leaves_no_run_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "synthetic.yaml"
+    config.write_text(yaml.safe_dump({"dataset": "synthetic", "data_options": SYNTHETIC, "progress": False}))
+    run = tmp_path / "runs" / "new" / "run"
+    assert main(["train", "--config", str(config), "--set", f"output_dir={run}", "dataset=cifar100"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "config key 'data_options' holds 'branching', 'cache', 'depth', 'image_size', 'samples_per_leaf'" in err
+    assert "dataset 'cifar100' does not take (it takes download, subset, unseen_classes, levels)" in err
+    assert "--set data_options={}" in err
+    # The folders this call created are gone; the one that was there before stays.
+    assert not (tmp_path / "runs").exists() and tmp_path.is_dir()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "keep.txt").write_text("not empty")
+    assert main(["train", "--config", str(config), "--set", f"output_dir={run}", "dataset=cifar100"]) == 2
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["keep.txt"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_evaluate_on_cuda_without_a_gpu_says_so(trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for device in ("cuda", "cuda:1"):
+        assert main(["evaluate", str(trained_run), "--device", device]) == 2
+        err = capsys.readouterr().err
+        assert (
+            err
+            == f"hcl evaluate: error: device {device!r} was requested but this machine has no usable CUDA GPU; use cpu or auto\n"
+        )
+    assert main(["embed", str(trained_run), "--device", "gpu"]) == 2
+    assert "device must be auto, cpu, cuda, cuda:N or mps, got 'gpu'" in capsys.readouterr().err
+
+
 def test_info_and_python_dash_m(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["info"]) == 0
     assert f"torch {torch.__version__}" in capsys.readouterr().out

@@ -99,9 +99,10 @@ def test_losses_come_from_the_table_under_any_of_their_names() -> None:
     assert LOSS_DISPLAY_NAMES == {name: get_loss(name).display_name for name in list_losses()}
     for name in list_losses():
         spec = get_loss(name)
-        for given in (name, spec.display_name, spec.display_name.upper(), spec.module_class.__name__):
+        for given in (name, spec.display_name, spec.display_name.upper(), spec.module_class.__name__, *spec.aliases):
             assert TrainConfig(loss=given).loss == name
     assert apply_overrides(TrainConfig(), ["loss=HiConE"]).loss == "hicone"
+    assert apply_overrides(TrainConfig(), ["loss=supconloss"]).loss == "supcon"
 
 
 def test_cross_entropy_uses_one_view() -> None:
