@@ -21,12 +21,19 @@ __all__ = ["NORM_EPS", "scaled_to_unit_max", "unit_rows", "unit_rows_and_norms"]
 NORM_EPS = 1e-12
 
 
+def _power_of_two(exponent: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``2**exponent``, built from its bits: exact on every device, and no host sync or new
+    host tensor (so it can run inside a CUDA graph). Needs a normal float32 (float64) exponent."""
+    if dtype == torch.float64:
+        return ((exponent.to(torch.int64) + 1023) << 52).view(torch.float64)
+    return ((exponent.to(torch.int32) + 127) << 23).view(torch.float32).to(dtype)
+
+
 def _powers_of_two(exponent: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """``2**a`` and ``2**b`` with ``a + b = exponent`` and both halves small enough to be finite in
     ``dtype`` (a float32 exponent spans -148..128, past float32's largest power of two)."""
     low = torch.div(exponent, 2, rounding_mode="floor")
-    two = torch.tensor(2.0, dtype=dtype, device=exponent.device)
-    return torch.pow(two, low.to(dtype)), torch.pow(two, (exponent - low).to(dtype))
+    return _power_of_two(low, dtype), _power_of_two(exponent - low, dtype)
 
 
 def scaled_to_unit_max(x: torch.Tensor, per_row: bool = True) -> torch.Tensor:

@@ -24,16 +24,17 @@ from hcl.losses import HiMulConE, SupConLoss
 LABELS = torch.tensor([[0, 0], [0, 0], [0, 1], [1, 2], [1, 2], [1, 3]])
 
 # Prints torch's thread count (and numba's, where the caller set it: asking numba starts its pool in
-# the asking thread) before and after the losses that use the compiled loops. With arguments, the
-# caller sets numba's count and then torch's (in that order: numba's start changes torch's).
+# the asking thread) before and after the losses that use the compiled loops. Arguments: the
+# caller's torch count, then numba's (set first: numba's own start changes torch's count).
 PROBE = """
 import json, sys, torch, numba
 from hcl.losses import HiMulConE, SupConLoss
-if len(sys.argv) > 1:
+if len(sys.argv) > 2:
     numba.set_num_threads(int(sys.argv[2]))
+if len(sys.argv) > 1:
     torch.set_num_threads(int(sys.argv[1]))
 def counts():
-    return [torch.get_num_threads()] + ([numba.get_num_threads()] if len(sys.argv) > 1 else [])
+    return [torch.get_num_threads()] + ([numba.get_num_threads()] if len(sys.argv) > 2 else [])
 before = counts()
 SupConLoss()(torch.randn(8, 2, 4, requires_grad=True), torch.arange(8) % 2).backward()
 labels = torch.tensor([[0, 0], [0, 1], [1, 2], [1, 3]] * 2)
@@ -58,6 +59,12 @@ def test_omp_num_threads_survives_a_loss(omp_threads: str) -> None:
     counts = _probe({"OMP_NUM_THREADS": omp_threads})
     assert counts["before"] == [int(omp_threads)]
     assert counts["after"] == counts["before"], counts
+
+
+def test_the_callers_torch_set_num_threads_survives_a_loss() -> None:
+    counts = _probe({}, "1")
+    assert counts["before"] == [1]
+    assert counts["after"] == [1], counts
 
 
 def test_the_callers_torch_and_numba_thread_counts_survive_a_loss() -> None:
