@@ -16,6 +16,12 @@ MODES = ("paper", "reference")
 
 LevelWeights = Sequence[float] | Callable[[torch.Tensor], Any]
 
+# Beyond these a float32 loss (or its gradient) can overflow: logits reach 1/t, a level's terms
+# lambda_l / t times about 2 + log N, and reference mode scales the loss by t / 0.07. Inside them
+# lambda_l / t and lambda_l t / 0.07 stay below 1.5e31, far from float32's 3.4e38.
+TEMPERATURE_RANGE = (1e-15, 1e15)
+MAX_LEVEL_WEIGHT = 1e15
+
 
 def check_no_indices_tuple(indices_tuple: Any, loss: str) -> None:
     """Refuse a mined ``indices_tuple``: hcl's losses use every pair of the batch.
@@ -42,6 +48,11 @@ def check_temperature(temperature: Any) -> float:
     value = float(temperature)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
+    low, high = TEMPERATURE_RANGE
+    if not low <= value <= high:
+        raise ValueError(
+            f"temperature must be between {low:g} and {high:g} (beyond, a float32 loss can overflow), got {temperature!r}"
+        )
     return value
 
 
@@ -77,6 +88,11 @@ def check_level_weights(level_weights: Any, mode: str) -> tuple[float, ...] | Ca
             raise TypeError(f"level_weights[{i}] must be a real number, got {weight!r}")
         if not math.isfinite(float(weight)) or float(weight) < 0:
             raise ValueError(f"level_weights[{i}] must be finite and >= 0, got {weight!r}")
+        if float(weight) > MAX_LEVEL_WEIGHT:
+            raise ValueError(
+                f"level_weights[{i}] must be at most {MAX_LEVEL_WEIGHT:g} (beyond, a float32 loss can "
+                f"overflow), got {weight!r}"
+            )
         values.append(float(weight))
     if not values:
         raise ValueError("level_weights must not be empty")

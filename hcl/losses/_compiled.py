@@ -18,9 +18,22 @@ into exponentials in place.
 Each pair costs a few instructions per level in one pass, where array ops need about ten passes
 over every level's in-group block. numba comes with umap-learn; the loops are compiled on first
 use (5-8 s per float type, then cached on disk) and run on torch's intra-op thread count.
+
+Neither torch's nor numba's thread settings change. numba's OpenMP layer, when it starts its pool,
+sets the starting thread's OpenMP thread count to ``NUMBA_NUM_THREADS`` (``omp_set_num_threads``),
+and that count is torch's intra-op count when the two share libgomp: started from the caller's
+thread, the pool raised a caller's ``OMP_NUM_THREADS=1`` or ``torch.set_num_threads(1)`` to 2 for
+the rest of the process (and a resumed run then did one step with fewer threads than an
+uninterrupted one). So the pool is started from a short-lived thread of its own, and each call
+sets numba's (thread-local) count to torch's for the call only.
 """
 
 from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from collections.abc import Iterator
 
 import numba
 import numpy as np
@@ -33,8 +46,26 @@ __all__ = ["constraint_backward", "constraint_forward", "scale_symmetric_"]
 _FAST_MATH = {"reassoc", "contract", "nsz"}
 
 
-def _use_torch_threads() -> None:
+@functools.cache
+def _start_numba_pool() -> None:
+    """Start numba's thread pool once, from a thread that ends at once, so that the OpenMP thread
+    count its start sets is that thread's, not the caller's."""
+    starter = threading.Thread(target=numba.get_num_threads, name="hcl-numba-pool-start")
+    starter.start()
+    starter.join()
+
+
+@contextlib.contextmanager
+def _torch_threads() -> Iterator[None]:
+    """Run numba's parallel loops on ``torch.get_num_threads()`` threads (at most the pool's size)
+    for the ``with`` block; the calling thread's numba count is restored after it."""
+    _start_numba_pool()
+    previous = numba.get_num_threads()
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=_FAST_MATH)
@@ -123,8 +154,8 @@ def scale_symmetric_(exponentials: torch.Tensor, scale: torch.Tensor) -> torch.T
     Shape:
         exponentials: (N, N) float CPU, contiguous; scale: (N,). Returns ``exponentials``.
     """
-    _use_torch_threads()
-    _scale_rows(exponentials.numpy(), scale.contiguous().numpy())
+    with _torch_threads():
+        _scale_rows(exponentials.numpy(), scale.contiguous().numpy())
     return exponentials
 
 
@@ -143,7 +174,6 @@ def constraint_forward(
         ``bound_column``, ``excess``, ``count``, each (L, N) (zero on levels that are not
         bounded), ``offsets`` (N,) and ``inner`` (the saved coarsest-group logits, flat).
     """
-    _use_torch_threads()
     num_levels, n = size.shape
     outer = min(bounded)
     offsets = torch.cumsum(size[outer], dim=0) - size[outer]
@@ -152,19 +182,20 @@ def constraint_forward(
     bound_column = torch.arange(n).repeat(num_levels, 1)
     excess = logits.new_zeros((num_levels, n))
     count = logits.new_zeros((num_levels, n))
-    _forward_rows(
-        logits.numpy(),
-        start.numpy(),
-        size.numpy(),
-        np.asarray(bounded, dtype=np.int64),
-        outer,
-        offsets.numpy(),
-        inner.numpy(),
-        bound.numpy(),
-        bound_column.numpy(),
-        excess.numpy(),
-        count.numpy(),
-    )
+    with _torch_threads():
+        _forward_rows(
+            logits.numpy(),
+            start.numpy(),
+            size.numpy(),
+            np.asarray(bounded, dtype=np.int64),
+            outer,
+            offsets.numpy(),
+            inner.numpy(),
+            bound.numpy(),
+            bound_column.numpy(),
+            excess.numpy(),
+            count.numpy(),
+        )
     return bound, bound_column, excess, count, offsets, inner
 
 
@@ -188,17 +219,17 @@ def constraint_backward(
         grad_logits: (N, N) float CPU, contiguous; weight, at_bound: (L, N); the rest as returned
         by :func:`constraint_forward`.
     """
-    _use_torch_threads()
-    _backward_rows(
-        grad_logits.numpy(),
-        start.numpy(),
-        size.numpy(),
-        np.asarray(bounded, dtype=np.int64),
-        min(bounded),
-        offsets.numpy(),
-        inner.numpy(),
-        bound.numpy(),
-        bound_column.numpy(),
-        weight.contiguous().numpy(),
-        at_bound.contiguous().numpy(),
-    )
+    with _torch_threads():
+        _backward_rows(
+            grad_logits.numpy(),
+            start.numpy(),
+            size.numpy(),
+            np.asarray(bounded, dtype=np.int64),
+            min(bounded),
+            offsets.numpy(),
+            inner.numpy(),
+            bound.numpy(),
+            bound_column.numpy(),
+            weight.contiguous().numpy(),
+            at_bound.contiguous().numpy(),
+        )

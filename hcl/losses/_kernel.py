@@ -31,6 +31,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from hcl.losses._constraint import build_constraint, compiled_for
+from hcl.losses._normalize import unit_rows_and_norms
 from hcl.losses.groups import ViewGroups
 
 __all__ = ["hierarchical_contrastive"]
@@ -41,9 +42,6 @@ _SHARED_SHIFT_RANGE = {torch.float32: 80.0, torch.float64: 700.0}
 
 # In-place symmetric scaling in row blocks of about this many elements (1 MiB in float32).
 _ROW_BLOCK_ELEMENTS = 1 << 18
-
-# As torch.nn.functional.normalize: x / max(|x|, eps).
-_NORM_EPS = 1e-12
 
 
 def _graph_is_kept() -> bool:
@@ -87,8 +85,8 @@ class _HierarchicalContrastive(torch.autograd.Function):
         constraint_scale: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         levels = groups.levels
-        norm = torch.linalg.vector_norm(features, dim=1).clamp_(min=_NORM_EPS).index_select(0, groups.rows)
-        z = features.index_select(0, groups.rows).div_(norm.unsqueeze(1))
+        unit, norm = unit_rows_and_norms(features)
+        z, norm = unit.index_select(0, groups.rows), norm.index_select(0, groups.rows)
         n = z.shape[0]
         logits = torch.mm(z * inv_temperature, z.t())
         logits.diagonal().fill_(float("-inf"))

@@ -59,7 +59,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+
+from hcl.losses._normalize import unit_rows
 
 __all__ = [
     "CONSTRAINTS",
@@ -125,7 +126,7 @@ def level_constraint_loss(
     num_samples, num_views, dim = features.shape
     num_levels = labels.shape[1]
     n = num_samples * num_views
-    z = F.normalize(features.reshape(n, dim), dim=1)
+    z = unit_rows(features.reshape(n, dim))
     rows = labels.repeat_interleave(num_views, dim=0)  # (N, L), views sample-major
     not_self = ~torch.eye(n, dtype=torch.bool, device=z.device)
     logits = z @ z.t() / temperature

@@ -33,6 +33,7 @@ from hcl.losses._checks import (
     check_no_indices_tuple,
     check_real,
 )
+from hcl.losses._normalize import scaled_to_unit_max
 from hcl.losses.supcon import SupConLoss
 
 __all__ = ["CPCCCrossEntropy", "CPCCRegularizer", "CPCCSupCon", "batch_cpcc"]
@@ -58,7 +59,8 @@ def batch_cpcc(
         features: (B, V, D); finest: (B,); class_rows: (K, L).
     """
     num_views, dim = features.shape[1], features.shape[2]
-    flat = features.reshape(-1, dim)
+    # CPCC does not depend on the scale of the features; their squared distances would.
+    flat = scaled_to_unit_max(features.reshape(-1, dim), per_row=False)
     finest = finest.repeat_interleave(num_views)
     known = finest >= 0
     classes, inverse = torch.unique(finest[known], return_inverse=True)

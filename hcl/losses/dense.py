@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
+
+from hcl.losses._normalize import unit_rows
 
 __all__ = ["DENSE_MAX_ELEMENTS", "dense_fits", "dense_paper_loss"]
 
@@ -46,7 +47,7 @@ def dense_paper_loss(
     num_samples, num_views, dim = features.shape
     num_levels = labels.shape[1]
     n = num_samples * num_views
-    z = F.normalize(features.reshape(n, dim), dim=1)
+    z = unit_rows(features.reshape(n, dim))
     rows = labels.repeat_interleave(num_views, dim=0).t()  # (L, N), views sample-major
     # Same known prefix 0..l: equal at every level up to l, and known (-1 stops a path).
     same = (rows.unsqueeze(2) == rows.unsqueeze(1)).cumprod(dim=0, dtype=torch.uint8).bool()

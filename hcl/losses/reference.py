@@ -93,10 +93,13 @@ def reference_level_weights(
     if level_weights is None:
         level_weights = torch.exp
     if callable(level_weights):
-        return tuple(
+        penalties = tuple(
             float(level_weights(torch.tensor(1.0 / (num_levels - 1 - column), dtype=torch.float32)))
             for column in range(num_levels - 1)
         )
+        if penalties:
+            check_level_weights(penalties, "paper")  # held to the limits of a sequence's values
+        return penalties
     weights = tuple(level_weights)
     check_weight_count(weights, num_levels - 1, "reference mode: one per prefix length 1..L-1, coarse to fine")
     return weights

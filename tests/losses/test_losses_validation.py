@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -131,3 +132,34 @@ def test_supcon_rejects_hierarchical_labels() -> None:
     assert torch.isfinite(SupConLoss()(FEATURES, LABELS[:, -1]))  # what the message suggests works
     with pytest.raises(ValueError, match=r"shape \(N, L\) or \(N,\), got \(4, 1, 1\)"):
         SupConLoss()(FEATURES, LABELS[:, :1].unsqueeze(-1))
+
+
+@pytest.mark.parametrize("cls", [SupConLoss, HiMulCon, HiConE, HiMulConE])
+@pytest.mark.parametrize("temperature", [1e-38, 9e-16, 1.1e15, 1e38])
+def test_temperature_beyond_the_float32_range_is_refused_naming_the_limit(cls: type, temperature: float) -> None:
+    message = rf"temperature must be between 1e-15 and 1e\+15 .*got {re.escape(repr(temperature))}"
+    with pytest.raises(ValueError, match=message):
+        cls(temperature=temperature)
+
+
+@pytest.mark.parametrize("mode", ["paper", "reference"])
+def test_level_weight_beyond_the_float32_range_is_refused_naming_the_limit(mode: str) -> None:
+    with pytest.raises(ValueError, match=r"level_weights\[1\] must be at most 1e\+15 .*got 3e\+38"):
+        HiMulCon(level_weights=[1.0, 3e38], mode=mode)
+    labels = torch.tensor([[0, 0, 0], [0, 0, 1], [0, 1, 2], [1, 2, 3]])
+    with pytest.raises(ValueError, match=r"level_weights\[0\] must be at most 1e\+15 .*got 1\.1805916207174113e\+21"):
+        HiMulConE(level_weights=lambda k: torch.tensor(2.0**70), mode="reference")(torch.randn(4, 2, 3), labels)
+
+
+@pytest.mark.parametrize("cls", [HiMulCon, HiMulConE])
+@pytest.mark.parametrize("mode", ["paper", "reference"])
+@pytest.mark.parametrize(("temperature", "weight"), [(1e-15, 1e15), (1e15, 1e15), (1e-15, 0.0), (1e15, 1e-30)])
+def test_the_extremes_inside_the_limits_give_finite_values_and_gradients(
+    cls: type, mode: str, temperature: float, weight: float
+) -> None:
+    labels = torch.tensor([[0, 0, 0], [0, 0, 1], [0, 1, 2], [0, 1, 2], [1, 2, 3], [1, 2, 3]])
+    features = torch.randn(6, 2, 5, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    weights = [weight] * (3 if mode == "paper" else 2)
+    value = cls(temperature, level_weights=weights, mode=mode)(features, labels)
+    value.backward()
+    assert math.isfinite(value.item()) and bool(torch.isfinite(features.grad).all())

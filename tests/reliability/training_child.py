@@ -32,7 +32,9 @@ from hcl.train import TrainConfig, fit
 PAUSE_POINTS = ("torn_write", "before_rename", "after_rename")
 
 
-def run_fit(config: dict[str, Any], conn: Connection, pause_at: tuple[str, int] | None = None) -> None:
+def run_fit(
+    config: dict[str, Any], conn: Connection, pause_at: tuple[str, int] | None = None, threads: int | None = 1
+) -> None:
     """Train (resuming when a checkpoint exists), reporting progress on ``conn``.
 
     Args:
@@ -43,8 +45,11 @@ def run_fit(config: dict[str, Any], conn: Connection, pause_at: tuple[str, int] 
             ``torn_write`` stops with half of the bytes in the temporary file,
             ``before_rename`` with the temporary file complete but not yet renamed,
             ``after_rename`` right after ``checkpoint.pt`` was replaced.
+        threads: torch's intra-op threads for the process (the same arithmetic in every process,
+            reference included); None keeps the process's own count (``OMP_NUM_THREADS``).
     """
-    torch.set_num_threads(1)  # the same arithmetic in every process, reference included
+    if threads is not None:
+        torch.set_num_threads(threads)
     writes = [0]
     writing = [None]
     real_save, real_replace = torch.save, os.replace
