@@ -222,6 +222,7 @@ def _embedding_section(name: str, run_dir: Path, max_points: int, method: str, s
         coords,
         labels,
         run.hierarchy,
+        panel_width=min(440, 1400 // run.hierarchy.num_levels),  # the page is at most 1500 px wide
         title=f"{method.upper()} of {len(rows)} {run.split} embeddings ({name}), coloured by each level",
     )
     preservation = distance_vs_tree_distance(emb, labels, run.hierarchy, seed=seed)

@@ -167,6 +167,20 @@ def test_levels_grid_labels_nodes_at_their_median(data) -> None:
     assert [a.text for a in many.layout.annotations] == ["coloured by species"]
 
 
+def test_levels_grid_moves_labels_that_would_cover_each_other(data) -> None:
+    _, labels, coords, h = data
+    coords = np.zeros_like(coords)  # every node's median on one spot, in the middle of the plot
+    coords[0], coords[1] = (1.0, 1.0), (-1.0, -1.0)
+    fig = F.scatter_levels_grid(coords, labels, h, levels=["species"], panel_width=400)
+    labels_drawn = [a for a in fig.layout.annotations if a.xref == "x"]
+    assert len(labels_drawn) == len(np.unique(labels[:, 2])) > 1
+    spots = {(a.ax if a.showarrow else 0.0, a.ay if a.showarrow else 0.0) for a in labels_drawn}
+    assert len(spots) == len(labels_drawn)  # each at its own place, with a line to the median
+    assert sum(not a.showarrow for a in labels_drawn) == 1  # the largest node stays on its median
+    assert fig.layout.width == 400 + 40 and fig.layout.height == 480
+    assert F.scatter_levels_grid(coords, labels, h).layout.width is None  # the container's width
+
+
 def test_scatter_rejects_mismatched_inputs(data) -> None:
     _, labels, coords, h = data
     with pytest.raises(ValueError, match="label rows for"):
