@@ -66,8 +66,6 @@ class HierarchyExplorer:
             :func:`hcl.viz.figures.image_getter`), indexed by row.
         method: initial projection, ``"umap"``, ``"tsne"`` or ``"pca"`` (see
             :func:`hcl.viz.project_2d`; results are cached, so switching back is instant).
-        run_dir: also cache the projections in this run directory (``from_run`` sets it), so
-            the next explorer of the same embeddings opens instantly.
         coords: precomputed 2-D positions; then the method selector is hidden.
         seed: projection seed.
         num_neighbors: how many neighbours of the query to list.
@@ -75,6 +73,8 @@ class HierarchyExplorer:
             seeded random subset beyond that); None: all of them (one blocked pass, each
             query against all N samples, so interactive up to about 10^4 x 10^5).
         max_legend_classes: most nodes listed in the legend.
+        run_dir: also cache the projections in this run directory (``from_run`` sets it), so
+            the next explorer of the same embeddings opens instantly.
 
     Shape:
         embeddings: (N, D). labels: (N, L). coords: (N, 2).
