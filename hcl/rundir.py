@@ -8,6 +8,7 @@
     <run_dir>/metrics.jsonl           one JSON object a line: {"kind": "train", ...}, {"kind": "eval", ...}
     <run_dir>/results.json            the final evaluation, a JSON object (indent 2)
     <run_dir>/embeddings_<split>.npz  embeddings, labels, hierarchy (its JSON string), indices
+    <run_dir>/projections/<method>-<key>.npy  a cached 2-D projection (N, 2) float32 (safe to delete)
 
 ``hcl.train`` writes them, ``hcl.viz``, the explorer and the command line read them. Every whole
 file is written atomically (:mod:`hcl.atomic`), so readers and crashes never see half a file;
@@ -36,6 +37,7 @@ __all__ = [
     "CONFIG_FILE",
     "HIERARCHY_FILE",
     "METRICS_FILE",
+    "PROJECTIONS_DIR",
     "RESULTS_FILE",
     "RunEmbeddings",
     "append_metrics",
@@ -43,11 +45,14 @@ __all__ = [
     "embedding_splits",
     "embeddings_path",
     "load_embeddings",
+    "load_projection",
+    "projection_path",
     "read_config",
     "read_hierarchy",
     "read_metrics_log",
     "read_results",
     "save_embeddings",
+    "save_projection",
     "start_metrics_log",
     "truncate_metrics_log",
     "write_config",
@@ -60,6 +65,7 @@ HIERARCHY_FILE = "hierarchy.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
+PROJECTIONS_DIR = "projections"
 
 PathLike = str | os.PathLike[str]
 
@@ -198,11 +204,14 @@ def read_results(run_dir: PathLike) -> dict[str, Any]:
 
 
 def clear_evaluation(run_dir: PathLike) -> None:
-    """Remove ``results.json`` and every ``embeddings_<split>.npz``: an earlier run's, stale for a fresh one."""
+    """Remove ``results.json``, every ``embeddings_<split>.npz`` and the cached projections: an
+    earlier run's, stale for a fresh one."""
     run_dir = Path(run_dir)
     (run_dir / RESULTS_FILE).unlink(missing_ok=True)
     for split in embedding_splits(run_dir):
         embeddings_path(run_dir, split).unlink(missing_ok=True)
+    for path in (run_dir / PROJECTIONS_DIR).glob("*.npy"):
+        path.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- embeddings_<split>.npz
@@ -315,6 +324,55 @@ def load_embeddings(run_dir: PathLike, split: str | None = "test") -> RunEmbeddi
         )
     labels = hierarchy.validate(labels).numpy()
     return RunEmbeddings(embeddings, labels, hierarchy, indices, split)
+
+
+# ----------------------------------------------------------------------------- projections/
+
+
+def projection_path(run_dir: PathLike, method: str, key: str) -> Path:
+    """Where a run caches a 2-D projection: ``<run_dir>/projections/<method>-<key>.npy``.
+
+    ``key`` identifies the projected embeddings and the projection's parameters (see
+    :func:`hcl.viz.project_2d`); it must be hexadecimal, so it cannot leave the folder.
+    """
+    if not (method.isidentifier() and key and all(c in "0123456789abcdef" for c in key)):
+        raise ValueError(f"a projection needs a method name and a lowercase hexadecimal key, got {method!r}, {key!r}")
+    return Path(run_dir) / PROJECTIONS_DIR / f"{method}-{key}.npy"
+
+
+def save_projection(run_dir: PathLike, method: str, key: str, coords: np.ndarray) -> Path:
+    """Cache ``coords`` at :func:`projection_path`, atomically; returns the path.
+
+    Shape:
+        coords: (N, 2), stored float32.
+    """
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(coords, dtype=np.float32), allow_pickle=False)
+    return atomic_write(projection_path(run_dir, method, key), buffer.getvalue())
+
+
+def load_projection(run_dir: PathLike, method: str, key: str, num_points: int) -> np.ndarray | None:
+    """The projection cached by :func:`save_projection`, or None when there is none or it is unusable.
+
+    A damaged file, or one that is not ``(num_points, 2)`` finite values, counts as no cache (with
+    a warning) and is computed again.
+
+    Shape:
+        Returns (num_points, 2) float32.
+    """
+    path = projection_path(run_dir, method, key)
+    if not path.is_file():
+        return None
+    try:
+        coords = np.load(path, allow_pickle=False)
+    except Exception as error:  # damaged, or not an npy file
+        problem = str(error)
+    else:
+        if coords.shape == (num_points, 2) and coords.dtype.kind == "f" and np.isfinite(coords).all():
+            return coords.astype(np.float32, copy=False)
+        problem = f"{coords.dtype} {coords.shape}, expected ({num_points}, 2) finite floats"
+    warnings.warn(f"ignoring the unusable cached projection {path} ({problem}); computing it again", stacklevel=2)
+    return None
 
 
 def _read_json_object(path: Path, what: str) -> dict[str, Any]:

@@ -34,6 +34,7 @@ ALLOWED = {
     ("viz/projection.py", "n_neighbors"): "umap.UMAP(n_neighbors=), a user-facing UMAP parameter",
     ("viz/projection.py", "n_components"): "umap / sklearn (n_components=)",
     ("viz/projection.py", "n_jobs"): "umap (n_jobs=)",
+    ("viz/projection.py", "n_epochs"): "umap.UMAP(n_epochs=), a user-facing UMAP parameter",
 }
 
 

@@ -121,8 +121,28 @@ def test_save_embeddings_names_a_path_without_suffix_as_numpy_does(tmp_path: Pat
         rundir.save_embeddings(tmp_path / "bad.npz", np.zeros((2, 2)), labels, h)
 
 
-def test_clearing_the_evaluation_removes_results_and_embeddings_only(tmp_path: Path) -> None:
+def test_clearing_the_evaluation_removes_results_embeddings_and_projections_only(tmp_path: Path) -> None:
     for name in ("results.json", "embeddings_test.npz", "embeddings_val.npz", "config.json", "metrics.jsonl"):
         (tmp_path / name).write_text("x")
+    rundir.save_projection(tmp_path, "umap", "ab12", np.zeros((3, 2)))
     rundir.clear_evaluation(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "metrics.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "metrics.jsonl", "projections"]
+    assert not list((tmp_path / "projections").iterdir())
+
+
+def test_projections_round_trip_under_their_documented_name(tmp_path: Path) -> None:
+    coords = np.arange(8, dtype=np.float64).reshape(4, 2)
+    path = rundir.save_projection(tmp_path, "tsne", "0f9e", coords)
+    assert path == tmp_path / "projections" / "tsne-0f9e.npy" == rundir.projection_path(tmp_path, "tsne", "0f9e")
+    loaded = rundir.load_projection(tmp_path, "tsne", "0f9e", 4)
+    assert loaded is not None and loaded.dtype == np.float32
+    np.testing.assert_array_equal(loaded, coords)
+    assert rundir.load_projection(tmp_path, "tsne", "0f9f", 4) is None
+    with pytest.warns(UserWarning, match=r"float32 \(4, 2\), expected \(5, 2\)"):
+        assert rundir.load_projection(tmp_path, "tsne", "0f9e", 5) is None
+
+
+@pytest.mark.parametrize(("method", "key"), [("umap", "../x"), ("umap", "ABC"), ("umap", ""), ("u/map", "ab")])
+def test_a_projection_key_cannot_leave_the_folder(tmp_path: Path, method: str, key: str) -> None:
+    with pytest.raises(ValueError, match="hexadecimal key"):
+        rundir.projection_path(tmp_path, method, key)

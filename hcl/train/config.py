@@ -136,7 +136,7 @@ class TrainConfig:
     eval_batch_size: int = 512
     retrieval_ks: list[int] = field(default_factory=lambda: [1, 5, 10])
     knn_k: int = 10  # neighbours of the k-NN classifier in the evaluation
-    progress: bool = True  # tqdm progress bars
+    progress: bool = True  # live bars on a terminal or notebook; a plain line per epoch is printed either way
 
     def __post_init__(self) -> None:
         hints = _field_types()

@@ -30,6 +30,7 @@ from hcl.train.checkpoint import check_training_state, load_checkpoint
 from hcl.train.config import TrainConfig
 from hcl.train.config_io import upgrade_keys
 from hcl.train.distributed import resolve_device
+from hcl.train.progress import live_bars
 
 __all__ = [
     "EMBEDDINGS",
@@ -72,7 +73,7 @@ def embed_dataset(
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     chunks, label_chunks = [], []
-    for images, labels in tqdm(loader, desc="embedding", disable=not progress, leave=False):
+    for images, labels in tqdm(loader, desc="embedding", disable=not live_bars(progress), leave=False):
         images = images.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)

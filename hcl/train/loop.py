@@ -24,7 +24,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from hcl import rundir
 from hcl.losses.graphed import CUDAGraphLoss
@@ -33,6 +32,7 @@ from hcl.train.config import TrainConfig
 from hcl.train.distributed import cleanup_distributed, init_distributed, is_distributed
 from hcl.train.evaluate import evaluate_model, evaluate_run
 from hcl.train.faults import StopRequest, describe_lost_batch
+from hcl.train.progress import EpochReporter
 from hcl.train.run import TrainingRun, start_run
 from hcl.train.step import NonFiniteLossError, train_step
 
@@ -116,28 +116,33 @@ def _train(run: TrainingRun, on_step: StepCallback | None) -> FitResult:
     interrupted = False
     results = None
     with StopRequest() as stop:
-        epoch_bar = tqdm(
-            total=run.num_epochs,
-            initial=run.step // run.steps_per_epoch,
-            desc="epochs",
-            disable=not (cfg.progress and ctx.is_main),
+        reporter = EpochReporter(
+            progress=cfg.progress,
+            is_main=ctx.is_main,
+            num_epochs=run.num_epochs,
+            steps_per_epoch=run.steps_per_epoch,
+            total_steps=run.total_steps,
+            start_step=run.step,
+            batch_size=cfg.batch_size,
         )
-        while run.step < run.total_steps:
-            epoch = run.step // run.steps_per_epoch
-            interrupted = _train_epoch(run, epoch, stop, history, on_step)
-            if interrupted:
-                break
-            completed = run.step // run.steps_per_epoch if run.step % run.steps_per_epoch == 0 else epoch + 1
-            final = run.step >= run.total_steps
-            if (final and cfg.eval_every >= 0) or (cfg.eval_every > 0 and completed % cfg.eval_every == 0):
-                outcome = _evaluate(run, completed, final)
-                results = outcome if final else results
-            run.save_checkpoint()
-            epoch_bar.update(1)
-            if not final and stop.agreed(ctx.device):
-                interrupted = True
-                break
-        epoch_bar.close()
+        try:
+            while run.step < run.total_steps:
+                epoch = run.step // run.steps_per_epoch
+                interrupted = _train_epoch(run, epoch, stop, history, on_step, reporter)
+                if interrupted:
+                    break
+                reporter.end_epoch(epoch, run.step, float(run.schedule[run.step - 1]))
+                completed = run.step // run.steps_per_epoch if run.step % run.steps_per_epoch == 0 else epoch + 1
+                final = run.step >= run.total_steps
+                if (final and cfg.eval_every >= 0) or (cfg.eval_every > 0 and completed % cfg.eval_every == 0):
+                    outcome = _evaluate(run, completed, final)
+                    results = outcome if final else results
+                run.save_checkpoint()
+                if not final and stop.agreed(ctx.device):
+                    interrupted = True
+                    break
+        finally:
+            reporter.close()
     if interrupted and ctx.is_main:
         print(
             f"interrupted at step {run.step}; checkpoint written to {run.checkpoint_path}; continue with --resume",
@@ -155,7 +160,12 @@ def _train(run: TrainingRun, on_step: StepCallback | None) -> FitResult:
 
 
 def _train_epoch(
-    run: TrainingRun, epoch: int, stop: StopRequest, history: list[float], on_step: StepCallback | None
+    run: TrainingRun,
+    epoch: int,
+    stop: StopRequest,
+    history: list[float],
+    on_step: StepCallback | None,
+    reporter: EpochReporter,
 ) -> bool:
     """Train the rest of ``epoch`` from ``run.step``; True when stopped by Ctrl-C (after a checkpoint)."""
     cfg, ctx = run.cfg, run.ctx
@@ -163,19 +173,14 @@ def _train_epoch(
     last = min(run.steps_per_epoch, run.total_steps - epoch * run.steps_per_epoch)
     batches, loader = _epoch_loader(run, epoch, first, last)
     run.net.train()
-    bar = tqdm(
-        total=last,
-        initial=first,
-        desc=f"epoch {epoch + 1}/{run.num_epochs}",
-        leave=False,
-        disable=not (cfg.progress and ctx.is_main),
-    )
+    bar = reporter.step_bar(epoch, first, last)
     throughput = _Throughput(cfg.batch_size)
     iterator = iter(loader)
     try:
         for images, labels, _ in iterator:
             loss = _train_batch(run, images, labels, epoch)
             history.append(loss)
+            reporter.record_step(loss)
             throughput.steps += 1
             bar.update(1)
             end_of_epoch = run.step % run.steps_per_epoch == 0 or run.step == run.total_steps

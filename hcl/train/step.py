@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from hcl.train.build import autocast_context, make_optimizer
 from hcl.train.distributed import all_gather_no_grad, all_gather_with_grad, is_distributed, resolve_device
+from hcl.train.progress import live_bars
 
 __all__ = ["NonFiniteLossError", "train", "train_step"]
 
@@ -152,7 +153,7 @@ def train(
         precision: fp32, bf16 or fp16 autocast (fp16 uses a GradScaler).
         channels_last: channels-last memory format for model and inputs.
         grad_clip: clip the gradient norm.
-        progress: show a tqdm bar.
+        progress: show a tqdm bar (on a terminal or in a notebook only: never in a log file).
 
     Raises:
         NonFiniteLossError: the loss became NaN or infinite (the step is named).
@@ -170,7 +171,7 @@ def train(
         for holder in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)):
             if hasattr(holder, "set_epoch"):
                 holder.set_epoch(epoch)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not live_bars(progress), leave=False)
         for batch in bar:
             images, labels = batch[0], batch[1]
             step = len(losses)

@@ -1,7 +1,8 @@
 """What :class:`hcl.viz.HierarchyExplorer` shows, computed without widgets.
 
 The subtree drop-down's options, which samples a subtree holds, the points' colours, the
-query's neighbours and the subtree's retrieval metrics as tables, and those tables as HTML.
+figure's traces, the query's neighbours and the subtree's retrieval metrics as tables, and
+those tables as HTML.
 The explorer holds the widgets and calls these on every change.
 """
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import torch
 
 from hcl.hierarchy import Hierarchy
@@ -21,10 +23,12 @@ from hcl.viz.figures import UNKNOWN_COLOR, level_colors, thumbnail_uri
 
 __all__ = [
     "DIMMED",
+    "legend_traces",
     "metrics_html",
     "neighbors_html",
     "neighbors_table",
     "point_colors",
+    "scatter_traces",
     "subtree_mask",
     "subtree_metrics_table",
     "thumbnail_html",
@@ -33,6 +37,7 @@ __all__ = [
 
 # Colour of the points outside the highlighted subtree.
 DIMMED = "#dddddd"
+_QUERY_COLOR = "#111111"
 _TABLE_STYLE = (
     "<style>table.hcl-neighbours, table.hcl-metrics {border-collapse: collapse; margin-top: 4px}"
     " .hcl-neighbours td, .hcl-neighbours th, .hcl-metrics td, .hcl-metrics th {padding: 1px 4px; text-align: right;"
@@ -79,6 +84,55 @@ def point_colors(hierarchy: Hierarchy, labels: np.ndarray, level: int, mask: np.
     palette = np.asarray(level_colors(hierarchy, level) + [UNKNOWN_COLOR], dtype=object)
     colors = palette[labels[:, level]]  # -1 (unknown) picks the last entry
     return np.where(mask, colors, DIMMED)
+
+
+def scatter_traces(coords: np.ndarray, paths: np.ndarray) -> list[go.Scatter]:
+    """The explorer's traces: 0 every sample, 1 the query's neighbours (rings), 2 the query (a star).
+
+    Shape:
+        coords: (N, 2); paths: (N,) the samples' label paths, shown on hover.
+    """
+    hover = "%{hovertext}<br>sample %{customdata}<extra></extra>"
+    ring = {"size": 13, "color": "rgba(0,0,0,0)", "line": {"color": _QUERY_COLOR, "width": 1.5}}
+    star = {"size": 18, "symbol": "star", "color": _QUERY_COLOR, "line": {"color": "white", "width": 1}}
+    return [
+        go.Scatter(
+            x=coords[:, 0],
+            y=coords[:, 1],
+            mode="markers",
+            name="samples",
+            showlegend=False,
+            hovertext=paths,
+            customdata=np.arange(len(coords)),
+            hovertemplate=hover,
+            marker={"size": 6},
+        ),
+        go.Scatter(x=[], y=[], mode="markers", name="neighbours", hoverinfo="skip", marker=ring),
+        go.Scatter(x=[], y=[], mode="markers", name="query", hoverinfo="skip", marker=star),
+    ]
+
+
+def legend_traces(hierarchy: Hierarchy, labels: np.ndarray, level: int, max_classes: int) -> list[go.Scatter]:
+    """Legend-only entries for the nodes of ``level`` present in ``labels`` (none above ``max_classes``).
+
+    Shape:
+        labels: (N, L).
+    """
+    colors = level_colors(hierarchy, level)
+    present = np.unique(labels[labels[:, level] >= 0, level])
+    if len(present) > max_classes:
+        return []
+    return [
+        go.Scatter(
+            x=[None],
+            y=[None],
+            mode="markers",
+            name=hierarchy.nodes(level)[node],
+            marker={"size": 9, "color": colors[node]},
+            hoverinfo="skip",
+        )
+        for node in present
+    ]
 
 
 def neighbors_table(

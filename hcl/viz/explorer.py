@@ -20,21 +20,24 @@ from hcl._compat import deprecated_attribute, renamed_kwargs
 from hcl.hierarchy import Hierarchy
 from hcl.rundir import load_embeddings
 from hcl.viz._explorer_core import (
+    legend_traces,
     metrics_html,
     neighbors_html,
     neighbors_table,
     point_colors,
+    scatter_traces,
     subtree_mask,
     subtree_metrics_table,
     thumbnail_html,
     tree_options,
 )
-from hcl.viz.figures import image_getter, label_paths, level_colors, resolve_level
-from hcl.viz.projection import METHODS, as_embedding_array, project_2d
+from hcl.viz.figures import image_getter, label_paths, resolve_level
+from hcl.viz.projection import METHOD_NAMES, METHODS, as_embedding_array, project_2d
 
 __all__ = ["HierarchyExplorer"]
 
-_QUERY_COLOR = "#111111"
+# Opacity of the points while they still show the previous projection.
+STALE_OPACITY = 0.25
 
 
 class HierarchyExplorer:
@@ -42,7 +45,9 @@ class HierarchyExplorer:
 
     Display it by making it the last expression of a cell (or ``display(explorer)``). The parts,
     all public widgets: ``level_selector`` (colour by level), ``node_selector`` (the subtree to
-    highlight; value ``None`` or ``(level, node id)``), ``method_selector`` (projection),
+    highlight; value ``None``, shown as "(everything)", or ``(level, node id)``),
+    ``method_selector`` (projection; while a new one is computed it is disabled, ``busy`` is True
+    and the old points stay, faded, under the title "computing UMAP…"),
     ``sample_selector`` (the query sample), ``figure`` (a plotly ``FigureWidget``; clicking a
     point selects it as the query), ``neighbors_view`` and ``metrics_view`` (HTML tables).
 
@@ -68,6 +73,8 @@ class HierarchyExplorer:
             seeded random subset beyond that); None: all of them (one blocked pass, each
             query against all N samples, so interactive up to about 10^4 x 10^5).
         max_legend_classes: most nodes listed in the legend.
+        run_dir: also cache the projections in this run directory (``from_run`` sets it), so
+            the next explorer of the same embeddings opens instantly.
 
     Shape:
         embeddings: (N, D). labels: (N, L). coords: (N, 2).
@@ -90,6 +97,7 @@ class HierarchyExplorer:
         num_neighbors: int = 10,
         max_metric_queries: int | None = None,
         max_legend_classes: int = 40,
+        run_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self._embeddings = as_embedding_array(embeddings)
         n = len(self._embeddings)
@@ -112,11 +120,14 @@ class HierarchyExplorer:
         self._max_metric_queries = max_metric_queries
         self._max_legend_classes = max_legend_classes
         self._fixed_coords = coords is not None
+        self._run_dir = run_dir
+        self.busy = False
         self.coords = (
             np.asarray(as_embedding_array(coords, name="coords"))
             if coords is not None
-            else project_2d(self._embeddings, method, seed)
+            else project_2d(self._embeddings, method, seed, run_dir=run_dir)
         )
+        self._shown_method = method
         if self.coords.shape != (n, 2):
             raise ValueError(f"coords must have shape ({n}, 2), got {self.coords.shape}")
         self._neighbor_rows = np.empty(0, dtype=np.int64)
@@ -129,7 +140,7 @@ class HierarchyExplorer:
         )
         self.node_selector = widgets.Dropdown(
             options=[("(everything)", None)] + tree_options(hierarchy),
-            value=None,
+            index=0,  # value=None would select nothing and show a blank box
             description="subtree",
             layout=widgets.Layout(width="360px"),
         )
@@ -143,7 +154,7 @@ class HierarchyExplorer:
         self.sample_selector = widgets.BoundedIntText(value=0, min=0, max=n - 1, description="sample")
         self.neighbors_view = widgets.HTML()
         self.metrics_view = widgets.HTML()
-        self.figure = go.FigureWidget(self._initial_traces())
+        self.figure = go.FigureWidget(scatter_traces(self.coords, self.paths))
         self.figure.update_layout(
             template="plotly_white",
             width=660,
@@ -159,6 +170,7 @@ class HierarchyExplorer:
 
         self.level_selector.observe(lambda _: self._refresh_colors(), names="value")
         self.node_selector.observe(lambda _: self._refresh_subtree(), names="value")
+        self.node_selector.observe(self._show_everything_for_none, names="index")
         self.method_selector.observe(lambda change: self._reproject(change["new"]), names="value")
         self.sample_selector.observe(lambda _: self._refresh_sample(), names="value")
 
@@ -214,39 +226,8 @@ class HierarchyExplorer:
             rows = np.sort(np.random.default_rng(seed).choice(len(rows), max_points, replace=False))
         indices = run.indices[rows]
         getter = None if images is None else (lambda i: images(int(indices[i])))
+        kwargs.setdefault("run_dir", run_dir)
         return cls(run.embeddings[rows], run.labels[rows], run.hierarchy, images=getter, seed=seed, **kwargs)
-
-    def _initial_traces(self) -> list[go.Scatter]:
-        hover = "%{hovertext}<br>sample %{customdata}<extra></extra>"
-        return [
-            go.Scatter(
-                x=self.coords[:, 0],
-                y=self.coords[:, 1],
-                mode="markers",
-                name="samples",
-                showlegend=False,
-                hovertext=self.paths,
-                customdata=np.arange(len(self.coords)),
-                hovertemplate=hover,
-                marker={"size": 6},
-            ),
-            go.Scatter(
-                x=[],
-                y=[],
-                mode="markers",
-                name="neighbours",
-                hoverinfo="skip",
-                marker={"size": 13, "color": "rgba(0,0,0,0)", "line": {"color": _QUERY_COLOR, "width": 1.5}},
-            ),
-            go.Scatter(
-                x=[],
-                y=[],
-                mode="markers",
-                name="query",
-                hoverinfo="skip",
-                marker={"size": 18, "symbol": "star", "color": _QUERY_COLOR, "line": {"color": "white", "width": 1}},
-            ),
-        ]
 
     # ----------------------------------------------------------------- state
     @property
@@ -271,7 +252,7 @@ class HierarchyExplorer:
     def select_node(self, level: int | str | None, node: int | str | None = None) -> None:
         """Highlight the subtree of ``node`` (id or name) at ``level``; ``None`` clears it."""
         if level is None:
-            self.node_selector.value = None
+            self.node_selector.index = 0
             return
         level = resolve_level(self.hierarchy, level)
         if node is None:
@@ -326,35 +307,50 @@ class HierarchyExplorer:
         if points.point_inds:
             self.sample_selector.value = int(points.point_inds[0])
 
+    def _show_everything_for_none(self, change: dict[str, Any]) -> None:
+        if change["new"] is None:  # value None was set: select the "(everything)" entry that has it
+            self.node_selector.index = 0
+
     def _reproject(self, method: str) -> None:
-        self.coords = project_2d(self._embeddings, method, self._seed)
+        """Fade the points and say what is computed, compute ``method``, then move the points."""
+        self._show_busy(method)
+        try:
+            coords = project_2d(self._embeddings, method, self._seed, run_dir=self._run_dir)
+        except BaseException:
+            self._show_ready()
+            self.method_selector.value = self._shown_method  # the selector shows what is plotted
+            raise
+        self.coords, self._shown_method = coords, method
         with self.figure.batch_update():
             self.figure.data[0].x = self.coords[:, 0]
             self.figure.data[0].y = self.coords[:, 1]
             self._place_query()
+        self._show_ready()
+
+    def _show_busy(self, method: str) -> None:
+        self.busy = True
+        self.method_selector.disabled = True
+        with self.figure.batch_update():
+            for trace in self.figure.data[:3]:
+                trace.opacity = STALE_OPACITY
+            self.figure.layout.title.text = (
+                f"computing {METHOD_NAMES[method]}… (still showing {METHOD_NAMES[self._shown_method]})"
+            )
+
+    def _show_ready(self) -> None:
+        with self.figure.batch_update():
+            for trace in self.figure.data[:3]:
+                trace.opacity = 1.0
+            self.figure.layout.title.text = self._title()
+        self.method_selector.disabled = False
+        self.busy = False
 
     def _point_colors(self) -> np.ndarray:
         return point_colors(self.hierarchy, self.labels, self.level, self.subtree_mask())
 
     def _refresh_colors(self) -> None:
         level = self.level
-        colors = level_colors(self.hierarchy, level)
-        present = np.unique(self.labels[self.labels[:, level] >= 0, level])
-        legend = (
-            []
-            if len(present) > self._max_legend_classes
-            else [
-                go.Scatter(
-                    x=[None],
-                    y=[None],
-                    mode="markers",
-                    name=self.hierarchy.nodes(level)[node],
-                    marker={"size": 9, "color": colors[node]},
-                    hoverinfo="skip",
-                )
-                for node in present
-            ]
-        )
+        legend = legend_traces(self.hierarchy, self.labels, level, self._max_legend_classes)
         with self.figure.batch_update():
             self.figure.data[0].marker.color = self._point_colors()
             self.figure.data = self.figure.data[:3]
@@ -367,13 +363,15 @@ class HierarchyExplorer:
         with self.figure.batch_update():
             self.figure.data[0].marker.color = self._point_colors()
             self.figure.data[0].marker.opacity = np.where(mask, 0.9, 0.35)
-            if self.node is None:
-                self.figure.layout.title.text = f"all {len(mask)} samples"
-            else:
-                level, idx = self.node
-                path = " / ".join(self.hierarchy.path(level, idx))
-                self.figure.layout.title.text = f"subtree {path}: {int(mask.sum())} of {len(mask)} samples"
+            self.figure.layout.title.text = self._title()
         self.metrics_view.value = self._metrics_html()
+
+    def _title(self) -> str:
+        mask = self.subtree_mask()
+        if self.node is None:
+            return f"all {len(mask)} samples"
+        path = " / ".join(self.hierarchy.path(*self.node))
+        return f"subtree {path}: {int(mask.sum())} of {len(mask)} samples"
 
     def _refresh_sample(self) -> None:
         table = self.neighbors()

@@ -53,7 +53,9 @@ def write_report(
     The page holds: a per-level metrics table (from each run's ``results.json``, else its last
     ``"eval"`` record) and bars comparing the runs; the training curves of all runs; for each
     run, a 2-D projection of its test embeddings coloured by each level, and its embedding
-    distance against tree distance. plotly.js is inlined once; nothing is fetched from a CDN, so
+    distance against tree distance (the projection is cached in the run directory, see
+    :func:`hcl.viz.project_2d`). ``recall@1`` is left out where ``precision@1`` is shown: the
+    two are the same number. plotly.js is inlined once; nothing is fetched from a CDN, so
     the file opens offline. A run lacking a part (no log yet, no embeddings) gets a note instead.
 
     Args:
@@ -175,6 +177,8 @@ def _metrics_section(summaries: Mapping[str, Mapping[str, Any]]) -> str:
     for n in with_metrics:
         for lv in levels:
             metrics += [m for m in summaries[n]["retrieval"].get(lv, {}) if m not in metrics and m != "num_queries"]
+    # recall@1 (a relevant item among the first one) is precision@1 by definition: show it once.
+    metrics = [m for m in metrics if not (m == "recall@1" and "precision@1" in metrics)]
     for lv in levels:
         for m in metrics:
             rows.append((lv, m, [summaries[n]["retrieval"].get(lv, {}).get(m) for n in with_metrics]))
@@ -213,11 +217,12 @@ def _embedding_section(name: str, run_dir: Path, max_points: int, method: str, s
     emb, labels = run.embeddings[rows], run.labels[rows]
     if len(rows) < 2:
         return html_section(heading, "", [f"only {len(rows)} embedding(s) in {run.split}; nothing to project"])
-    coords = project_2d(emb, method, seed)
+    coords = project_2d(emb, method, seed, run_dir=run_dir)
     grid = scatter_levels_grid(
         coords,
         labels,
         run.hierarchy,
+        panel_width=min(440, 1400 // run.hierarchy.num_levels),  # the page is at most 1500 px wide
         title=f"{method.upper()} of {len(rows)} {run.split} embeddings ({name}), coloured by each level",
     )
     preservation = distance_vs_tree_distance(emb, labels, run.hierarchy, seed=seed)

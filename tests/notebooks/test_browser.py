@@ -244,6 +244,11 @@ def test_report_renders_offline(browser, tmp_path: Path) -> None:
         assert plots.nth(i).locator(".plot-container").count() == 1
     assert page.locator(".scatterlayer path.point").count() > 100  # the projections drew their points
     assert page.locator("table.metrics tr").count() > 5
+    # plotly gives a legend that does not fit its figure a scroll bar: every legend must fit.
+    scrollbars = page.evaluate(
+        "() => [...document.querySelectorAll('.legend .scrollbar')].map(e => e.getBBox().height)"
+    )
+    assert scrollbars and max(scrollbars) == 0, scrollbars
     page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
     assert remote == [] and errors == []
 

@@ -164,12 +164,100 @@ def test_switching_projection_moves_the_points(toy, monkeypatch: pytest.MonkeyPa
     explorer.select_sample(3)
     coords = np.random.default_rng(1).normal(size=(len(emb), 2)).astype(np.float32)
     asked = []
-    monkeypatch.setattr(explorer_module, "project_2d", lambda e, method, seed: asked.append(method) or coords)
+    monkeypatch.setattr(
+        explorer_module, "project_2d", lambda e, method, seed, run_dir=None: asked.append(method) or coords
+    )
     explorer.method_selector.value = "tsne"
     assert asked == ["tsne"]
     np.testing.assert_allclose(np.column_stack([explorer.figure.data[0].x, explorer.figure.data[0].y]), coords)
     assert list(explorer.figure.data[2].x) == [coords[3, 0]]
     np.testing.assert_allclose(explorer.figure.data[1].x, coords[explorer.neighbors()["sample"], 0])
+
+
+def test_while_a_projection_is_computed_the_old_points_stay_faded_under_a_busy_title(
+    toy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emb, labels, h = toy
+    explorer = HierarchyExplorer(emb, labels, h, method="pca")
+    old = np.column_stack([explorer.figure.data[0].x, explorer.figure.data[0].y])
+    during = []
+
+    def slow_projection(e, method, seed, run_dir=None) -> np.ndarray:
+        points = explorer.figure.data[0]
+        during.append(
+            {
+                "busy": explorer.busy,
+                "disabled": explorer.method_selector.disabled,
+                "title": explorer.figure.layout.title.text,
+                "opacity": [t.opacity for t in explorer.figure.data[:3]],
+                "xy": np.column_stack([points.x, points.y]),
+            }
+        )
+        return np.zeros((len(e), 2), dtype=np.float32)
+
+    monkeypatch.setattr(explorer_module, "project_2d", slow_projection)
+    ready_title = explorer.figure.layout.title.text
+    assert not explorer.busy and explorer.figure.data[0].opacity in (None, 1.0)
+    explorer.method_selector.value = "umap"
+    (state,) = during
+    assert state["busy"] and state["disabled"]
+    assert state["title"] == "computing UMAP\u2026 (still showing PCA)"
+    assert all(o == explorer_module.STALE_OPACITY for o in state["opacity"])
+    np.testing.assert_allclose(state["xy"], old)  # the old plot is kept while computing
+    assert not explorer.busy and not explorer.method_selector.disabled
+    assert explorer.figure.layout.title.text == ready_title
+    assert [t.opacity for t in explorer.figure.data[:3]] == [1.0, 1.0, 1.0]
+    assert np.allclose(explorer.figure.data[0].x, 0.0)
+    explorer.method_selector.value = "tsne"
+    assert during[1]["title"] == "computing t-SNE\u2026 (still showing UMAP)"
+
+
+def test_a_failed_projection_restores_the_view_and_the_selector(toy, monkeypatch: pytest.MonkeyPatch) -> None:
+    emb, labels, h = toy
+    explorer = HierarchyExplorer(emb, labels, h, method="pca")
+    old_x = list(explorer.figure.data[0].x)
+
+    def failing(e, method, seed, run_dir=None) -> np.ndarray:
+        if method == "umap":
+            raise MemoryError("too big")
+        return project_2d(e, method, seed)
+
+    monkeypatch.setattr(explorer_module, "project_2d", failing)
+    with pytest.raises(MemoryError):
+        explorer.method_selector.value = "umap"
+    assert explorer.method_selector.value == "pca" and not explorer.busy
+    assert not explorer.method_selector.disabled and explorer.figure.data[0].opacity == 1.0
+    assert list(explorer.figure.data[0].x) == old_x
+    assert explorer.figure.layout.title.text == f"all {len(labels)} samples"
+
+
+def test_the_subtree_drop_down_starts_at_everything(explorer) -> None:
+    assert explorer.node_selector.index == 0 and explorer.node_selector.label == "(everything)"
+    assert explorer.node is None
+    explorer.select_node(0, 1)
+    explorer.select_node(None)
+    assert explorer.node_selector.label == "(everything)" and explorer.node is None
+    explorer.select_node(0, 1)
+    explorer.node_selector.value = None  # ipywidgets would select nothing: the explorer shows "(everything)"
+    assert explorer.node_selector.label == "(everything)" and explorer.node is None
+    assert f"all {len(explorer.labels)} samples" == explorer.figure.layout.title.text
+
+
+def test_a_reopened_run_takes_its_projection_from_the_run_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hcl.viz import projection
+
+    run = write_fake_run(tmp_path / "run", n=60)
+    calls = []
+    monkeypatch.setattr(projection, "_tsne", lambda a, seed, params: calls.append(1) or a[:, :2] * 2.0)
+    first = HierarchyExplorer.from_run(run, method="tsne", num_neighbors=3)
+    projection.clear_projection_cache()  # as in a new session
+    second = HierarchyExplorer.from_run(run, method="tsne", num_neighbors=3)
+    assert len(calls) == 1 and len(list((run / "projections").glob("tsne-*.npy"))) == 1
+    np.testing.assert_array_equal(second.coords, first.coords)
+    second.method_selector.value = "pca"
+    assert len(list((run / "projections").glob("*.npy"))) == 2
 
 
 def test_given_coords_hide_the_projection_choice(toy) -> None:

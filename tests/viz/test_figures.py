@@ -167,6 +167,20 @@ def test_levels_grid_labels_nodes_at_their_median(data) -> None:
     assert [a.text for a in many.layout.annotations] == ["coloured by species"]
 
 
+def test_levels_grid_moves_labels_that_would_cover_each_other(data) -> None:
+    _, labels, coords, h = data
+    coords = np.zeros_like(coords)  # every node's median on one spot, in the middle of the plot
+    coords[0], coords[1] = (1.0, 1.0), (-1.0, -1.0)
+    fig = F.scatter_levels_grid(coords, labels, h, levels=["species"], panel_width=400)
+    labels_drawn = [a for a in fig.layout.annotations if a.xref == "x"]
+    assert len(labels_drawn) == len(np.unique(labels[:, 2])) > 1
+    spots = {(a.ax if a.showarrow else 0.0, a.ay if a.showarrow else 0.0) for a in labels_drawn}
+    assert len(spots) == len(labels_drawn)  # each at its own place, with a line to the median
+    assert sum(not a.showarrow for a in labels_drawn) == 1  # the largest node stays on its median
+    assert fig.layout.width == 400 + 40 and fig.layout.height == 480
+    assert F.scatter_levels_grid(coords, labels, h).layout.width is None  # the container's width
+
+
 def test_scatter_rejects_mismatched_inputs(data) -> None:
     _, labels, coords, h = data
     with pytest.raises(ValueError, match="label rows for"):
@@ -295,6 +309,45 @@ def test_training_curves_show_a_run_that_logged_one_step(tmp_path: Path) -> None
         "short · loss": "markers",
         "long · loss": "lines",
     }
+
+
+def _one_evaluation(records: list[dict]) -> list[dict]:
+    """The log of a run evaluated once, after its last epoch."""
+    evals = [r for r in records if r["kind"] == "eval"]
+    return [r for r in records if r["kind"] == "train"] + evals[-1:]
+
+
+def test_each_run_has_its_loss_on_its_own_labelled_axis(tmp_path: Path) -> None:
+    a = read_metrics_log(write_fake_run(tmp_path / "a", seed=0))
+    b = [
+        dict(r, loss=r["loss"] / 4) if r["kind"] == "train" else r
+        for r in read_metrics_log(write_fake_run(tmp_path / "b"))
+    ]
+    fig = F.training_curves({"HiMulConE": a, "SupCon": b}, smoothing=0.0)
+    losses = {t.name: t for t in fig.data if str(t.name).endswith("· loss")}
+    axes = {name: trace.yaxis for name, trace in losses.items()}
+    assert len(set(axes.values())) == 2
+    for name, axis in axes.items():
+        layout_axis = fig.layout["yaxis" + axis[1:]]
+        assert layout_axis.title.text == f"{name.split(' · ')[0]} loss"
+    for trace in fig.data:
+        if trace.yaxis is not None:
+            assert fig.layout["yaxis" + trace.yaxis[1:]].title.text, f"{trace.name} is on an unlabelled axis"
+
+
+def test_one_evaluation_is_drawn_as_bars_and_several_as_lines(tmp_path: Path) -> None:
+    records = {name: read_metrics_log(write_fake_run(tmp_path / name, seed=s)) for s, name in enumerate(["A", "B"])}
+    once = F.training_curves({n: _one_evaluation(r) for n, r in records.items()}, level_names=LEVEL_NAMES)
+    bars = [t for t in once.data if t.type == "bar"]
+    assert [t.name for t in bars] == ["A", "A · CPCC", "B", "B · CPCC"]
+    assert list(bars[0].x) == LEVEL_NAMES
+    np.testing.assert_allclose(bars[0].y, [0.5, 0.45, 0.4])  # map@r of the last epoch, per level
+    assert list(bars[1].x) == ["A"] and list(bars[1].y) == [0.4]
+    assert all(t.type == "scatter" for t in once.data if t not in bars)  # the losses
+    assert "one evaluation" in once.layout.annotations[2].text
+    several = F.training_curves(records, level_names=LEVEL_NAMES)
+    assert not [t for t in several.data if t.type == "bar"]
+    assert {t.name for t in several.data} >= {"A · kingdom", "B · CPCC"}
 
 
 # --------------------------------------------------------------------------- files

@@ -127,3 +127,98 @@ def test_too_few_points_fall_back_to_pca(method: str) -> None:
 def test_invalid_input_is_rejected(data: np.ndarray, kwargs: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         project_2d(data, **kwargs)
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    calls: list[int] = []
+    real = getattr(projection, name)
+    monkeypatch.setattr(projection, name, lambda *args: calls.append(1) or real(*args))
+    return calls
+
+
+def test_a_run_directory_keeps_projections_for_the_next_session(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    emb, _, _ = toy_data(30)
+    calls = _counting(monkeypatch, "_pca")
+    first = project_2d(emb, "pca", run_dir=tmp_path)
+    (cached,) = (tmp_path / "projections").glob("pca-*.npy")
+    clear_projection_cache()  # a new session: only the file remains
+    np.testing.assert_array_equal(project_2d(emb, "pca", run_dir=tmp_path), first)
+    assert len(calls) == 1
+    # Other embeddings, method or parameters are other files.
+    project_2d(emb[:20], "pca", run_dir=tmp_path)
+    fake = lambda array, seed, params: np.zeros((len(array), 2))  # noqa: E731
+    monkeypatch.setattr(projection, "_tsne", fake)
+    project_2d(emb, "tsne", run_dir=tmp_path, perplexity=5.0)
+    project_2d(emb, "tsne", run_dir=tmp_path, perplexity=6.0)
+    project_2d(emb, "tsne", seed=1, run_dir=tmp_path, perplexity=6.0)
+    assert len(calls) == 2 and len(list((tmp_path / "projections").glob("*.npy"))) == 5
+    assert not list((tmp_path / "projections").glob(".*"))  # no temporary files left behind
+    assert cached.exists()
+
+
+def test_a_projection_computed_before_is_written_when_a_run_directory_is_given(tmp_path) -> None:
+    emb, _, _ = toy_data(30)
+    project_2d(emb, "pca")
+    project_2d(emb, "pca", run_dir=tmp_path)
+    assert len(list((tmp_path / "projections").glob("pca-*.npy"))) == 1
+
+
+@pytest.mark.parametrize("damage", ["garbage", "wrong shape", "nan"])
+def test_an_unusable_cache_file_is_computed_again(tmp_path, monkeypatch: pytest.MonkeyPatch, damage: str) -> None:
+    emb, _, _ = toy_data(30)
+    expected = project_2d(emb, "pca", run_dir=tmp_path)
+    (path,) = (tmp_path / "projections").glob("pca-*.npy")
+    if damage == "garbage":
+        path.write_bytes(b"not an npy file")
+    else:
+        np.save(path, np.zeros((29, 2)) if damage == "wrong shape" else np.full((30, 2), np.nan))
+    clear_projection_cache()
+    calls = _counting(monkeypatch, "_pca")
+    with pytest.warns(UserWarning, match="unusable cached projection"):
+        again = project_2d(emb, "pca", run_dir=tmp_path)
+    assert len(calls) == 1
+    np.testing.assert_allclose(again, expected)
+
+
+def test_a_read_only_run_directory_only_warns(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args) -> None:
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(projection.rundir, "save_projection", refuse)
+    emb, _, _ = toy_data(30)
+    with pytest.warns(UserWarning, match="cannot cache the pca projection"):
+        coords = project_2d(emb, "pca", run_dir=tmp_path)
+    assert coords.shape == (30, 2)
+
+
+def test_umap_neighbours_are_exact_cosine_neighbours_with_the_point_first() -> None:
+    emb, _, _ = toy_data(50, seed=2)
+    indices, distances, index = projection._cosine_neighbors(emb, 6)
+    unit = emb.astype(np.float64) / np.linalg.norm(emb, axis=1, keepdims=True)
+    for i in range(len(emb)):
+        dist = 1.0 - unit @ unit[i]
+        dist[i] = -1.0  # the point itself comes first
+        order = np.argsort(dist, kind="stable")[:6]
+        assert set(indices[i]) == set(order) and indices[i, 0] == i
+        np.testing.assert_allclose(distances[i], np.clip(np.sort(dist)[:6], 0, None), atol=1e-5)
+    assert index is None and indices.shape == distances.shape == (50, 6)
+
+
+def test_umap_gets_the_exact_neighbours_only_for_the_cosine_metric(monkeypatch: pytest.MonkeyPatch) -> None:
+    import umap
+
+    seen: list[dict] = []
+
+    class FakeUMAP:
+        def __init__(self, **kwargs) -> None:
+            seen.append(kwargs)
+
+        def fit_transform(self, array: np.ndarray) -> np.ndarray:
+            return np.zeros((len(array), 2))
+
+    monkeypatch.setattr(umap, "UMAP", FakeUMAP)
+    emb, _, _ = toy_data(30)
+    project_2d(emb, "umap")
+    project_2d(emb, "umap", metric="euclidean")
+    assert seen[0]["precomputed_knn"][0].shape == (30, 15) and seen[0]["n_epochs"] == 200
+    assert "precomputed_knn" not in seen[1]

@@ -102,3 +102,17 @@ def test_report_rejects_two_runs_shown_under_one_name(tmp_path: Path) -> None:
     run = write_fake_run(tmp_path / "run", embeddings=False)
     with pytest.raises(ValueError, match="'supcon' and 'SupCon' would both be shown as 'SupCon'"):
         write_report({"supcon": run, "SupCon": run}, tmp_path / "r.html")
+
+
+def test_report_shows_precision_at_1_once_not_again_as_recall_at_1(tmp_path: Path) -> None:
+    run = write_fake_run(tmp_path / "run")
+    results = json.loads((run / "results.json").read_text())
+    for per_level in results["retrieval"].values():
+        per_level["recall@5"] = 0.9
+    (run / "results.json").write_text(json.dumps(results))
+    text = write_report({"run": run}, tmp_path / "r.html", method="pca").read_text()
+    table = text[text.index("<table class='metrics'>") : text.index("</table>")]
+    assert table.count("<td class='name'>precision@1</td>") == len(LEVEL_NAMES)
+    assert table.count("<td class='name'>recall@5</td>") == len(LEVEL_NAMES)
+    assert "recall@1<" not in table
+    assert list((run / "projections").glob("pca-*.npy"))  # the projection is cached with the run

@@ -19,8 +19,12 @@ from hcl.viz.figures.common import (
     validated_labels,
 )
 from hcl.viz.figures.html import THUMBNAIL_META, thumbnail_uris
+from hcl.viz.figures.label_placement import label_size, place_labels
 
 __all__ = ["scatter_by_level", "scatter_levels_grid", "scatter_with_level_dropdown"]
+
+_LABEL_FONT_SIZE = 11
+_ASSUMED_PANEL_WIDTH = 360
 
 
 def _level_traces(
@@ -210,11 +214,16 @@ def scatter_levels_grid(
     marker_size: float = 4,
     max_labels: int = 30,
     panel_height: int = 480,
+    panel_width: int | None = None,
 ) -> go.Figure:
     """The same 2-D points side by side, one panel per level, each coloured by that level.
 
     Instead of legends, each node's name is written at the median position of its samples (when
-    a panel has at most ``max_labels`` nodes; hover always gives the full label path).
+    a panel has at most ``max_labels`` nodes; hover always gives the full label path). A name
+    that would cover another moves aside, with a line to its median (larger nodes keep their
+    place first; see :func:`hcl.viz.figures.label_placement.place_labels`). Panels are
+    ``panel_width`` by ``panel_height`` pixels; without ``panel_width`` the figure takes its
+    container's width and the labels are placed for panels 360 pixels wide.
 
     Shape:
         coords: (N, 2). labels: (N, L).
@@ -235,22 +244,42 @@ def scatter_levels_grid(
     for col, lv in enumerate(chosen, start=1):
         for trace in _level_traces(xy, array, hierarchy, lv, paths, thumbs, marker_size, max_legend_classes=0):
             fig.add_trace(trace, row=1, col=col)
+    margin = {"l": 20, "r": 20, "t": 90 if title else 40, "b": 20}
+    width = (panel_width or _ASSUMED_PANEL_WIDTH) * len(chosen) + margin["l"] + margin["r"]
+    lows, highs = xy.min(axis=0), xy.max(axis=0)
+    pad = 0.04 * np.maximum(highs - lows, 1e-9)
+    lows, highs = lows - pad, highs + pad
+    fig.update_xaxes(range=[lows[0], highs[0]])
+    fig.update_yaxes(range=[lows[1], highs[1]])
+    for col, lv in enumerate(chosen, start=1):
         present = np.unique(array[array[:, lv] >= 0, lv])
         if len(present) > max_labels:
             continue
-        for node in present:
-            x, y = np.median(xy[array[:, lv] == node], axis=0)
+        present = present[np.argsort([-np.sum(array[:, lv] == node) for node in present], kind="stable")]
+        axis = fig.layout["xaxis" if col == 1 else f"xaxis{col}"]
+        plot_width = (width - margin["l"] - margin["r"]) * (axis.domain[1] - axis.domain[0])
+        area = (plot_width, panel_height - margin["t"] - margin["b"])
+        medians = np.array([np.median(xy[array[:, lv] == node], axis=0) for node in present])
+        texts = [hierarchy.nodes(lv)[node] for node in present]
+        sizes = np.array([label_size(text, _LABEL_FONT_SIZE) for text in texts])
+        offsets = place_labels((medians - lows) / (highs - lows) * np.array(area), sizes, area)
+        for (x, y), text, (dx, dy) in zip(medians, texts, offsets):
             fig.add_annotation(
                 x=float(x),
                 y=float(y),
-                text=hierarchy.nodes(lv)[node],
-                showarrow=False,
+                text=text,
+                showarrow=bool(dx or dy),
+                ax=float(dx),
+                ay=float(-dy),  # plotly's ay points down
+                arrowhead=0,
+                arrowwidth=1,
+                arrowcolor="#888",
                 row=1,
                 col=col,
-                font={"size": 11, "color": "#222"},
+                font={"size": _LABEL_FONT_SIZE, "color": "#222"},
                 bgcolor="rgba(255,255,255,0.7)",
                 borderpad=1,
             )
     _scatter_layout(fig, title, thumbs)
-    fig.update_layout(height=panel_height, showlegend=False, margin={"t": 90 if title else 40})
+    fig.update_layout(height=panel_height, width=width if panel_width else None, showlegend=False, margin=margin)
     return fig
