@@ -8,18 +8,24 @@ output (:func:`hcl.train.evaluate_embeddings`). The demo writes into its folder:
 * ``<loss>/``: the three run directories;
 * ``metrics.json``: every number, both embeddings, with the commit, threads and wall time;
 * ``demo_table.md``: the per-level tables, one per embedding, made from those numbers
-  (:func:`demo_table`); ``hcl demo --update-readme README.md`` copies it into the README's
-  ``<!-- demo-table:start -->`` ... ``<!-- demo-table:end -->`` block (:func:`update_readme`);
+  (:func:`demo_table`);
 * ``report.html``: :func:`hcl.viz.write_report` of the three runs.
+
+``hcl demo --update-readme README.md`` (:func:`update_readme`) writes the numbers the table needs,
+with the commit, machine, threads and time of the run, into ``docs/demo_results.json`` beside the
+README (:func:`demo_results`; committed) and regenerates the README's ``<!-- demo-table:start -->``
+... ``<!-- demo-table:end -->`` block from that file, so a test can check that the two agree.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +43,9 @@ from hcl.train.faults import check_output_dir
 __all__ = [
     "DEMO_LOSSES",
     "README_BLOCK",
+    "RESULTS_FILE",
     "TABLE_FILE",
+    "demo_results",
     "demo_table",
     "find_configs_dir",
     "run_demo",
@@ -49,6 +57,7 @@ DEMO_LOSSES = ("supcon", "himulcon", "himulcone")  # the baseline first; table c
 SUMMARY_FILE = "metrics.json"
 TABLE_FILE = "demo_table.md"
 README_BLOCK = "demo-table"  # the README's <!-- demo-table:start --> ... <!-- demo-table:end -->
+RESULTS_FILE = Path("docs", "demo_results.json")  # beside the README: the committed numbers of its table
 # The config keys that may differ between the demo runs: the loss and its constraint reading.
 _LOSS_KEYS = frozenset({"loss", "bound_gradient", "constraint", "constraint_weight", "output_dir"})
 _EMBEDDING_TITLES = {"features": "Backbone features", "projection": "Projection head output"}
@@ -159,8 +168,10 @@ def run_demo(
         "device": str(resolve_device(first.device)),
         "threads": threads,
         "cpu_cores": os.cpu_count(),
+        "cpu_model": _cpu_model(),
         "provenance": provenance(),
         "seconds_train_and_evaluate": time.perf_counter() - started,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "runs": runs,
     }
     table = demo_table(summary)
@@ -227,7 +238,9 @@ def _run_summary(cfg: TrainConfig, run_dir: Path, evaluated: Mapping[str, Any], 
 def demo_table(summary: Mapping[str, Any]) -> str:
     """The demo's per-level tables as Markdown, one per embedding, from ``metrics.json``'s content.
 
-    A header line names the commit, the torch threads, the device and the wall time; then per
+    A header line names the commit, the time the runs finished, the torch threads, the device, the
+    machine (CPU model, architecture, cores; those ``summary`` lacks are left out) and the wall
+    time; then per
     embedding a table with rows level x (precision@1, MAP@R, kNN accuracy) and CPCC, and one
     column per run in :data:`DEMO_LOSSES` order. Numbers are rounded to 3 decimals; an embedding
     a run lacks shows ``–``, with the reason below the table.
@@ -237,11 +250,15 @@ def demo_table(summary: Mapping[str, Any]) -> str:
     commit_text = f"commit `{commit[:10]}`" if commit else "an unknown commit (not a git checkout)"
     if provenance.get("git_dirty"):
         commit_text += " with uncommitted changes in hcl/"
+    if summary.get("finished"):
+        commit_text += " on " + datetime.fromisoformat(summary["finished"]).strftime("%Y-%m-%d at %H:%M UTC")
+    machine = [summary.get("cpu_model"), provenance.get("machine"), f"{summary['cpu_cores']} CPU cores"]
     setup = summary["setup"]
     epochs = setup["epochs"]
     header = (
         f"Written by `hcl demo` (`make demo`) at {commit_text}: {summary['threads']} torch threads on "
-        f"{summary['device']} ({summary['cpu_cores']} CPU cores), {summary['seconds_train_and_evaluate']:.0f} s "
+        f"{summary['device']} ({', '.join(part for part in machine if part)}), "
+        f"{summary['seconds_train_and_evaluate']:.0f} s "
         f"wall time to train and evaluate the three runs. Seed {setup['seed']}, {_count(setup['train_subset'])} "
         f"training images, {epochs} epoch{'s' if epochs != 1 else ''}, `{setup['backbone']}`; measured per level "
         f"on {_count(summary['num_test_images'])} test images. One seed: small differences can change sign with "
@@ -275,17 +292,73 @@ def _count(value: int | None) -> str:
     return "all" if value is None else f"{value:,}"
 
 
+def demo_results(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """What :func:`demo_table` needs of ``metrics.json``'s content, and where and when it was measured.
+
+    This is ``docs/demo_results.json``: small enough to commit, and ``demo_table`` of it is
+    ``demo_table`` of the whole summary. Keys an older ``metrics.json`` lacks (``cpu_model``,
+    ``finished``) are ``None``, and the table leaves them out.
+    """
+    keys = ("dataset", "levels", "level_sizes", "embeddings", "setup", "num_test_images", "device", "threads")
+    results = {key: summary[key] for key in keys}
+    results |= {key: summary.get(key) for key in ("cpu_cores", "cpu_model", "finished")}
+    results["seconds_train_and_evaluate"] = summary["seconds_train_and_evaluate"]
+    provenance = summary.get("provenance", {})
+    results["provenance"] = {
+        key: provenance.get(key) for key in ("git_commit", "git_dirty", "hcl", "python", "torch", "machine")
+    }
+    results["runs"] = {
+        loss: {
+            "name": run["name"],
+            "loss": run["loss"],
+            "embeddings": {which: _table_metrics(metrics) for which, metrics in run["embeddings"].items()},
+            "absent": run["absent"],
+        }
+        for loss, run in summary["runs"].items()
+    }
+    return results
+
+
+def _table_metrics(metrics: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """One embedding's metrics as the table shows them: CPCC, kNN accuracy and :data:`_METRICS` per level."""
+    if metrics is None:
+        return None
+    retrieval = {level: {key: values[key] for key, _ in _METRICS} for level, values in metrics["retrieval"].items()}
+    return {"cpcc": metrics["cpcc"], "retrieval": retrieval, "knn_accuracy": metrics["knn_accuracy"]}
+
+
 def update_readme(readme: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
-    """Copy ``<out>/demo_table.md`` into the ``demo-table`` block of ``readme`` (atomically).
+    """Write ``docs/demo_results.json`` beside ``readme`` from ``<out>/metrics.json`` and regenerate the
+    README's ``demo-table`` block from that file (both atomically). Returns the results file's path.
 
     Raises:
-        FileNotFoundError: no ``demo_table.md`` in ``out`` (run the demo first), or no ``readme``.
+        FileNotFoundError: no ``metrics.json`` in ``out`` (run the demo first), or no ``readme``.
         ValueError: ``readme`` lacks the block's markers (see :func:`hcl.textblock.replace_marked_block`).
     """
-    table = Path(out) / TABLE_FILE
-    if not table.is_file():
-        raise FileNotFoundError(f"{table} does not exist: run `hcl demo --out {out}` first")
-    return replace_marked_block(readme, README_BLOCK, table.read_text(encoding="utf-8"))
+    metrics = Path(out) / SUMMARY_FILE
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{metrics} does not exist: run `hcl demo --out {out}` first")
+    if not Path(readme).is_file():
+        raise FileNotFoundError(f"{readme} does not exist")
+    results = Path(readme).parent / RESULTS_FILE
+    results.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(
+        results, json.dumps(demo_results(json.loads(metrics.read_text(encoding="utf-8"))), indent=2) + "\n"
+    )
+    replace_marked_block(readme, README_BLOCK, demo_table(json.loads(results.read_text(encoding="utf-8"))))
+    return results
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name (Linux's ``/proc/cpuinfo``, else :func:`platform.processor`), None if unknown."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def _write_report(out: Path, runs: Mapping[str, Path]) -> None:
