@@ -1,9 +1,10 @@
 """``make demo``: SupCon, HiMulCon and HiMulConE on Fashion-MNIST's 3-level hierarchy.
 
-The three runs use ``configs/fashion_mnist_{supcon,himulcon,himulcone}.yaml``: same data,
-backbone, batches, budget and seed; only the loss differs (the demo checks it). Each trained model
-is evaluated per level on both embeddings, the backbone ``features`` and the ``projection`` head's
-output (:func:`hcl.train.evaluate_embeddings`). The demo writes into its folder:
+The three runs use ``hcl/configs/fashion_mnist_{supcon,himulcon,himulcone}.yaml`` (shipped in the
+package, :func:`find_configs_dir`): same data, backbone, batches, budget and seed; only the loss
+differs (the demo checks it). Each trained model is evaluated per level on both embeddings, the
+backbone ``features`` and the ``projection`` head's output (:func:`hcl.train.evaluate_embeddings`).
+The demo writes into its folder:
 
 * ``<loss>/``: the three run directories;
 * ``metrics.json``: every number, both embeddings, with the commit, threads and wall time;
@@ -48,6 +49,7 @@ __all__ = [
     "demo_results",
     "demo_table",
     "find_configs_dir",
+    "find_project_folder",
     "run_demo",
     "run_name",
     "update_readme",
@@ -65,22 +67,32 @@ _METRICS = (("precision@1", "precision@1"), ("map@r", "MAP@R"))
 
 
 def find_configs_dir() -> Path:
-    """The repository's ``configs/`` folder (the demo runs from a checkout).
+    """The shipped configs, ``hcl/configs/`` inside the installed package (the checkout's top-level
+    ``configs`` is a link to it), so the demo and the notebooks run from any folder.
 
     Raises:
-        FileNotFoundError: no ``configs/`` next to the installed package or in the working folder.
+        FileNotFoundError: the package lacks a demo config (an install without its package data).
     """
-    candidates = [Path(__file__).resolve().parents[1] / "configs", Path.cwd() / "configs"]
-    for candidate in candidates:
-        if all((candidate / f"fashion_mnist_{loss}.yaml").is_file() for loss in DEMO_LOSSES):
-            return candidate
-    raise FileNotFoundError(
-        "cannot find the demo configs (configs/fashion_mnist_{"
-        + ",".join(DEMO_LOSSES)
-        + "}.yaml) in "
-        + " or ".join(str(c) for c in candidates)
-        + "; run the demo from a checkout of the repository or pass --configs"
-    )
+    configs = Path(__file__).resolve().parent / "configs"
+    missing = [
+        f"fashion_mnist_{loss}.yaml" for loss in DEMO_LOSSES if not (configs / f"fashion_mnist_{loss}.yaml").is_file()
+    ]
+    if missing:
+        raise FileNotFoundError(
+            f"the installed hcl package has no {', '.join(missing)} in {configs}; reinstall hcl-contrastive "
+            "or pass --configs FOLDER"
+        )
+    return configs
+
+
+def find_project_folder(relative: str | os.PathLike[str]) -> Path | None:
+    """``relative`` (``runs/demo``, ``studies/fashion_mnist``) where a person's runs are: under the working
+    folder, its parent (a notebook in ``notebooks/``) or the checkout hcl is imported from; None if absent."""
+    checkout = Path(__file__).resolve().parents[1]
+    for root in (Path.cwd(), Path.cwd().parent, checkout):
+        if (root / relative).is_dir():
+            return root / relative
+    return None
 
 
 def run_name(cfg: TrainConfig) -> str:
