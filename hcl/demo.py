@@ -34,6 +34,7 @@ import torch
 
 from hcl import rundir
 from hcl.atomic import write_text_atomic
+from hcl.extras import requires_extra
 from hcl.losses import loss_display_name
 from hcl.losses.constraints import DEFAULT_CONSTRAINT_WEIGHT, resolve_constraint
 from hcl.study.cell import provenance
@@ -133,8 +134,8 @@ def run_demo(
     Raises:
         ValueError: the configs differ in more than the loss (the keys named), or one trains
             another loss than its file name says.
-        RuntimeError: the run was interrupted, or ``hcl.viz.write_report`` is unavailable
-            (``metrics.json``, ``demo_table.md`` and the runs are written before the report).
+        RuntimeError: the run was interrupted.
+        ImportError: ``report`` without the ``notebooks`` extra (plotly, umap-learn), before any training.
     """
     out = Path(out)
     configs_dir = Path(configs_dir) if configs_dir is not None else find_configs_dir()
@@ -144,6 +145,11 @@ def run_demo(
     }
     _check_only_the_loss_differs(configs, configs_dir)
     check_output_dir(out)
+    if report:  # fail now, not after the training
+        with requires_extra("the demo's report.html (hcl demo --no-report skips it)"):
+            import umap  # noqa: F401  (the report's UMAPs)
+
+            from hcl.viz import write_report
     threads = torch.get_num_threads()
     started = time.perf_counter()
     runs: dict[str, dict[str, Any]] = {}
@@ -193,7 +199,9 @@ def run_demo(
         print_table(table)
     print(f"wrote {out / SUMMARY_FILE} and {out / TABLE_FILE}", file=sys.stderr)
     if report:
-        _write_report(out, {runs[loss]["name"]: Path(runs[loss]["run_dir"]) for loss in DEMO_LOSSES})
+        run_dirs = {runs[loss]["name"]: Path(runs[loss]["run_dir"]) for loss in DEMO_LOSSES}
+        title = "hcl demo: " + ", ".join(run_dirs) + " on Fashion-MNIST (3 levels)"
+        print(f"wrote {write_report(run_dirs, out / 'report.html', title=title)}", file=sys.stderr)
     summary["seconds_total"] = time.perf_counter() - started
     write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     print(f"demo finished in {summary['seconds_total']:.0f} s", file=sys.stderr)
@@ -371,17 +379,3 @@ def _cpu_model() -> str | None:
     except OSError:
         pass
     return platform.processor() or None
-
-
-def _write_report(out: Path, runs: Mapping[str, Path]) -> None:
-    try:
-        from hcl.viz import write_report
-    except (ImportError, AttributeError) as error:
-        raise RuntimeError(
-            f"hcl.viz.write_report is not available ({error}); the runs, {out / SUMMARY_FILE} and "
-            f"{out / TABLE_FILE} are written, report.html is not"
-        ) from error
-    path = write_report(
-        runs, out / "report.html", title="hcl demo: " + ", ".join(runs) + " on Fashion-MNIST (3 levels)"
-    )
-    print(f"wrote {path}", file=sys.stderr)

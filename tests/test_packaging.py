@@ -28,8 +28,10 @@ def _name(requirement: str) -> str:
 
 
 def test_environment_yml_mirrors_pyproject() -> None:
+    """environment.yml installs everything: the dependencies and every extra."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {_name(r) for r in project["dependencies"]} | {_name(r) for r in project["optional-dependencies"]["dev"]}
+    extras = [r for extra in project["optional-dependencies"].values() for r in extra]
+    wanted = {_name(r) for r in [*project["dependencies"], *extras]} - {project["name"]}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     listed = set()
     for dep in env["dependencies"]:
@@ -38,6 +40,16 @@ def test_environment_yml_mirrors_pyproject() -> None:
         elif not dep.startswith(("python=", "pip")) or dep.startswith("pip:"):
             listed.add(CONDA_TO_PYPI.get(_name(dep), _name(dep)))
     assert wanted == listed, f"only in pyproject: {wanted - listed}; only in environment.yml: {listed - wanted}"
+
+
+def test_the_dev_extra_installs_every_other_extra() -> None:
+    """`make setup` and CI install ".[dev]": it must bring the notebook stack, numba and submitit."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    (itself,) = [r for r in extras["dev"] if _name(r) == project["name"]]
+    assert set(itself.partition("[")[2].rstrip("]").split(",")) == set(extras) - {"dev"}
+    core = {_name(r) for r in project["dependencies"]}
+    assert not core & {"umap-learn", "plotly", "pandas", "ipywidgets", "anywidget", "numba", "jupyterlab"}
 
 
 def test_torch_has_lower_bounds_only() -> None:

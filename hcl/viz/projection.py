@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from hcl.extras import requires_extra
+
 __all__ = ["MIN_POINTS_NONLINEAR", "as_embedding_array", "clear_projection_cache", "project_2d"]
 
 METHODS = ("umap", "tsne", "pca")
@@ -117,7 +119,8 @@ def _pca(array: np.ndarray) -> np.ndarray:
 
 
 def _umap(array: np.ndarray, seed: int, params: dict[str, Any]) -> np.ndarray:
-    import umap
+    with requires_extra("hcl.viz.project_2d(method='umap')"):
+        import umap
 
     settings = {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine"} | params
     settings["n_neighbors"] = max(2, min(int(settings["n_neighbors"]), len(array) - 1))
