@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+import hcl
 from hcl.cli import main
 from hcl.demo import (
     DEMO_LOSSES,
@@ -19,6 +20,8 @@ from hcl.demo import (
     TABLE_FILE,
     demo_results,
     demo_table,
+    find_configs_dir,
+    find_project_folder,
     run_demo,
     run_name,
 )
@@ -237,3 +240,23 @@ def test_the_readme_table_is_generated_from_the_committed_results() -> None:
     assert read_marked_block(ROOT / "README.md", README_BLOCK) == "\n" + demo_table(results)
     assert list(results["runs"]) == list(DEMO_LOSSES)
     assert results["provenance"]["git_commit"] and results["finished"] and results["threads"] >= 1
+
+
+def test_the_demo_configs_are_the_packages(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """From any working folder: the configs inside the installed package (the top-level configs links there)."""
+    monkeypatch.chdir(tmp_path)
+    configs = find_configs_dir()
+    assert configs == Path(hcl.__file__).resolve().parent / "configs" == (ROOT / "configs").resolve()
+    assert {f"fashion_mnist_{loss}.yaml" for loss in DEMO_LOSSES} <= {path.name for path in configs.iterdir()}
+
+
+def test_project_folders_are_found_from_the_working_folder_or_its_parent(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "runs" / "demo-x").mkdir(parents=True)
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert find_project_folder("runs/demo-x") == tmp_path / "runs" / "demo-x"
+    monkeypatch.chdir(tmp_path / "notebooks")  # a notebook's working folder in a checkout
+    assert find_project_folder(Path("runs", "demo-x")) == tmp_path / "runs" / "demo-x"
+    assert find_project_folder("runs/no-such-folder") is None
