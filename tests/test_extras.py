@@ -39,6 +39,14 @@ def test_requires_extra_names_the_extra_and_passes_other_errors() -> None:
         ("umap", "import numpy as np\nfrom hcl.viz import project_2d\nproject_2d(np.eye(5), 'umap')", "project_2d"),
         ("pandas", "from hcl.metrics import retrieval_table\nretrieval_table({0: {'map@r': 1.0}})", "retrieval_table"),
         ("plotly", "from hcl.study import tradeoff_figure", "hcl.study.tradeoff_figure"),
+        # before any training: the demo's and the study's reports
+        ("umap", "from hcl.demo import run_demo\nrun_demo('out')", "the demo's report.html (hcl demo --no-report"),
+        (
+            "plotly",
+            "from hcl.demo import find_configs_dir\nfrom hcl.study import run_study\n"
+            "run_study(find_configs_dir() / 'study_fast.yaml', overrides=['output_dir=out'])",
+            "the study's report, study.html (hcl study --no-report",
+        ),
     ],
 )
 def test_a_visual_feature_without_the_extra_says_which_extra(blocked: str, code: str, feature: str, tmp_path) -> None:
@@ -47,6 +55,7 @@ def test_a_visual_feature_without_the_extra_says_which_extra(blocked: str, code:
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: ") and feature in last and f"needs {blocked}" in last, done.stderr
     assert "pip install 'hcl-contrastive[notebooks]'" in last
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("checkpoint.pt"))
 
 
 def test_the_core_trains_and_evaluates_without_any_extra(tmp_path) -> None:
