@@ -11,7 +11,8 @@ FAST   ?= 1
 setup: $(STAMP) system-packages
 
 # Torch is pinned here (not in pyproject.toml, which only has lower bounds) so that the
-# local-disk wheels are used; the project itself installs editable with its dev extra.
+# local-disk wheels are used; the project itself installs editable with its dev extra, which brings
+# every other extra (notebooks, numba, study): setup installs everything.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip

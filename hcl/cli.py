@@ -90,12 +90,13 @@ def _parser() -> argparse.ArgumentParser:
         "--update-readme",
         type=Path,
         metavar="README",
-        help="then copy <out>/demo_table.md between README's <!-- demo-table:start/end --> markers",
+        help="then write docs/demo_results.json beside README from <out>/metrics.json and regenerate the table "
+        "between README's <!-- demo-table:start/end --> markers from it",
     )
     demo.add_argument(
         "--no-train",
         action="store_true",
-        help="with --update-readme: train nothing, copy the table of the demo already in --out",
+        help="with --update-readme: train nothing, use the demo already in --out",
     )
 
     study = commands.add_parser(
@@ -261,7 +262,8 @@ def _demo(args: argparse.Namespace) -> int:
             print_table=lambda table: print(table, end=""),
         )
     if args.update_readme is not None:
-        print(f"wrote the demo table of {args.out} into {update_readme(args.update_readme, args.out)}")
+        results = update_readme(args.update_readme, args.out)
+        print(f"wrote the demo results of {args.out} into {results} and its table into {args.update_readme}")
     return 0
 
 

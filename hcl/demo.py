@@ -1,25 +1,32 @@
 """``make demo``: SupCon, HiMulCon and HiMulConE on Fashion-MNIST's 3-level hierarchy.
 
-The three runs use ``configs/fashion_mnist_{supcon,himulcon,himulcone}.yaml``: same data,
-backbone, batches, budget and seed; only the loss differs (the demo checks it). Each trained model
-is evaluated per level on both embeddings, the backbone ``features`` and the ``projection`` head's
-output (:func:`hcl.train.evaluate_embeddings`). The demo writes into its folder:
+The three runs use ``hcl/configs/fashion_mnist_{supcon,himulcon,himulcone}.yaml`` (shipped in the
+package, :func:`find_configs_dir`): same data, backbone, batches, budget and seed; only the loss
+differs (the demo checks it). Each trained model is evaluated per level on both embeddings, the
+backbone ``features`` and the ``projection`` head's output (:func:`hcl.train.evaluate_embeddings`).
+The demo writes into its folder:
 
 * ``<loss>/``: the three run directories;
 * ``metrics.json``: every number, both embeddings, with the commit, threads and wall time;
 * ``demo_table.md``: the per-level tables, one per embedding, made from those numbers
-  (:func:`demo_table`); ``hcl demo --update-readme README.md`` copies it into the README's
-  ``<!-- demo-table:start -->`` ... ``<!-- demo-table:end -->`` block (:func:`update_readme`);
+  (:func:`demo_table`);
 * ``report.html``: :func:`hcl.viz.write_report` of the three runs.
+
+``hcl demo --update-readme README.md`` (:func:`update_readme`) writes the numbers the table needs,
+with the commit, machine, threads and time of the run, into ``docs/demo_results.json`` beside the
+README (:func:`demo_results`; committed) and regenerates the README's ``<!-- demo-table:start -->``
+... ``<!-- demo-table:end -->`` block from that file, so a test can check that the two agree.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +34,7 @@ import torch
 
 from hcl import rundir
 from hcl.atomic import write_text_atomic
+from hcl.extras import requires_extra
 from hcl.losses import loss_display_name
 from hcl.losses.constraints import DEFAULT_CONSTRAINT_WEIGHT, resolve_constraint
 from hcl.study.cell import provenance
@@ -37,9 +45,12 @@ from hcl.train.faults import check_output_dir
 __all__ = [
     "DEMO_LOSSES",
     "README_BLOCK",
+    "RESULTS_FILE",
     "TABLE_FILE",
+    "demo_results",
     "demo_table",
     "find_configs_dir",
+    "find_project_folder",
     "run_demo",
     "run_name",
     "update_readme",
@@ -49,6 +60,7 @@ DEMO_LOSSES = ("supcon", "himulcon", "himulcone")  # the baseline first; table c
 SUMMARY_FILE = "metrics.json"
 TABLE_FILE = "demo_table.md"
 README_BLOCK = "demo-table"  # the README's <!-- demo-table:start --> ... <!-- demo-table:end -->
+RESULTS_FILE = Path("docs", "demo_results.json")  # beside the README: the committed numbers of its table
 # The config keys that may differ between the demo runs: the loss and its constraint reading.
 _LOSS_KEYS = frozenset({"loss", "bound_gradient", "constraint", "constraint_weight", "output_dir"})
 _EMBEDDING_TITLES = {"features": "Backbone features", "projection": "Projection head output"}
@@ -56,22 +68,32 @@ _METRICS = (("precision@1", "precision@1"), ("map@r", "MAP@R"))
 
 
 def find_configs_dir() -> Path:
-    """The repository's ``configs/`` folder (the demo runs from a checkout).
+    """The shipped configs, ``hcl/configs/`` inside the installed package (the checkout's top-level
+    ``configs`` is a link to it), so the demo and the notebooks run from any folder.
 
     Raises:
-        FileNotFoundError: no ``configs/`` next to the installed package or in the working folder.
+        FileNotFoundError: the package lacks a demo config (an install without its package data).
     """
-    candidates = [Path(__file__).resolve().parents[1] / "configs", Path.cwd() / "configs"]
-    for candidate in candidates:
-        if all((candidate / f"fashion_mnist_{loss}.yaml").is_file() for loss in DEMO_LOSSES):
-            return candidate
-    raise FileNotFoundError(
-        "cannot find the demo configs (configs/fashion_mnist_{"
-        + ",".join(DEMO_LOSSES)
-        + "}.yaml) in "
-        + " or ".join(str(c) for c in candidates)
-        + "; run the demo from a checkout of the repository or pass --configs"
-    )
+    configs = Path(__file__).resolve().parent / "configs"
+    missing = [
+        f"fashion_mnist_{loss}.yaml" for loss in DEMO_LOSSES if not (configs / f"fashion_mnist_{loss}.yaml").is_file()
+    ]
+    if missing:
+        raise FileNotFoundError(
+            f"the installed hcl package has no {', '.join(missing)} in {configs}; reinstall hcl-contrastive "
+            "or pass --configs FOLDER"
+        )
+    return configs
+
+
+def find_project_folder(relative: str | os.PathLike[str]) -> Path | None:
+    """``relative`` (``runs/demo``, ``studies/fashion_mnist``) where a person's runs are: under the working
+    folder, its parent (a notebook in ``notebooks/``) or the checkout hcl is imported from; None if absent."""
+    checkout = Path(__file__).resolve().parents[1]
+    for root in (Path.cwd(), Path.cwd().parent, checkout):
+        if (root / relative).is_dir():
+            return root / relative
+    return None
 
 
 def run_name(cfg: TrainConfig) -> str:
@@ -113,8 +135,8 @@ def run_demo(
     Raises:
         ValueError: the configs differ in more than the loss (the keys named), or one trains
             another loss than its file name says.
-        RuntimeError: the run was interrupted, or ``hcl.viz.write_report`` is unavailable
-            (``metrics.json``, ``demo_table.md`` and the runs are written before the report).
+        RuntimeError: the run was interrupted.
+        ImportError: ``report`` without the ``notebooks`` extra (plotly, umap-learn), before any training.
     """
     out = Path(out)
     configs_dir = Path(configs_dir) if configs_dir is not None else find_configs_dir()
@@ -124,6 +146,11 @@ def run_demo(
     }
     _check_only_the_loss_differs(configs, configs_dir)
     check_output_dir(out)
+    if report:  # fail now, not after the training
+        with requires_extra("the demo's report.html (hcl demo --no-report skips it)"):
+            import umap  # noqa: F401  (the report's UMAPs)
+
+            from hcl.viz import write_report
     threads = torch.get_num_threads()
     started = time.perf_counter()
     runs: dict[str, dict[str, Any]] = {}
@@ -160,8 +187,10 @@ def run_demo(
         "device": str(resolve_device(first.device)),
         "threads": threads,
         "cpu_cores": os.cpu_count(),
+        "cpu_model": _cpu_model(),
         "provenance": provenance(),
         "seconds_train_and_evaluate": time.perf_counter() - started,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "runs": runs,
     }
     table = demo_table(summary)
@@ -171,7 +200,9 @@ def run_demo(
         print_table(table)
     print(f"wrote {out / SUMMARY_FILE} and {out / TABLE_FILE}", file=sys.stderr)
     if report:
-        _write_report(out, {runs[loss]["name"]: Path(runs[loss]["run_dir"]) for loss in DEMO_LOSSES})
+        run_dirs = {runs[loss]["name"]: Path(runs[loss]["run_dir"]) for loss in DEMO_LOSSES}
+        title = "hcl demo: " + ", ".join(run_dirs) + " on Fashion-MNIST (3 levels)"
+        print(f"wrote {write_report(run_dirs, out / 'report.html', title=title)}", file=sys.stderr)
     summary["seconds_total"] = time.perf_counter() - started
     write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     print(f"demo finished in {summary['seconds_total']:.0f} s", file=sys.stderr)
@@ -228,7 +259,9 @@ def _run_summary(cfg: TrainConfig, run_dir: Path, evaluated: Mapping[str, Any], 
 def demo_table(summary: Mapping[str, Any]) -> str:
     """The demo's per-level tables as Markdown, one per embedding, from ``metrics.json``'s content.
 
-    A header line names the commit, the torch threads, the device and the wall time; then per
+    A header line names the commit, the time the runs finished, the torch threads, the device, the
+    machine (CPU model, architecture, cores; those ``summary`` lacks are left out) and the wall
+    time; then per
     embedding a table with rows level x (precision@1, MAP@R, kNN accuracy) and CPCC, and one
     column per run in :data:`DEMO_LOSSES` order. Numbers are rounded to 3 decimals; an embedding
     a run lacks shows ``–``, with the reason below the table.
@@ -238,11 +271,15 @@ def demo_table(summary: Mapping[str, Any]) -> str:
     commit_text = f"commit `{commit[:10]}`" if commit else "an unknown commit (not a git checkout)"
     if provenance.get("git_dirty"):
         commit_text += " with uncommitted changes in hcl/"
+    if summary.get("finished"):
+        commit_text += " on " + datetime.fromisoformat(summary["finished"]).strftime("%Y-%m-%d at %H:%M UTC")
+    machine = [summary.get("cpu_model"), provenance.get("machine"), f"{summary['cpu_cores']} CPU cores"]
     setup = summary["setup"]
     epochs = setup["epochs"]
     header = (
         f"Written by `hcl demo` (`make demo`) at {commit_text}: {summary['threads']} torch threads on "
-        f"{summary['device']} ({summary['cpu_cores']} CPU cores), {summary['seconds_train_and_evaluate']:.0f} s "
+        f"{summary['device']} ({', '.join(part for part in machine if part)}), "
+        f"{summary['seconds_train_and_evaluate']:.0f} s "
         f"wall time to train and evaluate the three runs. Seed {setup['seed']}, {_count(setup['train_subset'])} "
         f"training images, {epochs} epoch{'s' if epochs != 1 else ''}, `{setup['backbone']}`; measured per level "
         f"on {_count(summary['num_test_images'])} test images. One seed: small differences can change sign with "
@@ -276,28 +313,70 @@ def _count(value: int | None) -> str:
     return "all" if value is None else f"{value:,}"
 
 
+def demo_results(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """What :func:`demo_table` needs of ``metrics.json``'s content, and where and when it was measured.
+
+    This is ``docs/demo_results.json``: small enough to commit, and ``demo_table`` of it is
+    ``demo_table`` of the whole summary. Keys an older ``metrics.json`` lacks (``cpu_model``,
+    ``finished``) are ``None``, and the table leaves them out.
+    """
+    keys = ("dataset", "levels", "level_sizes", "embeddings", "setup", "num_test_images", "device", "threads")
+    results = {key: summary[key] for key in keys}
+    results |= {key: summary.get(key) for key in ("cpu_cores", "cpu_model", "finished")}
+    results["seconds_train_and_evaluate"] = summary["seconds_train_and_evaluate"]
+    provenance = summary.get("provenance", {})
+    results["provenance"] = {
+        key: provenance.get(key) for key in ("git_commit", "git_dirty", "hcl", "python", "torch", "machine")
+    }
+    results["runs"] = {
+        loss: {
+            "name": run["name"],
+            "loss": run["loss"],
+            "embeddings": {which: _table_metrics(metrics) for which, metrics in run["embeddings"].items()},
+            "absent": run["absent"],
+        }
+        for loss, run in summary["runs"].items()
+    }
+    return results
+
+
+def _table_metrics(metrics: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """One embedding's metrics as the table shows them: CPCC, kNN accuracy and :data:`_METRICS` per level."""
+    if metrics is None:
+        return None
+    retrieval = {level: {key: values[key] for key, _ in _METRICS} for level, values in metrics["retrieval"].items()}
+    return {"cpcc": metrics["cpcc"], "retrieval": retrieval, "knn_accuracy": metrics["knn_accuracy"]}
+
+
 def update_readme(readme: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
-    """Copy ``<out>/demo_table.md`` into the ``demo-table`` block of ``readme`` (atomically).
+    """Write ``docs/demo_results.json`` beside ``readme`` from ``<out>/metrics.json`` and regenerate the
+    README's ``demo-table`` block from that file (both atomically). Returns the results file's path.
 
     Raises:
-        FileNotFoundError: no ``demo_table.md`` in ``out`` (run the demo first), or no ``readme``.
+        FileNotFoundError: no ``metrics.json`` in ``out`` (run the demo first), or no ``readme``.
         ValueError: ``readme`` lacks the block's markers (see :func:`hcl.textblock.replace_marked_block`).
     """
-    table = Path(out) / TABLE_FILE
-    if not table.is_file():
-        raise FileNotFoundError(f"{table} does not exist: run `hcl demo --out {out}` first")
-    return replace_marked_block(readme, README_BLOCK, table.read_text(encoding="utf-8"))
-
-
-def _write_report(out: Path, runs: Mapping[str, Path]) -> None:
-    try:
-        from hcl.viz import write_report
-    except (ImportError, AttributeError) as error:
-        raise RuntimeError(
-            f"hcl.viz.write_report is not available ({error}); the runs, {out / SUMMARY_FILE} and "
-            f"{out / TABLE_FILE} are written, report.html is not"
-        ) from error
-    path = write_report(
-        runs, out / "report.html", title="hcl demo: " + ", ".join(runs) + " on Fashion-MNIST (3 levels)"
+    metrics = Path(out) / SUMMARY_FILE
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{metrics} does not exist: run `hcl demo --out {out}` first")
+    if not Path(readme).is_file():
+        raise FileNotFoundError(f"{readme} does not exist")
+    results = Path(readme).parent / RESULTS_FILE
+    results.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(
+        results, json.dumps(demo_results(json.loads(metrics.read_text(encoding="utf-8"))), indent=2) + "\n"
     )
-    print(f"wrote {path}", file=sys.stderr)
+    replace_marked_block(readme, README_BLOCK, demo_table(json.loads(results.read_text(encoding="utf-8"))))
+    return results
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name (Linux's ``/proc/cpuinfo``, else :func:`platform.processor`), None if unknown."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return platform.processor() or None

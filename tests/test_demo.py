@@ -12,11 +12,24 @@ import pytest
 import torch
 import yaml
 
+import hcl
 from hcl.cli import main
-from hcl.demo import DEMO_LOSSES, README_BLOCK, TABLE_FILE, demo_table, find_configs_dir, run_demo, run_name
+from hcl.demo import (
+    DEMO_LOSSES,
+    README_BLOCK,
+    RESULTS_FILE,
+    TABLE_FILE,
+    demo_results,
+    demo_table,
+    find_configs_dir,
+    find_project_folder,
+    run_demo,
+    run_name,
+)
 from hcl.textblock import read_marked_block
 from hcl.train import TrainConfig, load_config
 
+ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC = {"depth": 3, "branching": [2, 2, 3], "samples_per_leaf": 8, "image_size": 16, "cache": False}
 METRIC_LABELS = {"precision@1": "precision@1", "MAP@R": "map@r"}
 
@@ -102,6 +115,9 @@ def test_the_table_tells_the_numbers_of_metrics_json(demo) -> None:
     commit = summary["provenance"]["git_commit"]
     assert (f"commit `{commit[:10]}`" in header) if commit else "unknown commit" in header
     assert "1 torch threads" in header and f"{summary['seconds_train_and_evaluate']:.0f} s wall time" in header
+    finished = summary["finished"]
+    assert f" on {finished[:10]} at {finished[11:16]} UTC: " in header and finished.endswith("+00:00")
+    assert f"{summary['provenance']['machine']}, {summary['cpu_cores']} CPU cores)" in header
     tables = parse_tables(text)
     assert list(tables) == ["features", "projection"]
     runs = list(summary["runs"].values())
@@ -153,13 +169,19 @@ def test_an_absent_embedding_is_a_dash_with_the_reason() -> None:
     assert "CE: no projection (no head)." in text
 
 
-def test_cli_writes_the_readme_block_from_the_table(demo, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    out, _, _ = demo
+def test_cli_writes_the_results_file_and_the_readme_block_from_it(
+    demo, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out, summary, _ = demo
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- demo-table:start -->\nhand-typed 0.999\n<!-- demo-table:end -->\noutro\n")
     assert main(["demo", "--out", str(out), "--update-readme", str(readme), "--no-train"]) == 0
-    assert f"into {readme}" in capsys.readouterr().out
+    assert f"into {tmp_path / RESULTS_FILE} and its table into {readme}" in capsys.readouterr().out
+    results = json.loads((tmp_path / RESULTS_FILE).read_text())
+    assert results == demo_results(summary) and "run_dir" not in results["runs"]["supcon"]
+    assert results["provenance"]["git_commit"] == summary["provenance"]["git_commit"]
     table = (out / TABLE_FILE).read_text()
+    assert demo_table(results) == table
     assert readme.read_text() == f"intro\n<!-- demo-table:start -->\n{table}<!-- demo-table:end -->\noutro\n"
     assert read_marked_block(readme, "demo-table") == "\n" + table
 
@@ -178,7 +200,7 @@ def test_cli_checks_the_readme_markers_before_training(tmp_path: Path, capsys: p
     assert "--no-train only makes sense with --update-readme" in capsys.readouterr().err
     readme.write_text("<!-- demo-table:start -->\n<!-- demo-table:end -->\n")
     assert main(["demo", "--out", str(tmp_path / "empty"), "--update-readme", str(readme), "--no-train"]) == 2
-    assert f"{tmp_path / 'empty' / TABLE_FILE} does not exist" in capsys.readouterr().err
+    assert f"{tmp_path / 'empty' / 'metrics.json'} does not exist" in capsys.readouterr().err
 
 
 def test_the_demo_runs_may_differ_only_in_the_loss(tmp_path: Path) -> None:
@@ -248,3 +270,32 @@ def test_the_demo_configs_differ_from_the_defaults_only_in_size_and_budget(loss:
 def test_the_readme_holds_the_demo_table_block() -> None:
     """``hcl demo --update-readme README.md`` has its markers to write between."""
     read_marked_block(Path(__file__).resolve().parents[1] / "README.md", README_BLOCK)
+
+
+def test_the_readme_table_is_generated_from_the_committed_results() -> None:
+    """The README's demo table is ``demo_table`` of docs/demo_results.json, byte for byte: regenerate both
+    with ``make demo`` and ``hcl demo --out runs/demo --update-readme README.md --no-train``."""
+    results = json.loads((ROOT / RESULTS_FILE).read_text(encoding="utf-8"))
+    assert read_marked_block(ROOT / "README.md", README_BLOCK) == "\n" + demo_table(results)
+    assert list(results["runs"]) == list(DEMO_LOSSES)
+    assert results["provenance"]["git_commit"] and results["finished"] and results["threads"] >= 1
+
+
+def test_the_demo_configs_are_the_packages(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """From any working folder: the configs inside the installed package (the top-level configs links there)."""
+    monkeypatch.chdir(tmp_path)
+    configs = find_configs_dir()
+    assert configs == Path(hcl.__file__).resolve().parent / "configs" == (ROOT / "configs").resolve()
+    assert {f"fashion_mnist_{loss}.yaml" for loss in DEMO_LOSSES} <= {path.name for path in configs.iterdir()}
+
+
+def test_project_folders_are_found_from_the_working_folder_or_its_parent(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "runs" / "demo-x").mkdir(parents=True)
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert find_project_folder("runs/demo-x") == tmp_path / "runs" / "demo-x"
+    monkeypatch.chdir(tmp_path / "notebooks")  # a notebook's working folder in a checkout
+    assert find_project_folder(Path("runs", "demo-x")) == tmp_path / "runs" / "demo-x"
+    assert find_project_folder("runs/no-such-folder") is None

@@ -25,6 +25,7 @@ LAYERS = (
         "hcl",
         "hcl._compat",
         "hcl.atomic",
+        "hcl.extras",
         "hcl.labels",
         "hcl.hierarchy",
         "hcl._hierarchy_build",

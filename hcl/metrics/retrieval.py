@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from hcl.extras import requires_extra
 from hcl.metrics._retrieval_engine import RankingPlan, retrieval_sums
 from hcl.metrics._validation import as_embeddings, as_labels_for, check_ks, check_same_levels
 
@@ -141,7 +142,8 @@ def retrieval_table(
     columns are the metric names in the result's order. Any ``{level: {name: value}}`` result
     works, e.g. that of :func:`hcl.metrics.clustering_per_level`.
     """
-    import pandas as pd
+    with requires_extra("hcl.metrics.retrieval_table"):
+        import pandas as pd
 
     levels = sorted(result)
     if level_names is None and hierarchy is not None:

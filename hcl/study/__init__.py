@@ -11,6 +11,7 @@ finished cell is skipped on a rerun and an unfinished one resumes. The study wri
 
 from typing import Any
 
+from hcl.extras import requires_extra
 from hcl.study.cell import CellTask, run_cell
 from hcl.study.choice import CHOICE_RULE, choice_sentence, choose_variant
 from hcl.study.config import HeldoutSpec, StudyConfig, load_study_config
@@ -87,7 +88,8 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _FIGURES:
-        from hcl.study import figures
+        with requires_extra(f"hcl.study.{name}"):
+            from hcl.study import figures
 
         return getattr(figures, name)
     raise AttributeError(f"module 'hcl.study' has no attribute {name!r}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hcl.atomic import write_text_atomic
+from hcl.extras import requires_extra
 from hcl.study.stats import ALL_LEVELS, cell_rows
 
 __all__ = ["write_study_report"]
@@ -40,9 +41,10 @@ def write_study_report(study_json: str | os.PathLike[str], out_path: str | os.Pa
     Returns:
         The path written.
     """
-    from hcl.study.figures import tradeoff_figure
-    from hcl.viz.figures import to_html
-    from hcl.viz.report import html_page, html_section
+    with requires_extra("hcl.study.write_study_report (study.html; hcl study --no-report skips it)"):
+        from hcl.study.figures import tradeoff_figure
+        from hcl.viz.figures import to_html
+        from hcl.viz.report import html_page, html_section
 
     path = Path(study_json)
     document = json.loads(path.read_text())

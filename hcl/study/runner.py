@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from hcl.atomic import write_text_atomic
+from hcl.extras import requires_extra
 from hcl.study.cell import CellTask, provenance
 from hcl.study.config import StudyConfig, load_study_config
 from hcl.study.executors import import_submitit, run_in_processes, run_with_submitit
@@ -109,7 +110,8 @@ def run_study(
     Raises:
         ValueError / TypeError / FileNotFoundError: a bad config, named, before any training; a
             finished cell that was run with another config.
-        ImportError: ``executor: submitit`` without submitit installed.
+        ImportError: ``executor: submitit`` without submitit installed; ``report`` without the
+            ``notebooks`` extra (plotly); both before any training.
         StudyCellError: some cells failed or were interrupted (after all others ran and the files
             were written); a rerun retries them.
         KeyboardInterrupt: Ctrl-C; the running cells checkpoint and ``study.json`` is written.
@@ -119,6 +121,9 @@ def run_study(
         study = replace(study, workers=workers)
     if study.executor == "submitit":
         import_submitit()
+    if report:  # study.html needs plotly: fail now, not after the cells
+        with requires_extra("the study's report, study.html (hcl study --no-report skips it)"):
+            import plotly  # noqa: F401
     plan = plan_study(study)
     records = {cell: _finished_record(plan, cell) for cell in plan.cells}
     todo = [cell for cell in plan.cells if records[cell] is None]

@@ -1,13 +1,17 @@
 """Visualisation: 2-D projections, plotly figures, the hierarchy explorer and the HTML report.
 
 Every name is imported on first use, so ``import hcl.viz`` stays light; plotly, umap-learn,
-scikit-learn and ipywidgets load only when a function that needs them is called.
+scikit-learn and ipywidgets load only when a function that needs them is called. They come with
+the ``notebooks`` extra (``pip install 'hcl-contrastive[notebooks]'``); without it, the first use
+of a name that needs one raises an ImportError saying so (:mod:`hcl.extras`).
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
+
+from hcl.extras import requires_extra
 
 __all__ = [
     "HierarchyExplorer",
@@ -48,7 +52,8 @@ _HOME = {
 
 def __getattr__(name: str) -> Any:
     if name in _HOME:
-        value = getattr(importlib.import_module(_HOME[name]), name)
+        with requires_extra(f"hcl.viz.{name}"):
+            value = getattr(importlib.import_module(_HOME[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'hcl.viz' has no attribute {name!r}")

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from hcl import rundir
+from hcl.extras import requires_extra
 
 __all__ = ["METHOD_NAMES", "MIN_POINTS_NONLINEAR", "as_embedding_array", "clear_projection_cache", "project_2d"]
 
@@ -151,7 +152,8 @@ def _pca(array: np.ndarray) -> np.ndarray:
 
 
 def _umap(array: np.ndarray, seed: int, params: dict[str, Any]) -> np.ndarray:
-    import umap
+    with requires_extra("hcl.viz.project_2d(method='umap')"):
+        import umap
 
     settings = {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "n_epochs": 200} | params
     settings["n_neighbors"] = max(2, min(int(settings["n_neighbors"]), len(array) - 1))
