@@ -268,13 +268,28 @@ def _timing(cells: Sequence[Mapping[str, Any]]) -> str:
     if not cells or None in starts or None in ends or None in times:
         return "not recorded for every cell"
     threads = [(c.get("environment") or {}).get("torch_threads") or 1 for c in cells]
-    wall = (max(ends) - min(starts)).total_seconds()
+    span = (max(ends) - min(starts)).total_seconds()
     core = sum(t * n for t, n in zip(times, threads))
+    busy = _busy_seconds(list(zip(starts, ends)))
+    idle = f", {_duration(span)} from first start to last finish" if span - busy >= 60 else ""
     return (
-        f"{_duration(wall)} wall (first cell start to last cell finish, across reruns); "
+        f"{_duration(busy)} wall while cells ran (the idle time between reruns left out{idle}); "
         f"{_duration(sum(times))} of cell time summed; {_duration(core)} CPU-core time "
         "(each cell's time x its threads)"
     )
+
+
+def _busy_seconds(intervals: list[tuple[datetime.datetime, datetime.datetime]]) -> float:
+    """The length of the union of the (start, end) intervals: wall time with at least one cell running."""
+    total, reach = 0.0, None
+    for start, end in sorted(intervals):
+        if reach is None or start > reach:
+            total += (end - start).total_seconds()
+            reach = end
+        elif end > reach:
+            total += (end - reach).total_seconds()
+            reach = end
+    return total
 
 
 def _when(text: Any) -> datetime.datetime | None:

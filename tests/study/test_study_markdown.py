@@ -195,10 +195,20 @@ def test_header_says_how_the_numbers_were_made(study: dict) -> None:
     assert "hcl 0.1.0, torch 2.14.1, python 3.11.7" in head
     assert "- **Cells:** 30 of 30 finished (3 variants x 5 seeds x 2 protocols, baseline Base)" in head
     assert "- **Workers:** 4 at once, 2 threads each, executor process" in head
-    # cells start at 10:00:00 .. 10:29:00 and take 30 s: wall 29 min 30 s; cell times 60..89 s sum to 2235 s
-    assert "29 min 30 s wall" in head and "37 min 15 s of cell time summed" in head
+    # cells start at 10:00:00 .. 10:29:00 and take 30 s each: 30 x 30 s while cells ran, 29 min 30 s
+    # from first start to last finish; their times 60..89 s sum to 2235 s
+    assert "15 min 00 s wall while cells ran (the idle time between reruns left out, 29 min 30 s from" in head
+    assert "37 min 15 s of cell time summed" in head
     assert "1 h 14 min CPU-core time" in head  # 2 threads each: 4470 s
     assert "- **Machine:** node1 (x86_64, 16 CPUs, no GPU)" in head
+
+
+def test_overlapping_cells_count_their_wall_time_once(study: dict) -> None:
+    changed = copy.deepcopy(study)
+    for i, cell in enumerate(changed["cells"]):  # 2 at a time, each 2 min, back to back: 15 x 2 min
+        cell.update(started=f"2026-01-01T10:{2 * (i // 2):02d}:00", finished=f"2026-01-01T10:{2 * (i // 2) + 2:02d}:00")
+    head = study_markdown(changed).split("## Findings")[0]
+    assert "30 min 00 s wall while cells ran (the idle time between reruns left out); " in head
 
 
 def test_unfinished_cells_are_listed(study: dict) -> None:
