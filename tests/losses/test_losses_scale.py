@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 import torch
+from loss_variants import embedding_loss_variants
 from losses.trees import random_labels, tree
 
-from hcl.losses import get_loss, list_losses
+from hcl.losses import get_loss
 from hcl.losses._normalize import unit_rows, unit_rows_and_norms
 
 HIERARCHY = tree((2, 2, 2))
@@ -25,18 +26,10 @@ SCALES = [10.0**exponent for exponent in range(-30, 31, 5)]
 
 
 def _variants() -> list[Any]:
-    """Every loss on embeddings, with each of its modes and constraint readings."""
-    variants = []
-    for name in list_losses():
-        spec = get_loss(name)
-        if spec.output != "embedding":
-            continue
-        variants.append((name, {}))
-        if "mode" in spec.options:
-            variants.append((name, {"mode": "reference"}))
-        if "constraint" in spec.options:
-            variants += [(name, {"constraint": "level_max"}), (name, {"constraint": "hinge"})]
-    return [pytest.param(name, options, id="-".join([name, *options.values()])) for name, options in variants]
+    return [
+        pytest.param(name, options, id="-".join([name, *options.values()]))
+        for name, options in embedding_loss_variants()
+    ]
 
 
 def _value_and_grad(loss_fn: torch.nn.Module, features: torch.Tensor, scale: float) -> tuple[float, torch.Tensor]:

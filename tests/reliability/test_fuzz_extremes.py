@@ -25,9 +25,10 @@ from typing import Any
 
 import torch
 from conftest import FAST
+from loss_variants import embedding_loss_variants
 from losses.trees import tree
 
-from hcl.losses import get_loss, list_losses
+from hcl.losses import get_loss
 
 CASES = 600 if FAST else 3000
 HIERARCHY = tree((2, 2, 2))
@@ -37,21 +38,7 @@ IN_RANGE_WEIGHTS = (0.0, 1e-30, 1e-3, 1.0, 10.0, 1e6, 1e15)
 OUT_OF_RANGE_WEIGHTS = (1.1e15, 3e38, math.inf, math.nan, -1.0)
 
 
-def _variants() -> list[tuple[str, dict[str, str]]]:
-    variants = []
-    for name in list_losses():
-        spec = get_loss(name)
-        if spec.output != "embedding":
-            continue
-        variants.append((name, {}))
-        if "mode" in spec.options:
-            variants.append((name, {"mode": "reference"}))
-        if "constraint" in spec.options:
-            variants += [(name, {"constraint": "level_max"}), (name, {"constraint": "hinge"})]
-    return variants
-
-
-VARIANTS = _variants()
+VARIANTS = embedding_loss_variants()
 
 
 def _draw_case(rng: random.Random, generator: torch.Generator) -> dict[str, Any]:
