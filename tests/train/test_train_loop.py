@@ -165,7 +165,7 @@ def test_output_dir_problems_are_reported_before_training(tmp_path: Path, monkey
         free = 1024
 
     monkeypatch.setattr("hcl.train.faults.shutil.disk_usage", lambda path: Full())
-    with pytest.raises(OSError, match="MiB free, but a checkpoint needs about"):
+    with pytest.raises(OSError, match="MiB free, but the run needs about"):
         fit(_config(tmp_path, "full"))
     assert not (tmp_path / "full" / "checkpoint.pt").exists()
 
