@@ -30,11 +30,11 @@ __all__ = [
 def save_checkpoint(state: dict[str, Any], path: str | Path, *, previous: str | Path | None = None) -> Path:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then rename.
 
-    Readers never see a half-written file. With ``previous``, the checkpoint at ``path`` is first
-    renamed to ``previous`` (replacing the one there): a crash or a full disk during the write
-    leaves it there, complete, and the disk holds two checkpoints at most (:func:`load_newest_checkpoint`
-    reads ``previous`` when ``path`` is missing or damaged). Without ``previous``, the checkpoint
-    at ``path`` stays until the new one replaces it.
+    Readers never see a half-written file, and a crash or a full disk during the write leaves the
+    checkpoint at ``path`` as it was. With ``previous``, that checkpoint is first made ``previous``
+    as well (a hard link, which takes no space, replacing the one there; a rename where the file
+    system has no hard links), so that the disk holds two checkpoints at most, and
+    :func:`load_newest_checkpoint` can fall back to it when the new one turns out damaged.
 
     Raises:
         OSError: the folder is not writable or the disk is full, naming ``path`` (the temporary
@@ -43,7 +43,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path, *, previous: str | 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if previous is not None and path.is_file():
-        os.replace(path, previous)
+        _keep_as_previous(path, Path(previous))
     # A unique name opened with "xb" (not mkstemp) so that the file gets the usual umask mode.
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
@@ -60,6 +60,17 @@ def save_checkpoint(state: dict[str, Any], path: str | Path, *, previous: str | 
             raise OSError(cause.errno, f"cannot write checkpoint {path}: {cause.strerror or cause}") from error
         raise
     return path
+
+
+def _keep_as_previous(path: Path, previous: Path) -> None:
+    """Make ``previous`` name the checkpoint at ``path``, atomically replacing the one there."""
+    link = previous.parent / f".{previous.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        os.link(path, link)
+    except OSError:  # no hard links here (FAT, some network shares): path is missing until the write ends
+        os.replace(path, previous)
+        return
+    os.replace(link, previous)
 
 
 def remove_partial_writes(path: str | Path) -> list[Path]:

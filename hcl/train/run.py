@@ -231,7 +231,8 @@ def _checkpoint_to_resume(
     latest, previous = run_dir / rundir.CHECKPOINT_FILE, run_dir / rundir.PREVIOUS_CHECKPOINT_FILE
     if ctx.is_main:
         check_output_dir(run_dir)
-        remove_partial_writes(latest)  # left by a run killed while writing a checkpoint
+        for path in (latest, previous):
+            remove_partial_writes(path)  # left by a run killed while writing a checkpoint
     if not resume:
         if not (latest.exists() or previous.exists()) or overwrite:
             return None
