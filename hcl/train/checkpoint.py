@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hcl.atomic import check_zip_crc
+from hcl.atomic import check_zip_crc, describe_load_error
 
 __all__ = [
     "capture_rng_state",
@@ -102,7 +102,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         check_zip_crc(path)
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # whatever damaged bytes make the parsers raise, name the file
-        raise ValueError(f"cannot read checkpoint {path}: {error}") from error
+        raise ValueError(f"cannot read checkpoint {path}: {describe_load_error(error)}") from None
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {path} must hold a dict, got {type(state).__name__}")
     return state
