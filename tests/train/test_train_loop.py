@@ -213,10 +213,14 @@ def test_a_crash_while_resume_trims_the_log_keeps_every_line_before_the_checkpoi
         raise KeyboardInterrupt  # the process dies inside the rewrite
 
     monkeypatch.setattr(atomic.os, "replace", killed)
-    with pytest.raises(KeyboardInterrupt):
+    with (
+        pytest.raises(KeyboardInterrupt),
+        pytest.warns(UserWarning, match=r"metrics\.jsonl:7: skipping a torn last line"),
+    ):
         truncate_metrics_log(tmp_path, 4)
     assert log.read_text().splitlines()[:6] == lines  # untouched, nothing lost
     monkeypatch.undo()
-    truncate_metrics_log(tmp_path, 4)
+    with pytest.warns(UserWarning, match="torn last line"):
+        truncate_metrics_log(tmp_path, 4)
     assert log.read_text().splitlines() == lines[:4]
     assert list(tmp_path.iterdir()) == [log]  # no temporary file left behind
