@@ -8,6 +8,7 @@ index), so the checks that every hierarchy must pass stay in ``Hierarchy.__init_
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePath
 from typing import Any
@@ -19,6 +20,7 @@ from hcl.labels import as_label_tensor, prefix_ids
 
 __all__ = [
     "folder_path",
+    "node_name",
     "levels_from_array",
     "levels_from_dict",
     "levels_from_parent_dicts",
@@ -35,13 +37,28 @@ ParentDicts = list[dict[str, str | None]]
 Levels = tuple[list[list[str]], list[list[int]]]
 
 
+def node_name(name: Any, where: str = "a node") -> str:
+    """``name`` in Unicode NFC, so that a composed and a decomposed "é" are one node.
+
+    Raises:
+        TypeError: ``name`` is not a string (None, a number, a list: ``str()`` of them would
+            silently make a node "None" or "['b']").
+        ValueError: ``name`` is empty or blank.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"the name of {where} must be a string, got {name!r} ({type(name).__name__})")
+    if not name.strip():
+        raise ValueError(f"the name of {where} must not be empty or blank, got {name!r}")
+    return unicodedata.normalize("NFC", name)
+
+
 def parent_dicts_from_paths(paths: Iterable[Sequence[str]]) -> ParentDicts:
     """The parent of every node named in label paths (see :meth:`hcl.Hierarchy.from_paths`)."""
     parent_of: list[dict[str, str | None]] = []
     for path in paths:
         if isinstance(path, str):
             raise TypeError(f"each path must be a sequence of names, got the string {path!r}")
-        path = [str(p) for p in path]
+        path = [node_name(p, f"the level-{level} node of path {tuple(path)!r}") for level, p in enumerate(path)]
         if not path:
             raise ValueError("a label path must name at least one node")
         for level, name in enumerate(path):
@@ -63,7 +80,8 @@ def parent_dicts_from_parent_map(
     pairs = child_to_parent.items() if isinstance(child_to_parent, Mapping) else child_to_parent
     parent: dict[str, str | None] = {}
     for child, par in pairs:
-        child, par = str(child), (None if par is None else str(par))
+        child = node_name(child, "a child in the parent map")
+        par = None if par is None else node_name(par, f"the parent of {child!r}")
         if child in parent and parent[child] != par:
             raise ValueError(f"node {child!r} has two parents: {parent[child]!r} and {par!r}")
         if par == child:

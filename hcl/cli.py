@@ -57,7 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--config", type=Path, help="YAML or JSON config (default: the TrainConfig defaults)")
     _add_overrides(train, "override config keys, e.g. --set lr=0.05 epochs=20 output_dir=runs/x")
     group = train.add_mutually_exclusive_group()
-    group.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoint.pt")
+    group.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from <output_dir>/checkpoint.pt (or checkpoint.prev.pt when it is damaged); a run without "
+        "a loadable checkpoint is refused and left as it is",
+    )
     group.add_argument("--overwrite", action="store_true", help="start fresh over an existing run directory")
 
     evaluate = commands.add_parser("evaluate", help="evaluate a run per level; writes results.json")

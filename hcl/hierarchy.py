@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from hcl._hierarchy_build import (
     levels_from_dict,
     levels_from_parent_dicts,
     levels_to_dict,
+    node_name,
     parent_dicts_from_parent_map,
     parent_dicts_from_paths,
 )
@@ -37,7 +39,8 @@ class Hierarchy:
     compare prefixes (:func:`hcl.labels.prefix_ids`), which this encoding makes equivalent to
     comparing column l.
 
-    Node names are unique within a level and every node below level 0 has exactly one parent.
+    Node names are non-empty strings, kept in Unicode NFC (a composed and a decomposed "é" name
+    one node), unique within a level, and every node below level 0 has exactly one parent.
     Node ids at each level are assigned in sorted order of the node's path, never in input or
     file-system order, so the same tree always gets the same ids.
 
@@ -60,7 +63,9 @@ class Hierarchy:
         level_names = list(level_names) if level_names is not None else [f"level{i}" for i in range(len(level_nodes))]
         if len(level_names) != len(level_nodes):
             raise ValueError(f"got {len(level_names)} level names for {len(level_nodes)} levels: {level_names}")
-        self._nodes = [[str(name) for name in names] for names in level_nodes]
+        self._nodes = [
+            [node_name(name, f"a node of level {level}") for name in names] for level, names in enumerate(level_nodes)
+        ]
         self._parents = [np.asarray(p, dtype=np.int64).reshape(-1) for p in level_parents]
         self._level_names = [str(n) for n in level_names]
         self._index = []
@@ -168,7 +173,7 @@ class Hierarchy:
     def index(self, level: int, name: str) -> int:
         """The id of node ``name`` at ``level``."""
         try:
-            return self._index[self._check_level(level)][str(name)]
+            return self._index[self._check_level(level)][unicodedata.normalize("NFC", str(name))]
         except KeyError:
             raise ValueError(f"unknown node {name!r} at level {level} ({self._level_names[level]})") from None
 

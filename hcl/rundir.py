@@ -5,6 +5,7 @@
     <run_dir>/config.json             the TrainConfig, a JSON object (indent 2)
     <run_dir>/hierarchy.json          the label hierarchy (:meth:`hcl.Hierarchy.to_json`)
     <run_dir>/checkpoint.pt           {model, optimizer, scaler, step, epoch, rng, config, ...}
+    <run_dir>/checkpoint.prev.pt      the checkpoint before it, resumed from when the latest is damaged
     <run_dir>/metrics.jsonl           one JSON object a line: {"kind": "train", ...}, {"kind": "eval", ...}
     <run_dir>/results.json            the final evaluation, a JSON object (indent 2)
     <run_dir>/embeddings_<split>.npz  embeddings, labels, hierarchy (its JSON string), indices
@@ -13,7 +14,7 @@
 ``hcl.train`` writes them, ``hcl.viz``, the explorer and the command line read them. Every whole
 file is written atomically (:mod:`hcl.atomic`), so readers and crashes never see half a file;
 ``metrics.jsonl`` grows a line at a time, so a crash can tear its last line, which readers skip.
-The checkpoint's own format belongs to :mod:`hcl.train.checkpoint`; only its name is kept here.
+The checkpoint's own format belongs to :mod:`hcl.train.checkpoint`; only the names are kept here.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "CONFIG_FILE",
     "HIERARCHY_FILE",
     "METRICS_FILE",
+    "PREVIOUS_CHECKPOINT_FILE",
     "PROJECTIONS_DIR",
     "RESULTS_FILE",
     "RunEmbeddings",
@@ -51,6 +53,7 @@ __all__ = [
     "read_hierarchy",
     "read_metrics_log",
     "read_results",
+    "run_files",
     "save_embeddings",
     "save_projection",
     "start_metrics_log",
@@ -63,11 +66,20 @@ __all__ = [
 CONFIG_FILE = "config.json"
 HIERARCHY_FILE = "hierarchy.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+PREVIOUS_CHECKPOINT_FILE = "checkpoint.prev.pt"
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
 PROJECTIONS_DIR = "projections"
 
 PathLike = str | os.PathLike[str]
+
+
+def run_files(run_dir: PathLike) -> list[Path]:
+    """The files of a run that ``run_dir`` holds (those listed above), sorted; [] for no run at all."""
+    run_dir = Path(run_dir)
+    names = (CONFIG_FILE, HIERARCHY_FILE, CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, METRICS_FILE, RESULTS_FILE)
+    found = [run_dir / name for name in names if (run_dir / name).exists()]
+    return sorted(found + [embeddings_path(run_dir, split) for split in embedding_splits(run_dir)])
 
 
 # ----------------------------------------------------------------------------- config.json
@@ -133,19 +145,22 @@ def append_metrics(run_dir: PathLike, record: Mapping[str, Any]) -> None:
 def truncate_metrics_log(run_dir: PathLike, last_step: int) -> None:
     """Drop the records written after ``last_step``, the step a run resumes from (they will be redone).
 
-    Torn lines (what a crash mid-append leaves) are dropped too. The file is rewritten atomically:
-    a kill during the rewrite keeps every line it had.
+    A torn last line (what a crash mid-append leaves) is dropped too. The file is rewritten
+    atomically: a kill during the rewrite keeps every line it had.
+
+    Raises:
+        ValueError: the log is not UTF-8 text, or a line before the last is not a JSON object with
+            a numeric ``step`` (named with its line); the file is left as it was.
     """
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return
     kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if int(record.get("step", 0)) <= last_step:
+    for number, line, record in _metrics_lines(path):
+        step = record.get("step", 0)
+        if not isinstance(step, (int, float)) or isinstance(step, bool):
+            raise ValueError(f"{path}:{number}: malformed metrics record ('step' must be a number, got {step!r})")
+        if step <= last_step:
             kept.append(line)
     write_text_atomic(path, "".join(line + "\n" for line in kept))
 
@@ -158,13 +173,24 @@ def read_metrics_log(path: PathLike) -> list[dict[str, Any]]:
 
     Raises:
         FileNotFoundError: there is no log at ``path``.
+        ValueError: the log is not UTF-8 text, or a line before the last is not a JSON object.
     """
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no metrics log at {path}")
-    lines = path.read_text().splitlines()
+    return [record for _, _, record in _metrics_lines(path)]
+
+
+def _metrics_lines(path: Path) -> list[tuple[int, str, dict[str, Any]]]:
+    """``(line number, line, record)`` of every record of the log ``path`` (see :func:`read_metrics_log`)."""
+    data = path.read_bytes()
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     records = []
     for number, line in enumerate(lines):
@@ -176,10 +202,10 @@ def read_metrics_log(path: PathLike) -> list[dict[str, Any]]:
                 raise ValueError(f"expected a JSON object, got {type(record).__name__}")
         except ValueError as err:
             if number == last:
-                warnings.warn(f"{path}:{number + 1}: skipping a torn last line ({err})", stacklevel=2)
+                warnings.warn(f"{path}:{number + 1}: skipping a torn last line ({err})", stacklevel=3)
                 continue
-            raise ValueError(f"{path}:{number + 1}: malformed metrics record ({err})") from err
-        records.append(record)
+            raise ValueError(f"{path}:{number + 1}: malformed metrics record ({err})") from None
+        records.append((number + 1, line, record))
     return records
 
 

@@ -85,6 +85,39 @@ def test_parent_map_depths_roots_and_cycles() -> None:
         Hierarchy.from_parent_map({"a": "a"})
 
 
+@pytest.mark.parametrize(
+    ("build", "error", "message"),
+    [
+        (lambda: Hierarchy.from_paths([(None, "a")]), TypeError, r"must be a string, got None"),
+        (lambda: Hierarchy.from_paths([("a", ["b"])]), TypeError, r"must be a string, got \['b'\]"),
+        (lambda: Hierarchy.from_paths([("a", 3)]), TypeError, r"must be a string, got 3"),
+        (lambda: Hierarchy.from_paths([("a", "")]), ValueError, r"must not be empty or blank, got ''"),
+        (lambda: Hierarchy.from_paths([(" ", "b")]), ValueError, r"must not be empty or blank, got ' '"),
+        (lambda: Hierarchy.from_parent_map({"a": ["b"]}), TypeError, r"parent of 'a' must be a string, got \['b'\]"),
+        (lambda: Hierarchy.from_parent_map({None: "b"}), TypeError, r"child in the parent map must be a string"),
+        (lambda: Hierarchy.from_parent_map([("a", "")]), ValueError, r"parent of 'a' must not be empty"),
+        (lambda: Hierarchy([[None]], [[-1]]), TypeError, r"a node of level 0 must be a string, got None"),
+    ],
+    ids=["none", "list", "int", "empty", "blank", "map-list", "map-none", "map-empty", "constructor-none"],
+)
+def test_a_node_name_that_is_not_a_non_empty_string_is_refused(build, error: type, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(error, match=message):
+        build()
+
+
+def test_composed_and_decomposed_names_are_one_node() -> None:
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    assert composed != decomposed
+    tree = Hierarchy.from_paths([(composed, "x"), (decomposed, "y")])
+    assert tree.nodes(0) == [composed] and tree.nodes(1) == ["x", "y"]
+    assert tree.index(0, decomposed) == tree.index(0, composed) == 0
+    assert tree.encode([(decomposed, "y")]).tolist() == [[0, 1]]
+    by_map = Hierarchy.from_parent_map({"x": composed, "y": decomposed})
+    assert by_map.nodes(0) == [composed] and by_map == tree
+    with pytest.raises(ValueError, match="appears twice"):  # one name, twice at one level
+        Hierarchy([[composed, decomposed]], [[-1, -1]])
+
+
 def test_from_folders(tmp_path) -> None:
     files = [
         tmp_path / "animal" / "dog" / "beagle" / "1.jpg",

@@ -75,7 +75,8 @@ def test_truncating_for_a_resume_keeps_the_steps_up_to_the_checkpoint_and_drops_
     lines = [json.dumps({"kind": "train", "step": step}) for step in range(1, 7)]
     lines.insert(3, json.dumps({"kind": "eval", "epoch": 1, "step": 3}))
     (tmp_path / "metrics.jsonl").write_text("".join(line + "\n" for line in lines) + '{"kind": "tr')
-    rundir.truncate_metrics_log(tmp_path, 3)
+    with pytest.warns(UserWarning, match=r"metrics\.jsonl:8: skipping a torn last line"):
+        rundir.truncate_metrics_log(tmp_path, 3)
     assert (tmp_path / "metrics.jsonl").read_text().splitlines() == lines[:4]
     rundir.truncate_metrics_log(tmp_path / "no-such-run", 3)  # nothing to truncate: no error, no file
     assert not (tmp_path / "no-such-run").exists()

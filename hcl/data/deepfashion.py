@@ -125,9 +125,18 @@ class DeepFashionInShop(HierarchicalDataset):
 
 
 def read_inshop_partition(path: str | os.PathLike[str]) -> list[tuple[str, str, str, int]]:
-    """Parse ``list_eval_partition.txt``: ``(image name, item id, status, line number)`` per image."""
+    """Parse ``list_eval_partition.txt``: ``(image name, item id, status, line number)`` per image.
+
+    Raises:
+        ValueError: the file is not UTF-8 text (binary, UTF-16), its count or header is wrong, a
+            row is malformed, or an image is listed twice, e.g. as a query and in the gallery,
+            where the query would find itself (file and lines named).
+    """
     path = Path(path)
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     if len(lines) < 2:
         raise ValueError(f"{path}: expected a count line and a header line, got {len(lines)} line(s)")
     try:
@@ -137,6 +146,7 @@ def read_inshop_partition(path: str | os.PathLike[str]) -> list[tuple[str, str, 
     if lines[1].split() != ["image_name", "item_id", "evaluation_status"]:
         raise ValueError(f"{path}: the second line must be 'image_name item_id evaluation_status', got {lines[1]!r}")
     rows = []
+    first_line: dict[str, tuple[int, str]] = {}
     for number, line in enumerate(lines[2:], start=3):
         if not line.strip():
             continue
@@ -145,6 +155,16 @@ def read_inshop_partition(path: str | os.PathLike[str]) -> list[tuple[str, str, 
             raise ValueError(f"{path}:{number}: expected '<image name> <item id> <status>', got {line!r}")
         if fields[2] not in _STATUSES:
             raise ValueError(f"{path}:{number}: unknown evaluation status {fields[2]!r} (expected {_STATUSES})")
+        earlier, status = first_line.setdefault(fields[0], (number, fields[2]))
+        if earlier != number:
+            overlap = (
+                " (a query image in the gallery would find itself)"
+                if {status, fields[2]} == {"query", "gallery"}
+                else ""
+            )
+            raise ValueError(
+                f"{path}:{number}: image {fields[0]!r} ({fields[2]}) is already listed on line {earlier} ({status}){overlap}"
+            )
         rows.append((fields[0], fields[1], fields[2], number))
     if len(rows) != count:
         raise ValueError(f"{path}: the first line announces {count} images but {len(rows)} are listed")

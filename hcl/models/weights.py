@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hcl.atomic import check_zip_crc
+from hcl.atomic import check_zip_crc, describe_load_error
 
 __all__ = ["LoadReport", "load_weights"]
 
@@ -98,7 +98,7 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = False) ->
         check_zip_crc(path)  # torch.load does not: a flipped bit would load as a wrong weight
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # whatever damaged bytes make the parsers raise, name the file
-        raise ValueError(f"cannot read weights from {path}: {error}") from error
+        raise ValueError(f"cannot read weights from {path}: {describe_load_error(error)}") from None
     state = _unwrap_state_dict(obj, path)
 
     target = model.state_dict()

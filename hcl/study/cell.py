@@ -105,7 +105,9 @@ def _train_and_evaluate(task: CellTask) -> dict[str, Any]:
 
     cfg = TrainConfig.from_dict(task.config)
     start = time.perf_counter()
-    result = fit(cfg, resume=True)
+    # The cell's folder is the study's: without a checkpoint to resume (killed before its first
+    # one), what it holds is an unfinished start, which a fresh run replaces.
+    result = fit(cfg, resume=True, overwrite=True)
     train_s = time.perf_counter() - start
     if result.interrupted:
         return {"status": "interrupted", "error": f"interrupted at step {result.step}; rerun the study to continue"}

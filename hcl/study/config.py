@@ -177,13 +177,14 @@ def load_study_config(path: str | os.PathLike[str], overrides: Iterable[str] = (
         FileNotFoundError: the file (or its ``base`` file) does not exist (named).
         ValueError: unparsable file, unknown key or bad value (the key named).
     """
+    from hcl.train.config_io import describe_yaml_error, parse_yaml, read_config_text
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"study config not found: {path}")
+    text = read_config_text(path, "study config")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(text, str(path))
     except yaml.YAMLError as error:
-        raise ValueError(f"cannot parse study config {path}: {error}") from error
+        raise ValueError(f"cannot parse study config {path}: {describe_yaml_error(error)}") from None
     if not isinstance(data, Mapping):
         raise TypeError(f"study config {path} must hold a mapping of keys to values")
     data = dict(data)
@@ -198,15 +199,19 @@ def load_study_config(path: str | os.PathLike[str], overrides: Iterable[str] = (
 
 def apply_study_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """A copy of the study mapping ``data`` with dotted ``key=value`` overrides applied."""
+    from hcl.train.config_io import describe_yaml_error, parse_yaml
+
     data = _deep_copy(data)
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"an override must look like key=value, got {item!r}")
         key, text = (part.strip() for part in item.split("=", 1))
         try:
-            value = yaml.safe_load(text)
+            value = parse_yaml(text, f"--set {key}")
         except yaml.YAMLError as error:
-            raise ValueError(f"cannot parse the value of study key {key!r}: {text!r} ({error})") from error
+            raise ValueError(
+                f"cannot parse the value of study key {key!r}: {text!r} ({describe_yaml_error(error)})"
+            ) from None
         *parents, leaf = key.split(".")
         node = data
         for i, part in enumerate(parents):

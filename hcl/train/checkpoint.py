@@ -1,39 +1,49 @@
-"""One-file checkpoints, written atomically, and the random-number-generator state they carry."""
+"""One-file checkpoints, written atomically beside the previous one, and the random-number-generator
+state they carry."""
 
 from __future__ import annotations
 
 import os
 import random
 import uuid
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from hcl.atomic import check_zip_crc
+from hcl.atomic import check_zip_crc, describe_load_error
 
 __all__ = [
     "capture_rng_state",
     "check_training_state",
     "load_checkpoint",
+    "load_newest_checkpoint",
     "remove_partial_writes",
     "restore_rng_state",
     "save_checkpoint",
 ]
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+def save_checkpoint(state: dict[str, Any], path: str | Path, *, previous: str | Path | None = None) -> Path:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then rename.
 
-    A crash or a full disk during the write leaves the previous checkpoint intact; readers never
-    see a half-written file.
+    Readers never see a half-written file, and a crash or a full disk during the write leaves the
+    checkpoint at ``path`` as it was. With ``previous``, that checkpoint is first made ``previous``
+    as well (a hard link, which takes no space, replacing the one there; a rename where the file
+    system has no hard links), so that the disk holds two checkpoints at most, and
+    :func:`load_newest_checkpoint` can fall back to it when the new one turns out damaged.
 
     Raises:
-        OSError: the folder is not writable or the disk is full (the temporary file is removed).
+        OSError: the folder is not writable or the disk is full, naming ``path`` (the temporary
+            file is removed).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if previous is not None and path.is_file():
+        _keep_as_previous(path, Path(previous))
     # A unique name opened with "xb" (not mkstemp) so that the file gets the usual umask mode.
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
@@ -42,10 +52,25 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        # torch.save reports a failed write (ENOSPC) as a RuntimeError on top of the OSError.
+        cause = error if isinstance(error, OSError) else error.__context__
+        if isinstance(cause, OSError):
+            raise OSError(cause.errno, f"cannot write checkpoint {path}: {cause.strerror or cause}") from error
         raise
     return path
+
+
+def _keep_as_previous(path: Path, previous: Path) -> None:
+    """Make ``previous`` name the checkpoint at ``path``, atomically replacing the one there."""
+    link = previous.parent / f".{previous.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        os.link(path, link)
+    except OSError:  # no hard links here (FAT, some network shares): path is missing until the write ends
+        os.replace(path, previous)
+        return
+    os.replace(link, previous)
 
 
 def remove_partial_writes(path: str | Path) -> list[Path]:
@@ -71,15 +96,49 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        what = "is not a file" if path.exists() else "not found"
+        raise FileNotFoundError(f"checkpoint {what}: {path}")
     try:
         check_zip_crc(path)
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # whatever damaged bytes make the parsers raise, name the file
-        raise ValueError(f"cannot read checkpoint {path}: {error}") from error
+        raise ValueError(f"cannot read checkpoint {path}: {describe_load_error(error)}") from None
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {path} must hold a dict, got {type(state).__name__}")
     return state
+
+
+def load_newest_checkpoint(
+    path: str | Path, previous: str | Path, check: Callable[[dict[str, Any], Path], None] | None = None
+) -> tuple[dict[str, Any], Path]:
+    """The checkpoint at ``path``, or at ``previous`` when that one is missing or damaged.
+
+    Falling back warns (a ``UserWarning`` naming both files and what was wrong with ``path``).
+    ``check(state, file)`` raising ValueError marks a readable file as damaged too.
+
+    Returns:
+        The state and the file it came from.
+
+    Raises:
+        FileNotFoundError: neither file exists.
+        ValueError: neither file is a loadable checkpoint (both named, with their errors).
+    """
+    path, previous = Path(path), Path(previous)
+    if not (path.exists() or previous.exists()):
+        raise FileNotFoundError(f"no checkpoint: neither {path} nor {previous} exists")
+    errors = []
+    for candidate in (path, previous):
+        try:
+            state = load_checkpoint(candidate)
+            if check is not None:
+                check(state, candidate)
+        except (FileNotFoundError, ValueError) as error:
+            errors.append(error)
+            continue
+        if candidate == previous:
+            warnings.warn(f"{errors[0]}; resuming from the previous checkpoint {previous} instead", stacklevel=2)
+        return state, candidate
+    raise ValueError(f"no loadable checkpoint: {errors[0]}; {errors[1]}")
 
 
 # What fit() writes and what resuming (and load_run) read, with the type each must have.
@@ -108,6 +167,24 @@ def check_training_state(
         kind = _TRAINING_STATE[key]
         if not isinstance(state[key], kind) or isinstance(state[key], bool):
             raise ValueError(f"checkpoint {path}: {key!r} must be a {kind.__name__}, got {type(state[key]).__name__}")
+    if "rng" in keys:
+        _check_rng_state(state["rng"], path)
+
+
+def _check_rng_state(rng: dict[str, Any], path: str | Path) -> None:
+    """Raise ValueError naming ``path`` unless :func:`restore_rng_state` accepts ``rng``.
+
+    Tried for real, then the generators are put back as they were, so that a damaged state is
+    caught before a resume changes anything on disk.
+    """
+    current = capture_rng_state()
+    try:
+        restore_rng_state(rng)
+    except Exception as error:  # whatever a malformed state makes the setters raise
+        detail = f"lacks {error}" if isinstance(error, KeyError) else f"{type(error).__name__}: {error}"
+        raise ValueError(f"checkpoint {path}: its random-number-generator state 'rng' {detail}") from None
+    finally:
+        restore_rng_state(current)
 
 
 def capture_rng_state() -> dict[str, Any]:

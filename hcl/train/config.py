@@ -53,6 +53,8 @@ _POSITIVE = (
     "max_steps",
 )
 _NON_NEGATIVE = ("num_workers", "checkpoint_every", "weight_decay", "warmup_epochs", "min_lr", "momentum")
+# Longer schedules are typos (epochs=10**12 once tried to allocate a 21.8 TiB learning-rate array).
+_MAX_EPOCHS = 1_000_000
 
 
 @dataclass
@@ -60,7 +62,8 @@ class TrainConfig:
     """Everything a training run depends on. Saved as ``<output_dir>/config.json``.
 
     Construction validates every field: an unknown key raises ValueError, a value of the wrong
-    type raises TypeError, and an out-of-range value raises ValueError, each naming the key.
+    type raises TypeError, and an out-of-range value (NaN or infinity in any float, more than
+    a million epochs or warm-up epochs) raises ValueError, each naming the key.
     The loss is looked up in the table of losses (:func:`hcl.losses.get_loss`), which says which
     options apply to it, and stored under its config name. :meth:`from_dict` (and with it YAML
     files and ``--set``) still takes a renamed key under its old name (:data:`hcl.train.config_io.RENAMED_KEYS`),
@@ -160,6 +163,9 @@ class TrainConfig:
         for key in _NON_NEGATIVE:
             if getattr(self, key) < 0:
                 raise ValueError(f"config key {key!r} must be >= 0, got {getattr(self, key)!r}")
+        for key in ("epochs", "warmup_epochs"):
+            if getattr(self, key) > _MAX_EPOCHS:
+                raise ValueError(f"config key {key!r} must be <= {_MAX_EPOCHS}, got {getattr(self, key)!r}")
         if self.eval_every < -1:
             raise ValueError(f"config key 'eval_every' must be >= -1 (-1 = never), got {self.eval_every!r}")
         if self.temperature <= 0:
@@ -316,7 +322,13 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond float's range
+                number = math.inf
+            if not math.isfinite(number):
+                raise ValueError(f"config key {key!r} must be a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value

@@ -1,6 +1,10 @@
 """A training config as a plain mapping: read from a YAML or JSON file, changed by ``--set``
 overrides, written back, and with renamed keys under their current names.
 
+Config YAML (training and study configs, ``--set`` values) is read by :func:`parse_yaml`: YAML
+1.1 as PyYAML reads it, except that ``1e-3`` is a float (YAML 1.1 makes it a string) and a key
+given twice in one mapping is an error naming the key and its line (YAML 1.1 keeps the last).
+
 :mod:`hcl.train.config` checks the mapping as a :class:`~hcl.train.TrainConfig`; this module knows
 nothing of the fields beyond the types it is handed.
 """
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import types
 import typing
 import warnings
@@ -20,10 +25,100 @@ import yaml
 
 from hcl.atomic import write_text_atomic
 
-__all__ = ["RENAMED_KEYS", "override_mapping", "read_config_file", "upgrade_keys", "write_config_file"]
+__all__ = [
+    "RENAMED_KEYS",
+    "describe_yaml_error",
+    "override_mapping",
+    "parse_yaml",
+    "read_config_file",
+    "read_config_text",
+    "upgrade_keys",
+    "write_config_file",
+]
 
 # Old config key -> its current name. Old YAML files, --set and saved run folders still use them.
 RENAMED_KEYS = {"n_views": "num_views"}
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with exponent floats (``1e-3``) and duplicate keys refused."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base" may be overridden by design
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = lines.get(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (first on line {first})", key_node.start_mark
+                )
+            lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.2's floats without a dot or a signed exponent (1e-3, 2E5, 1.0e3), strings in YAML 1.1.
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str, source: str = "<string>") -> Any:
+    """The value in YAML ``text`` (see the module docstring); ``source`` names it in errors.
+
+    Raises:
+        yaml.YAMLError: unparsable text or a duplicated key, with ``source`` and the line.
+    """
+    try:
+        loader = _ConfigLoader(text)
+    except yaml.reader.ReaderError as error:  # a control character: checked before parsing
+        error.name = source
+        raise
+    loader.name = source  # the marks of error messages name the file instead of "<unicode string>"
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def describe_yaml_error(error: yaml.YAMLError) -> str:
+    """``error`` in one line: ``<source>:<line>:<column>: <problem>`` when PyYAML marked where."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(error).split())
+    return f"{mark.name}:{mark.line + 1}:{mark.column + 1}: {problem}"
+
+
+def read_config_text(path: str | Path, what: str = "config file") -> str:
+    """The UTF-8 text of the config file ``path``.
+
+    Raises:
+        FileNotFoundError: the file does not exist (named).
+        ValueError: the file is not UTF-8 text, e.g. binary or UTF-16 (named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{what} {path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def _json_object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise ValueError(f"key {key!r} is given twice")
+        data[key] = value
+    return data
 
 
 def upgrade_keys(data: Mapping[str, Any], *, warn: bool = True) -> dict[str, Any]:
@@ -79,7 +174,7 @@ def override_mapping(
         key, text = item.split("=", 1)
         key = key.strip()
         if key.startswith("data_options."):
-            data["data_options"] = {**data["data_options"], key.split(".", 1)[1]: yaml.safe_load(text)}
+            data["data_options"] = {**data["data_options"], key.split(".", 1)[1]: _parse_value(key, text)}
             continue
         name = RENAMED_KEYS.get(key, key)
         if name not in field_types:
@@ -89,11 +184,17 @@ def override_mapping(
         if _accepts_str(field_types[name]) and text.strip() not in ("null", "~", ""):
             changes[key] = text
         else:
-            try:
-                changes[key] = yaml.safe_load(text)
-            except yaml.YAMLError as error:
-                raise ValueError(f"cannot parse the value of config key {key!r}: {text!r} ({error})") from error
+            changes[key] = _parse_value(key, text)
     return {**data, **upgrade_keys(changes)}
+
+
+def _parse_value(key: str, text: str) -> Any:
+    try:
+        return parse_yaml(text, f"--set {key}")
+    except yaml.YAMLError as error:
+        raise ValueError(
+            f"cannot parse the value of config key {key!r}: {text!r} ({describe_yaml_error(error)})"
+        ) from None
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -101,16 +202,20 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: the file does not exist (named).
-        ValueError: the file cannot be parsed or holds no mapping (named).
+        ValueError: the file is not UTF-8 text, cannot be parsed, gives a key twice or holds no
+            mapping (named).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text()
+    text = read_config_text(path)
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise ValueError(f"cannot parse config file {path}: {error}") from error
+        if path.suffix == ".json":
+            data = json.loads(text, object_pairs_hook=_json_object_without_duplicates)
+        else:
+            data = parse_yaml(text, str(path))
+    except ValueError as error:  # json.JSONDecodeError is a ValueError
+        raise ValueError(f"cannot parse config file {path}: {error}") from None
+    except yaml.YAMLError as error:
+        raise ValueError(f"cannot parse config file {path}: {describe_yaml_error(error)}") from None
     if data is None:
         return {}
     if not isinstance(data, Mapping):

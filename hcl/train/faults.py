@@ -93,8 +93,8 @@ def check_output_dir(path: Path, needed_bytes: int = 0) -> None:
     free = shutil.disk_usage(path).free
     if needed_bytes and free < needed_bytes:
         raise OSError(
-            f"the output directory {path} has {free / 2**20:.1f} MiB free, but a checkpoint needs about "
-            f"{needed_bytes / 2**20:.1f} MiB (twice that while it is replaced)"
+            f"the output directory {path} has {free / 2**20:.1f} MiB free, but the run needs about "
+            f"{needed_bytes / 2**20:.1f} MiB (two checkpoints with the optimizer's state, and the embeddings)"
         )
 
 

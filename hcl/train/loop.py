@@ -88,16 +88,22 @@ def fit(
     Args:
         cfg: the configuration.
         resume: continue from ``<output_dir>/checkpoint.pt`` (exactly: same batches, same
-            augmentations, same weights as an uninterrupted run). Without a checkpoint the run
-            starts fresh.
-        overwrite: start fresh even though the directory holds a checkpoint (it is replaced).
+            augmentations, same weights as an uninterrupted run), or from the previous checkpoint
+            ``checkpoint.prev.pt`` when that one is missing or damaged (with a warning). A
+            directory without any run file starts fresh; one that holds a run but no loadable
+            checkpoint is refused and left as it is, unless ``overwrite`` is given too.
+        overwrite: start fresh even though the directory holds a run (it is replaced); with
+            ``resume``, only when there is no loadable checkpoint to resume.
         on_step: called on rank 0 as ``on_step(step, model, loss)`` after each step and its
             checkpoint, e.g. for custom monitoring.
 
     Raises:
         FileExistsError: the directory holds a checkpoint and neither ``resume`` nor ``overwrite``.
+        FileNotFoundError, ValueError: ``resume`` without ``overwrite`` on a run without a
+            loadable checkpoint (the files are named and left unchanged).
         ValueError: inconsistent settings (batch size vs. data set and world size; a resumed
-            config that differs from the checkpoint's in keys that change the result).
+            config that differs from the checkpoint's in keys that change the result; a
+            checkpoint past the end of the schedule; a malformed ``metrics.jsonl`` line).
         NonFiniteLossError: the loss became NaN or infinite.
         OSError: the output directory is unusable.
     """

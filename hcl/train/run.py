@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from hcl import rundir
+from hcl.hierarchy import Hierarchy
 from hcl.metrics import check_heldout_classes, seen_training_indices
 from hcl.models import load_weights
 from hcl.train.build import (
@@ -37,7 +38,7 @@ from hcl.train.build import (
 from hcl.train.checkpoint import (
     capture_rng_state,
     check_training_state,
-    load_checkpoint,
+    load_newest_checkpoint,
     remove_partial_writes,
     restore_rng_state,
     save_checkpoint,
@@ -66,6 +67,8 @@ _RESUMABLE_CHANGES = frozenset(
         "cuda_graphs",
     }
 )
+# The most steps a run may take: its learning-rate schedule is an array of one float64 a step.
+_MAX_STEPS = 100_000_000
 # What a resume needs from the checkpoint (hcl.train.checkpoint checks the types).
 _RESUME_KEYS = ("model", "optimizer", "scaler", "step", "rng", "config")
 
@@ -92,6 +95,9 @@ class TrainingRun:
         objective: ``objective(outputs (B, V, D), labels (B, L)) -> loss``.
         step: global steps done.
         last_saved: the step of the newest checkpoint on disk, or None.
+        keep_previous: the next checkpoint moves the one at ``checkpoint_path`` to
+            ``previous_checkpoint_path`` first (False while that one is damaged: the run resumed
+            from the previous one, which is kept instead).
     """
 
     cfg: TrainConfig
@@ -109,6 +115,7 @@ class TrainingRun:
     objective: nn.Module
     step: int = 0
     last_saved: int | None = None
+    keep_previous: bool = True
 
     @property
     def run_dir(self) -> Path:
@@ -119,6 +126,11 @@ class TrainingRun:
     def checkpoint_path(self) -> Path:
         """The run's checkpoint file."""
         return self.run_dir / rundir.CHECKPOINT_FILE
+
+    @property
+    def previous_checkpoint_path(self) -> Path:
+        """The checkpoint before the newest, kept until the next one is written."""
+        return self.run_dir / rundir.PREVIOUS_CHECKPOINT_FILE
 
     @property
     def num_epochs(self) -> int:
@@ -146,7 +158,9 @@ class TrainingRun:
                 "model_spec": self.model_spec,
             },
             self.checkpoint_path,
+            previous=self.previous_checkpoint_path if self.keep_previous else None,
         )
+        self.keep_previous = True
 
 
 def start_run(cfg: TrainConfig, ctx: DistributedContext, *, resume: bool, overwrite: bool) -> TrainingRun:
@@ -163,7 +177,8 @@ def start_run(cfg: TrainConfig, ctx: DistributedContext, *, resume: bool, overwr
 
 
 def _start_run(cfg: TrainConfig, ctx: DistributedContext, *, resume: bool, overwrite: bool) -> TrainingRun:
-    state = _checkpoint_to_resume(cfg, ctx, resume=resume, overwrite=overwrite)
+    resumed = _checkpoint_to_resume(cfg, ctx, resume=resume, overwrite=overwrite)
+    state = None if resumed is None else resumed[0]
     _seed_everything(cfg.seed)
     train_set = build_split(cfg, cfg.train_split, augment=True)
     keep = _seen_samples(cfg, train_set)
@@ -172,10 +187,17 @@ def _start_run(cfg: TrainConfig, ctx: DistributedContext, *, resume: bool, overw
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
+    if total_steps > _MAX_STEPS:
+        raise ValueError(
+            f"config key 'epochs' ({cfg.epochs}) at {steps_per_epoch} steps per epoch gives {total_steps} steps, "
+            f"more than the {_MAX_STEPS} a run may take; lower 'epochs' or set 'max_steps'"
+        )
     schedule = warmup_cosine(
         cfg.lr, total_steps, warmup_steps=round(cfg.warmup_epochs * steps_per_epoch), min_lr=min(cfg.min_lr, cfg.lr)
     )
     model, model_spec = _build_model(cfg, ctx, train_set, load_pretrained=state is None)
+    if ctx.is_main:
+        check_output_dir(Path(cfg.output_dir), needed_bytes=_peak_disk_bytes(cfg, model, train_set.hierarchy))
     optimizer = make_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.precision == "fp16")
     objective = build_objective(
@@ -196,10 +218,10 @@ def _start_run(cfg: TrainConfig, ctx: DistributedContext, *, resume: bool, overw
         scaler=scaler,
         objective=objective,
     )
-    if state is None:
+    if resumed is None:
         _start_fresh(run)
     else:
-        _restore(run, state)
+        _restore(run, *resumed)
     run.net = _wrap_for_training(model, cfg, ctx)
     if state is not None:
         restore_rng_state(state["rng"])  # last: building the model and data does not disturb the saved streams
@@ -208,33 +230,46 @@ def _start_run(cfg: TrainConfig, ctx: DistributedContext, *, resume: bool, overw
 
 def _checkpoint_to_resume(
     cfg: TrainConfig, ctx: DistributedContext, *, resume: bool, overwrite: bool
-) -> dict[str, Any] | None:
-    """The checkpoint state to resume from, or None for a fresh run; checks the output folder first."""
+) -> tuple[dict[str, Any], Path] | None:
+    """The checkpoint state to resume from and its file, or None for a fresh run.
+
+    Checks the output folder first. Nothing in it is changed when this raises.
+    """
     run_dir = Path(cfg.output_dir)
-    ckpt_path = run_dir / rundir.CHECKPOINT_FILE
+    latest, previous = run_dir / rundir.CHECKPOINT_FILE, run_dir / rundir.PREVIOUS_CHECKPOINT_FILE
     if ctx.is_main:
         check_output_dir(run_dir)
-        remove_partial_writes(ckpt_path)  # left by a run killed while writing a checkpoint
-    if not ckpt_path.is_file():
-        if resume and ctx.is_main:
-            print(f"no checkpoint in {run_dir}: starting a fresh run", file=sys.stderr)
-        return None
+        for path in (latest, previous):
+            remove_partial_writes(path)  # left by a run killed while writing a checkpoint
     if not resume:
-        if overwrite:
+        if not (latest.exists() or previous.exists()) or overwrite:
             return None
         raise FileExistsError(
             f"{run_dir} already holds a checkpoint; resume it (--resume), overwrite it (--overwrite) "
             "or choose another output_dir"
         )
-    state = load_checkpoint(ckpt_path)
-    check_training_state(state, ckpt_path, _RESUME_KEYS)
+    try:
+        state, path = load_newest_checkpoint(
+            latest, previous, lambda state, path: check_training_state(state, path, _RESUME_KEYS)
+        )
+    except (FileNotFoundError, ValueError) as error:
+        held = rundir.run_files(run_dir)
+        if held and not overwrite:
+            names = ", ".join(p.name for p in held)
+            raise type(error)(
+                f"cannot resume {run_dir}: {error}. It holds {names}, left as they are; start it afresh with "
+                "--overwrite (replaces them) or choose another output_dir"
+            ) from None
+        if ctx.is_main:
+            print(f"nothing to resume in {run_dir} ({error}): starting a fresh run", file=sys.stderr)
+        return None
     current = cfg.to_dict()
     saved = upgrade_keys(state["config"], warn=False)  # a checkpoint of an older hcl may use renamed keys
     changed = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k])
     if changed:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
-        raise ValueError(f"cannot resume {ckpt_path}: the config differs in {detail}")
-    return state
+        raise ValueError(f"cannot resume {path}: the config differs in {detail}")
+    return state, path
 
 
 def _seen_samples(cfg: TrainConfig, train_set: Dataset) -> np.ndarray | None:
@@ -276,9 +311,6 @@ def _build_model(
         report = load_weights(model, cfg.pretrained)
         if ctx.is_main:
             print(report, file=sys.stderr)
-    num_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    if ctx.is_main:
-        check_output_dir(Path(cfg.output_dir), needed_bytes=3 * num_bytes)
     model.to(ctx.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -293,7 +325,36 @@ def _start_fresh(run: TrainingRun) -> None:
         rundir.clear_evaluation(run.run_dir)
 
 
-def _restore(run: TrainingRun, state: dict[str, Any]) -> None:
+def _peak_disk_bytes(cfg: TrainConfig, model: nn.Module, hierarchy: Hierarchy) -> int:
+    """Disk space a run needs at its peak: two checkpoints and the embeddings of the final evaluation.
+
+    A checkpoint holds the model's state, the optimizer's (AdamW: two moments a parameter, SGD one)
+    and a few KiB of random-generator state and config; the zip archive adds a header per tensor.
+    While a checkpoint is written, the previous one is kept (:meth:`TrainingRun.save_checkpoint`).
+    The embeddings are float32 rows with their int64 labels and index.
+    """
+    tensors = list(model.state_dict().values())
+    parameters = list(model.parameters())
+    model_bytes = sum(t.numel() * t.element_size() for t in tensors)
+    optimizer_bytes = 2 * sum(p.numel() * p.element_size() for p in parameters)
+    checkpoint_bytes = model_bytes + optimizer_bytes + 4096 * (len(tensors) + 2 * len(parameters)) + 2**20
+    splits = [cfg.eval_split] + ([cfg.eval_query_split] if cfg.eval_query_split else []) if cfg.eval_every >= 0 else []
+    rows = sum(len(build_split(cfg, split)) for split in splits)
+    dim = getattr(model, "feature_dim", cfg.embedding_dim) if cfg.embedding == "features" else cfg.embedding_dim
+    levels = hierarchy.num_levels
+    hierarchy_bytes = 4 * len(json.dumps(hierarchy.to_dict()))  # stored in each file as a UCS-4 string
+    return 2 * checkpoint_bytes + rows * (4 * dim + 8 * levels + 8) + len(splits) * hierarchy_bytes
+
+
+def _restore(run: TrainingRun, state: dict[str, Any], path: Path) -> None:
+    step = state["step"]
+    if not 0 <= step <= run.total_steps:
+        raise ValueError(
+            f"checkpoint {path} is at step {step}, outside this run's schedule of {run.total_steps} steps "
+            f"({run.cfg.epochs} epochs of {run.steps_per_epoch}"
+            + (f", max_steps {run.cfg.max_steps})" if run.cfg.max_steps else ")")
+        )
+    run.keep_previous = path == run.checkpoint_path
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scaler.load_state_dict(state["scaler"])

@@ -127,6 +127,40 @@ def test_malformed_partition_files(tmp_path: Path, edit, message: str) -> None: 
         DeepFashionInShop(root)
 
 
+@pytest.mark.parametrize(
+    ("duplicate", "message"),
+    [
+        (ROWS[1], r":5: image '.*02_2_side\.jpg' \(train\) is already listed on line 4"),
+        (
+            ROWS[7][:2] + ("query",),
+            r":11: image '.*04_2_side\.jpg' \(gallery\) is already listed on line 10 \(query\) \(a query image in the "
+            r"gallery would find itself\)",
+        ),
+    ],
+    ids=["duplicated-row", "query-also-in-gallery"],
+)
+def test_an_image_listed_twice_is_named_with_both_lines(
+    tmp_path: Path, duplicate: tuple[str, str, str], message: str
+) -> None:
+    rows = list(ROWS)
+    rows.insert(ROWS.index(duplicate) if duplicate in ROWS else 7, duplicate)
+    build_inshop(tmp_path, rows)
+    with pytest.raises(ValueError, match=message) as info:
+        DeepFashionInShop(tmp_path)
+    assert str(tmp_path / "list_eval_partition.txt") in str(info.value)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "binary"])
+def test_a_partition_file_that_is_not_utf8_is_named(tmp_path: Path, encoding: str) -> None:
+    root = build_inshop(tmp_path)
+    partition = root / "list_eval_partition.txt"
+    text = partition.read_text()
+    partition.write_bytes(text.encode("utf-16") if encoding == "utf-16" else bytes(range(256)) * 4)
+    with pytest.raises(ValueError, match=r"list_eval_partition\.txt: not UTF-8 text") as info:
+        DeepFashionInShop(root)
+    assert str(partition) in str(info.value)
+
+
 def test_empty_split_and_options(tmp_path: Path) -> None:
     root = build_inshop(tmp_path, rows=[r for r in ROWS if r[2] != "query"])
     with pytest.raises(ValueError, match="no samples"):

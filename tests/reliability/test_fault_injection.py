@@ -246,7 +246,7 @@ def _run_on_small_filesystem(forkserver: Any, tmp_path: Path, options: str, fill
 @pytest.mark.parametrize(
     ("options", "fill", "expected"),
     [
-        ("size=64k", False, r"has 0\.\d MiB free, but a checkpoint needs about"),
+        ("size=64k", False, r"has 0\.\d MiB free, but the run needs about"),
         ("size=256k", True, "is not writable: No space left on device"),
         ("ro", False, "is not writable: Read-only file system"),
     ],

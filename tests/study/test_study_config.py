@@ -191,6 +191,20 @@ def test_missing_files_are_named(tmp_path: Path) -> None:
         load_study_config(write(tmp_path, {**study(), "base": "no_train.yaml"}))
 
 
+def test_study_files_read_yaml_as_training_configs_do(tmp_path: Path) -> None:
+    """One YAML reader: exponent floats are floats, a key given twice is an error with its line."""
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study()))
+    cfg = load_study_config(path, ["variants.SupCon.lr=1e-3", "base.weight_decay=5E-4"])
+    assert cfg.variants["SupCon"]["lr"] == 0.001 and cfg.base["weight_decay"] == 0.0005
+    path.write_text(yaml.safe_dump(study()) + "seeds: [0]\nseeds: [1]\n")
+    with pytest.raises(ValueError, match=r"study\.yaml:\d+:1: key 'seeds' is given twice \(first on line \d+\)"):
+        load_study_config(path)
+    path.write_bytes("seeds: [0]\n".encode("utf-16"))
+    with pytest.raises(ValueError, match=r"study config .*study\.yaml is not UTF-8 text"):
+        load_study_config(path)
+
+
 def test_shipped_study_configs_load() -> None:
     configs = Path(__file__).resolve().parents[2] / "configs"
     fashion = load_study_config(configs / "study_fashion_mnist.yaml")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -67,6 +68,108 @@ def test_overrides_follow_field_types() -> None:
 def test_override_errors_name_the_key(override: str, error: type, pattern: str) -> None:
     with pytest.raises(error, match=pattern):
         apply_overrides(TrainConfig(), [override])
+
+
+def _float_keys() -> list[str]:
+    """Every config key whose type holds a float (``float``, ``float | None``, ``list[float] | None``)."""
+    return [f.name for f in dataclasses.fields(TrainConfig) if "float" in str(f.type)]
+
+
+def test_the_float_keys_are_found() -> None:
+    assert set(_float_keys()) >= {"lr", "momentum", "weight_decay", "grad_clip", "min_lr", "warmup_epochs"}
+    assert set(_float_keys()) >= {"temperature", "level_weights", "constraint_weight", "cpcc_weight"}
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "1e400"])
+@pytest.mark.parametrize("key", _float_keys())
+def test_every_float_key_refuses_nan_and_infinity(key: str, value: str) -> None:
+    loss = {"cpcc_weight": "cpcc_supcon", "soft_label_beta": "soft_cross_entropy"}.get(key, "himulcone")
+    text = f"[1, {value}, 1]" if key == "level_weights" else value
+    name = f"{key}[1]" if key == "level_weights" else key
+    with pytest.raises(ValueError, match=rf"config key '{re.escape(name)}' must be a finite number, got -?(nan|inf)"):
+        apply_overrides(TrainConfig(loss=loss), [f"{key}={text}"])
+    with pytest.raises(ValueError, match=rf"config key '{re.escape(name)}' must be a finite number"):
+        number = float(value.replace(".", ""))
+        TrainConfig.from_dict({"loss": loss, key: [1, number] if key == "level_weights" else number})
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("epochs=1000000000000", r"config key 'epochs' must be <= 1000000, got 1000000000000"),
+        ("warmup_epochs=1e300", r"config key 'warmup_epochs' must be <= 1000000, got 1e\+300"),
+    ],
+)
+def test_the_schedule_length_is_bounded_in_the_config(override: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        apply_overrides(TrainConfig(), [override])
+    assert apply_overrides(TrainConfig(), ["epochs=1000000"]).epochs == 1_000_000
+
+
+def test_a_schedule_longer_than_a_run_may_take_is_refused_before_allocating_it(tmp_path: Path) -> None:
+    from hcl.train import fit
+
+    # 12 leaves of 9 training images: 108 steps an epoch at batch size 1, 1.08e8 steps in all.
+    cfg = TrainConfig(
+        dataset="synthetic",
+        data_options={"depth": 3, "branching": [2, 2, 3], "samples_per_leaf": 9, "image_size": 16, "cache": False},
+        sampler="random",
+        batch_size=1,
+        epochs=1_000_000,
+        loss="supcon",
+        progress=False,
+        output_dir=str(tmp_path / "run"),
+    )
+    with pytest.raises(ValueError, match=r"'epochs' \(1000000\) at 108 steps per epoch gives 108000000 steps"):
+        fit(cfg)
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.parametrize("text", ["1e-3", "1E-3", "1.0e-3", "+1e-3", "0.001"])
+def test_exponent_floats_parse_as_floats_in_set_and_in_files(tmp_path: Path, text: str) -> None:
+    assert apply_overrides(TrainConfig(), [f"lr={text}", f"level_weights=[{text}, 2e0, 3]"]).lr == 0.001
+    path = tmp_path / "c.yaml"
+    path.write_text(f"lr: {text}\nweight_decay: 5e-4\nlevel_weights: [{text}, 1e0, 2]\n")
+    cfg = load_config(path)
+    assert (cfg.lr, cfg.weight_decay, cfg.level_weights) == (0.001, 0.0005, [0.001, 1.0, 2.0])
+    assert apply_overrides(TrainConfig(), ["data_options.scale=1e-3"]).data_options == {"scale": 0.001}
+
+
+@pytest.mark.parametrize(
+    ("suffix", "text", "message"),
+    [
+        (".yaml", "lr: 0.1\nepochs: 3\nlr: 0.2\n", r"c\.yaml:3:1: key 'lr' is given twice \(first on line 1\)"),
+        (".yaml", "data_options:\n  depth: 3\n  depth: 4\n", r"c\.yaml:3:3: key 'depth' is given twice"),
+        (".yaml", "{lr: 0.1, lr: 0.2}\n", r"c\.yaml:1:11: key 'lr' is given twice"),
+        (".json", '{"lr": 0.1, "lr": 0.2}', r"c\.json: key 'lr' is given twice"),
+    ],
+)
+def test_a_key_given_twice_is_refused_naming_the_key_and_line(
+    tmp_path: Path, suffix: str, text: str, message: str
+) -> None:
+    path = tmp_path / f"c{suffix}"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_config(path)
+
+
+def test_yaml_merge_keys_may_still_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("data_options:\n  <<: {depth: 3, cache: true}\n  depth: 2\n")
+    assert load_config(path).data_options == {"depth": 2, "cache": True}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\xff\xfe\x00\x01binary\x80\x81", "lr: 0.1\n".encode("utf-16"), b"lr: 0.1\x00\x01\n"],
+    ids=["binary", "utf-16", "control-characters"],
+)
+def test_a_config_file_that_is_not_text_is_named(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value), info.value
 
 
 def test_file_errors_name_the_key_and_path(tmp_path: Path) -> None:

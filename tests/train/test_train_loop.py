@@ -166,7 +166,7 @@ def test_output_dir_problems_are_reported_before_training(tmp_path: Path, monkey
         free = 1024
 
     monkeypatch.setattr("hcl.train.faults.shutil.disk_usage", lambda path: Full())
-    with pytest.raises(OSError, match="MiB free, but a checkpoint needs about"):
+    with pytest.raises(OSError, match="MiB free, but the run needs about"):
         fit(_config(tmp_path, "full"))
     assert not (tmp_path / "full" / "checkpoint.pt").exists()
 
@@ -214,10 +214,14 @@ def test_a_crash_while_resume_trims_the_log_keeps_every_line_before_the_checkpoi
         raise KeyboardInterrupt  # the process dies inside the rewrite
 
     monkeypatch.setattr(atomic.os, "replace", killed)
-    with pytest.raises(KeyboardInterrupt):
+    with (
+        pytest.raises(KeyboardInterrupt),
+        pytest.warns(UserWarning, match=r"metrics\.jsonl:7: skipping a torn last line"),
+    ):
         truncate_metrics_log(tmp_path, 4)
     assert log.read_text().splitlines()[:6] == lines  # untouched, nothing lost
     monkeypatch.undo()
-    truncate_metrics_log(tmp_path, 4)
+    with pytest.warns(UserWarning, match="torn last line"):
+        truncate_metrics_log(tmp_path, 4)
     assert log.read_text().splitlines() == lines[:4]
     assert list(tmp_path.iterdir()) == [log]  # no temporary file left behind
