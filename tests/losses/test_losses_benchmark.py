@@ -57,7 +57,7 @@ def test_benchmark_prints_a_table(bench: ModuleType, capsys: pytest.CaptureFixtu
     assert any("skipped on CPU above --loop-max-views 8" in line for line in lines)
     hcl_flat = [line for line in lines if line.startswith("| flat SupCon (hcl) | 16 |")]
     assert hcl_flat and hcl_flat[0].split(" | ")[5].strip() == "1.00"
-    assert "HiMulConE hinge (hcl, default): at most" in table and "x SupCon's" in table
+    assert "HiMulConE hinge (hcl, default): at most" in table and "by minima" in table and "x SupCon's" in table
     assert table in capsys.readouterr().out
 
 
