@@ -4,15 +4,23 @@ Run ``python benchmarks/bench_losses.py`` (``--device cuda`` on a GPU). For ever
 (counted in views, N = B*V) it times, on the same random unit features and the same synthetic
 hierarchy, interleaved round-robin so that machine noise hits all methods alike:
 
-* hcl ``HiMulConE`` and ``HiMulCon`` in paper mode, ``HiMulConE`` in reference mode;
+* hcl ``HiMulConE`` in paper mode with every constraint reading (``hinge``, the default;
+  ``pair``, the paper's; ``pair_held``; ``level_max``), ``HiMulCon`` in paper mode and
+  ``HiMulConE`` in reference mode;
+* the machine's limit (:func:`machine_limit`): the two GEMMs and the exp pass any contrastive
+  loss over the views needs, as plain tensor ops, timed in the same rounds;
 * flat SupCon on the finest labels: ``hcl.losses.SupConLoss`` and pytorch-metric-learning's
   ``SupConLoss`` (on the flattened views), the baselines of the ratios;
 * the loop formulation: a straightforward re-implementation of the reference code's
   per-level loop (a Python loop over the batch builds each level's (B, B) mask, then one dense
   SupCon per level), computing the same value as reference mode.
 
-It prints a markdown table: median (and minimum) milliseconds, the ratio of medians to hcl's
-flat SupCon and to PML's, and peak memory. On a shared machine the minimum is the steadier
+Each thread count of ``--threads`` (default 1 and 2) is timed in turn. It prints a markdown
+table: median (and minimum) milliseconds, the ratio of medians to hcl's flat SupCon, to the
+limit and to PML's SupCon, and peak memory (at the first thread count); then, per HiMulConE
+reading, its worst ratio to SupCon, its worst ratio to the limit at 4,096 views and more, and its
+peak memory against SupCon's at the largest size. ``--skip PML loop reference`` leaves the
+anchors out. On a shared machine the minimum is the steadier
 figure. On CUDA peak memory is ``torch.cuda.max_memory_allocated`` above what was
 allocated before the call. On CPU it is measured with the PyTorch profiler
 (``profile_memory=True``): the running sum of the bytes every op allocates (counted from the op's
@@ -40,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hcl.losses import HiMulCon, HiMulConE, SupConLoss  # noqa: E402
 
 REFERENCE_BASE_TEMPERATURE = 0.07
+LIMIT = "limit: 2 GEMMs + exp (no loss)"
 
 
 def loop_formulation(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
@@ -98,22 +107,50 @@ def synthetic_labels(num_samples: int, num_levels: int, branching: int, generato
     return torch.stack([leaves // branching ** (num_levels - 1 - level) for level in range(num_levels)], dim=1)
 
 
-def _methods(labels: torch.Tensor) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+def _methods(labels: torch.Tensor, skip: list[str]) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """The timed methods, by name; names holding any of ``skip`` are left out."""
     finest = labels[:, -1]
     methods: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
         "flat SupCon (hcl)": lambda x: SupConLoss(0.1)(x, finest),
-        "HiMulConE paper (hcl)": lambda x: HiMulConE(0.1, constraint="pair")(x, labels),
+        LIMIT: lambda x: machine_limit(x, 0.1),
         "HiMulConE hinge (hcl, default)": lambda x: HiMulConE(0.1)(x, labels),
+        "HiMulConE pair (hcl, paper)": lambda x: HiMulConE(0.1, constraint="pair")(x, labels),
+        "HiMulConE pair_held (hcl)": lambda x: HiMulConE(0.1, constraint="pair_held")(x, labels),
+        "HiMulConE level_max (hcl)": lambda x: HiMulConE(0.1, constraint="level_max")(x, labels),
         "HiMulCon paper (hcl)": lambda x: HiMulCon(0.1)(x, labels),
         "HiMulConE reference (hcl)": lambda x: HiMulConE(0.1, mode="reference")(x, labels),
     }
     try:
         from pytorch_metric_learning.losses import SupConLoss as PMLSupConLoss
     except ImportError:
-        return methods
-    pml = PMLSupConLoss(temperature=0.1)
-    methods["flat SupCon (PML)"] = lambda x: pml(torch.cat(torch.unbind(x, dim=1)), finest.repeat(x.shape[1]))
-    return methods
+        pass
+    else:
+        pml = PMLSupConLoss(temperature=0.1)
+        methods["flat SupCon (PML)"] = lambda x: pml(torch.cat(torch.unbind(x, dim=1)), finest.repeat(x.shape[1]))
+    return {name: method for name, method in methods.items() if not any(word in name for word in skip)}
+
+
+def machine_limit(features: torch.Tensor, temperature: float) -> torch.Tensor:
+    """What any contrastive loss over N views must at least do, as plain tensor ops, no autograd.
+
+    One forward GEMM (N, D) x (D, N) for the similarities, an in-place exp pass over them and
+    their row sums, and the backward GEMM (N, N) x (N, D). The gradient reaches each view as
+    anchor and as partner, two backward GEMMs in general; with the similarities' symmetry (one
+    shared shift, as hcl's kernels use) both fit in one, so one is the floor. One (N, N) buffer,
+    no masks, no labels. The result is a graph-free zero: the timing loop's ``.backward()`` adds
+    nothing.
+
+    Shape:
+        features: (B, V, D). Returns a scalar.
+    """
+    with torch.no_grad():
+        flat = features.reshape(-1, features.shape[-1])
+        weights = torch.mm(flat / temperature, flat.T).exp_()
+        row_sum = weights.sum(dim=1)
+        weights.mul_(row_sum.reciprocal().unsqueeze(1))
+        both_sides = torch.mm(weights, flat)
+        total = both_sides[0, 0]
+    return features.sum() * 0 + total * 0
 
 
 def _synchronize(device: torch.device) -> None:
@@ -159,71 +196,145 @@ def _peak_memory(method: Callable[[torch.Tensor], torch.Tensor], features: torch
 
 
 def run(args: argparse.Namespace) -> list[dict[str, object]]:
-    """Time every method at every size; return one row per (size, method)."""
+    """Time every method at every size and thread count; return one row per (threads, size, method).
+
+    Peak memory does not depend on the thread count and is measured at the first one only.
+    """
     device = torch.device(args.device)
-    generator = torch.Generator().manual_seed(args.seed)
     rows = []
-    for num_views_total in args.sizes:
-        num_samples = num_views_total // args.views
-        labels = synthetic_labels(num_samples, args.levels, args.branching, generator).to(device)
-        features = F.normalize(torch.randn(num_samples, args.views, args.dim, generator=generator), dim=-1).to(device)
-        methods = _methods(labels)
-        loop_skipped = device.type == "cpu" and num_views_total > args.loop_max_views
-        if not loop_skipped:
-            methods["loop formulation (reference HMLC, hmce)"] = lambda x, labels=labels: loop_formulation(x, labels)
-        times: dict[str, list[float]] = {name: [] for name in methods}
-        for method in methods.values():  # warm-up
-            _time_once(method, features)
-        loop_repeats = max(3, args.repeats // 4)
-        for repeat in range(args.repeats):
-            for name, method in methods.items():
-                if name.startswith("loop") and repeat >= loop_repeats:
-                    continue
-                times[name].append(_time_once(method, features))
-        medians = {name: statistics.median(values) * 1e3 for name, values in times.items()}
-        print(f"timed {num_views_total} views", file=sys.stderr)
-        for name in methods:
-            rows.append(
-                {
-                    "method": name,
-                    "views": num_views_total,
-                    "device": device.type,
-                    "ms": medians[name],
-                    "ms_min": min(times[name]) * 1e3,
-                    "vs_hcl": medians[name] / medians["flat SupCon (hcl)"],
-                    "vs_pml": medians[name] / medians["flat SupCon (PML)"] if "flat SupCon (PML)" in medians else None,
-                    "peak_mib": _peak_memory(methods[name], features) / 2**20,
-                    "repeats": len(times[name]),
-                }
-            )
-        if loop_skipped:
-            rows.append(
-                {
-                    "method": "loop formulation (reference HMLC, hmce)",
-                    "views": num_views_total,
-                    "device": device.type,
-                    "skipped": f"skipped on CPU above --loop-max-views {args.loop_max_views}",
-                }
-            )
+    for threads_index, threads in enumerate(args.threads):
+        torch.set_num_threads(threads)
+        generator = torch.Generator().manual_seed(args.seed)
+        for num_views_total in args.sizes:
+            rows += _run_size(args, device, num_views_total, threads, generator, memory=threads_index == 0)
+    return rows
+
+
+def _run_size(
+    args: argparse.Namespace,
+    device: torch.device,
+    num_views_total: int,
+    threads: int,
+    generator: torch.Generator,
+    *,
+    memory: bool,
+) -> list[dict[str, object]]:
+    num_samples = num_views_total // args.views
+    labels = synthetic_labels(num_samples, args.levels, args.branching, generator).to(device)
+    features = F.normalize(torch.randn(num_samples, args.views, args.dim, generator=generator), dim=-1).to(device)
+    methods = _methods(labels, args.skip)
+    loop_name = "loop formulation (reference HMLC, hmce)"
+    loop_skipped = any(word in loop_name for word in args.skip) or (
+        device.type == "cpu" and num_views_total > args.loop_max_views
+    )
+    if not loop_skipped:
+        methods[loop_name] = lambda x, labels=labels: loop_formulation(x, labels)
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for method in methods.values():  # warm-up
+        _time_once(method, features)
+    loop_repeats = max(3, args.repeats // 4)
+    for repeat in range(args.repeats):
+        for name, method in methods.items():
+            if name.startswith("loop") and repeat >= loop_repeats:
+                continue
+            times[name].append(_time_once(method, features))
+    medians = {name: statistics.median(values) * 1e3 for name, values in times.items()}
+    print(f"timed {num_views_total} views on {threads} thread(s)", file=sys.stderr)
+    rows = []
+    for name in methods:
+        rows.append(
+            {
+                "method": name,
+                "views": num_views_total,
+                "threads": threads,
+                "device": device.type,
+                "ms": medians[name],
+                "ms_min": min(times[name]) * 1e3,
+                "vs_hcl": medians[name] / medians["flat SupCon (hcl)"],
+                "vs_limit": medians[name] / medians[LIMIT] if LIMIT in medians else None,
+                "vs_hcl_min": min(times[name]) / min(times["flat SupCon (hcl)"]),
+                "vs_limit_min": min(times[name]) / min(times[LIMIT]) if LIMIT in times else None,
+                "vs_pml": medians[name] / medians["flat SupCon (PML)"] if "flat SupCon (PML)" in medians else None,
+                "peak_mib": _peak_memory(methods[name], features) / 2**20 if memory else None,
+                "repeats": len(times[name]),
+            }
+        )
+    if loop_skipped and "loop" not in args.skip:
+        rows.append(
+            {
+                "method": loop_name,
+                "views": num_views_total,
+                "threads": threads,
+                "device": device.type,
+                "skipped": f"skipped on CPU above --loop-max-views {args.loop_max_views}",
+            }
+        )
     return rows
 
 
 def format_table(rows: list[dict[str, object]]) -> str:
     """The rows as a markdown table."""
     lines = [
-        "| method | views (B*V) | device | ms (median) | ms (min) | x flat SupCon (hcl) | x flat SupCon (PML) "
-        "| peak MiB |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "| method | views (B*V) | threads | ms (median) | ms (min) | x flat SupCon (hcl) | x limit "
+        "| x flat SupCon (PML) | peak MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def ratio(value: object) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
+
     for row in rows:
+        head = f"| {row['method']} | {row['views']} | {row['threads']} |"
         if "skipped" in row:
-            lines.append(f"| {row['method']} | {row['views']} | {row['device']} | {row['skipped']} | | | | |")
+            lines.append(f"{head} {row['skipped']} | | | | | |")
             continue
-        vs_pml = "n/a" if row["vs_pml"] is None else f"{row['vs_pml']:.2f}"
+        peak = "-" if row["peak_mib"] is None else f"{row['peak_mib']:.1f}"
         lines.append(
-            f"| {row['method']} | {row['views']} | {row['device']} | {row['ms']:.2f} | {row['ms_min']:.2f} | "
-            f"{row['vs_hcl']:.2f} | {vs_pml} | {row['peak_mib']:.1f} |"
+            f"{head} {row['ms']:.2f} | {row['ms_min']:.2f} | {row['vs_hcl']:.2f} | {ratio(row['vs_limit'])} | "
+            f"{ratio(row['vs_pml'])} | {peak} |"
         )
+    return "\n".join(lines)
+
+
+def summary(rows: list[dict[str, object]]) -> str:
+    """HiMulConE's worst ratios against flat SupCon (every size) and the limit (4,096 views and
+    more), of medians and of minima (the steadier figure on a shared machine), and its peak
+    memory against SupCon's at the largest size."""
+    timed = [row for row in rows if "skipped" not in row]
+    himulcone = [row for row in timed if row["method"].startswith("HiMulConE") and "reference" not in row["method"]]
+    lines = []
+    for name in sorted({row["method"] for row in himulcone}):
+        mine = [row for row in himulcone if row["method"] == name]
+        worst = max(mine, key=lambda row: row["vs_hcl"])
+        worst_min = max(mine, key=lambda row: row["vs_hcl_min"])
+        text = (
+            f"- {name}: at most {worst['vs_hcl']:.2f}x flat SupCon by medians ({worst['views']} views, "
+            f"{worst['threads']} threads), {worst_min['vs_hcl_min']:.2f}x by minima ({worst_min['views']} views, "
+            f"{worst_min['threads']} threads)"
+        )
+        large = [row for row in mine if row["views"] >= 4096 and row["vs_limit"] is not None]
+        if large:
+            worst_limit = max(large, key=lambda row: row["vs_limit"])
+            worst_limit_min = max(large, key=lambda row: row["vs_limit_min"])
+            text += (
+                f"; at >= 4,096 views at most {worst_limit['vs_limit']:.2f}x the limit by medians, "
+                f"{worst_limit_min['vs_limit_min']:.2f}x by minima"
+            )
+        largest = max(mine, key=lambda row: (row["peak_mib"] is not None, row["views"]))
+        supcon = [
+            row
+            for row in timed
+            if row["method"] == "flat SupCon (hcl)"
+            and row["views"] == largest["views"]
+            and row["peak_mib"] is not None
+            and largest["peak_mib"] is not None
+        ]
+        if supcon:
+            text += (
+                f"; peak memory at {largest['views']} views {largest['peak_mib']:.0f} MiB = "
+                f"{largest['peak_mib'] / supcon[0]['peak_mib']:.2f}x SupCon's"
+            )
+        lines.append(text)
     return "\n".join(lines)
 
 
@@ -233,7 +344,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sizes",
         type=lambda s: [int(v) for v in s.split(",")],
-        default=[256, 1024, 4096],
+        default=[256, 1024, 4096, 8192],
         help="batch sizes in views (B*V), comma-separated",
     )
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per method (median reported)")
@@ -242,7 +353,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--levels", type=int, default=4, help="label levels L")
     parser.add_argument("--branching", type=int, default=4, help="children per node of the synthetic tree")
     parser.add_argument("--loop-max-views", type=int, default=4096, help="skip the loop formulation above this on CPU")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument(
+        "--threads",
+        type=lambda s: [int(v) for v in s.split(",")],
+        default=[1, 2],
+        help="torch thread counts, comma-separated, each timed in turn",
+    )
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        help="leave out methods whose name holds any of these words (e.g. PML loop reference)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -253,15 +375,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
     threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads or threads)
     try:
-        table = format_table(run(args))
-        print(
-            f"D={args.dim}, L={args.levels}, branching={args.branching}, V={args.views}, temperature=0.1, "
-            f"threads={torch.get_num_threads()}, torch {torch.__version__}"
-        )
+        rows = run(args)
     finally:
         torch.set_num_threads(threads)
+    print(
+        f"D={args.dim}, L={args.levels}, branching={args.branching}, V={args.views}, temperature=0.1, "
+        f"threads={','.join(map(str, args.threads))}, torch {torch.__version__}; medians of {args.repeats} "
+        "interleaved runs"
+    )
+    table = format_table(rows) + "\n\n" + summary(rows)
     print(table)
     return table
 

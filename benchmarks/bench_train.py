@@ -1,29 +1,63 @@
-"""Training throughput: HiMulConE against cross-entropy, the same step otherwise, in one run.
+"""Training throughput: the demo's step and study cell on CPU, and HiMulConE against cross-entropy.
 
-For ResNet-18 at 32 px (small-image stem) and ResNet-50 at 224 px, time a full training step
-(forward of B samples x 2 views, loss, backward, SGD update, via ``hcl.train.train_step``) with
-the HiMulConE loss over 4 label levels and with cross-entropy on the finest label over the same
-views, and print a markdown table with images/s, the step time against cross-entropy, and the share of
-the step that the HiMulConE loss itself takes (timed alone on the same features).
+Three sections, each printed as a markdown table (ratios and shares only; nothing is asserted):
 
-    python benchmarks/bench_train.py                       # CPU: small defaults, ~1-2 minutes
-    python benchmarks/bench_train.py --device cuda --batch-size 256 --precision bf16 --channels-last
+* ``step``: the demo model (``configs/fashion_mnist_himulcone.yaml``: compact CNN width 16,
+  batch 128 x 2 views, Fashion-MNIST, HiMulConE) trained through hcl's own data path
+  (:class:`hcl.train.SeededViews` over the augmented split, the hierarchical sampler); each step
+  is split into data loading, forward, loss, backward and optimizer step, with images per second
+  of each part and of the whole step.
+* ``cell``: one study cell end to end at a small budget (``--cell-epochs``): ``fit`` without its
+  own evaluation, then :func:`hcl.train.evaluate_embeddings` on both embeddings, split into
+  training, embedding the evaluation and reference sets, and the metrics.
+* ``models``: for ResNet-18 at 32 px (small-image stem) and ResNet-50 at 224 px, a full training
+  step (forward of B samples x 2 views, loss, backward, SGD update, via ``hcl.train.train_step``)
+  with the HiMulConE loss over 4 label levels and with cross-entropy on the finest label, with
+  images/s, the step time against cross-entropy and the loss's own share. Data are random
+  tensors with labels from a 4-level tree (this measures compute, not data loading).
 
-Data are random tensors (this measures compute, not data loading); labels come from a 4-level
-tree with the pairs the hierarchical sampler would put in a batch.
+    python benchmarks/bench_train.py                        # CPU: all three, a few minutes
+    python benchmarks/bench_train.py --sections step --threads 1
+    python benchmarks/bench_train.py --device cuda --sections models --batch-size 256 --precision bf16 --channels-last
+
+Without Fashion-MNIST's files (``make setup`` installs Debian's dataset-fashion-mnist) the step
+and cell sections use the synthetic data set at 28 px, saying so.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import platform
 import statistics
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
-from hcl.models import build_encoder
-from hcl.train import build_objective, resolve_device, train_step
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import hcl.train.evaluate as evaluate_module  # noqa: E402
+from hcl.models import build_encoder  # noqa: E402
+from hcl.train import (  # noqa: E402
+    TrainConfig,
+    build_objective,
+    evaluate_embeddings,
+    fit,
+    load_config,
+    resolve_device,
+    train_step,
+)
+from hcl.train.distributed import init_distributed  # noqa: E402
+from hcl.train.loop import _epoch_loader  # noqa: E402
+from hcl.train.run import start_run  # noqa: E402
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "fashion_mnist_himulcone.yaml"
+STEP_PARTS = ("data loading", "forward", "loss", "backward", "optimizer step")
 
 MODELS = {"resnet18_32": ("resnet18", 32, True), "resnet50_224": ("resnet50", 224, False)}
 # Step variants: (loss, replay the loss as a CUDA graph). The eager HiMulConE row is CUDA only.
@@ -34,6 +68,120 @@ VARIANTS = {
 }
 NUM_VIEWS = 2
 NUM_LEAVES = 1000
+
+
+def demo_config(output_dir: str) -> tuple[TrainConfig, str]:
+    """The demo's config writing to ``output_dir``, and the data it reads (synthetic without Fashion-MNIST)."""
+    cfg = dataclasses.replace(load_config(DEMO_CONFIG), output_dir=output_dir, progress=False)
+    try:
+        from hcl.data import build_dataset
+
+        build_dataset(cfg.dataset, split=cfg.train_split, root=cfg.data_root)
+        return cfg, "Fashion-MNIST"
+    except FileNotFoundError:
+        synthetic = {"image_size": 28}
+        cfg = dataclasses.replace(cfg, dataset="synthetic", data_options=synthetic, train_subset=None, eval_subset=None)
+        return cfg, "synthetic (Fashion-MNIST's files are missing)"
+
+
+def time_demo_step(cfg: TrainConfig, steps: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds of each part of ``steps`` training steps of the demo, after ``warmup`` untimed ones.
+
+    The step is :func:`hcl.train.train_step`'s, cut where the parts meet: the loader yields the
+    batch (augmentation included), the model maps (B*V, C, H, W) to outputs, the loss, its
+    backward pass (the loss value is read back as the trainer does), and the SGD update.
+    """
+    ctx = init_distributed(cfg.device)
+    run = start_run(cfg, ctx, resume=False, overwrite=True)
+    if warmup + steps > run.steps_per_epoch:
+        raise ValueError(f"--steps + --warmup must be <= {run.steps_per_epoch}, an epoch of the demo")
+    _, loader = _epoch_loader(run, 0, 0, warmup + steps)
+    run.net.train()
+    times: dict[str, list[float]] = {part: [] for part in STEP_PARTS}
+    batches = iter(loader)
+    for step in range(warmup + steps):
+        marks = [time.perf_counter()]
+        images, labels, _ = next(batches)
+        marks.append(time.perf_counter())
+        run.optimizer.zero_grad(set_to_none=True)
+        outputs = run.net(images.flatten(0, 1)).float().reshape(*images.shape[:2], -1)
+        marks.append(time.perf_counter())
+        loss = run.objective(outputs, labels)
+        marks.append(time.perf_counter())
+        loss.backward()
+        float(loss.detach())
+        marks.append(time.perf_counter())
+        run.optimizer.step()
+        marks.append(time.perf_counter())
+        if step >= warmup:
+            for part, begin, end in zip(STEP_PARTS, marks, marks[1:]):
+                times[part].append(end - begin)
+    return times
+
+
+def step_table(times: dict[str, list[float]], batch_size: int) -> str:
+    """Median milliseconds, images/s and share of the step for each part, and the whole step."""
+    medians = {part: statistics.median(values) for part, values in times.items()}
+    whole = statistics.median(map(sum, zip(*times.values())))
+    lines = ["| part | ms/step | images/s of the part | share of the step |", "|---|---:|---:|---:|"]
+    for part, seconds in medians.items():
+        lines.append(f"| {part} | {1000 * seconds:.1f} | {batch_size / seconds:.0f} | {100 * seconds / whole:.1f}% |")
+    lines.append(f"| whole step | {1000 * whole:.1f} | {batch_size / whole:.0f} | 100% |")
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def timed_embedding(into: list[float]) -> Iterator[None]:
+    """Record the seconds and images of every :func:`hcl.train.embed_dataset` call evaluation makes."""
+    original = evaluate_module.embed_dataset
+
+    def embed(model, dataset, **options):  # noqa: ANN001, ANN003, ANN202 - same signature as wrapped
+        start = time.perf_counter()
+        result = original(model, dataset, **options)
+        into.extend([time.perf_counter() - start, len(dataset)])
+        return result
+
+    evaluate_module.embed_dataset = embed
+    try:
+        yield
+    finally:
+        evaluate_module.embed_dataset = original
+
+
+def time_cell(cfg: TrainConfig, epochs: int) -> dict[str, tuple[float, int]]:
+    """Seconds and images of one study cell's parts: training, embedding for evaluation, metrics.
+
+    The cell is :mod:`hcl.study.cell`'s work: ``fit`` (here without its own evaluation) and
+    :func:`hcl.train.evaluate_embeddings` on the features and the projection.
+    """
+    cfg = dataclasses.replace(cfg, epochs=epochs, eval_every=-1)
+    start = time.perf_counter()
+    result = fit(cfg, overwrite=True)
+    train_s = time.perf_counter() - start
+    embedded: list[float] = []
+    start = time.perf_counter()
+    with timed_embedding(embedded):
+        evaluate_embeddings(
+            result.run_dir, embeddings=("features", "projection"), cfg=cfg, model=result.model, step=result.step
+        )
+    eval_s = time.perf_counter() - start
+    embed_s, embed_images = sum(embedded[0::2]), int(sum(embedded[1::2]))
+    return {
+        "training": (train_s, result.step * cfg.batch_size),
+        "embedding for evaluation": (embed_s, embed_images),
+        "metrics": (eval_s - embed_s, embed_images),
+    }
+
+
+def cell_table(parts: dict[str, tuple[float, int]]) -> str:
+    """Seconds, images/s and share of the cell for each part, and the whole cell."""
+    whole = sum(seconds for seconds, _ in parts.values())
+    lines = ["| part | s | images | images/s | share of the cell |", "|---|---:|---:|---:|---:|"]
+    for part, (seconds, images) in parts.items():
+        lines.append(f"| {part} | {seconds:.1f} | {images} | {images / seconds:.0f} | {100 * seconds / whole:.1f}% |")
+    trained = parts["training"][1]
+    lines.append(f"| whole cell | {whole:.1f} | {trained} trained | {trained / whole:.0f} | 100% |")
+    return "\n".join(lines)
 
 
 def tree_labels(batch: int, generator: torch.Generator) -> torch.Tensor:
@@ -115,20 +263,50 @@ def time_loss_only(args: argparse.Namespace, device: torch.device, cuda_graphs: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sections", nargs="+", choices=("step", "cell", "models"), default=["step", "cell", "models"])
     parser.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda or mps")
-    parser.add_argument("--batch-size", type=int, default=None, help="samples per step (default: 256 GPU, 8 CPU)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 GPU, 2 CPU)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--demo-steps", type=int, default=10, help="timed steps of the demo (step section)")
+    parser.add_argument("--cell-epochs", type=int, default=1, help="epochs of the study cell (cell section)")
+    parser.add_argument("--batch-size", type=int, default=None, help="models: samples per step (256 GPU, 8 CPU)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="models section")
+    parser.add_argument("--channels-last", action="store_true", help="models section")
+    parser.add_argument("--compile", action="store_true", help="models section: torch.compile the model")
+    parser.add_argument("--steps", type=int, default=None, help="models: timed steps (default: 20 GPU, 2 CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5 GPU, 1 CPU)")
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     accelerated = device.type != "cpu"
-    args.batch_size = args.batch_size or (256 if accelerated else 8)
-    args.steps = args.steps or (20 if accelerated else 2)
     args.warmup = args.warmup if args.warmup is not None else (5 if accelerated else 1)
+    threads = f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}; {platform.processor() or platform.machine()}, {threads}; medians\n")
+    if "step" in args.sections or "cell" in args.sections:
+        with tempfile.TemporaryDirectory() as scratch:
+            cfg, data = demo_config(scratch)
+            cfg = dataclasses.replace(cfg, device=str(device))
+            what = f"{cfg.backbone} width {cfg.width}, batch {cfg.batch_size} x {cfg.num_views} views, {data}"
+            if "step" in args.sections:
+                times = time_demo_step(cfg, args.demo_steps, args.warmup)
+                print(f"### demo training step ({what}; {device}, median of {args.demo_steps} steps)\n")
+                print(step_table(times, cfg.batch_size) + "\n", flush=True)
+            if "cell" in args.sections:
+                parts = time_cell(cfg, args.cell_epochs)
+                print(
+                    f"### study cell ({what}; {args.cell_epochs} epoch(s) of {cfg.train_subset or 'all'} images, "
+                    "then both embeddings evaluated)\n"
+                )
+                print(cell_table(parts) + "\n", flush=True)
+    if "models" in args.sections:
+        args.batch_size = args.batch_size or (256 if accelerated else 8)
+        args.steps = args.steps or (20 if accelerated else 2)
+        models_section(args, device)
+
+
+def models_section(args: argparse.Namespace, device: torch.device) -> None:
+    """The ResNet table: HiMulConE's step against cross-entropy's, and the loss's share."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         name = torch.cuda.get_device_name(device)

@@ -19,7 +19,7 @@ timeout 90 python3 benchmarks/bench_losses.py --device cuda 2>&1 | tee "$OUT/ben
 # The CPU figures on this host's idle cores, 2 threads as on the development machines.
 timeout 90 python3 benchmarks/bench_losses.py --device cpu --threads 2 --sizes 1024 --repeats 40 2>&1 \
   | tee "$OUT/bench_losses_cpu2.md"
-timeout 150 python3 benchmarks/bench_train.py --device cuda --precision bf16 --channels-last --batch-size 256 2>&1 \
+timeout 150 python3 benchmarks/bench_train.py --device cuda --sections models --precision bf16 --channels-last --batch-size 256 2>&1 \
   | tee "$OUT/bench_train_cuda.md"
 if [ "${WITH_METRICS:-0}" = 1 ]; then
   timeout 120 python3 benchmarks/bench_metrics.py --device cuda --skip-pml 2>&1 | tee "$OUT/bench_metrics_cuda.md"

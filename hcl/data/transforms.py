@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
 from hcl._compat import deprecated_attribute, renamed_kwargs
 
-__all__ = ["MultiViewTransform", "ToChannels", "eval_transform", "supcon_augmentation"]
+__all__ = ["MultiViewTransform", "ToChannels", "ToNormalizedTensor", "eval_transform", "supcon_augmentation"]
 
 
 class MultiViewTransform:
@@ -68,6 +69,44 @@ class ToChannels:
         return f"ToChannels({self.channels})"
 
 
+class ToNormalizedTensor:
+    """torchvision's ``ToTensor`` then ``Normalize(mean, std)`` in one step, with the same arithmetic.
+
+    The pixels are scaled to [0, 1] by a float32 division by 255, then the float32 mean is
+    subtracted and the float32 std divides, as the two torchvision transforms do, so the result
+    is bit for bit theirs; it saves their per-image conversions and constant tensors.
+
+    Args:
+        mean: per-channel mean (``None`` with ``std`` ``None``: scale to [0, 1] only).
+        std: per-channel standard deviation.
+
+    Shape:
+        A PIL image of mode ``"L"`` or ``"RGB"`` -> (C, H, W) float32.
+
+    Raises:
+        ValueError: an image of another mode (convert it with :class:`ToChannels` first).
+    """
+
+    def __init__(self, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
+        self.mean = None if mean is None else torch.tensor(tuple(mean), dtype=torch.float32).reshape(-1, 1, 1)
+        self.std = None if std is None else torch.tensor(tuple(std), dtype=torch.float32).reshape(-1, 1, 1)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        if image.mode not in ("L", "RGB"):
+            raise ValueError(f"ToNormalizedTensor takes 'L' or 'RGB' images, got mode {image.mode!r}")
+        channels = 1 if image.mode == "L" else 3
+        array = np.asarray(image, dtype=np.uint8).reshape(image.height, image.width, channels)
+        x = torch.from_numpy(array.transpose(2, 0, 1).copy()).float().div_(255)
+        if self.mean is not None:
+            x.sub_(self.mean).div_(self.std)
+        return x
+
+    def __repr__(self) -> str:
+        if self.mean is None:
+            return "ToNormalizedTensor()"
+        return f"ToNormalizedTensor(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+
+
 def supcon_augmentation(
     image_size: int,
     channels: int = 3,
@@ -103,8 +142,7 @@ def supcon_augmentation(
     if size >= 64:
         kernel = max(3, int(0.1 * size) // 2 * 2 + 1)
         steps.append(T.RandomApply([T.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5))
-    steps.append(T.ToTensor())
-    steps += _normalize(channels, mean, std)
+    steps.append(_to_normalized_tensor(channels, mean, std))
     return T.Compose(steps)
 
 
@@ -128,8 +166,8 @@ def eval_transform(
     from torchvision import transforms as T
 
     size = _check_size(image_size)
-    steps: list[Any] = [ToChannels(channels), T.Resize(size, antialias=True), T.CenterCrop(size), T.ToTensor()]
-    steps += _normalize(channels, mean, std)
+    steps: list[Any] = [ToChannels(channels), T.Resize(size, antialias=True), T.CenterCrop(size)]
+    steps.append(_to_normalized_tensor(channels, mean, std))
     return T.Compose(steps)
 
 
@@ -139,17 +177,17 @@ def _check_size(image_size: int) -> int:
     return image_size
 
 
-def _normalize(channels: int, mean: Sequence[float] | None, std: Sequence[float] | None) -> list[Any]:
+def _to_normalized_tensor(
+    channels: int, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> ToNormalizedTensor:
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels!r}")
     if mean is None and std is None:
-        return []
+        return ToNormalizedTensor(None, None)
     if mean is None or std is None:
         raise ValueError("give both mean and std, or neither")
     if len(mean) != channels or len(std) != channels:
         raise ValueError(f"mean and std need {channels} values each, got {tuple(mean)} and {tuple(std)}")
     if any(s <= 0 for s in std):
         raise ValueError(f"std must be positive, got {tuple(std)}")
-    from torchvision import transforms as T
-
-    return [T.Normalize(tuple(float(m) for m in mean), tuple(float(s) for s in std))]
+    return ToNormalizedTensor(tuple(float(m) for m in mean), tuple(float(s) for s in std))

@@ -157,8 +157,8 @@ class SeededViews(Dataset):
     """A dataset whose random augmentation is a pure function of (seed, epoch, index).
 
     Items are requested as ``(epoch, index)`` keys and returned as ``(x, labels, index)``. Each
-    item runs the wrapped dataset's ``__getitem__`` under torch and Python generators seeded from
-    ``(seed, epoch, index)`` and restores the previous generator state afterwards, so the result
+    item runs the wrapped dataset's ``__getitem__`` under torch's CPU generator and Python's seeded
+    from ``(seed, epoch, index)`` and restores their previous states afterwards, so the result
     does not depend on which worker process loads it or in which order.
 
     Args:
@@ -183,7 +183,11 @@ class SeededViews(Dataset):
         seed = self.item_seed(epoch, index)
         python_state = random.getstate()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            # The CPU generator only, the one fork_rng restores: torch.manual_seed would also
+            # queue a seed for every accelerator's generator, recording a Python stack trace
+            # each time (a third of the data loading's time on CPU), and reseed a GPU's
+            # stream in the training process.
+            torch.default_generator.manual_seed(seed)
             random.seed(seed)
             try:
                 x, labels = self.dataset[index]

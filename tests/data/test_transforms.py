@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from hcl.data import MultiViewTransform, eval_transform, supcon_augmentation
-from hcl.data.transforms import ToChannels
+from hcl.data.transforms import ToChannels, ToNormalizedTensor
 
 
 def rgb_image(size: int = 40) -> Image.Image:
@@ -77,3 +77,21 @@ def test_argument_checks() -> None:
         supcon_augmentation(0)
     assert ToChannels(3)(Image.new("L", (4, 4))).mode == "RGB"
     assert ToChannels(1)(Image.new("RGBA", (4, 4))).mode == "L"
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_to_normalized_tensor_is_torchvision_to_tensor_then_normalize_bit_for_bit(mode: str) -> None:
+    from torchvision import transforms as T
+
+    rng = np.random.default_rng(1)
+    channels = 1 if mode == "L" else 3
+    pixels = rng.integers(0, 256, (17, 23, channels), dtype=np.uint8)  # every byte value is likely hit
+    image = Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode)
+    mean, std = tuple(rng.uniform(0.1, 0.6, channels)), tuple(rng.uniform(0.1, 0.6, channels))
+    plain = T.Compose([T.ToTensor(), T.Normalize(mean, std)])(image)
+    fused = ToNormalizedTensor(mean, std)(image)
+    assert fused.dtype == plain.dtype == torch.float32 and fused.shape == (channels, 17, 23)
+    assert torch.equal(fused, plain)
+    assert torch.equal(ToNormalizedTensor(None, None)(image), T.ToTensor()(image))
+    with pytest.raises(ValueError, match="'RGBA'"):
+        ToNormalizedTensor(None, None)(Image.new("RGBA", (4, 4)))

@@ -72,6 +72,29 @@ def test_seeded_views_are_a_pure_function_of_seed_epoch_index() -> None:
     assert not torch.equal(first[0], first[1])  # two different views of one image
 
 
+def test_seeded_views_equal_torchvision_pipeline_under_the_global_seed() -> None:
+    # The views a run trains on are those of torchvision's ToTensor + Normalize under
+    # torch.manual_seed(item seed): the fast path changes no bit of the training data.
+    import random
+
+    from torchvision import transforms as T
+
+    from hcl.data import MultiViewTransform
+
+    cfg = TrainConfig(dataset="synthetic", data_options=SYNTHETIC)
+    dataset = build_split(cfg, "train", augment=True)
+    views = SeededViews(dataset, seed=3)
+    steps = [*dataset.transform.transform.transforms[:-1], T.ToTensor(), T.Normalize(dataset.mean, dataset.std)]
+    plain = MultiViewTransform(T.Compose(steps), num_views=cfg.views_per_image)
+    for epoch, index in [(0, 0), (1, 5), (2, 17)]:
+        seed = views.item_seed(epoch, index)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            expected = plain(dataset.get_image(index))
+        assert torch.equal(views[(epoch, index)][0], expected)
+
+
 def _interrupt_at(step_to_stop: int):
     def on_step(step: int, model: torch.nn.Module, loss: float) -> None:
         if step == step_to_stop:
