@@ -28,6 +28,8 @@ __all__ = ["KeyLayout", "RankingPlan", "numpy_block_sums", "retrieval_sums", "to
 
 # Rows per CPU task: small enough that a task's passes over its rows stay in cache.
 _ROWS_PER_TASK = 8
+# Every how many keys one is sampled to bound a row's smallest keys (see _smallest_sorted).
+_SAMPLE_STRIDE = 32
 
 
 class RankingPlan:
@@ -250,11 +252,10 @@ def _numpy_rows(sims: np.ndarray, first: int, context: _Context, scratch: _Buffe
     np.bitwise_and(keys, ~layout.code_mask, out=keys)
     plan.mark_rows(keys, first, layout.self_key)
     relevant_counts = plan.relevant[first : first + len(keys)]
-    depth = min(context.num_rankable, max(int(relevant_counts[:, 0].max()), ks[-1]))
-    if depth < keys.shape[1]:
-        keys.partition(depth - 1, axis=1)
-    top = keys[:, :depth]
-    top.sort(axis=1)
+    depth = min(context.num_rankable, sorted_depth(relevant_counts, ks))
+    top = np.empty((len(keys), depth), dtype=keys.dtype)
+    for row in range(len(keys)):
+        top[row] = _smallest_sorted(keys[row], depth)
     shared = np.bitwise_and(top, layout.code_mask, out=scratch.codes[:, :depth], casting="unsafe")
     sums = np.zeros((num_levels, 3 + len(ks)))
     counts = np.zeros(num_levels, dtype=np.int64)
@@ -271,11 +272,100 @@ def _numpy_rows(sims: np.ndarray, first: int, context: _Context, scratch: _Buffe
         for i, k in enumerate(ks):
             sums[level, 3 + i] = head[:, :k].any(axis=1).sum()
         num_hits, ap_times_r = _hits_in_top_r(relevant, r, context.harmonic)
+        ap_times_r = ap_times_r.astype(np.float64, copy=False)  # bincount of nothing is int64
+        for row in np.flatnonzero(r > depth):
+            span = (int(plan.starts[first + row, level]), int(plan.ends[first + row, level]))
+            hits, ap = _hits_beyond_depth(keys[row], top[row], int(num_hits[row]), int(r[row]), span, level, context)
+            num_hits[row] += hits
+            ap_times_r[row] += ap
         r_counted = r[counted]
         sums[level, 1] = (num_hits[counted] / r_counted).sum()
         sums[level, 2] = (ap_times_r[counted] / r_counted).sum()
         counts[level] = len(counted)
     return sums, counts
+
+
+def sorted_depth(relevant_counts: np.ndarray, ks: tuple[int, ...]) -> int:
+    """How many top ranks of each row are sorted: enough for every level but the coarsest.
+
+    The coarsest level's R can be most of the gallery (two classes: R ~ N/2); its ranks beyond
+    this depth are scored by :func:`_hits_beyond_depth` without a full sort.
+
+    Shape:
+        relevant_counts: (B, L), R per query and level (-1: skipped).
+    """
+    return max(int(relevant_counts[:, 1:].max(initial=0)), ks[-1], 1)
+
+
+def _hits_beyond_depth(
+    keys: np.ndarray, top: np.ndarray, top_hits: int, r: int, hit_span: tuple[int, int], level: int, context: _Context
+) -> tuple[int, float]:
+    """Hits at ranks ``D+1 .. R`` of one row, and their part of ``R * AP@R = sum_j j / p_j``.
+
+    ``keys`` is the row's whole multiset of keys; its D smallest, ``top``, are sorted and hold
+    ``top_hits`` hits. Let ``m`` be the smallest key of a miss at a rank beyond D. Every key below
+    ``m`` outside the top is a hit, so ranks D+1 .. P (P = the number of keys below ``m``) are a
+    run of hits after ``D - top_hits`` misses, summed in closed form with harmonic numbers; only
+    the keys from ``m`` on (few when the classes are well separated, at most the whole row) are
+    partially sorted, up to rank R. Equal keys are equally relevant, so how ties straddle rank D
+    changes nothing.
+
+    Shape:
+        keys: (N,); top: (D,) with D < R.
+    """
+    layout = context.layout
+    depth = len(top)
+    start, end = hit_span
+    # The hits are the run [start, end) of the gallery order (and the query itself, a miss whose
+    # key is larger than any other).
+    misses = (keys[:start], keys[end:])
+    first_miss = min(int(part.min(where=part >= top[-1], initial=layout.self_key)) for part in misses)
+    num_before = int(np.count_nonzero(keys < first_miss))
+    run = max(0, min(num_before, r) - depth)
+    hits = run
+    ap = run - (depth - top_hits) * (context.harmonic[depth + run] - context.harmonic[depth])
+    need = r - num_before
+    if need > 0:
+        zone = _smallest_sorted(keys, need, first_miss)
+        hit = (np.bitwise_and(zone, layout.code_mask) > level) & (zone != layout.self_key)
+        hit_index = np.count_nonzero(keys[start:end] < first_miss) + np.cumsum(hit)
+        ranks = np.arange(num_before + 1, num_before + need + 1)
+        counted = hit & (ranks > depth)
+        hits += int(np.count_nonzero(counted))
+        ap += float((hit_index[counted] / ranks[counted]).sum())
+    return hits, ap
+
+
+def _smallest_sorted(keys: np.ndarray, count: int, low: int | None = None) -> np.ndarray:
+    """The ``count`` smallest keys that are ``>= low``, sorted (all of them if fewer).
+
+    A full partition of the row costs about as much as sorting the part it keeps. Instead, a
+    sorted sample of every ``_SAMPLE_STRIDE``-th key gives an upper bound likely to keep a few
+    more than ``count`` keys; counting (a cheap vector pass) checks it, else it is raised. Only
+    the keys inside the bounds are copied and sorted.
+
+    Shape:
+        keys: (N,). Returns (min(count, number of keys >= low),).
+    """
+    sample = np.sort(keys[::_SAMPLE_STRIDE])
+    first = 0 if low is None else int(np.searchsorted(sample, low))
+    margin = count / _SAMPLE_STRIDE * 1.25 + 8
+    while first + int(margin) < len(sample):
+        inside = keys <= sample[first + int(margin)]
+        if low is not None:
+            inside &= keys >= low
+        if np.count_nonzero(inside) >= count:
+            chosen = keys[inside]
+            break
+        margin *= 2
+    else:
+        chosen = keys if low is None else keys[keys >= low]
+        chosen = chosen.copy() if chosen is keys else chosen
+    if len(chosen) > count:
+        chosen.partition(count - 1)
+        chosen = chosen[:count]
+    chosen.sort()
+    return chosen
 
 
 def _hits_in_top_r(relevant: np.ndarray, r: np.ndarray, harmonic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
