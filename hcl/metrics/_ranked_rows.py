@@ -14,7 +14,7 @@ __all__ = ["hits_beyond_depth", "hits_in_top_r", "sorted_depth", "sorted_top"]
 # Every how many keys one is sampled to bound a row's smallest keys (see _smallest_sorted).
 _SAMPLE_STRIDE = 32
 # Rows at least this long take the sampled selection and the coarsest level's tail
-# (_hits_beyond_depth); shorter rows are partitioned whole, the per-row work costing more there.
+# (hits_beyond_depth); shorter rows are partitioned whole, the per-row work costing more there.
 _LONG_ROW = 1 << 15
 
 
