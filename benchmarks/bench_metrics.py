@@ -9,6 +9,10 @@ with the memory they would need (about 80 bytes per query and neighbour, measure
 FaissKNN is an exact IndexFlatL2 search, which on L2-normalised embeddings ranks as cosine
 similarity does (up to float32 rounding: near-ties may swap, hence differences of ~1e-6).
 
+``hcl-before`` is hcl with the CPU row engine that was replaced in issue 16 (every row sorted
+down to the coarsest level's R, about N/2 ranks with two coarse classes), kept here only as the
+baseline: it runs in the same invocation, so the ratio holds on a loaded machine.
+
 Usage:
     python benchmarks/bench_metrics.py                  # 100k, CPU, 2 threads
     python benchmarks/bench_metrics.py --n 20000        # smaller
@@ -60,6 +64,47 @@ def make_data(n: int, dim: int, seed: int):
     return embeddings, labels
 
 
+def full_depth_rows(sims, first, context, scratch):
+    """The CPU row engine before issue 16: each row partitioned at the largest R, that part sorted."""
+    import numpy as np
+
+    from hcl.metrics._ranked_rows import hits_in_top_r
+
+    layout, ks, plan = context.layout, context.ks, context.plan
+    num_levels = plan.num_levels
+    keys = scratch.keys
+    np.copyto(keys, sims, casting="unsafe")
+    np.bitwise_and(keys, ~layout.code_mask, out=keys)
+    plan.mark_rows(keys, first, layout.self_key)
+    relevant_counts = plan.relevant[first : first + len(keys)]
+    depth = min(context.num_rankable, max(int(relevant_counts[:, 0].max()), ks[-1]))
+    if depth < keys.shape[1]:
+        keys.partition(depth - 1, axis=1)
+    top = keys[:, :depth]
+    top.sort(axis=1)
+    shared = np.bitwise_and(top, layout.code_mask, out=scratch.codes[:, :depth], casting="unsafe")
+    sums = np.zeros((num_levels, 3 + len(ks)))
+    counts = np.zeros(num_levels, dtype=np.int64)
+    for level in range(num_levels):
+        r = relevant_counts[:, level]
+        counted = np.flatnonzero(r > 0)
+        if len(counted) == 0:
+            break
+        width = min(depth, max(int(r.max()), ks[-1]))
+        relevant = scratch.relevant.reshape(-1)[: len(keys) * width].reshape(len(keys), width)
+        np.greater(shared[:, :width], level, out=relevant)
+        head = relevant[counted, : ks[-1]]
+        sums[level, 0] = head[:, 0].sum()
+        for i, k in enumerate(ks):
+            sums[level, 3 + i] = head[:, :k].any(axis=1).sum()
+        num_hits, ap_times_r = hits_in_top_r(relevant, r, context.harmonic)
+        r_counted = r[counted]
+        sums[level, 1] = (num_hits[counted] / r_counted).sum()
+        sums[level, 2] = (ap_times_r[counted] / r_counted).sum()
+        counts[level] = len(counted)
+    return sums, counts
+
+
 def worker(args: argparse.Namespace) -> None:
     """Run one measurement and print one JSON line (seconds, peak RSS, metrics)."""
     import resource
@@ -76,8 +121,11 @@ def worker(args: argparse.Namespace) -> None:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
 
-    if args.worker == "hcl":
-        from hcl.metrics import per_level_retrieval
+    if args.worker in ("hcl", "hcl-before"):
+        from hcl.metrics import _retrieval_engine, per_level_retrieval
+
+        if args.worker == "hcl-before":
+            _retrieval_engine._numpy_rows = full_depth_rows
 
         emb = torch.from_numpy(embeddings)
         if args.device != "cpu":
@@ -165,7 +213,8 @@ def main() -> None:
         "--pml-memory-gb", type=float, default=12.0, help="skip PML levels whose neighbour tables would exceed this"
     )
     parser.add_argument("--skip-pml", action="store_true")
-    parser.add_argument("--worker", choices=("hcl", "pml"), help=argparse.SUPPRESS)
+    parser.add_argument("--skip-before", action="store_true", help="skip hcl's pre-issue-16 CPU engine")
+    parser.add_argument("--worker", choices=("hcl", "hcl-before", "pml"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -183,14 +232,14 @@ def main() -> None:
         f"# {os.cpu_count()} CPUs here, load average {os.getloadavg()[0]:.1f} at the start; on a busy "
         "machine CPU seconds / threads is the better guide to the wall time on idle cores\n"
     )
-    runs = [run_worker("hcl", args)]
-    if not args.skip_pml:
-        runs.append(run_worker("pml", args))
-    for run in runs:
-        if "error" in run:
+    hcl_run = run_worker("hcl", args)
+    before_run = None if args.skip_before or args.device != "cpu" else run_worker("hcl-before", args)
+    pml_run = None if args.skip_pml else run_worker("pml", args)
+    for run in (hcl_run, before_run, pml_run):
+        if run is not None and "error" in run:
             print(f"{run['what']} failed: {run['error']}")
-    hcl_run = runs[0]
-    pml_run = runs[1] if len(runs) > 1 and "error" not in runs[1] else None
+    if pml_run is not None and "error" in pml_run:
+        pml_run = None
     print("| implementation | levels | wall seconds | CPU seconds | peak RSS (MB) |")
     print("|---|---|---|---|---|")
     if "error" not in hcl_run:
@@ -198,6 +247,20 @@ def main() -> None:
         print(
             f"| hcl per_level_retrieval ({args.device}) | all {len(BRANCHING)} | "
             f"{hcl_run['seconds']:.1f} | {hcl_run['cpu_seconds']:.1f} | {hcl_run['peak_rss_mb']:.0f}{extra} |"
+        )
+    if before_run is not None and "error" not in before_run and "error" not in hcl_run:
+        print(
+            f"| hcl before issue 16 (cpu, every row sorted to the coarsest R) | all {len(BRANCHING)} | "
+            f"{before_run['seconds']:.1f} | {before_run['cpu_seconds']:.1f} | {before_run['peak_rss_mb']:.0f} |"
+        )
+        diff = max(
+            abs(before_run["levels"][level][m] - hcl_run["levels"][level][m])
+            for level in hcl_run["levels"]
+            for m in (*METRICS, "recall@10")
+        )
+        print(
+            f"\nhcl now vs before, same run: {before_run['seconds'] / hcl_run['seconds']:.2f}x faster wall, "
+            f"{before_run['cpu_seconds'] / hcl_run['cpu_seconds']:.2f}x less CPU; largest metric difference {diff:.1e}"
         )
     if pml_run is not None:
         done = sorted(pml_run["seconds_per_level"], key=int)

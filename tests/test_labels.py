@@ -39,6 +39,29 @@ def test_prefix_ids_are_dense() -> None:
         assert sorted(col.unique().tolist()) == list(range(int(col.max()) + 1))
 
 
+def lexicographic_prefix_ids(labels: torch.Tensor) -> list[list[int]]:
+    """The documented ids, by a loop: the rank of each known prefix among the level's distinct prefixes."""
+    rows = labels.tolist()
+    out = [[-1] * len(row) for row in rows]
+    for level in range(labels.shape[1]):
+        prefixes = sorted({tuple(row[: level + 1]) for row in rows if row[level] >= 0})
+        rank = {prefix: i for i, prefix in enumerate(prefixes)}
+        for i, row in enumerate(rows):
+            if row[level] >= 0:
+                out[i][level] = rank[tuple(row[: level + 1])]
+    return out
+
+
+@pytest.mark.parametrize("spread", [1, 7, 10**12])  # small ranges use a table, huge ones a sort
+@pytest.mark.parametrize("ragged", [False, True])
+def test_prefix_ids_are_lexicographic_ranks(spread: int, ragged: bool) -> None:
+    labels = random_ragged_labels(300, 4, 5, 3) if ragged else torch.randint(0, 5, (300, 4))
+    labels = torch.where(labels >= 0, labels * spread + 3, labels)
+    assert prefix_ids(labels).tolist() == lexicographic_prefix_ids(labels)
+    if torch.cuda.is_available():
+        assert prefix_ids(labels.cuda()).tolist() == lexicographic_prefix_ids(labels)
+
+
 def test_shared_prefix_length() -> None:
     a = torch.tensor([[0, 1, 2], [0, 1, -1], [1, 0, 0]])
     b = torch.tensor([[0, 1, 3], [0, 1, -1], [0, 0, 0]])

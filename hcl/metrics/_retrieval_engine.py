@@ -5,8 +5,11 @@ so one pass over the similarities serves every level. The similarity matrix is n
 each block of queries gets a (block, gallery) similarity chunk, and every gallery item in it is
 turned into one integer sort key ``(quantised similarity, how many levels it shares with the
 query)``. Sorting those keys once gives, at every level, the rank of every relevant item. Only
-the top ``max R`` ranks of a row matter (R = the number of relevant items, largest at level 0),
-so each row is partitioned there and only that part is sorted (a value-only SIMD sort). The
+the top R ranks of a row matter (R = the number of relevant items, largest at level 0), so only
+that part is selected and sorted (a value-only SIMD sort). In long rows the coarsest level's R
+can be half the gallery; there the sort stops at the finer levels' largest R, and the coarsest
+level's deeper ranks are scored from a run of hits in closed form and a sort of the keys from
+its first miss on (see :mod:`hcl.metrics._ranked_rows`). The
 gallery is first ordered by label path, so the items sharing a prefix with a query are one
 contiguous run per level and the "levels shared" field is written with a few slice additions.
 
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 
 from hcl.labels import prefix_ids
+from hcl.metrics._ranked_rows import hits_beyond_depth, hits_in_top_r, sorted_depth, sorted_top
 
 __all__ = ["KeyLayout", "RankingPlan", "numpy_block_sums", "retrieval_sums", "torch_block_sums"]
 
@@ -250,11 +254,8 @@ def _numpy_rows(sims: np.ndarray, first: int, context: _Context, scratch: _Buffe
     np.bitwise_and(keys, ~layout.code_mask, out=keys)
     plan.mark_rows(keys, first, layout.self_key)
     relevant_counts = plan.relevant[first : first + len(keys)]
-    depth = min(context.num_rankable, max(int(relevant_counts[:, 0].max()), ks[-1]))
-    if depth < keys.shape[1]:
-        keys.partition(depth - 1, axis=1)
-    top = keys[:, :depth]
-    top.sort(axis=1)
+    depth = min(context.num_rankable, sorted_depth(relevant_counts, ks, keys.shape[1]))
+    top = sorted_top(keys, depth)
     shared = np.bitwise_and(top, layout.code_mask, out=scratch.codes[:, :depth], casting="unsafe")
     sums = np.zeros((num_levels, 3 + len(ks)))
     counts = np.zeros(num_levels, dtype=np.int64)
@@ -270,53 +271,20 @@ def _numpy_rows(sims: np.ndarray, first: int, context: _Context, scratch: _Buffe
         sums[level, 0] = head[:, 0].sum()
         for i, k in enumerate(ks):
             sums[level, 3 + i] = head[:, :k].any(axis=1).sum()
-        num_hits, ap_times_r = _hits_in_top_r(relevant, r, context.harmonic)
+        num_hits, ap_times_r = hits_in_top_r(relevant, r, context.harmonic)
+        ap_times_r = ap_times_r.astype(np.float64, copy=False)  # bincount of nothing is int64
+        for row in np.flatnonzero(r > depth):
+            span = (int(plan.starts[first + row, level]), int(plan.ends[first + row, level]))
+            hits, ap = hits_beyond_depth(
+                keys[row], top[row], int(num_hits[row]), int(r[row]), span, level, layout.code_mask, context.harmonic
+            )
+            num_hits[row] += hits
+            ap_times_r[row] += ap
         r_counted = r[counted]
         sums[level, 1] = (num_hits[counted] / r_counted).sum()
         sums[level, 2] = (ap_times_r[counted] / r_counted).sum()
         counts[level] = len(counted)
     return sums, counts
-
-
-def _hits_in_top_r(relevant: np.ndarray, r: np.ndarray, harmonic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: the number of hits in the top R, and ``R * AP@R = sum_j j / p_j``.
-
-    ``p_j`` is the 1-based rank of the j-th hit. Work is proportional to the hits or to the
-    misses in the top R, whichever are fewer: between two consecutive misses the number of misses
-    so far, ``t``, is constant, so the run of hits after the t-th miss (at 0-based rank ``q``, the
-    run ending before 0-based rank ``e``) adds ``sum_j j / (j + t) = n - t * (H(e) - H(q + 1))``
-    with ``n = e - q - 1`` hits and ``H`` the harmonic numbers; hits before the first miss add 1.
-
-    Shape:
-        relevant: (B, W) bool over ranks, C-contiguous, overwritten; r: (B,) with R <= W, or
-        <= 0 for rows to ignore; harmonic: (W + 1,), ``harmonic[n] = 1 + 1/2 + ... + 1/n``.
-        Returns (B,) int64, (B,) float64.
-    """
-    rows, width = relevant.shape
-    r = np.clip(r, 0, width)
-    for row in range(rows):
-        relevant[row, r[row] :] = False
-    num_hits = np.array([np.count_nonzero(relevant[row]) for row in range(rows)], dtype=np.int64)
-    num_misses = r - num_hits
-    if num_hits.sum() <= num_misses.sum():
-        row, rank0 = np.divmod(np.flatnonzero(relevant), width)
-        j = np.arange(1, len(row) + 1) - (np.cumsum(num_hits) - num_hits)[row]
-        return num_hits, np.bincount(row, weights=j / (rank0 + 1), minlength=rows)
-    misses = np.invert(relevant, out=relevant)
-    for row in range(rows):
-        misses[row, r[row] :] = False
-    row, rank0 = np.divmod(np.flatnonzero(misses), width)
-    first_of_row = np.cumsum(num_misses) - num_misses
-    t = np.arange(1, len(row) + 1) - first_of_row[row]
-    # The run after each miss ends just before the next miss of its row, or at rank R.
-    end = np.empty_like(rank0)
-    end[:-1] = rank0[1:]
-    has_miss = num_misses > 0
-    end[(first_of_row + num_misses - 1)[has_miss]] = r[has_miss]
-    runs = (end - rank0 - 1) - t * (harmonic[end] - harmonic[rank0 + 1])
-    before_first_miss = r.astype(np.float64)
-    before_first_miss[has_miss] = rank0[first_of_row[has_miss]]
-    return num_hits, np.bincount(row, weights=runs, minlength=rows) + before_first_miss
 
 
 def torch_block_sums(

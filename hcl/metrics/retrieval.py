@@ -70,9 +70,11 @@ def per_level_retrieval(
     item is broken against the query (the non-relevant item ranks first), at every level, so the
     result does not depend on the order of the gallery.
 
-    Cost: one (query x gallery) matrix product in blocks, then per query a partition of its row
-    at the largest R and a sort of the part above it. Memory is O(batch_size x gallery); the
-    gallery's N x N similarity matrix is never formed.
+    Cost: one (query x gallery) matrix product in blocks, then per query a selection of its
+    row's top ranks and a sort of them, down to the largest R (on the CPU, for galleries of 32k
+    items or more, down to the largest R below the coarsest level, whose deeper ranks are
+    scored without a full sort). Memory is O(batch_size x gallery); the gallery's N x N
+    similarity matrix is never formed.
 
     Args:
         embeddings: the gallery (and, without ``query``, the queries), any scale; rows are

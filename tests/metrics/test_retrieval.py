@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import hcl.metrics._ranked_rows as ranked_rows
 import hcl.metrics._retrieval_engine as retrieval_engine
 from hcl import Hierarchy
 from hcl.labels import prefix_ids, shared_prefix_length
@@ -219,6 +220,56 @@ def test_query_indices_match_loop_oracle(monkeypatch: pytest.MonkeyPatch, engine
     assert_close(result, oracle(emb, labels, ks, only=sorted(chosen)))
     everyone = per_level_retrieval(emb, labels, ks=ks, query_indices=torch.from_numpy(rng.permutation(len(emb))))
     assert_close(everyone, per_level_retrieval(emb, labels, ks=ks), tol=1e-12)
+
+
+def separated_or_mixed(n: int, branching: tuple[int, ...], seed: int, coarse_scale: float) -> tuple:
+    """Data for the long-row engine: exact ties (duplicates, within and across classes),
+    one-sample finest classes, unknowns, coarse classes well apart or not; no near-ties."""
+    for attempt in range(50):
+        rng = np.random.default_rng(seed + 1000 * attempt)
+        labels = ragged_labels(n, branching, seed + 1000 * attempt, unknown=0.2)
+        if labels.shape[1] > 1:
+            labels[np.flatnonzero(labels[:, -1] >= 0)[:3], -1] = 50 + np.arange(3)
+        emb = clustered(labels, dim=8, seed=seed + 1000 * attempt)
+        top = prefix_ids(torch.from_numpy(labels)).numpy()[:, 0]
+        emb[:, 0] += coarse_scale * np.where(top >= 0, top, 0)
+        if smallest_mixed_gap(emb[: n - 12], labels[: n - 12]) > 1e-6:
+            emb[n - 12 :] = emb[rng.integers(0, n - 12, 12)]
+            return emb, labels
+    raise AssertionError("could not draw data without near-ties")
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("coarse_scale", [0.0, 4.0])
+@pytest.mark.parametrize("branching", [(2, 3, 2), (2,), (3, 4)])
+def test_long_row_engine_matches_loop_oracle(
+    monkeypatch: pytest.MonkeyPatch, seed: int, coarse_scale: float, branching: tuple[int, ...]
+) -> None:
+    """The sampled selection and the coarsest level's tail (used for rows of >= 32k items), forced
+    on small rows: leave-one-out, query mode and a selection, with ties and one-sample classes."""
+    monkeypatch.setattr(ranked_rows, "_LONG_ROW", 1)
+    monkeypatch.setattr(ranked_rows, "_SAMPLE_STRIDE", 3)
+    emb, labels = separated_or_mixed(130, branching, seed, coarse_scale)
+    ks = (1, 4)
+    for batch_size in (1, 16):
+        assert_close(per_level_retrieval(emb, labels, ks=ks, batch_size=batch_size), oracle(emb, labels, ks))
+    query, query_labels = emb[100:], labels[100:]
+    result = per_level_retrieval(emb[:100], labels[:100], query=query, query_labels=query_labels, ks=ks)
+    assert_close(result, oracle(emb[:100], labels[:100], ks, query=query, query_labels=query_labels))
+    chosen = np.arange(0, 130, 7)
+    result = per_level_retrieval(emb, labels, ks=ks, query_indices=chosen, batch_size=4)
+    assert_close(result, oracle(emb, labels, ks, only=list(chosen)))
+
+
+@pytest.mark.parametrize("low", [None, -5, 40])
+@pytest.mark.parametrize("count", [1, 7, 60, 500])
+def test_smallest_sorted_keys(monkeypatch: pytest.MonkeyPatch, low: int | None, count: int) -> None:
+    monkeypatch.setattr(ranked_rows, "_LONG_ROW", 1)
+    rng = np.random.default_rng(count)
+    keys = rng.integers(-100, 100, 300).astype(np.int32)
+    keys[::32] = -100  # the sample sees only the smallest keys: its first bound is too low
+    kept = np.sort(keys if low is None else keys[keys >= low])[:count]
+    assert np.array_equal(ranked_rows._smallest_sorted(keys.copy(), count, low), kept)
 
 
 def test_torch_engine_matches_numpy_engine(monkeypatch: pytest.MonkeyPatch) -> None:
