@@ -172,7 +172,10 @@ def test_demo_on_a_tiny_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str
             assert np.isfinite(metrics["cpcc"])
         assert (Path(run["run_dir"]) / "checkpoint.pt").is_file()
     printed = capsys.readouterr().out
-    assert printed == (tmp_path / "demo_table.md").read_text()
+    # One plain line per epoch of each run (stdout is not a terminal here), then the table.
+    log, table = printed.split("Written by `hcl demo`", 1)
+    assert "Written by `hcl demo`" + table == (tmp_path / "demo_table.md").read_text()
+    assert [line.split("  ")[0] for line in log.splitlines()] == ["epoch 1/1"] * 3
     assert "**Backbone features**" in printed and "**Projection head output**" in printed
     assert "| level | metric | SupCon | HiMulCon | HiMulConE (hinge, beta=0.5) |" in printed
     assert f"{summary['threads']} torch threads" in printed
