@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import os
 import platform
 import sys
@@ -331,8 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (the ``hcl`` console script exits with it).
 
     Errors are reported in one line naming the problem (exit 2 for bad input such as an unknown
-    config key, 1 for a failure during the run such as a NaN loss); set ``HCL_DEBUG=1`` for the
-    full traceback.
+    config key, or a full disk, which the user must fix before a rerun; 1 for a failure during the
+    run such as a NaN loss); set ``HCL_DEBUG=1`` for the full traceback.
     """
     args = _parser().parse_args(argv)
     from hcl.train import NonFiniteLossError
@@ -349,7 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _EXIT_USAGE
     except (OSError, RuntimeError) as error:
         print(f"hcl {args.command}: error: {error}", file=sys.stderr)
-        return _EXIT_FAILURE
+        out_of_space = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+        return _EXIT_USAGE if out_of_space else _EXIT_FAILURE
     except KeyboardInterrupt:
         print(f"hcl {args.command}: interrupted", file=sys.stderr)
         return _EXIT_INTERRUPTED

@@ -6,6 +6,7 @@ error naming its cause; ``docs/reliability.md`` lists the faults tested.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -93,8 +94,9 @@ def check_output_dir(path: Path, needed_bytes: int = 0) -> None:
     free = shutil.disk_usage(path).free
     if needed_bytes and free < needed_bytes:
         raise OSError(
+            errno.ENOSPC,
             f"the output directory {path} has {free / 2**20:.1f} MiB free, but the run needs about "
-            f"{needed_bytes / 2**20:.1f} MiB (two checkpoints with the optimizer's state, and the embeddings)"
+            f"{needed_bytes / 2**20:.1f} MiB (two checkpoints with the optimizer's state, and the embeddings)",
         )
 
 

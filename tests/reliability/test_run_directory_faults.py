@@ -253,8 +253,8 @@ def test_a_full_disk_during_a_checkpoint_write_is_one_line_naming_the_file(
 
     monkeypatch.setattr("hcl.train.checkpoint.torch.save", disk_fills_up)
     run_dir = tmp_path / "run"
-    # Exit 1, as every failure during a run (exit 2 is for bad input); one line naming the file.
-    assert _cli_train(tmp_path, _config(run_dir)) == 1
+    # Exit 2, as for bad input: the user must free space before a rerun; one line naming the file.
+    assert _cli_train(tmp_path, _config(run_dir)) == 2
     err = _one_line_error(capsys)
     assert f"cannot write checkpoint {run_dir / 'checkpoint.pt'}: No space left on device" in err, err
     assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == 2 and not list(run_dir.glob(".*.tmp"))
