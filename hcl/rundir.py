@@ -82,9 +82,6 @@ def run_files(run_dir: PathLike) -> list[Path]:
     return sorted(found + [embeddings_path(run_dir, split) for split in embedding_splits(run_dir)])
 
 
-# ----------------------------------------------------------------------------- config.json
-
-
 def write_config(run_dir: PathLike, config: Mapping[str, Any]) -> Path:
     """Write the run's config (``TrainConfig.to_dict()``) to ``config.json``; returns the path."""
     return write_text_atomic(Path(run_dir) / CONFIG_FILE, json.dumps(dict(config), indent=2) + "\n")
@@ -101,9 +98,6 @@ def read_config(run_dir: PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory: {path} does not exist")
     return _read_json_object(path, "config")
-
-
-# ----------------------------------------------------------------------------- hierarchy.json
 
 
 def write_hierarchy(run_dir: PathLike, hierarchy: Hierarchy) -> Path:
@@ -124,9 +118,6 @@ def read_hierarchy(run_dir: PathLike) -> Hierarchy:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} has no {HIERARCHY_FILE}")
     return Hierarchy.from_json(path)
-
-
-# ----------------------------------------------------------------------------- metrics.jsonl
 
 
 def start_metrics_log(run_dir: PathLike) -> Path:
@@ -209,9 +200,6 @@ def _metrics_lines(path: Path) -> list[tuple[int, str, dict[str, Any]]]:
     return records
 
 
-# ----------------------------------------------------------------------------- results.json
-
-
 def write_results(run_dir: PathLike, results: Mapping[str, Any]) -> Path:
     """Write the final evaluation to ``results.json``; returns the path."""
     return write_text_atomic(Path(run_dir) / RESULTS_FILE, json.dumps(dict(results), indent=2) + "\n")
@@ -238,9 +226,6 @@ def clear_evaluation(run_dir: PathLike) -> None:
         embeddings_path(run_dir, split).unlink(missing_ok=True)
     for path in (run_dir / PROJECTIONS_DIR).glob("*.npy"):
         path.unlink(missing_ok=True)
-
-
-# ----------------------------------------------------------------------------- embeddings_<split>.npz
 
 
 @dataclass(frozen=True)
@@ -350,9 +335,6 @@ def load_embeddings(run_dir: PathLike, split: str | None = "test") -> RunEmbeddi
         )
     labels = hierarchy.validate(labels).numpy()
     return RunEmbeddings(embeddings, labels, hierarchy, indices, split)
-
-
-# ----------------------------------------------------------------------------- projections/
 
 
 def projection_path(run_dir: PathLike, method: str, key: str) -> Path:

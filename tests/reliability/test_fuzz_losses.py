@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import FAST
 from hypothesis import HealthCheck, given, settings
-from oracles import oracle_paper_loss, oracle_reference_loss, paper_default_weights
+from oracles import oracle_constraint_loss, oracle_paper_loss, oracle_reference_loss, paper_default_weights
 from reliability.strategies import label_rows
 
 from hcl.losses import HiConE, HiMulCon, HiMulConE, SupConLoss
@@ -81,14 +81,20 @@ def _assert_matches(
 
 @ORACLE_FUZZ
 @given(data=st.data(), labels=label_batches(), temperature=st.sampled_from([0.05, 0.1, 0.5, 1.0]))
-@pytest.mark.parametrize("loss_class", [HiMulCon, HiMulConE, HiConE])
-def test_paper_mode_is_finite_and_matches_the_oracle(loss_class: type, data, labels, temperature, cases) -> None:
+@pytest.mark.parametrize(
+    ("loss_class", "reading"), [(HiMulCon, None), (HiMulConE, "pair"), (HiMulConE, "hinge"), (HiConE, None)]
+)
+def test_paper_mode_is_finite_and_matches_the_oracle(
+    loss_class: type, reading: str | None, data, labels, temperature, cases
+) -> None:
     features, tie_free = data.draw(feature_batches(labels.shape[0]))
     num_levels = labels.shape[1]
     weights = [1.0] * num_levels if loss_class is HiConE else paper_default_weights(num_levels)
-    loss_fn = loss_class(temperature)
+    loss_fn = loss_class(temperature) if reading is None else loss_class(temperature, constraint=reading)
 
     def oracle(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if reading == "hinge":
+            return oracle_constraint_loss(f, y, temperature, weights, "hinge", 0.5)
         return oracle_paper_loss(f, y, temperature, weights, constrained=CONSTRAINED[loss_class])
 
     _assert_matches(loss_fn, oracle, features, labels, temperature, tie_free)
