@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="continue from <output_dir>/checkpoint.pt (or checkpoint.prev.pt when it is damaged); a run without "
-        "a loadable checkpoint is refused and left as it is",
+        "a loadable checkpoint is refused and left as it is; a folder holding no run at all starts fresh",
     )
     group.add_argument("--overwrite", action="store_true", help="start fresh over an existing run directory")
 

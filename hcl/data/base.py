@@ -11,8 +11,9 @@ images it exposes, without decoding any image:
   ``unseen_mask`` (which samples belong to held-out classes).
 
 torchvision's conventions hold, adapted to several levels: ``classes`` is one list of names per
-level, coarse to fine (``classes[l][i]`` names id ``i`` of column ``l``; torchvision's flat list
-is ``classes[-1]``), ``class_to_idx`` maps the finest level's names to their ids, ``targets`` is
+level, coarse to fine (``classes[l][i]`` names id ``i`` of column ``l``; ``classes[-1]`` holds
+torchvision's names in the hierarchy's order, so its ids differ from torchvision's: map by name),
+``class_to_idx`` maps the finest level's names to their ids, ``targets`` is
 ``labels`` (rows, not ints), ``transform`` takes the image and ``target_transform`` the label row.
 ``download=True`` is accepted but fetches nothing: hcl reads local files only (DeepFashion is
 licensed per user, Fashion-MNIST ships as a Debian package). A missing file raises a

@@ -50,7 +50,8 @@ def choose_variant(study: Mapping[str, Any], candidates: Sequence[str], *, proto
     ]
     if not names:
         raise ValueError(
-            f"no variant of the study matches {list(candidates)}; its variants: {list(config['variants'])}"
+            f"no variant of the study matches {list(candidates)} (the baseline {config['baseline']!r} never counts); "
+            f"its variants: {list(config['variants'])}"
         )
     finest_level = headline_metrics(study)[-1][0]
     rows: dict[str, dict[str, dict[str, Any]]] = {name: {"cpcc": {}, "finest": {}} for name in names}
