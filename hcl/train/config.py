@@ -329,6 +329,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             if not math.isfinite(number):
                 raise ValueError(f"config key {key!r} must be a finite number, got {value!r}")
             return number
+        if isinstance(value, str) and value.strip().lower().lstrip("+-.") in ("nan", "inf", "infinity"):
+            raise ValueError(f"config key {key!r} must be a finite number, got {value!r}")
     elif tp is str:
         if isinstance(value, str):
             return value
