@@ -8,18 +8,48 @@ docs/reliability.md quotes those figures.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 # target -> outcome -> count, e.g. {"losses.paper": {"value": 812, "rejected": 95}}.
 _COUNTS: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
 
 # Outcomes that count as "a bad input, cleanly refused" in the summary.
 REJECTED = "rejected"
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """In-process runs on one torch thread, like the forked ones (the shared CPU prefers it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def fill_the_disk(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Call it to make the third checkpoint write from then on fail with ENOSPC halfway, after
+    writing a few bytes (``monkeypatch.undo()`` ends it)."""
+    real_save = torch.save
+    calls = [0]
+
+    def disk_fills_up(obj: Any, handle: Any, *args: Any, **kwargs: Any) -> None:
+        calls[0] += 1
+        if calls[0] == 3:
+            handle.write(b"PK\x03\x04 partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, handle, *args, **kwargs)
+
+    return lambda: monkeypatch.setattr("hcl.train.checkpoint.torch.save", disk_fills_up)
 
 
 class CaseLog:

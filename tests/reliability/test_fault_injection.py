@@ -15,13 +15,13 @@ time, and checks that
 
 from __future__ import annotations
 
-import errno
 import json
 import multiprocessing
 import random
 import re
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -262,35 +262,16 @@ def test_full_or_read_only_output_dir_fails_before_training(
     cases.add("training.bad_output_dir", "rejected")
 
 
-@pytest.fixture
-def one_thread() -> Any:
-    # In-process runs use one thread, like the forked ones (and the shared CPU prefers it).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_a_failing_checkpoint_write_keeps_the_previous_one_and_resumes_exactly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cases, one_thread: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cases, one_thread: None, fill_the_disk: Callable[[], None]
 ) -> None:
     """ENOSPC in the middle of the third checkpoint write: OSError, no temp file, exact resume."""
     straight = fit(TrainConfig(**_config(tmp_path / "straight", max_steps=8)))
-    real_save = torch.save
-    calls = [0]
-
-    def disk_fills_up(obj: Any, handle: Any, *args: Any, **kwargs: Any) -> None:
-        calls[0] += 1
-        if calls[0] == 3:
-            handle.write(b"PK\x03\x04 partial")
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_save(obj, handle, *args, **kwargs)
-
+    fill_the_disk()
     run_dir = tmp_path / "faulty"
-    monkeypatch.setattr("hcl.train.checkpoint.torch.save", disk_fills_up)
     with pytest.raises(OSError, match="No space left on device"):
         fit(TrainConfig(**_config(run_dir, max_steps=8)))
-    monkeypatch.setattr("hcl.train.checkpoint.torch.save", real_save)
+    monkeypatch.undo()
     assert _checkpoint_step(run_dir) == 4  # the checkpoints of steps 2 and 4 were written
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []
     resumed = fit(TrainConfig(**_config(run_dir, max_steps=8)), resume=True)

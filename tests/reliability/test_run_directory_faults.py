@@ -8,9 +8,9 @@ refused resume left every file of the run byte for byte as it was.
 
 from __future__ import annotations
 
-import errno
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +56,6 @@ def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
     err = capsys.readouterr().err.strip()
     assert err.startswith("hcl train: error: ") and "\n" not in err and "Traceback" not in err, err
     return err
-
-
-@pytest.fixture
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -239,19 +231,9 @@ def test_resume_with_overwrite_restarts_a_run_killed_before_its_first_checkpoint
 
 
 def test_a_full_disk_during_a_checkpoint_write_is_one_line_naming_the_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], one_thread: None, cases
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], one_thread: None, cases, fill_the_disk: Callable[[], None]
 ) -> None:
-    real_save = torch.save
-    calls = [0]
-
-    def disk_fills_up(obj: Any, handle: Any, *args: Any, **kwargs: Any) -> None:
-        calls[0] += 1
-        if calls[0] == 3:
-            handle.write(b"PK\x03\x04 partial")
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_save(obj, handle, *args, **kwargs)
-
-    monkeypatch.setattr("hcl.train.checkpoint.torch.save", disk_fills_up)
+    fill_the_disk()
     run_dir = tmp_path / "run"
     # Exit 2, as for bad input: the user must free space before a rerun; one line naming the file.
     assert _cli_train(tmp_path, _config(run_dir)) == 2
