@@ -20,6 +20,7 @@ import errno
 import os
 import platform
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -336,10 +337,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     run such as a NaN loss); set ``HCL_DEBUG=1`` for the full traceback.
     """
     args = _parser().parse_args(argv)
-    from hcl.train import NonFiniteLossError
-
     if os.environ.get("HCL_DEBUG"):  # full tracebacks instead of one-line errors
         return _COMMANDS[args.command](args)
+    with warnings.catch_warnings():
+        # Warnings as one line each, like the errors (Python's form adds the warning's source line).
+        warnings.showwarning = lambda message, *_, **__: print(
+            f"hcl {args.command}: warning: {message}", file=sys.stderr
+        )
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, its errors as one line and an exit status (see :func:`main`)."""
+    from hcl.train import NonFiniteLossError
+
     try:
         return _COMMANDS[args.command](args)
     except NonFiniteLossError as error:

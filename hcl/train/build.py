@@ -67,11 +67,18 @@ def build_split(cfg: TrainConfig, split: str, *, augment: bool = False, subset: 
     options: dict[str, Any] = dict(cfg.data_options)
     if cfg.levels is not None:
         options["levels"] = cfg.levels
+    subset_key = None
     if subset is None:
-        subset = cfg.train_subset if split == cfg.train_split else cfg.eval_subset
+        subset_key = "train_subset" if split == cfg.train_split else "eval_subset"
+        subset = getattr(cfg, subset_key)
     if subset is not None:
         options["subset"] = subset
-    dataset = build_dataset(cfg.dataset, split=split, root=cfg.data_root, **options)
+    try:
+        dataset = build_dataset(cfg.dataset, split=split, root=cfg.data_root, **options)
+    except ValueError as error:
+        if subset_key is None or subset is None or not str(error).startswith("subset must be"):
+            raise
+        raise ValueError(f"config key {subset_key!r}: {error} in the {split!r} split of {cfg.dataset!r}") from error
     size = cfg.image_size or dataset.image_size
     if augment:
         view = supcon_augmentation(size, dataset.channels, dataset.mean, dataset.std)

@@ -179,3 +179,20 @@ def test_demo_on_a_tiny_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "**Backbone features**" in printed and "**Projection head output**" in printed
     assert "| level | metric | SupCon | HiMulCon | HiMulConE (hinge, beta=0.5) |" in printed
     assert f"{summary['threads']} torch threads" in printed
+
+
+def test_warnings_are_one_line_like_the_errors(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import warnings
+
+    import hcl.cli
+
+    monkeypatch.setitem(
+        hcl.cli._COMMANDS, "train", lambda args: warnings.warn("resuming from the previous one", stacklevel=1) or 0
+    )
+    assert main(["train"]) == 0
+    assert capsys.readouterr().err == "hcl train: warning: resuming from the previous one\n"
+    shown = warnings.showwarning
+    main(["train"])
+    assert warnings.showwarning is shown  # the caller's hook is back after the command

@@ -286,3 +286,15 @@ def test_shipped_configs_exist() -> None:
         "deepfashion_resnet50.yaml",
         "cifar100_resnet18.yaml",
     } <= names
+
+
+@pytest.mark.parametrize(("key", "split"), [("train_subset", "train"), ("eval_subset", "test")])
+def test_a_subset_larger_than_the_split_names_its_config_key(key: str, split: str) -> None:
+    from hcl.demo import find_configs_dir
+    from hcl.train import build_split
+
+    cfg = load_config(find_configs_dir() / "synthetic_quick.yaml", [f"{key}=100000"])
+    with pytest.raises(
+        ValueError, match=rf"config key '{key}': subset must be an int in 1\.\.\d+ .* got 100000 in the '{split}' split"
+    ):
+        build_split(cfg, split)
