@@ -251,11 +251,7 @@ def evaluate_run(
         levels keyed ``"0"`` (coarsest) to ``"L-1"``.
     """
     run_dir = Path(run_dir)
-    device = resolve_device("auto" if device is None else device)
-    if model is None or cfg is None:
-        loaded_cfg, model, state = load_run(run_dir, device=device)
-        cfg = cfg or loaded_cfg
-        step = int(state["step"]) if step is None else step
+    device, cfg, model, step = _model_to_evaluate(run_dir, device, cfg, model, step)
     split = split or cfg.eval_split
     if query_split is None and split == cfg.eval_split:
         query_split = cfg.eval_query_split
@@ -338,11 +334,7 @@ def evaluate_embeddings(
     if unknown:
         raise ValueError(f"embeddings must be among {list(EMBEDDINGS)}, got {unknown}")
     run_dir = Path(run_dir)
-    device = resolve_device("auto" if device is None else device)
-    if model is None or cfg is None:
-        loaded_cfg, model, state = load_run(run_dir, device=device)
-        cfg = cfg or loaded_cfg
-        step = int(state["step"]) if step is None else step
+    device, cfg, model, step = _model_to_evaluate(run_dir, device, cfg, model, step)
     if fit_results is not None and fit_results.get("embedding", cfg.embedding) != cfg.embedding:
         raise ValueError(
             f"fit_results evaluate embedding {fit_results['embedding']!r}, not the configured {cfg.embedding!r}"
@@ -364,3 +356,16 @@ def evaluate_embeddings(
             run_dir, cfg=view, model=model, step=step, device=device, progress=progress, write=which == cfg.embedding
         )
     return {"metrics": metrics, "absent": absent}
+
+
+def _model_to_evaluate(
+    run_dir: Path, device: Any, cfg: TrainConfig | None, model: nn.Module | None, step: int | None
+) -> tuple[torch.device, TrainConfig, nn.Module, int | None]:
+    """The device, config, model and step to evaluate: those given, else the run's own (loaded
+    from ``run_dir`` when the model or the config is missing)."""
+    device = resolve_device("auto" if device is None else device)
+    if model is None or cfg is None:
+        loaded_cfg, model, state = load_run(run_dir, device=device)
+        cfg = cfg or loaded_cfg
+        step = int(state["step"]) if step is None else step
+    return device, cfg, model, step
