@@ -9,11 +9,16 @@ logits' -inf diagonal. For every *bounded* level l (l and l+1 both have pairs):
 * ``R_li = sum_p relu(x_ip - c_li)`` over i's level-l group, and ``n_li``, how many pairs are
   above the bound.
 
+The bounded levels are always 0..K-1: groups nest, so a level without pairs has no finer level
+with pairs. (Fusing the pass for level l's excess with the one for level l-1's bound, over the
+same group, halves the visits but stops the loops from vectorising: 2x slower, measured.)
+
 The backward pass adds, to row i of d loss / d logits, ``w_li [x_ip > c_li] + w_lp [x_ip > c_lp]``
-on i's level-l group, the pair's own term and its transpose's, and the bound pairs' terms where
-i is either end: every row writes only itself, so the rows run in parallel. It reads the logits from a copy of each
-row's coarsest-group entries made by the forward pass, since the forward pass turns the logits
-into exponentials in place.
+on i's level-l group, the pair's own term and its transpose's: every row writes only itself, so
+the rows run in parallel. It reads the logits from a copy of each row's level-0 group entries
+made by the forward pass, since the forward pass turns the logits into exponentials in place.
+The bound pairs' terms (a few entries per row, where the bound is differentiated) follow in a
+serial pass.
 
 Each pair costs a few instructions per level in one pass, where array ops need about ten passes
 over every level's in-group block. numba comes with umap-learn; the loops are compiled on first
@@ -69,24 +74,35 @@ def _torch_threads() -> Iterator[None]:
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=_FAST_MATH)
-def _forward_rows(logits, start, size, bounded, outer, offsets, inner, bound, bound_column, excess, count):  # noqa
-    for i in prange(logits.shape[0]):
+def _forward_rows(logits, start, size, num_bounded, global_group, group_weight, scale):  # noqa: ANN001, ANN202
+    num_levels, n = size.shape
+    offsets = np.cumsum(size[0]) - size[0]
+    inner = np.empty(size[0].sum(), dtype=logits.dtype)
+    coefficient = np.empty((num_levels, n), dtype=logits.dtype)
+    bound = np.empty((num_levels, n), dtype=logits.dtype)
+    bound_column = np.empty((num_levels, n), dtype=np.int64)
+    count = np.zeros((num_levels, n), dtype=logits.dtype)
+    excess = np.zeros((num_levels, n), dtype=logits.dtype)
+    held = np.zeros(n, dtype=logits.dtype)
+    level_values = np.zeros(num_levels, dtype=logits.dtype)
+    for i in prange(n):
         row = logits[i]
-        for k in range(bounded.shape[0]):
-            level = bounded[k]
+        for level in range(num_levels):
+            coefficient[level, i] = group_weight[global_group[level, i]] * scale
+            bound[level, i] = np.inf
+            bound_column[level, i] = i
+        for level in range(num_bounded):
             first = start[level + 1, i]
             finer = row[first : first + size[level + 1, i]]
             smallest = np.inf
             for r in range(finer.shape[0]):
                 value = finer[r]
                 smallest = min(smallest, value if value > -np.inf else np.inf)
-            column = i
+            bound[level, i] = smallest
             for r in range(finer.shape[0]):
                 if finer[r] == smallest:
-                    column = first + r
+                    bound_column[level, i] = first + r
                     break
-            bound[level, i] = smallest
-            bound_column[level, i] = column
             first = start[level, i]
             group = row[first : first + size[level, i]]
             total = 0.0
@@ -97,30 +113,35 @@ def _forward_rows(logits, start, size, bounded, outer, offsets, inner, bound, bo
                 above += 1.0 if difference > 0 else 0.0
             excess[level, i] = total
             count[level, i] = above
-        first = start[outer, i]
-        inner[offsets[i] : offsets[i] + size[outer, i]] = row[first : first + size[outer, i]]
+            held[i] += coefficient[level, i] * above
+        inner[offsets[i] : offsets[i] + size[0, i]] = row[start[0, i] : start[0, i] + size[0, i]]
+    for level in range(num_bounded):
+        total = 0.0
+        for i in range(n):
+            total += coefficient[level, i] * excess[level, i]
+        level_values[level] = total
+    return bound, bound_column, count, coefficient, offsets, inner, held, level_values
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=_FAST_MATH)
-def _backward_rows(grad, start, size, bounded, outer, offsets, inner, bound, bound_column, weight, at_bound):  # noqa
+def _backward_rows(grad, start, size, num_bounded, offsets, inner, bound, bound_column, coefficient, count, factor):  # noqa
+    # factor: (2,) the incoming gradient, and 1 (the bound differentiated) or 0 (held constant).
+    gradient = factor[0]
     for i in prange(grad.shape[0]):
         row = grad[i]
         # Row i's saved logits, and column i of the saved logits of its coarsest group's rows: x_pi
         # as row p computed it (a float product need not be exactly symmetric). Both are indexed
         # by column minus the group's start.
-        group_start = start[outer, i]
-        group_size = size[outer, i]
+        group_start = start[0, i]
+        group_size = size[0, i]
         if group_size == 0:
             continue
         saved = inner[offsets[i] : offsets[i] + group_size]
         column = offsets[group_start] + i - group_start
         saved_transposed = inner[column : column + group_size * group_size : group_size]
-        for k in range(bounded.shape[0]):
-            level = bounded[k]
+        for level in range(num_bounded):
             own_bound = bound[level, i]
-            own_weight = weight[level, i]
-            own_column = bound_column[level, i]
-            own_at_bound = at_bound[level, i]
+            own_weight = coefficient[level, i] * gradient
             zero = own_weight * 0
             first = start[level, i]
             stop = first + size[level, i]
@@ -128,15 +149,21 @@ def _backward_rows(grad, start, size, bounded, outer, offsets, inner, bound, bou
             logits = saved[first - group_start : stop - group_start]
             transposed = saved_transposed[first - group_start : stop - group_start]
             bounds = bound[level, first:stop]
-            weights = weight[level, first:stop]
-            columns = bound_column[level, first:stop]
-            at_bounds = at_bound[level, first:stop]
+            weights = coefficient[level, first:stop]
             for r in range(out.shape[0]):
-                above = (own_weight if logits[r] > own_bound else zero) + (
-                    weights[r] if transposed[r] > bounds[r] else zero
+                out[r] += (own_weight if logits[r] > own_bound else zero) + (
+                    weights[r] * gradient if transposed[r] > bounds[r] else zero
                 )
-                at = (own_at_bound if first + r == own_column else zero) + (at_bounds[r] if columns[r] == i else zero)
-                out[r] += above - at
+    if factor[1] == 0:
+        return
+    # The bound pairs: -w_li n_li at (i, bound column) and its transpose, a few entries per row
+    # (a serial pass: the transposes are in other rows).
+    for level in range(num_bounded):
+        for i in range(grad.shape[0]):
+            at_bound = coefficient[level, i] * gradient * count[level, i]
+            column = bound_column[level, i]
+            grad[i, column] -= at_bound
+            grad[column, i] -= at_bound
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=_FAST_MATH)
@@ -160,76 +187,80 @@ def scale_symmetric_(exponentials: torch.Tensor, scale: torch.Tensor) -> torch.T
 
 
 def constraint_forward(
-    logits: torch.Tensor, start: torch.Tensor, size: torch.Tensor, bounded: list[int]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Bounds, their columns, excesses and counts of every bounded level, and the saved logits.
+    logits: torch.Tensor,
+    start: torch.Tensor,
+    size: torch.Tensor,
+    num_bounded: int,
+    global_group: torch.Tensor,
+    group_weight: torch.Tensor,
+    scale: float,
+) -> tuple[np.ndarray, ...]:
+    """Bounds, their columns and counts of every bounded level, the pair weights, the saved
+    logits, and the constraint's part of the loss.
+
+    The outputs are NumPy arrays allocated inside the compiled code: a small torch op costs
+    several microseconds, which at a few hundred views is as much as the loops themselves.
 
     Args:
         logits: the scaled similarities with a -inf diagonal, rows and columns in sorted order.
         start, size: every level's group start and size per view (size 0: unknown label).
-        bounded: the bounded levels (non-empty).
+        num_bounded: the bounded levels are ``0..num_bounded-1`` (at least one).
+        global_group, group_weight: every view's group at every level, and each group's weight.
+        scale: the factor of every pair weight: ``w_li = scale * group_weight[global_group[l, i]]``.
 
     Shape:
-        logits: (N, N) float CPU, contiguous; start, size: (L, N) int64. Returns ``bound``,
-        ``bound_column``, ``excess``, ``count``, each (L, N) (zero on levels that are not
-        bounded), ``offsets`` (N,) and ``inner`` (the saved coarsest-group logits, flat).
+        logits: (N, N) float CPU, contiguous; start, size, global_group: (L, N) int64;
+        group_weight: (G,). Returns ``bound``, ``bound_column``, ``count`` (the pairs above the
+        bound) and ``coefficient`` (``w_li``), each (L, N) (+inf, the view's own column and 0 on
+        levels that are not bounded); ``offsets`` (N,) and ``inner`` (the saved level-0 group
+        logits, flat); ``held``, (N,) ``sum_l w_li n_li``; and ``level_values``, (L,)
+        ``sum_i w_li R_li``.
     """
-    num_levels, n = size.shape
-    outer = min(bounded)
-    offsets = torch.cumsum(size[outer], dim=0) - size[outer]
-    inner = logits.new_empty(int(size[outer].sum()))
-    bound = logits.new_full((num_levels, n), float("inf"))
-    bound_column = torch.arange(n).repeat(num_levels, 1)
-    excess = logits.new_zeros((num_levels, n))
-    count = logits.new_zeros((num_levels, n))
     with _torch_threads():
-        _forward_rows(
+        return _forward_rows(
             logits.numpy(),
             start.numpy(),
             size.numpy(),
-            np.asarray(bounded, dtype=np.int64),
-            outer,
-            offsets.numpy(),
-            inner.numpy(),
-            bound.numpy(),
-            bound_column.numpy(),
-            excess.numpy(),
-            count.numpy(),
+            num_bounded,
+            global_group.numpy(),
+            group_weight.numpy(),
+            scale,
         )
-    return bound, bound_column, excess, count, offsets, inner
 
 
 def constraint_backward(
     grad_logits: torch.Tensor,
     start: torch.Tensor,
     size: torch.Tensor,
-    bounded: list[int],
-    offsets: torch.Tensor,
-    inner: torch.Tensor,
-    bound: torch.Tensor,
-    bound_column: torch.Tensor,
-    weight: torch.Tensor,
-    at_bound: torch.Tensor,
+    num_bounded: int,
+    saved: tuple[np.ndarray, ...],
+    grad_output: float,
+    bound_gradient: bool,
 ) -> None:
     """Add the constraint's part of d loss / d logits to ``grad_logits``, in place: over every
-    bounded level's in-group pairs ``w_li [x_ip > c_li] + w_lp [x_ip > c_lp]``, minus
-    ``at_bound_li`` on each bound's own pair (i, column) and its transpose.
+    bounded level's in-group pairs ``g w_li [x_ip > c_li] + g w_lp [x_ip > c_lp]``, minus (when
+    the bound is differentiated) ``g w_li n_li`` on each bound's own pair (i, column) and its
+    transpose, g the incoming gradient.
 
     Shape:
-        grad_logits: (N, N) float CPU, contiguous; weight, at_bound: (L, N); the rest as returned
-        by :func:`constraint_forward`.
+        grad_logits: (N, N) float CPU, contiguous; ``saved``: ``bound``, ``bound_column``,
+        ``count``, ``coefficient``, ``offsets`` and ``inner`` as returned by
+        :func:`constraint_forward`.
     """
+    bound, bound_column, count, coefficient, offsets, inner = saved
+    values = grad_logits.numpy()
+    factor = np.array([grad_output, 1.0 if bound_gradient else 0.0], dtype=values.dtype)
     with _torch_threads():
         _backward_rows(
-            grad_logits.numpy(),
+            values,
             start.numpy(),
             size.numpy(),
-            np.asarray(bounded, dtype=np.int64),
-            min(bounded),
-            offsets.numpy(),
-            inner.numpy(),
-            bound.numpy(),
-            bound_column.numpy(),
-            weight.contiguous().numpy(),
-            at_bound.contiguous().numpy(),
+            num_bounded,
+            offsets,
+            inner,
+            bound,
+            bound_column,
+            coefficient,
+            count,
+            factor,
         )

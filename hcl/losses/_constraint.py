@@ -173,43 +173,33 @@ class _CompiledConstraint:
     """The constraint terms from the compiled row loops of :mod:`hcl.losses._compiled` (CPUs)."""
 
     def __init__(
-        self,
-        compiled: ModuleType,
-        logits: torch.Tensor,
-        groups: ViewGroups,
-        coefficient: torch.Tensor,
-        bounded: list[int],
+        self, compiled: ModuleType, logits: torch.Tensor, groups: ViewGroups, group_weight: torch.Tensor, scale: float
     ) -> None:
         self.compiled = compiled
         self.groups = groups
-        self.bounded = bounded
-        self.coefficient = coefficient
-        self.bound, self.bound_column, excess, self.count, self.offsets, self.inner = compiled.constraint_forward(
-            logits, groups.start, groups.size, bounded
+        self.num_bounded = _num_bounded(groups)
+        *self.saved, held, level_values = compiled.constraint_forward(
+            logits, groups.start, groups.size, self.num_bounded, groups.global_group, group_weight, scale
         )
-        self.value = torch.dot(coefficient.view(-1), excess.view(-1))
-        self.level_values = (coefficient * excess).sum(dim=1)
+        self.held = torch.from_numpy(held)
+        self.level_values = torch.from_numpy(level_values)
+        self.value = self.level_values.sum()
 
     def held_weight(self) -> torch.Tensor:
         """``sum_l w_li n_li``, n the number of pairs above i's bound. Shape: (N,)."""
-        return (self.coefficient * self.count).sum(dim=0)
+        return self.held
 
     def add_gradient(self, grad_logits: torch.Tensor, grad_output: torch.Tensor, bound_gradient: bool) -> None:
         """Add the constraint's part of d loss / d logits to ``grad_logits``: the parts of
-        :func:`_add_bound_pairs`, the bound pairs' included, all inside the backward loop."""
-        weight = self.coefficient * grad_output
-        at_bound = weight * self.count if bound_gradient else torch.zeros_like(weight)
+        :func:`_add_bound_pairs`, the bound pairs' included, all inside the compiled code."""
         self.compiled.constraint_backward(
             grad_logits,
             self.groups.start,
             self.groups.size,
-            self.bounded,
-            self.offsets,
-            self.inner,
-            self.bound,
-            self.bound_column,
-            weight,
-            at_bound,
+            self.num_bounded,
+            self.saved,
+            float(grad_output),
+            bound_gradient,
         )
 
 
@@ -229,8 +219,15 @@ def _add_bound_pairs(
     grad_logits.index_put_(both, -weight.repeat(2), accumulate=True)
 
 
+def _num_bounded(groups: ViewGroups) -> int:
+    """How many levels are bounded: level l is when it and level l+1 both have pairs, and since
+    groups nest these are levels 0..K-1."""
+    has_pairs = [size >= 2 for size in groups.max_size]
+    return sum(has_pairs[index] and has_pairs[index + 1] for index in range(len(has_pairs) - 1))
+
+
 def build_constraint(
-    logits: torch.Tensor, groups: ViewGroups, coefficient: torch.Tensor
+    logits: torch.Tensor, groups: ViewGroups, group_weight: torch.Tensor, scale: float = 1.0
 ) -> _GroupedConstraint | _CompiledConstraint | None:
     """The hierarchy constraint's terms, compiled on CPUs when numba is there; None when no
     level is bounded (level l is bounded when it and level l+1 both have pairs).
@@ -239,17 +236,24 @@ def build_constraint(
     its part of each level's term (L,), and what the backward pass needs (``held_weight``,
     ``add_gradient``).
 
+    Args:
+        logits: the scaled similarities, the -inf diagonal set.
+        groups: the groups of every level.
+        group_weight: the weight of every group of every level (level 0's first).
+        scale: every pair weight is ``scale`` times its anchor's group weight, ``w_li``.
+
     Shape:
-        logits: (N, N), the -inf diagonal set; coefficient: (L, N), ``w_li``.
+        logits: (N, N); group_weight: (G,).
     """
-    has_pairs = [level.max_size >= 2 for level in groups.levels]
-    bounded = [index for index in range(len(has_pairs) - 1) if has_pairs[index] and has_pairs[index + 1]]
-    if not bounded:
+    num_bounded = _num_bounded(groups)
+    if not num_bounded:
         return None
     compiled = compiled_for(logits)
     if compiled is None:
-        return _GroupedConstraint(logits, groups.levels, coefficient, bounded)
-    return _CompiledConstraint(compiled, logits, groups, coefficient, bounded)
+        coefficient = group_weight.index_select(0, groups.global_group.view(-1)).view(groups.global_group.shape)
+        coefficient = coefficient * scale if scale != 1.0 else coefficient
+        return _GroupedConstraint(logits, groups.levels, coefficient, list(range(num_bounded)))
+    return _CompiledConstraint(compiled, logits, groups, group_weight, scale)
 
 
 def compiled_for(tensor: torch.Tensor) -> ModuleType | None:

@@ -8,8 +8,8 @@ that averages ``ell`` over positives is therefore a weighted sum of
 * ``sum_{p in P_l(i)} x_ip = z_i . (S_g - z_i) / t``, with S_g the sum of the embeddings of the
   anchor's level-l group g. The weight of an anchor's positives depends only on its group
   (``w_g``), so summed over anchors this is ``sum_g w_g |S_g|^2 - sum_i W_i |z_i|^2`` with
-  ``W_i = sum_l w_{g_l(i)}``: O(N D) for all levels, since the groups nest and a level's sums are
-  the sums of the finer level's;
+  ``W_i = sum_l w_{g_l(i)}``: O(L N D) for all levels, in one scatter-add (and one gather back
+  in the backward pass);
 * for the hierarchy constraint, ``max(ell(i,p), m_i) = LSE_i - min(x_ip, c_i)``: the plain sum
   less a term over the pairs inside each anchor's group (:mod:`hcl.losses._constraint`).
 
@@ -84,10 +84,9 @@ class _HierarchicalContrastive(torch.autograd.Function):
         bound_gradient: bool,
         constraint_scale: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        levels = groups.levels
+        num_levels = len(groups.num_groups)
         unit, norm = unit_rows_and_norms(features)
         z, norm = unit.index_select(0, groups.rows), norm.index_select(0, groups.rows)
-        n = z.shape[0]
         logits = torch.mm(z * inv_temperature, z.t())
         logits.diagonal().fill_(float("-inf"))
 
@@ -96,26 +95,18 @@ class _HierarchicalContrastive(torch.autograd.Function):
         per_level = per_group[groups.global_group]  # (L, N, 2): each level's part of both
         own_weight, lse_weight = per_level.sum(dim=0).unbind(1)
 
-        # Positive sums: sum_g w_g |S_g|^2 - sum_i W_i |z_i|^2, group sums from the finest level up.
-        sums = [z.new_zeros(levels[-1].num_groups, z.shape[1]).index_add_(0, levels[-1].group, z)]
-        for level in reversed(range(1, len(levels))):
-            sums.insert(
-                0, z.new_zeros(levels[level - 1].num_groups, z.shape[1]).index_add_(0, levels[level].parent, sums[0])
-            )
-        all_sums = torch.cat(sums)
-        squared_sums, squared_norms = (all_sums * all_sums).sum(dim=1), (z * z).sum(dim=1)
-        positive_total = torch.dot(group_weight, squared_sums) - torch.dot(own_weight, squared_norms)
-        loss = -inv_temperature * positive_total
-        level_groups = (group_weight * squared_sums).split([level.num_groups for level in levels])
-        level_positive = torch.stack([part.sum() for part in level_groups]) - per_level[..., 0] @ squared_norms
-        level_terms = -inv_temperature * level_positive
+        # Positive sums: sum_g w_g |S_g|^2 - sum_i W_i |z_i|^2, every level's group sums at once.
+        sums = z.new_zeros(groups.group_size.shape[0], z.shape[1])
+        sums.index_add_(0, groups.global_group.view(-1), z.expand(num_levels, -1, -1).reshape(-1, z.shape[1]))
+        squared_sums, squared_norms = (sums * sums).sum(dim=1), (z * z).sum(dim=1)
+        weighted_squares = group_weight * squared_sums
+        loss = -inv_temperature * (weighted_squares.sum() - torch.dot(own_weight, squared_norms))
+        level_positive = z.new_zeros(num_levels).index_add_(0, groups.group_level, weighted_squares)
+        level_terms = -inv_temperature * (level_positive - per_level[..., 0] @ squared_norms)
 
         constraint = None
         if constrained:
-            coefficient = group_weight.index_select(0, groups.global_group.view(-1)).view(len(levels), n)
-            if constraint_scale != 1.0:
-                coefficient = coefficient * constraint_scale
-            constraint = build_constraint(logits, groups, coefficient)
+            constraint = build_constraint(logits, groups, group_weight, constraint_scale)
             if constraint is not None:
                 loss = loss + constraint.value
                 level_terms = level_terms + constraint.level_values
@@ -138,7 +129,7 @@ class _HierarchicalContrastive(torch.autograd.Function):
         ctx.shared_shift = shared_shift
         ctx.bound_gradient = bound_gradient
         ctx.constraint = constraint  # holds tensors for the backward pass, none an input or output
-        ctx.save_for_backward(z, norm, exponentials, row_sum, lse_weight, own_weight, group_weight, *sums)
+        ctx.save_for_backward(z, norm, exponentials, row_sum, lse_weight, own_weight, group_weight, sums)
         ctx.mark_non_differentiable(level_terms)
         return loss, level_terms
 
@@ -147,8 +138,8 @@ class _HierarchicalContrastive(torch.autograd.Function):
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor, _grad_level_terms: torch.Tensor
     ) -> tuple:
-        z, norm, exponentials, row_sum, lse_weight, own_weight, group_weight, *sums = ctx.saved_tensors
-        levels = ctx.groups.levels
+        z, norm, exponentials, row_sum, lse_weight, own_weight, group_weight, sums = ctx.saved_tensors
+        groups = ctx.groups
 
         # The LSE part of d loss / d logits is u_i E_ij; with a shared shift E is symmetric and
         # G + G^T = u_i E_ij + u_j E_ij, otherwise G^T z is a second product.
@@ -169,19 +160,15 @@ class _HierarchicalContrastive(torch.autograd.Function):
         product = torch.mm(grad_logits, z)
         grad_z = product if grad_z is None else grad_z.add_(product)
 
-        # Positive sums: d/dz_j is 2 sum_l w_{g_l(j)} S_{g_l(j)} - 2 W_j z_j; the group terms are
-        # pushed down the nested groups from the coarsest level.
-        weights = (group_weight * (2 * grad_output)).split([level.num_groups for level in levels])
-        pushed = sums[0] * weights[0].unsqueeze(1)
-        for level, level_sums, weight in zip(levels[1:], sums[1:], weights[1:]):
-            pushed = torch.addcmul(pushed.index_select(0, level.parent), level_sums, weight.unsqueeze(1))
-        positive_grad = pushed.index_select(0, levels[-1].group)
+        # Positive sums: d/dz_j is 2 sum_l w_{g_l(j)} S_{g_l(j)} - 2 W_j z_j.
+        weighted_sums = sums * (group_weight * (2 * grad_output)).unsqueeze(1)
+        positive_grad = weighted_sums.index_select(0, groups.global_group.view(-1)).view(-1, *z.shape).sum(dim=0)
         positive_grad.addcmul_(z, (own_weight * (2 * grad_output)).unsqueeze(1), value=-1)
         grad_z.sub_(positive_grad).mul_(ctx.inv_temperature)
 
         # Through the normalisation z = x / |x| and back to the caller's row order.
         grad_z.addcmul_(z, (z * grad_z).sum(dim=1, keepdim=True), value=-1).div_(norm.unsqueeze(1))
-        grad_features = torch.empty_like(grad_z).index_copy_(0, ctx.groups.rows, grad_z)
+        grad_features = torch.empty_like(grad_z).index_copy_(0, groups.rows, grad_z)
         return grad_features, None, None, None, None, None, None
 
 

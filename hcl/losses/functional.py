@@ -105,8 +105,7 @@ def paper_loss(
     groups = build_view_groups(labels, num_views)
     # Every group of every level at once: a group of s >= 2 views holds s anchors with s - 1
     # positives each; level l's term averages over its |A_l| anchors.
-    sizes = groups.group_size
-    level_of = torch.repeat_interleave(torch.tensor([level.num_groups for level in groups.levels], device=sizes.device))
+    sizes, level_of = groups.group_size, groups.group_level
     anchors = torch.where(sizes >= 2, sizes, 0)
     counts = torch.zeros(num_levels, dtype=torch.int64, device=sizes.device).index_add_(0, level_of, anchors).tolist()
     scales = [w / (num_levels * c) if c else 0.0 for w, c in zip(level_weights, counts)]

@@ -9,6 +9,7 @@ the pairs inside each group, without building any (N, N) mask.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -86,9 +87,13 @@ class ViewGroups:
         start: (L, N) int64, ``levels[l].start`` for every level.
         global_group: (L, N) int64, the group ids of all levels numbered consecutively (level 0's
             first), to index tensors that concatenate every level's groups.
-        group_size: (sum of num_groups,) int64, ``levels[l].group_size`` of every level in that
-            numbering.
-        levels: one :class:`LevelGroups` per level, coarse to fine.
+        group_size: (G,) int64, ``levels[l].group_size`` of every level in that numbering, G the
+            total number of groups.
+        group_start: (G,) int64, ``levels[l].group_start`` in that numbering.
+        group_level: (G,) int64, the level of each group.
+        group_parent: (G,) int64, ``levels[l].parent`` in that numbering (0 for level 0's).
+        num_groups: ``levels[l].num_groups`` for every level.
+        max_size: ``levels[l].max_size`` for every level.
     """
 
     rows: torch.Tensor
@@ -97,7 +102,34 @@ class ViewGroups:
     start: torch.Tensor
     global_group: torch.Tensor
     group_size: torch.Tensor
-    levels: tuple[LevelGroups, ...]
+    group_start: torch.Tensor
+    group_level: torch.Tensor
+    group_parent: torch.Tensor
+    num_groups: tuple[int, ...]
+    max_size: tuple[int, ...]
+
+    @functools.cached_property
+    def levels(self) -> tuple[LevelGroups, ...]:
+        """One :class:`LevelGroups` per level, coarse to fine (built on first use: the compiled
+        CPU path never needs them)."""
+        levels = []
+        first = 0
+        for level, count in enumerate(self.num_groups):
+            part = slice(first, first + count)
+            levels.append(
+                LevelGroups(
+                    group=self.group[level],
+                    num_groups=count,
+                    start=self.start[level],
+                    size=self.size[level],
+                    max_size=self.max_size[level],
+                    group_start=self.group_start[part],
+                    group_size=self.group_size[part],
+                    parent=self.group_parent[part] if level else self.group_parent[:0],
+                )
+            )
+            first += count
+        return tuple(levels)
 
 
 def sort_by_prefix(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -119,9 +151,8 @@ def sort_by_prefix(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     # sorts column by column, finest first.
     radix = (labels.amax(dim=0) + 2).tolist() if num_samples else [1] * num_levels
     if math.prod(radix) < 2**62:
-        key = torch.zeros(num_samples, dtype=torch.int64, device=labels.device)
-        for level in range(num_levels):
-            key = key * radix[level] + (labels[:, level] + 1)
+        place = [math.prod(radix[level + 1 :]) for level in range(num_levels)]
+        key = ((labels + 1) * torch.tensor(place, device=labels.device)).sum(dim=1)
         order = torch.argsort(key)
     else:
         order = torch.arange(num_samples, device=labels.device)
@@ -180,19 +211,16 @@ def build_view_groups(labels: torch.Tensor, num_views: int) -> ViewGroups:
     max_size = size.amax(dim=1).tolist() if num_views_total else [0] * num_levels
     # The run of level l-1 that holds each run of level l: its first sample's run there.
     parent = run[run_first, (run_level - 1).clamp_(min=0)]
-    levels = tuple(
-        LevelGroups(
-            group=group[level],
-            num_groups=num_groups[level],
-            start=start[level],
-            size=size[level],
-            max_size=max_size[level],
-            group_start=run_start[offsets[level] : offsets[level] + num_groups[level]],
-            group_size=run_size[offsets[level] : offsets[level] + num_groups[level]],
-            parent=parent[offsets[level] : offsets[level] + num_groups[level]] if level else parent[:0],
-        )
-        for level in range(num_levels)
-    )
     return ViewGroups(
-        rows=rows, group=group, size=size, start=start, global_group=global_group, group_size=run_size, levels=levels
+        rows=rows,
+        group=group,
+        size=size,
+        start=start,
+        global_group=global_group,
+        group_size=run_size,
+        group_start=run_start,
+        group_level=run_level,
+        group_parent=parent,
+        num_groups=tuple(num_groups),
+        max_size=tuple(max_size),
     )

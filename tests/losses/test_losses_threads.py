@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 
 import numba
 import pytest
@@ -78,9 +79,9 @@ def test_the_compiled_loops_run_on_torchs_thread_count(monkeypatch: pytest.Monke
     for name in ("_forward_rows", "_backward_rows", "_scale_rows"):
         kernel = getattr(compiled, name)
 
-        def recording(*args: object, _kernel: object = kernel) -> None:
+        def recording(*args: object, _kernel: Callable[..., object] = kernel) -> object:
             seen.append(numba.get_num_threads())
-            _kernel(*args)
+            return _kernel(*args)
 
         monkeypatch.setattr(compiled, name, recording)
     numba_threads = numba.get_num_threads()
