@@ -45,6 +45,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _record import add_record_arguments, describe, finish, load_at_start  # noqa: E402
+
 from hcl.losses import HiMulCon, HiMulConE, SupConLoss  # noqa: E402
 
 REFERENCE_BASE_TEMPERATURE = 0.07
@@ -303,14 +305,17 @@ def summary(rows: list[dict[str, object]]) -> str:
     timed = [row for row in rows if "skipped" not in row]
     himulcone = [row for row in timed if row["method"].startswith("HiMulConE") and "reference" not in row["method"]]
     lines = []
+
+    def where(row: dict[str, object]) -> str:
+        return f"{row['views']:,} views, {row['threads']} thread{'' if row['threads'] == 1 else 's'}"
+
     for name in sorted({row["method"] for row in himulcone}):
         mine = [row for row in himulcone if row["method"] == name]
         worst = max(mine, key=lambda row: row["vs_hcl"])
         worst_min = max(mine, key=lambda row: row["vs_hcl_min"])
         text = (
-            f"- {name}: at most {worst['vs_hcl']:.2f}x flat SupCon by medians ({worst['views']} views, "
-            f"{worst['threads']} threads), {worst_min['vs_hcl_min']:.2f}x by minima ({worst_min['views']} views, "
-            f"{worst_min['threads']} threads)"
+            f"- {name}: at most {worst['vs_hcl']:.2f}x flat SupCon by medians ({where(worst)}), "
+            f"{worst_min['vs_hcl_min']:.2f}x by minima ({where(worst_min)})"
         )
         large = [row for row in mine if row["views"] >= 4096 and row["vs_limit"] is not None]
         if large:
@@ -331,11 +336,52 @@ def summary(rows: list[dict[str, object]]) -> str:
         ]
         if supcon:
             text += (
-                f"; peak memory at {largest['views']} views {largest['peak_mib']:.0f} MiB = "
+                f"; peak memory at {largest['views']:,} views {largest['peak_mib']:.0f} MiB = "
                 f"{largest['peak_mib'] / supcon[0]['peak_mib']:.2f}x SupCon's"
             )
         lines.append(text)
     return "\n".join(lines)
+
+
+# README columns: short names of the methods, in this order (those a record lacks are left out).
+_COLUMNS = {
+    "flat SupCon (hcl)": "flat SupCon, ms",
+    LIMIT: "limit (GEMMs + exp)",
+    "HiMulConE hinge (hcl, default)": "HiMulConE hinge (default)",
+    "HiMulConE pair (hcl, paper)": "HiMulConE pair (paper)",
+    "HiMulConE pair_held (hcl)": "HiMulConE pair_held",
+    "HiMulConE level_max (hcl)": "HiMulConE level_max",
+    "HiMulCon paper (hcl)": "HiMulCon",
+    "HiMulConE reference (hcl)": "HiMulConE reference mode",
+    "flat SupCon (PML)": "SupCon (pytorch-metric-learning)",
+    "loop formulation (reference HMLC, hmce)": "loop formulation",
+}
+
+
+def readme_block(record: dict[str, object]) -> str:
+    """The README's loss table from a saved record: median ms of flat SupCon, and every other
+    method as median ms with its ratio to flat SupCon in the same run; then the summary lines and
+    the provenance line."""
+    rows = [row for row in record["rows"] if "skipped" not in row]
+    present = {row["method"] for row in rows}
+    columns = [name for name in _COLUMNS if name in present]
+    lines = [
+        "| views | threads | " + " | ".join(_COLUMNS[name] for name in columns) + " |",
+        "|---:|---:|" + "---:|" * len(columns),
+    ]
+    cells = {(row["views"], row["threads"], row["method"]): row for row in rows}
+    for views, threads in sorted({(row["views"], row["threads"]) for row in rows}, key=lambda k: (k[1], k[0])):
+        values = []
+        for name in columns:
+            row = cells.get((views, threads, name))
+            if row is None:
+                values.append("–")
+            elif name == "flat SupCon (hcl)":
+                values.append(f"{row['ms']:,.2f}")
+            else:
+                values.append(f"{row['ms']:,.2f} ({row['vs_hcl']:.2f}×)")
+        lines.append(f"| {views:,} | {threads} | " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n\n" + summary(record["rows"]) + "\n\n" + describe(record)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -366,6 +412,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="leave out methods whose name holds any of these words (e.g. PML loop reference)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    add_record_arguments(parser)
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda requested but CUDA is not available")
@@ -375,10 +422,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
     threads = torch.get_num_threads()
+    load = load_at_start()
     try:
         rows = run(args)
     finally:
         torch.set_num_threads(threads)
+    finish(args, "losses-" + args.device.split(":")[0], rows, readme_block, load)
     print(
         f"D={args.dim}, L={args.levels}, branching={args.branching}, V={args.views}, temperature=0.1, "
         f"threads={','.join(map(str, args.threads))}, torch {torch.__version__}; medians of {args.repeats} "

@@ -34,6 +34,8 @@ from torch.utils.data import BatchSampler, RandomSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _record import add_record_arguments, describe, finish, load_at_start  # noqa: E402
+
 from hcl.data import HierarchicalBatchSampler, sampler_coverage  # noqa: E402
 
 
@@ -48,6 +50,69 @@ def tree_labels(n: int, branching: list[int], seed: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(columns, axis=1))
 
 
+def measure(n: int, args: argparse.Namespace) -> dict[str, object]:
+    """One N: the median construction (wall and CPU s), epoch times of both samplers and coverage."""
+    labels = tree_labels(n, args.branching, seed=0).to(args.device)
+    walls, cpus = [], []
+    for _ in range(args.repeats):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        sampler = HierarchicalBatchSampler(labels, args.batch_size, seed=0)
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu_start)
+    generator = torch.Generator().manual_seed(0)
+    plain = BatchSampler(RandomSampler(range(n), generator=generator), args.batch_size, drop_last=True)
+    times: dict[str, list[float]] = {"hierarchical": [], "plain": []}
+    batches: dict[str, list[list[int]]] = {}
+    for repeat in range(args.repeats):
+        sampler.set_epoch(repeat)
+        for name, source in (("hierarchical", sampler), ("plain", plain)):
+            start = time.perf_counter()
+            batches[name] = list(source)
+            times[name].append(time.perf_counter() - start)
+    row: dict[str, object] = {
+        "n": n,
+        "levels": labels.shape[1],
+        "hierarchical_s": statistics.median(times["hierarchical"]),
+        "plain_s": statistics.median(times["plain"]),
+        "construction_s": statistics.median(walls),
+        "construction_cpu_s": statistics.median(cpus),
+        "coverage_hierarchical": None,
+        "coverage_plain": None,
+    }
+    if not args.no_coverage:
+        cpu_labels = labels.cpu()
+        row["coverage_hierarchical"] = sampler_coverage(cpu_labels, batches["hierarchical"])
+        row["coverage_plain"] = sampler_coverage(cpu_labels, batches["plain"])
+    return row
+
+
+def format_table(rows: list[dict[str, object]]) -> str:
+    """The rows as a markdown table."""
+
+    def coverage(values: list[float] | None) -> str:
+        return "–" if values is None else " / ".join(f"{value:.3f}" for value in values)
+
+    lines = [
+        "| N | levels | hierarchical s/epoch | plain s/epoch | ratio | construction s (CPU s) "
+        "| construction / plain epoch | coverage per level (hierarchical) | coverage per level (plain) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['n']:,} | {row['levels']} | {row['hierarchical_s']:.3f} | {row['plain_s']:.3f} "
+            f"| {row['hierarchical_s'] / row['plain_s']:.2f}× "
+            f"| {row['construction_s']:.2f} ({row['construction_cpu_s']:.2f}) "
+            f"| {row['construction_s'] / row['plain_s']:.2f}× "
+            f"| {coverage(row['coverage_hierarchical'])} | {coverage(row['coverage_plain'])} |"
+        )
+    return "\n".join(lines)
+
+
+def readme_block(record: dict[str, object]) -> str:
+    """The README's sampler table from a saved record."""
+    return f"{format_table(record['rows'])}\n\n{describe(record)}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[60_000, 1_000_000])
@@ -56,51 +121,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="where the labels live before sampling (cpu or cuda)")
     parser.add_argument("--no-coverage", action="store_true", help="skip the coverage columns (slow at 1M)")
+    add_record_arguments(parser)
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda requested but CUDA is not available")
-
+    load = load_at_start()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
-        f"branching {args.branching}, labels on {args.device}"
+        f"branching {args.branching}, labels on {args.device}\n"
     )
-    print()
-    print(
-        "| N | levels | hierarchical s/epoch | plain s/epoch | ratio | construction s (CPU s) "
-        "| construction / plain epoch | coverage (hier.) | coverage (plain) |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
+    rows = []
     for n in args.sizes:
-        labels = tree_labels(n, args.branching, seed=0).to(args.device)
-        walls, cpus = [], []
-        for _ in range(args.repeats):
-            start, cpu_start = time.perf_counter(), time.process_time()
-            sampler = HierarchicalBatchSampler(labels, args.batch_size, seed=0)
-            walls.append(time.perf_counter() - start)
-            cpus.append(time.process_time() - cpu_start)
-        construction, construction_cpu = statistics.median(walls), statistics.median(cpus)
-        generator = torch.Generator().manual_seed(0)
-        plain = BatchSampler(RandomSampler(range(n), generator=generator), args.batch_size, drop_last=True)
-        times: dict[str, list[float]] = {"hierarchical": [], "plain": []}
-        batches: dict[str, list[list[int]]] = {}
-        for repeat in range(args.repeats):
-            sampler.set_epoch(repeat)
-            for name, source in (("hierarchical", sampler), ("plain", plain)):
-                start = time.perf_counter()
-                batches[name] = list(source)
-                times[name].append(time.perf_counter() - start)
-        hier, base = statistics.median(times["hierarchical"]), statistics.median(times["plain"])
-        if args.no_coverage:
-            cov_h = cov_p = "-"
-        else:
-            cpu_labels = labels.cpu()
-            cov_h = " / ".join(f"{c:.3f}" for c in sampler_coverage(cpu_labels, batches["hierarchical"]))
-            cov_p = " / ".join(f"{c:.3f}" for c in sampler_coverage(cpu_labels, batches["plain"]))
-        print(
-            f"| {n:,} | {labels.shape[1]} | {hier:.3f} | {base:.3f} | {hier / base:.2f}x "
-            f"| {construction:.2f} ({construction_cpu:.2f}) | {construction / base:.2f}x | {cov_h} | {cov_p} |",
-            flush=True,
-        )
+        rows.append(measure(n, args))
+        print(f"measured N={n:,}", file=sys.stderr, flush=True)
+    print(format_table(rows))
+    finish(args, "sampler", rows, readme_block, load, {"batch_size": args.batch_size, "branching": args.branching})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,121 @@
+"""Benchmark records: what a benchmark measured, on which machine and when, and the README block
+written from it.
+
+``--record PATH`` saves a run's rows with its command line, commit, machine and load average as
+JSON (atomically); ``--update-readme README.md`` then rewrites the benchmark's generated block in
+the README from that record, so no figure in the README is typed by hand. The test
+``tests/test_benchmark_records.py`` rebuilds every committed record's block and compares it with
+the README byte for byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hcl.atomic import write_text_atomic  # noqa: E402
+from hcl.study.cell import provenance  # noqa: E402
+from hcl.textblock import replace_marked_block  # noqa: E402
+
+__all__ = ["add_record_arguments", "cpu_model", "describe", "finish", "load_at_start", "load_record"]
+
+
+def add_record_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--record PATH`` and ``--update-readme README`` (the latter needs the former)."""
+    parser.add_argument("--record", type=Path, help="save the rows, command and machine as JSON here")
+    parser.add_argument(
+        "--update-readme", type=Path, metavar="README", help="rewrite this file's generated block from the record"
+    )
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux's ``/proc/cpuinfo``, else :func:`platform.processor`)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def finish(
+    args: argparse.Namespace,
+    name: str,
+    rows: list[dict[str, Any]],
+    render: Callable[[dict[str, Any]], str],
+    load: float | None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Save the record (``--record``) and rewrite the README block ``bench-<name>``
+    (``--update-readme``) from it; return the record.
+
+    Raises:
+        SystemExit: ``--update-readme`` without ``--record``.
+    """
+    record = {
+        "benchmark": name,
+        "script": Path(sys.argv[0]).name,
+        "command": "python " + shlex.join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+        "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "environment": provenance() | {"cpu_model": cpu_model(), "load_average_at_start": load},
+        "rows": rows,
+        **(extra or {}),
+    }
+    if args.update_readme is not None and args.record is None:
+        raise SystemExit("--update-readme needs --record: the README block is written from the saved record")
+    if args.record is not None:
+        write_text_atomic(args.record, json.dumps(record, indent=1, sort_keys=True) + "\n")
+        print(f"record written to {args.record}", file=sys.stderr)
+    if args.update_readme is not None:
+        replace_marked_block(args.update_readme, f"bench-{name}", render(record))
+        print(f"README block bench-{name} rewritten in {args.update_readme}", file=sys.stderr)
+    return record
+
+
+def load_at_start() -> float | None:
+    """The 1-minute load average now (None where the OS does not say)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def describe(record: dict[str, Any]) -> str:
+    """One line saying how, where and when a record was measured."""
+    env = record["environment"]
+    commit = env.get("git_commit")
+    where = ", ".join(
+        part
+        for part in (
+            env.get("gpu"),
+            env.get("cpu_model"),
+            f"{env['cpus']} CPUs" if env.get("cpus") else None,
+            f"torch {env['torch']}",
+        )
+        if part
+    )
+    load = env.get("load_average_at_start")
+    return (
+        f"Measured by `{record['command']}`"
+        + (f" at commit `{commit[:10]}`{' (uncommitted changes)' if env.get('git_dirty') else ''}" if commit else "")
+        + f" on {where}, finished {record['finished']}"
+        + (f", load average {load} at the start" if load is not None else "")
+        + "."
+    )
+
+
+def load_record(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A saved record."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
