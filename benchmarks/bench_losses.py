@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _record, when loaded as a module
 
 from _record import add_record_arguments, describe, finish, load_at_start  # noqa: E402
 

@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import BatchSampler, RandomSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _record, when loaded as a module
 
 from _record import add_record_arguments, describe, finish, load_at_start  # noqa: E402
 

@@ -124,11 +124,18 @@ def _forward_rows(logits, start, size, num_bounded, global_group, group_weight, 
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=_FAST_MATH)
-def _backward_rows(grad, start, size, num_bounded, offsets, inner, bound, bound_column, coefficient, count, factor):  # noqa
+def _backward_rows(
+    grad, scale, start, size, num_bounded, offsets, inner, bound, bound_column, coefficient, count, factor
+):  # noqa
     # factor: (2,) the incoming gradient, and 1 (the bound differentiated) or 0 (held constant).
+    # scale: empty, or (N,): the row is first scaled as _scale_rows does, while it is in cache.
     gradient = factor[0]
     for i in prange(grad.shape[0]):
         row = grad[i]
+        if scale.shape[0]:
+            own = scale[i]
+            for j in range(row.shape[0]):
+                row[j] *= own + scale[j]
         # Row i's saved logits, and column i of the saved logits of its coarsest group's rows: x_pi
         # as row p computed it (a float product need not be exactly symmetric). Both are indexed
         # by column minus the group's start.
@@ -236,23 +243,28 @@ def constraint_backward(
     saved: tuple[np.ndarray, ...],
     grad_output: float,
     bound_gradient: bool,
+    scale: torch.Tensor | None = None,
 ) -> None:
     """Add the constraint's part of d loss / d logits to ``grad_logits``, in place: over every
     bounded level's in-group pairs ``g w_li [x_ip > c_li] + g w_lp [x_ip > c_lp]``, minus (when
     the bound is differentiated) ``g w_li n_li`` on each bound's own pair (i, column) and its
-    transpose, g the incoming gradient.
+    transpose, g the incoming gradient. With ``scale``, ``grad_logits`` holds the symmetric
+    exponentials E and is first turned into ``E_ij (scale_i + scale_j)`` (as
+    :func:`scale_symmetric_`), row by row in the same pass.
 
     Shape:
         grad_logits: (N, N) float CPU, contiguous; ``saved``: ``bound``, ``bound_column``,
         ``count``, ``coefficient``, ``offsets`` and ``inner`` as returned by
-        :func:`constraint_forward`.
+        :func:`constraint_forward`; scale: (N,).
     """
     bound, bound_column, count, coefficient, offsets, inner = saved
     values = grad_logits.numpy()
     factor = np.array([grad_output, 1.0 if bound_gradient else 0.0], dtype=values.dtype)
+    row_scale = values[0, :0] if scale is None else scale.contiguous().numpy()
     with _torch_threads():
         _backward_rows(
             values,
+            row_scale,
             start.numpy(),
             size.numpy(),
             num_bounded,

@@ -135,6 +135,8 @@ class _GroupedConstraint:
     """The constraint terms with array ops over each level's in-group pairs (GPUs, and CPUs
     without numba): level l+1's groups give the bounds of every bounded level l."""
 
+    scales_rows = False
+
     def __init__(
         self, logits: torch.Tensor, levels: tuple[LevelGroups, ...], coefficient: torch.Tensor, bounded: list[int]
     ) -> None:
@@ -172,6 +174,8 @@ class _GroupedConstraint:
 class _CompiledConstraint:
     """The constraint terms from the compiled row loops of :mod:`hcl.losses._compiled` (CPUs)."""
 
+    scales_rows = True  # add_gradient can scale the exponentials first, in the same pass
+
     def __init__(
         self, compiled: ModuleType, logits: torch.Tensor, groups: ViewGroups, group_weight: torch.Tensor, scale: float
     ) -> None:
@@ -189,9 +193,17 @@ class _CompiledConstraint:
         """``sum_l w_li n_li``, n the number of pairs above i's bound. Shape: (N,)."""
         return self.held
 
-    def add_gradient(self, grad_logits: torch.Tensor, grad_output: torch.Tensor, bound_gradient: bool) -> None:
+    def add_gradient(
+        self,
+        grad_logits: torch.Tensor,
+        grad_output: torch.Tensor,
+        bound_gradient: bool,
+        scale: torch.Tensor | None = None,
+    ) -> None:
         """Add the constraint's part of d loss / d logits to ``grad_logits``: the parts of
-        :func:`_add_bound_pairs`, the bound pairs' included, all inside the compiled code."""
+        :func:`_add_bound_pairs`, the bound pairs' included, all inside the compiled code. With
+        ``scale`` (N,), ``grad_logits`` holds the symmetric exponentials E and is first scaled
+        to ``E_ij (scale_i + scale_j)`` in the same pass over its rows."""
         self.compiled.constraint_backward(
             grad_logits,
             self.groups.start,
@@ -200,6 +212,7 @@ class _CompiledConstraint:
             self.saved,
             float(grad_output),
             bound_gradient,
+            scale,
         )
 
 

@@ -148,14 +148,19 @@ class _HierarchicalContrastive(torch.autograd.Function):
             lse_weight = lse_weight - ctx.constraint.held_weight()
         scale = grad_output * lse_weight / row_sum
         grad_z = None
-        if ctx.shared_shift:
-            grad_logits = _symmetric_scaling(exponentials, scale, in_place=not _graph_is_kept())
+        in_place = not _graph_is_kept()
+        if ctx.shared_shift and in_place and ctx.constraint is not None and ctx.constraint.scales_rows:
+            # The compiled constraint scales each row in place just before adding to it.
+            grad_logits = exponentials
+            ctx.constraint.add_gradient(grad_logits, grad_output, ctx.bound_gradient, scale=scale)
         else:
-            grad_logits = exponentials * scale.unsqueeze(1)
-            grad_z = torch.mm(grad_logits.t(), z)
-
-        if ctx.constraint is not None:
-            ctx.constraint.add_gradient(grad_logits, grad_output, ctx.bound_gradient)
+            if ctx.shared_shift:
+                grad_logits = _symmetric_scaling(exponentials, scale, in_place=in_place)
+            else:
+                grad_logits = exponentials * scale.unsqueeze(1)
+                grad_z = torch.mm(grad_logits.t(), z)
+            if ctx.constraint is not None:
+                ctx.constraint.add_gradient(grad_logits, grad_output, ctx.bound_gradient)
 
         product = torch.mm(grad_logits, z)
         grad_z = product if grad_z is None else grad_z.add_(product)
