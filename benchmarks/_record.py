@@ -36,6 +36,9 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--update-readme", type=Path, metavar="README", help="rewrite this file's generated block from the record"
     )
+    parser.add_argument(
+        "--tag", help="appended to the benchmark's name (its README block is bench-NAME-TAG), e.g. 'before'"
+    )
 
 
 def cpu_model() -> str | None:
@@ -58,12 +61,14 @@ def finish(
     load: float | None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Save the record (``--record``) and rewrite the README block ``bench-<name>``
+    """Save the record (``--record``) and rewrite the README block ``bench-<name>[-<tag>]``
     (``--update-readme``) from it; return the record.
 
     Raises:
         SystemExit: ``--update-readme`` without ``--record``.
     """
+    if getattr(args, "tag", None):
+        name = f"{name}-{args.tag}"
     record = {
         "benchmark": name,
         "script": Path(sys.argv[0]).name,

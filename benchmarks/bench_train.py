@@ -40,6 +40,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _record, when loaded as a module
+
+from _record import add_record_arguments, describe, finish, load_at_start  # noqa: E402
 
 import hcl.train.evaluate as evaluate_module  # noqa: E402
 from hcl.models import build_encoder  # noqa: E402
@@ -119,14 +122,19 @@ def time_demo_step(cfg: TrainConfig, steps: int, warmup: int) -> dict[str, list[
     return times
 
 
-def step_table(times: dict[str, list[float]], batch_size: int) -> str:
-    """Median milliseconds, images/s and share of the step for each part, and the whole step."""
+def step_row(times: dict[str, list[float]]) -> dict[str, float]:
+    """Median seconds of each part and of the whole step."""
     medians = {part: statistics.median(values) for part, values in times.items()}
-    whole = statistics.median(map(sum, zip(*times.values())))
+    return medians | {"whole step": statistics.median(map(sum, zip(*times.values())))}
+
+
+def step_table(medians: dict[str, float], batch_size: int) -> str:
+    """Median milliseconds, images/s and share of the step for each part, and the whole step."""
+    whole = medians["whole step"]
     lines = ["| part | ms/step | images/s of the part | share of the step |", "|---|---:|---:|---:|"]
     for part, seconds in medians.items():
-        lines.append(f"| {part} | {1000 * seconds:.1f} | {batch_size / seconds:.0f} | {100 * seconds / whole:.1f}% |")
-    lines.append(f"| whole step | {1000 * whole:.1f} | {batch_size / whole:.0f} | 100% |")
+        share = "100%" if part == "whole step" else f"{100 * seconds / whole:.1f}%"
+        lines.append(f"| {part} | {1000 * seconds:.1f} | {batch_size / seconds:.0f} | {share} |")
     return "\n".join(lines)
 
 
@@ -171,6 +179,18 @@ def time_cell(cfg: TrainConfig, epochs: int) -> dict[str, tuple[float, int]]:
         "embedding for evaluation": (embed_s, embed_images),
         "metrics": (eval_s - embed_s, embed_images),
     }
+
+
+def readme_block(record: dict[str, object]) -> str:
+    """The README's demo tables (step and cell) from a saved record."""
+    parts = []
+    for row in record["rows"]:
+        if row["section"] == "step":
+            parts.append(f"{row['title']}\n\n{step_table(row['seconds'], row['batch_size'])}")
+        elif row["section"] == "cell":
+            cell = {part: tuple(value) for part, value in row["parts"].items()}
+            parts.append(f"{row['title']}\n\n{cell_table(cell)}")
+    return "\n\n".join([*parts, describe(record)])
 
 
 def cell_table(parts: dict[str, tuple[float, int]]) -> str:
@@ -275,34 +295,43 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="models: timed steps (default: 20 GPU, 2 CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5 GPU, 1 CPU)")
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
+    add_record_arguments(parser)
     args = parser.parse_args()
+    load = load_at_start()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     accelerated = device.type != "cpu"
     args.warmup = args.warmup if args.warmup is not None else (5 if accelerated else 1)
-    threads = f"{torch.get_num_threads()} threads"
+    threads = f"{torch.get_num_threads()} thread{'' if torch.get_num_threads() == 1 else 's'}"
     print(f"torch {torch.__version__}; {platform.processor() or platform.machine()}, {threads}; medians\n")
+    rows: list[dict[str, object]] = []
     if "step" in args.sections or "cell" in args.sections:
         with tempfile.TemporaryDirectory() as scratch:
             cfg, data = demo_config(scratch)
             cfg = dataclasses.replace(cfg, device=str(device))
             what = f"{cfg.backbone} width {cfg.width}, batch {cfg.batch_size} x {cfg.num_views} views, {data}"
             if "step" in args.sections:
-                times = time_demo_step(cfg, args.demo_steps, args.warmup)
-                print(f"### demo training step ({what}; {device}, median of {args.demo_steps} steps)\n")
-                print(step_table(times, cfg.batch_size) + "\n", flush=True)
+                seconds = step_row(time_demo_step(cfg, args.demo_steps, args.warmup))
+                title = f"Demo training step ({what}; {device}, {threads}, median of {args.demo_steps} steps):"
+                rows.append({"section": "step", "title": title, "seconds": seconds, "batch_size": cfg.batch_size})
+                print(f"### {title}\n\n{step_table(seconds, cfg.batch_size)}\n", flush=True)
             if "cell" in args.sections:
                 parts = time_cell(cfg, args.cell_epochs)
-                print(
-                    f"### study cell ({what}; {args.cell_epochs} epoch(s) of {cfg.train_subset or 'all'} images, "
-                    "then both embeddings evaluated)\n"
+                title = (
+                    f"Study cell ({what}; {device}, {threads}; {args.cell_epochs} epoch(s) of "
+                    f"{cfg.train_subset or 'all'} images, then both embeddings evaluated):"
                 )
-                print(cell_table(parts) + "\n", flush=True)
+                rows.append({"section": "cell", "title": title, "parts": parts})
+                print(f"### {title}\n\n{cell_table(parts)}\n", flush=True)
     if "models" in args.sections:
         args.batch_size = args.batch_size or (256 if accelerated else 8)
         args.steps = args.steps or (20 if accelerated else 2)
         models_section(args, device)
+    if rows:
+        finish(args, f"train-{device.type}", rows, readme_block, load)
+    elif args.record is not None:
+        parser.error("--record covers the step and cell sections; pick at least one")
 
 
 def models_section(args: argparse.Namespace, device: torch.device) -> None:
