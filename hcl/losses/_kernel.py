@@ -27,6 +27,8 @@ plain SupCon keeps as well); the backward pass scales it in place unless the gra
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -83,6 +85,7 @@ class _HierarchicalContrastive(torch.autograd.Function):
         constrained: bool,
         bound_gradient: bool,
         constraint_scale: float,
+        combine: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         num_levels = len(groups.num_groups)
         unit, norm = unit_rows_and_norms(features)
@@ -123,6 +126,13 @@ class _HierarchicalContrastive(torch.autograd.Function):
         log_partition = shift + row_sum.log()
         loss = loss + torch.dot(lse_weight, log_partition)
         level_terms = level_terms + per_level[..., 1] @ log_partition
+        if combine is not None:
+            # The loss is a combination of the level terms with weights known only now: the
+            # backward pass then takes each level's weights times its multiplier.
+            level_terms, multipliers = combine(level_terms)
+            loss = level_terms.sum()
+            group_weight = group_weight * multipliers.index_select(0, groups.group_level)
+            own_weight, lse_weight = (per_level * multipliers.view(-1, 1, 1)).sum(dim=0).unbind(1)
 
         ctx.inv_temperature = inv_temperature
         ctx.groups = groups
@@ -174,7 +184,7 @@ class _HierarchicalContrastive(torch.autograd.Function):
         # Through the normalisation z = x / |x| and back to the caller's row order.
         grad_z.addcmul_(z, (z * grad_z).sum(dim=1, keepdim=True), value=-1).div_(norm.unsqueeze(1))
         grad_features = torch.empty_like(grad_z).index_copy_(0, groups.rows, grad_z)
-        return grad_features, None, None, None, None, None, None
+        return grad_features, None, None, None, None, None, None, None
 
 
 def hierarchical_contrastive(
@@ -185,6 +195,7 @@ def hierarchical_contrastive(
     constrained: bool,
     bound_gradient: bool = True,
     constraint_scale: float = 1.0,
+    combine: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted sum of per-anchor contrastive terms over all levels, with a hand-written backward.
 
@@ -209,11 +220,17 @@ def hierarchical_contrastive(
         constraint_scale: ``beta``, the constraint's part (value and gradient) scaled by it: with
             the bound held, ``ell(i,p) + beta * relu(m_i - ell(i,p))``, the ``"hinge"`` reading
             of :mod:`hcl.losses.constraints` (1: ``"pair_held"``; 0: no constraint).
+        combine: unconstrained only: maps the (L,) level terms to the terms the loss sums and
+            (L,) multipliers, the derivative of that sum with respect to each level term (as
+            for ``"level_max"``'s running maximum); the gradient is then each level's part times
+            its multiplier.
 
     Shape:
         features: (N, D) with N >= 2; group_weight: (sum_l num_groups_l,). Returns the loss, a
         scalar, and ``level_terms``, (L,).
     """
+    if combine is not None and constrained:
+        raise ValueError("combine re-weights the level terms of an unconstrained loss; constrained must be False")
     return _HierarchicalContrastive.apply(
-        features, 1.0 / temperature, groups, group_weight, constrained, bound_gradient, constraint_scale
+        features, 1.0 / temperature, groups, group_weight, constrained, bound_gradient, constraint_scale, combine
     )

@@ -43,9 +43,11 @@ skipped at that level; a level without anchors has ``T_l = 0`` (for ``"level_max
 level is then empty too, since ``P_{l+1}(i)`` is a subset of ``P_l(i)``, so the running maximum
 stays 0); a batch without any positive pair gives 0 with a zero gradient that keeps the graph.
 
-``"level_max"`` is computed here, level by level, with a few (N, N) tensors (N = B*V views) and
-no host sync, on any device (so a CUDA graph can capture it); at training batch sizes (N around
-512) that costs little. ``"pair"``, ``"pair_held"`` and ``"hinge"`` go through the grouped kernel
+``"level_max"`` has two forms. Where the dense form fits (GPUs), :func:`level_constraint_loss`
+computes it level by level with a few (N, N) tensors (N = B*V views) and no host sync (so a CUDA
+graph can capture it). Elsewhere the grouped kernel computes the plain level terms in one pass
+and :func:`running_max_terms` combines them; the backward pass weights each level by its
+derivative, so it costs what HiMulCon does. ``"pair"``, ``"pair_held"`` and ``"hinge"`` go through the grouped kernel
 and the dense form of :mod:`hcl.losses.functional`: the hinge's penalty is ``beta`` times the held
 bound's part of ``"pair_held"`` (value and gradient), so the kernel computes it at the cost of
 ``"pair_held"``.
@@ -107,6 +109,43 @@ def check_constraint_weight(constraint_weight: Any) -> float:
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
         raise ValueError(f"constraint_weight must be in [0, 1], got {constraint_weight!r}")
     return value
+
+
+def running_max_terms(level_terms: torch.Tensor, level_weights: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``"level_max"`` combination of plain level terms, and its derivative.
+
+    Args:
+        level_terms: ``T_l / L`` for l = 0..L-1 (coarse to fine), detached.
+        level_weights: ``lambda_l``.
+
+    Returns:
+        ``lambda_l * T'_l / L`` with ``T'_{L-1} = T_{L-1}`` and ``T'_l = max(T_l, T'_{l+1})``, and
+        the multipliers ``d (sum_l lambda_l T'_l) / d T_l``, with :func:`torch.maximum`'s rule at
+        ties (the gradient is split in half), so that the grouped kernel's gradient equals the
+        dense reading's (:func:`level_constraint_loss`).
+
+    Shape:
+        level_terms: (L,). Returns two (L,) tensors.
+    """
+    num_levels = level_terms.shape[0]
+    terms = level_terms.unbind()
+    running = list(terms)
+    kept = [None] * num_levels  # the share of d/dT'_l that reaches T_l (the rest goes finer)
+    for level in reversed(range(num_levels - 1)):
+        finer = running[level + 1]
+        running[level] = torch.maximum(terms[level], finer)
+        kept[level] = (terms[level] > finer).to(level_terms.dtype) + 0.5 * (terms[level] == finer).to(level_terms.dtype)
+    multipliers = []
+    arriving = level_terms.new_zeros(())
+    for level, weight in enumerate(level_weights):
+        arriving = arriving + weight
+        if level == num_levels - 1:
+            multipliers.append(arriving)
+        else:
+            multipliers.append(arriving * kept[level])
+            arriving = arriving * (1 - kept[level])
+    weighted = torch.stack([weight * term for weight, term in zip(level_weights, running, strict=True)])
+    return weighted, torch.stack(multipliers)
 
 
 def level_constraint_loss(

@@ -30,8 +30,9 @@ while its (L, N, N) tensors stay small.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -49,6 +50,7 @@ from hcl.losses.constraints import (
     check_constraint_weight,
     level_constraint_loss,
     resolve_constraint,
+    running_max_terms,
 )
 from hcl.losses.dense import dense_fits, dense_paper_loss
 from hcl.losses.groups import build_view_groups
@@ -91,10 +93,11 @@ def paper_loss(
     constrained: bool,
     bound_gradient: bool = True,
     constraint_scale: float = 1.0,
+    combine: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The paper-mode loss on validated inputs and its per-level terms ``lambda_l * T_l / L``
-    (no gradient), or ``None`` when no anchor has a positive. ``constraint_scale``: as for
-    :func:`hcl.losses._kernel.hierarchical_contrastive`.
+    (no gradient), or ``None`` when no anchor has a positive. ``constraint_scale`` and
+    ``combine``: as for :func:`hcl.losses._kernel.hierarchical_contrastive`.
 
     Shape:
         features: (B, V, D) floating; labels: (B, L) int64; level_weights: L floats. Returns a
@@ -121,6 +124,7 @@ def paper_loss(
         constrained,
         bound_gradient,
         constraint_scale,
+        combine,
     )
 
 
@@ -132,16 +136,19 @@ def _dispatch(
     constrained: bool,
     bound_gradient: bool,
     constraint_scale: float = 1.0,
+    combine: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The paper-mode loss on validated inputs and its per-level terms, in full precision: the
-    dense form where it fits (GPUs), else the grouped kernel; a batch without positives gives a
-    zero that keeps the graph, and zero terms."""
+    dense form where it fits (GPUs; not with ``combine``), else the grouped kernel; a batch
+    without positives gives a zero that keeps the graph, and zero terms."""
     with full_precision(features) as values:
-        if dense_fits(values.shape[0] * values.shape[1], labels.shape[1], values.device):
+        if combine is None and dense_fits(values.shape[0] * values.shape[1], labels.shape[1], values.device):
             return dense_paper_loss(
                 values, labels, temperature, level_weights, constrained, bound_gradient, constraint_scale
             )
-        result = paper_loss(values, labels, temperature, level_weights, constrained, bound_gradient, constraint_scale)
+        result = paper_loss(
+            values, labels, temperature, level_weights, constrained, bound_gradient, constraint_scale, combine
+        )
     return (features.sum() * 0, values.new_zeros(labels.shape[1])) if result is None else result
 
 
@@ -232,8 +239,13 @@ def hierarchical_contrastive_loss_with_terms(
         weights = default_level_weights(num_levels)
     check_weight_count(weights, num_levels, "one per label level, coarse to fine")
     if constrained and reading == "level_max":
-        with full_precision(features) as values:
-            return level_constraint_loss(values, labels, temperature, weights)
+        num_views_total = features.shape[0] * (features.shape[1] if features.dim() == 3 else 1)
+        if dense_fits(num_views_total, num_levels, features.device):
+            with full_precision(features) as values:
+                return level_constraint_loss(values, labels, temperature, weights)
+        # The grouped kernel's plain level terms (weights 1), combined by the running maximum.
+        combine = functools.partial(running_max_terms, level_weights=weights)
+        return _dispatch(features, labels, temperature, (1.0,) * num_levels, False, True, combine=combine)
     if constrained and reading == "hinge":
         # The hinge is the held bound's part scaled by beta: the kernel's pair_held, scaled.
         return _dispatch(features, labels, temperature, weights, True, False, constraint_weight)

@@ -272,3 +272,18 @@ def test_cuda_matches_cpu_and_replays_as_a_cuda_graph(constraint: str) -> None:
         torch.testing.assert_close(results[1], results[0])
         torch.testing.assert_close(results[2], results[0])
     assert "captured=1" in repr(graphed)
+
+
+def test_level_max_on_levels_with_equal_terms_matches_the_dense_reading() -> None:
+    # Column 1 splits nothing, so levels 0 and 1 have the same groups and exactly equal terms: the
+    # running maximum ties there, and the grouped kernel (CPU) must still give the dense reading's
+    # value and gradient.
+    from hcl.losses.constraints import level_constraint_loss
+
+    labels = torch.tensor([[0, 0, 0], [0, 0, 1], [0, 0, 1], [1, 1, 2], [1, 1, 2], [1, 1, 3], [0, 0, 0]])
+    features = make_features(7, 2, 5, seed=30)
+    weights = [0.5, 2.0, 1.0]
+    kernel = HiMulConE(0.2, level_weights=weights, constraint="level_max")(features, labels)
+    dense, terms = level_constraint_loss(features, labels, 0.2, weights)
+    assert terms[0] / weights[0] == terms[1] / weights[1]  # the tie is exact
+    assert_same_loss(kernel, dense, features, rtol=1e-10)
