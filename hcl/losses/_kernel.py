@@ -8,8 +8,8 @@ that averages ``ell`` over positives is therefore a weighted sum of
 * ``sum_{p in P_l(i)} x_ip = z_i . (S_g - z_i) / t``, with S_g the sum of the embeddings of the
   anchor's level-l group g. The weight of an anchor's positives depends only on its group
   (``w_g``), so summed over anchors this is ``sum_g w_g |S_g|^2 - sum_i W_i |z_i|^2`` with
-  ``W_i = sum_l w_{g_l(i)}``: O(L N D) for all levels, in one scatter-add (and one gather back
-  in the backward pass);
+  ``W_i = sum_l w_{g_l(i)}``: O(L N D) for all levels, one scatter-add per level (and one
+  gather back per level in the backward pass);
 * for the hierarchy constraint, ``max(ell(i,p), m_i) = LSE_i - min(x_ip, c_i)``: the plain sum
   less a term over the pairs inside each anchor's group (:mod:`hcl.losses._constraint`).
 
@@ -100,7 +100,8 @@ class _HierarchicalContrastive(torch.autograd.Function):
 
         # Positive sums: sum_g w_g |S_g|^2 - sum_i W_i |z_i|^2, every level's group sums at once.
         sums = z.new_zeros(groups.group_size.shape[0], z.shape[1])
-        sums.index_add_(0, groups.global_group.view(-1), z.expand(num_levels, -1, -1).reshape(-1, z.shape[1]))
+        for level_group in groups.global_group:  # level by level: no (L N, D) copy of z
+            sums.index_add_(0, level_group, z)
         squared_sums, squared_norms = (sums * sums).sum(dim=1), (z * z).sum(dim=1)
         weighted_squares = group_weight * squared_sums
         loss = -inv_temperature * (weighted_squares.sum() - torch.dot(own_weight, squared_norms))
@@ -177,8 +178,9 @@ class _HierarchicalContrastive(torch.autograd.Function):
 
         # Positive sums: d/dz_j is 2 sum_l w_{g_l(j)} S_{g_l(j)} - 2 W_j z_j.
         weighted_sums = sums * (group_weight * (2 * grad_output)).unsqueeze(1)
-        positive_grad = weighted_sums.index_select(0, groups.global_group.view(-1)).view(-1, *z.shape).sum(dim=0)
-        positive_grad.addcmul_(z, (own_weight * (2 * grad_output)).unsqueeze(1), value=-1)
+        positive_grad = torch.mul(z, (own_weight * (-2 * grad_output)).unsqueeze(1))
+        for level_group in groups.global_group:
+            positive_grad.add_(weighted_sums.index_select(0, level_group))
         grad_z.sub_(positive_grad).mul_(ctx.inv_temperature)
 
         # Through the normalisation z = x / |x| and back to the caller's row order.
