@@ -6,12 +6,17 @@ JSON (atomically); ``--update-readme README.md`` then rewrites the benchmark's g
 the README from that record, so no figure in the README is typed by hand. The test
 ``tests/test_benchmark_records.py`` rebuilds every committed record's block and compares it with
 the README byte for byte.
+
+A record measured elsewhere (say on a GPU machine, by ``benchmarks/gpu_check.sh``) is copied to
+``docs/benchmarks/`` and its block written with
+``python benchmarks/_record.py README.md docs/benchmarks/NAME.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -27,7 +32,7 @@ from hcl.atomic import write_text_atomic  # noqa: E402
 from hcl.study.cell import provenance  # noqa: E402
 from hcl.textblock import replace_marked_block  # noqa: E402
 
-__all__ = ["add_record_arguments", "cpu_model", "describe", "finish", "load_at_start", "load_record"]
+__all__ = ["add_record_arguments", "cpu_model", "describe", "finish", "load_at_start", "load_record", "render"]
 
 
 def add_record_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,3 +129,27 @@ def describe(record: dict[str, Any]) -> str:
 def load_record(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A saved record."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def render(record: dict[str, Any]) -> str:
+    """A record's README block, as the benchmark that wrote it renders it."""
+    script = Path(__file__).resolve().parent / record["script"]
+    spec = importlib.util.spec_from_file_location(f"_bench_{script.stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.readme_block(record)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Rewrite README blocks from saved benchmark records.")
+    parser.add_argument("readme", type=Path)
+    parser.add_argument("records", type=Path, nargs="+")
+    args = parser.parse_args(argv)
+    for path in args.records:
+        record = load_record(path)
+        replace_marked_block(args.readme, f"bench-{record['benchmark']}", render(record))
+        print(f"README block bench-{record['benchmark']} rewritten from {path}")
+
+
+if __name__ == "__main__":
+    main()
