@@ -24,14 +24,14 @@ About 3-5x fewer passes over the row than the array-op engine of
 from __future__ import annotations
 
 import math
-import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numba
 import numpy as np
 
-__all__ = ["SCRATCH_ROWS", "block_sums", "rows_sums"]
+__all__ = ["ThreadScratch", "block_sums", "rows_sums"]
 
 _DIGIT_BITS = 11
 _DIGITS = 1 << _DIGIT_BITS
@@ -45,7 +45,7 @@ _MIN_SAMPLES = 1024
 
 # Scratch rows of ``rows_sums`` (each the length of a gallery row).
 _KEYS, _TOP, _ZONE, _SAMPLE, _SPARE = range(5)
-SCRATCH_ROWS = 5
+_SCRATCH_ROWS = 5
 
 
 @numba.njit(nogil=True, cache=True)
@@ -169,7 +169,7 @@ def rows_sums(
             (leave-one-out) or empty; relevant: R per query and level (<= 0: skipped).
         ks: the sorted k of recall@k; code_mask, self_key: from the key layout.
         stride: every how many keys one is sampled (1: the whole row, exact bounds).
-        scratch: ``SCRATCH_ROWS`` rows of keys as long as a gallery row, overwritten.
+        scratch: ``_SCRATCH_ROWS`` rows of keys as long as a gallery row, overwritten.
 
     Shape:
         sims: (B, N) float32; starts, ends, relevant: (Q, L); self_position: (Q,) or (0,);
@@ -275,11 +275,25 @@ def rows_sums(
             sums[0, 2] += total / coarse_r
 
 
+class ThreadScratch:
+    """One scratch array for :func:`rows_sums` per thread, made on its first use there: a thread
+    keeps reusing its own, still in its core's cache."""
+
+    def __init__(self, n: int, dtype: type) -> None:
+        self._n, self._dtype, self._local = n, dtype, threading.local()
+
+    def get(self) -> np.ndarray:
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = np.empty((_SCRATCH_ROWS, self._n), self._dtype)
+        return scratch
+
+
 def block_sums(
-    sims: np.ndarray, first: int, context: Any, pool: ThreadPoolExecutor, free: queue.SimpleQueue, rows_per_task: int
+    sims: np.ndarray, first: int, context: Any, pool: ThreadPoolExecutor, scratch: ThreadScratch, rows_per_task: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Metric sums and counts of a block's queries, groups of ``rows_per_task`` rows on the pool's
-    threads; each group borrows a scratch array from ``free`` (one per thread).
+    threads, each with its thread's scratch array.
 
     ``context`` is the engine's: the ranking plan, key layout and ks.
 
@@ -296,14 +310,10 @@ def block_sums(
     def group_sums(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         sums = np.zeros((plan.num_levels, 3 + len(ks)))
         counts = np.zeros(plan.num_levels, dtype=np.int64)
-        scratch = free.get()
-        try:
-            rows_sums(
-                sims[lo:hi], first + lo, plan.starts, plan.ends, self_position, plan.relevant, ks,
-                layout.code_mask, layout.self_key, stride, scratch, sums, counts,
-            )  # fmt: skip
-        finally:
-            free.put(scratch)
+        rows_sums(
+            sims[lo:hi], first + lo, plan.starts, plan.ends, self_position, plan.relevant, ks,
+            layout.code_mask, layout.self_key, stride, scratch.get(), sums, counts,
+        )  # fmt: skip
         return sums, counts
 
     groups = range(0, len(sims), rows_per_task)

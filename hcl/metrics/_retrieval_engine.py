@@ -21,10 +21,10 @@ array operations) and :func:`torch_block_sums` on accelerators (whole-block tens
 from __future__ import annotations
 
 import functools
-import queue
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import torch
@@ -208,7 +208,7 @@ def retrieval_sums(
     on_cpu = gallery.device.type == "cpu"
     workers = max(1, torch.get_num_threads()) if on_cpu else 1
     engine = numpy_block_sums if on_cpu else torch_block_sums
-    buffers = _Buffers.allocate(batch_size, num_gallery, layout, workers) if on_cpu else None
+    buffers = _Buffers.allocate(batch_size, num_gallery, layout) if on_cpu else None
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(queries), batch_size):
             stop = min(start + batch_size, len(queries))
@@ -229,25 +229,22 @@ class _Buffers:
     """Per-call scratch arrays for the CPU engine, reused across blocks to avoid page faults.
 
     The array ops use ``keys``, ``codes`` and ``relevant`` (a row each per query of a block); the
-    compiled rows take one of ``workers`` scratch sets from ``free`` per task (None: no numba).
+    compiled rows one scratch array per thread from ``scratch`` (None: no numba).
     """
 
     keys: np.ndarray
     codes: np.ndarray
     relevant: np.ndarray
-    free: queue.SimpleQueue | None = None
+    scratch: Any = None  # hcl.metrics._compiled_rows.ThreadScratch
 
     @classmethod
-    def allocate(cls, rows: int, n: int, layout: KeyLayout, workers: int) -> _Buffers:
+    def allocate(cls, rows: int, n: int, layout: KeyLayout) -> _Buffers:
         compiled = compiled_rows()
         if compiled is None:
             shape = (rows, n)
             return cls(np.empty(shape, layout.np_dtype), np.empty(shape, np.uint8), np.empty(shape, bool))
-        free: queue.SimpleQueue = queue.SimpleQueue()
-        for _ in range(workers):
-            free.put(np.empty((compiled.SCRATCH_ROWS, n), layout.np_dtype))
         nothing = np.empty((0, 0))
-        return cls(nothing, nothing, nothing, free)
+        return cls(nothing, nothing, nothing, compiled.ThreadScratch(n, layout.np_dtype))
 
 
 def numpy_block_sums(
@@ -260,8 +257,8 @@ def numpy_block_sums(
     CPU, and release the GIL, as do the other array operations here. Both give the same numbers.
     """
     array = sims.numpy()
-    if buffers.free is not None:
-        return compiled_rows().block_sums(array, first, context, pool, buffers.free, _ROWS_PER_TASK)
+    if buffers.scratch is not None:
+        return compiled_rows().block_sums(array, first, context, pool, buffers.scratch, _ROWS_PER_TASK)
     futures = []
     for lo in range(0, len(array), _ROWS_PER_TASK):
         hi = min(lo + _ROWS_PER_TASK, len(array))

@@ -602,7 +602,7 @@ def test_compiled_rows_widen_bounds_a_sample_got_wrong(monkeypatch: pytest.Monke
         for engine in ("compiled", "arrays"):
             if engine == "arrays":
                 monkeypatch.setattr(retrieval_engine, "compiled_rows", lambda: None)
-            buffers = retrieval_engine._Buffers.allocate(len(sims), len(sims), layout, workers=2)
+            buffers = retrieval_engine._Buffers.allocate(len(sims), len(sims), layout)
             sums, counts = retrieval_engine.numpy_block_sums(torch.from_numpy(sims), 0, context, pool, buffers)
             if engine == "compiled":
                 expected = sums, counts
