@@ -1,24 +1,26 @@
 """The CPU retrieval engine's per-row work as one compiled (numba) loop over a group of rows.
 
 Each row of scaled similarities becomes the integer sort keys of
-:class:`hcl.metrics._retrieval_engine.KeyLayout` in one pass over the row's label-path pieces
-(the query's nested runs of relevant items; the query itself gets the largest key). A strided
-sample of the keys, sorted, bounds two ranks: D, the largest R of every level but the coarsest
-(and the largest k), and R of the coarsest level. One more pass over the keys then collects
+:class:`hcl.metrics._retrieval_engine.KeyLayout` in one vectorised pass over the row's
+label-path pieces (the query's nested runs of relevant items; the query itself gets the largest
+key). A sorted strided sample of the keys then bounds the ranks each level needs:
 
-* every key up to the D bound: sorted, their first D give every finer level's hits, AP@R,
-  precision@1 and recall@k;
-* for the coarsest level, when its R exceeds D (two coarse classes: R ~ N/2), only its misses
-  up to its bound and its hits from its first miss on. Every key below the first miss is a hit,
-  so those are only counted; merging the two sorted lists gives the ranks of the rest.
+* D, the largest R of every level but the coarsest (and the largest k): the keys up to its
+  bound, sorted, give every finer level's hits and AP@R, and every level's precision@1 and
+  recall@k, from their first D;
+* the coarsest level, when its R exceeds D (two coarse classes: R ~ N/2): every key below its
+  first miss (the smallest key outside its run) is a hit, so those are only counted; its ranks
+  after them are the smallest keys from the first miss on, collected up to a bound sized by the
+  ranks still needed, sorted, and scanned.
 
-A bound that turns out too small (fewer keys below it than its rank) is widened and the pass
-repeated, so the sample only decides the speed. Sorting is an LSD radix sort of each key's
-offset from the group's smallest (11-bit digits, one counting pass for every digit), and
-nothing about a row depends on the others or on the thread that runs it.
+One branch-free pass collects both sets. A bound that turns out too small (fewer keys than
+needed) is widened and the pass repeated, so the sample decides only the speed, never the
+result. Sorting is an LSD radix sort of each key's offset from the smallest (11-bit digits, one
+counting pass for all digits). Nothing about a row depends on another row or on the thread that
+runs it; the rows' sums are added in a fixed order.
 
-About 3-5x fewer passes over the row than the array-op engine of
-:mod:`hcl.metrics._ranked_rows`, which computes the same numbers where numba is missing.
+The array-op engine of :mod:`hcl.metrics._ranked_rows` computes the same numbers where numba is
+missing, with about three times the work (many more passes over each row, NumPy's sort).
 """
 
 from __future__ import annotations
