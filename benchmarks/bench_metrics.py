@@ -9,15 +9,19 @@ with the memory they would need (about 80 bytes per query and neighbour, measure
 FaissKNN is an exact IndexFlatL2 search, which on L2-normalised embeddings ranks as cosine
 similarity does (up to float32 rounding: near-ties may swap, hence differences of ~1e-6).
 
-``hcl-before`` is hcl with the CPU row engine that was replaced in issue 16 (every row sorted
-down to the coarsest level's R, about N/2 ranks with two coarse classes), kept here only as the
-baseline: it runs in the same invocation, so the ratio holds on a loaded machine.
+Two baselines run in the same invocation, so their ratios hold on a loaded machine:
+``hcl-arrays`` is hcl without numba, whose CPU rows are array operations (the engine before the
+compiled rows of :mod:`hcl.metrics._compiled_rows`; still the library's path without numba), and
+``hcl-before`` the array-op row engine that was replaced earlier in issue 16 (every row sorted
+down to the coarsest level's R, about N/2 ranks with two coarse classes), kept here only as a
+baseline.
 
 Usage:
     python benchmarks/bench_metrics.py                  # 100k, CPU, 2 threads
     python benchmarks/bench_metrics.py --n 20000        # smaller
     python benchmarks/bench_metrics.py --device cuda    # hcl on the GPU (PML/faiss stays on CPU)
     python benchmarks/bench_metrics.py --device cuda --skip-pml   # the GPU figure alone
+    python benchmarks/bench_metrics.py --skip-pml --skip-before   # hcl and hcl-arrays only
 """
 
 from __future__ import annotations
@@ -121,9 +125,11 @@ def worker(args: argparse.Namespace) -> None:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
 
-    if args.worker in ("hcl", "hcl-before"):
+    if args.worker in ("hcl", "hcl-arrays", "hcl-before"):
         from hcl.metrics import _retrieval_engine, per_level_retrieval
 
+        if args.worker != "hcl":
+            _retrieval_engine.compiled_rows = lambda: None  # as without numba: the array-op rows
         if args.worker == "hcl-before":
             _retrieval_engine._numpy_rows = full_depth_rows
 
@@ -213,8 +219,9 @@ def main() -> None:
         "--pml-memory-gb", type=float, default=12.0, help="skip PML levels whose neighbour tables would exceed this"
     )
     parser.add_argument("--skip-pml", action="store_true")
-    parser.add_argument("--skip-before", action="store_true", help="skip hcl's pre-issue-16 CPU engine")
-    parser.add_argument("--worker", choices=("hcl", "hcl-before", "pml"), help=argparse.SUPPRESS)
+    parser.add_argument("--skip-before", action="store_true", help="skip hcl's older full-depth CPU engine")
+    parser.add_argument("--skip-arrays", action="store_true", help="skip hcl's array-op CPU engine (no numba)")
+    parser.add_argument("--worker", choices=("hcl", "hcl-arrays", "hcl-before", "pml"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -233,9 +240,11 @@ def main() -> None:
         "machine CPU seconds / threads is the better guide to the wall time on idle cores\n"
     )
     hcl_run = run_worker("hcl", args)
-    before_run = None if args.skip_before or args.device != "cpu" else run_worker("hcl-before", args)
+    on_cpu = args.device == "cpu"
+    arrays_run = None if args.skip_arrays or not on_cpu else run_worker("hcl-arrays", args)
+    before_run = None if args.skip_before or not on_cpu else run_worker("hcl-before", args)
     pml_run = None if args.skip_pml else run_worker("pml", args)
-    for run in (hcl_run, before_run, pml_run):
+    for run in (hcl_run, arrays_run, before_run, pml_run):
         if run is not None and "error" in run:
             print(f"{run['what']} failed: {run['error']}")
     if pml_run is not None and "error" in pml_run:
@@ -248,19 +257,26 @@ def main() -> None:
             f"| hcl per_level_retrieval ({args.device}) | all {len(BRANCHING)} | "
             f"{hcl_run['seconds']:.1f} | {hcl_run['cpu_seconds']:.1f} | {hcl_run['peak_rss_mb']:.0f}{extra} |"
         )
-    if before_run is not None and "error" not in before_run and "error" not in hcl_run:
+    baselines = (
+        (arrays_run, "hcl without numba (cpu, array-op rows)", "without numba"),
+        (before_run, "hcl before issue 16 (cpu, every row sorted to the coarsest R)", "before issue 16"),
+    )
+    ratios = []
+    for run, title, short in baselines:
+        if run is None or "error" in run or "error" in hcl_run:
+            continue
         print(
-            f"| hcl before issue 16 (cpu, every row sorted to the coarsest R) | all {len(BRANCHING)} | "
-            f"{before_run['seconds']:.1f} | {before_run['cpu_seconds']:.1f} | {before_run['peak_rss_mb']:.0f} |"
+            f"| {title} | all {len(BRANCHING)} | "
+            f"{run['seconds']:.1f} | {run['cpu_seconds']:.1f} | {run['peak_rss_mb']:.0f} |"
         )
         diff = max(
-            abs(before_run["levels"][level][m] - hcl_run["levels"][level][m])
+            abs(run["levels"][level][m] - hcl_run["levels"][level][m])
             for level in hcl_run["levels"]
             for m in (*METRICS, "recall@10")
         )
-        print(
-            f"\nhcl now vs before, same run: {before_run['seconds'] / hcl_run['seconds']:.2f}x faster wall, "
-            f"{before_run['cpu_seconds'] / hcl_run['cpu_seconds']:.2f}x less CPU; largest metric difference {diff:.1e}"
+        ratios.append(
+            f"hcl vs {short}, same run: {run['seconds'] / hcl_run['seconds']:.2f}x faster wall, "
+            f"{run['cpu_seconds'] / hcl_run['cpu_seconds']:.2f}x less CPU; largest metric difference {diff:.1e}"
         )
     if pml_run is not None:
         done = sorted(pml_run["seconds_per_level"], key=int)
@@ -271,6 +287,8 @@ def main() -> None:
         )
         for level, why in sorted(pml_run["skipped"].items()):
             print(f"| PML level {level} | skipped | {why} | | |")
+    if ratios:
+        print("\n" + "\n".join(ratios))
     if "error" in hcl_run:
         return
     print("\n| level | classes | metric | hcl | PML | abs diff |")

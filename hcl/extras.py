@@ -2,8 +2,9 @@
 
 ``pip install hcl-contrastive`` gives the losses, data, metrics, training, studies and the
 command line. The notebook and visualisation stack is the ``notebooks`` extra, and ``numba``
-(compiled CPU loops for the hierarchy constraint, which otherwise runs as array ops; umap-learn
-brings it too) has an extra of its own. ``make setup`` and ``environment.yml`` install them all.
+(compiled CPU loops for the hierarchy constraint and for the rows of per-level retrieval, which
+otherwise run as array ops; umap-learn brings it too) has an extra of its own. ``make setup``
+and ``environment.yml`` install them all.
 
 :func:`requires_extra` wraps the import of a feature: a missing module of an extra becomes an
 :class:`ImportError` that says which extra to install::

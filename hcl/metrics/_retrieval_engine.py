@@ -14,13 +14,17 @@ gallery is first ordered by label path, so the items sharing a prefix with a que
 contiguous run per level and the "levels shared" field is written with a few slice additions.
 
 Two engines compute the per-block sums: :func:`numpy_block_sums` on the CPU (row groups on
-threads) and :func:`torch_block_sums` on accelerators (whole-block tensor operations).
+threads; compiled row loops, :mod:`hcl.metrics._compiled_rows`, where numba is installed, else
+array operations) and :func:`torch_block_sums` on accelerators (whole-block tensor operations).
 """
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,10 +32,21 @@ import torch
 from hcl.labels import prefix_ids
 from hcl.metrics._ranked_rows import hits_beyond_depth, hits_in_top_r, sorted_depth, sorted_top
 
-__all__ = ["KeyLayout", "RankingPlan", "numpy_block_sums", "retrieval_sums", "torch_block_sums"]
+__all__ = ["KeyLayout", "RankingPlan", "compiled_rows", "numpy_block_sums", "retrieval_sums", "torch_block_sums"]
 
 # Rows per CPU task: small enough that a task's passes over its rows stay in cache.
 _ROWS_PER_TASK = 8
+
+
+@functools.cache
+def compiled_rows() -> ModuleType | None:
+    """:mod:`hcl.metrics._compiled_rows`, imported on first use, or None without numba or
+    without a writable place for its cache (numba then raises RuntimeError)."""
+    try:
+        from hcl.metrics import _compiled_rows
+    except (ImportError, RuntimeError):
+        return None
+    return _compiled_rows
 
 
 class RankingPlan:
@@ -211,16 +226,25 @@ def retrieval_sums(
 
 @dataclass(frozen=True)
 class _Buffers:
-    """Per-call scratch arrays for the CPU engine, reused across blocks to avoid page faults."""
+    """Per-call scratch arrays for the CPU engine, reused across blocks to avoid page faults.
+
+    The array ops use ``keys``, ``codes`` and ``relevant`` (a row each per query of a block); the
+    compiled rows one scratch array per thread from ``scratch`` (None: no numba).
+    """
 
     keys: np.ndarray
     codes: np.ndarray
     relevant: np.ndarray
+    scratch: Any = None  # hcl.metrics._compiled_rows.ThreadScratch
 
     @classmethod
     def allocate(cls, rows: int, n: int, layout: KeyLayout) -> _Buffers:
-        shape = (rows, n)
-        return cls(np.empty(shape, layout.np_dtype), np.empty(shape, np.uint8), np.empty(shape, bool))
+        compiled = compiled_rows()
+        if compiled is None:
+            shape = (rows, n)
+            return cls(np.empty(shape, layout.np_dtype), np.empty(shape, np.uint8), np.empty(shape, bool))
+        nothing = np.empty((0, 0))
+        return cls(nothing, nothing, nothing, compiled.ThreadScratch(n, layout.np_dtype))
 
 
 def numpy_block_sums(
@@ -228,10 +252,13 @@ def numpy_block_sums(
 ) -> tuple[np.ndarray, np.ndarray]:
     """CPU engine: small groups of rows go to threads, so each group's passes stay in cache.
 
-    NumPy's partition and SIMD sort are much faster than ``torch.sort`` on the CPU, and release
-    the GIL, as do the other array operations here.
+    With numba, each group is one compiled loop (:mod:`hcl.metrics._compiled_rows`); without it,
+    array operations: NumPy's partition and SIMD sort are much faster than ``torch.sort`` on the
+    CPU, and release the GIL, as do the other array operations here. Both give the same numbers.
     """
     array = sims.numpy()
+    if buffers.scratch is not None:
+        return compiled_rows().block_sums(array, first, context, pool, buffers.scratch, _ROWS_PER_TASK)
     futures = []
     for lo in range(0, len(array), _ROWS_PER_TASK):
         hi = min(lo + _ROWS_PER_TASK, len(array))

@@ -71,10 +71,11 @@ def per_level_retrieval(
     result does not depend on the order of the gallery.
 
     Cost: one (query x gallery) matrix product in blocks, then per query a selection of its
-    row's top ranks and a sort of them, down to the largest R (on the CPU, for galleries of 32k
-    items or more, down to the largest R below the coarsest level, whose deeper ranks are
-    scored without a full sort). Memory is O(batch_size x gallery); the gallery's N x N
-    similarity matrix is never formed.
+    row's top ranks and a sort of them, down to the largest R (on the CPU, down to the largest R
+    below the coarsest level, whose deeper ranks are scored from its first miss on without a
+    full sort: with numba's compiled rows in every gallery, without numba in galleries of 32k
+    items or more). Memory is O(batch_size x gallery); the gallery's N x N similarity matrix is
+    never formed.
 
     Args:
         embeddings: the gallery (and, without ``query``, the queries), any scale; rows are

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -532,3 +533,100 @@ def test_nearest_neighbors_leave_one_out_and_query() -> None:
         nearest_neighbors(emb, 40)
     with pytest.raises(ValueError, match="k must be"):
         nearest_neighbors(emb, 0)
+
+
+# ----------------------------------------------------------------------------- compiled and array-op rows
+@pytest.fixture(params=["compiled", "arrays"])
+def cpu_rows(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both CPU row engines: the compiled rows with their bounds taken from a sample even in small
+    rows (every 3rd key), and the array-op rows they replace where numba is missing."""
+    if request.param == "compiled":
+        compiled = retrieval_engine.compiled_rows()
+        if compiled is None:
+            pytest.skip("needs numba")
+        monkeypatch.setattr(compiled, "_SAMPLE_STRIDE", 3)
+        monkeypatch.setattr(compiled, "_MIN_SAMPLES", 4)
+    else:
+        monkeypatch.setattr(retrieval_engine, "compiled_rows", lambda: None)
+    return request.param
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("coarse_scale", [0.0, 4.0])
+@pytest.mark.parametrize("branching", [(2, 3, 2), (2,), (3, 4)])
+def test_cpu_row_engines_match_loop_oracle(cpu_rows: str, seed: int, coarse_scale: float, branching: tuple) -> None:
+    """Leave-one-out, query mode and a selection, with exact ties, one-sample classes, unknown
+    labels, coarse classes apart or mixed (the coarsest level's R above or below the others')."""
+    emb, labels = separated_or_mixed(130, branching, seed, coarse_scale)
+    ks = (1, 4)
+    for batch_size in (1, 16):
+        assert_close(per_level_retrieval(emb, labels, ks=ks, batch_size=batch_size), oracle(emb, labels, ks))
+    query, query_labels = emb[100:], labels[100:]
+    result = per_level_retrieval(emb[:100], labels[:100], query=query, query_labels=query_labels, ks=ks)
+    assert_close(result, oracle(emb[:100], labels[:100], ks, query=query, query_labels=query_labels))
+    chosen = np.arange(0, 130, 7)
+    result = per_level_retrieval(emb, labels, ks=ks, query_indices=chosen, batch_size=4)
+    assert_close(result, oracle(emb, labels, ks, only=list(chosen)))
+    # k as large as what a query can retrieve: every rank is sorted.
+    assert_close(per_level_retrieval(emb, labels, ks=(1, 129)), oracle(emb, labels, (1, 129)))
+
+
+def crafted_block(num_levels: int, seed: int, stride: int) -> tuple:
+    """A gallery in path order and scaled similarities with exact ties (keys on a coarse grid,
+    within and across classes) where every ``stride``-th item is the most similar: a sample of
+    those items puts every bound far too low, so the compiled rows must widen them."""
+    rng = np.random.default_rng(seed)
+    labels = torch.from_numpy(ragged_labels(300, (2, 3, 2)[:num_levels], seed, unknown=0.1))
+    plan = retrieval_engine.RankingPlan(labels, labels, leave_one_out=True)
+    layout = retrieval_engine.KeyLayout.for_levels(num_levels)
+    sims = rng.integers(-40, 40, (len(labels), len(labels))) * float(2**layout.code_bits)
+    sims[:, ::stride] = -1e3 * 2**layout.code_bits - np.arange(len(sims))[:, None] % 3
+    return sims.astype(np.float32), plan, layout
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("num_levels", [1, 3])
+def test_compiled_rows_widen_bounds_a_sample_got_wrong(monkeypatch: pytest.MonkeyPatch, seed: int, num_levels: int):
+    """The compiled rows and the array-op rows (tested against the oracle above) agree exactly on
+    rows whose sample misleads every bound, with and without the coarsest level's tail."""
+    compiled = retrieval_engine.compiled_rows()
+    if compiled is None:
+        pytest.skip("needs numba")
+    monkeypatch.setattr(compiled, "_SAMPLE_STRIDE", 5)
+    monkeypatch.setattr(compiled, "_MIN_SAMPLES", 4)
+    sims, plan, layout = crafted_block(num_levels, seed, stride=5)
+    ks = (1, 3, 7)
+    harmonic = np.concatenate(([0.0], np.cumsum(1.0 / np.arange(1, len(sims)))))
+    context = retrieval_engine._Context(plan, layout, ks, len(sims) - 1, harmonic)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for engine in ("compiled", "arrays"):
+            if engine == "arrays":
+                monkeypatch.setattr(retrieval_engine, "compiled_rows", lambda: None)
+            buffers = retrieval_engine._Buffers.allocate(len(sims), len(sims), layout)
+            sums, counts = retrieval_engine.numpy_block_sums(torch.from_numpy(sims), 0, context, pool, buffers)
+            if engine == "compiled":
+                expected = sums, counts
+    np.testing.assert_array_equal(counts, expected[1])
+    np.testing.assert_allclose(sums, expected[0], rtol=1e-12, atol=1e-12)
+    assert counts[0] > 250 and sums[0, 2] < counts[0]  # queries counted, tail ranks mixed
+
+
+def test_compiled_rows_match_array_rows_and_ignore_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows long enough for the default sample (3,000 items), four levels: the same numbers as the
+    array-op rows, bit for bit the same on one thread and on two."""
+    if retrieval_engine.compiled_rows() is None:
+        pytest.skip("needs numba")
+    labels = ragged_labels(3000, (2, 3, 4, 5), 3, unknown=0.05)
+    emb = clustered(labels, dim=16, seed=3)
+    emb[2900:] = emb[:100]
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = per_level_retrieval(emb, labels, ks=(1, 10), batch_size=500)
+        torch.set_num_threads(2)
+        two = per_level_retrieval(emb, labels, ks=(1, 10), batch_size=500)
+    finally:
+        torch.set_num_threads(previous)
+    assert one == two
+    monkeypatch.setattr(retrieval_engine, "compiled_rows", lambda: None)
+    assert_close(per_level_retrieval(emb, labels, ks=(1, 10), batch_size=500), one, tol=1e-12)
