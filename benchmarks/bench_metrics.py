@@ -34,6 +34,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _record, when loaded as a module
+
+from _record import add_record_arguments, describe, finish, load_at_start  # noqa: E402
+
 BRANCHING = (2, 5, 10, 20)
 METRICS = ("precision@1", "r_precision", "map@r")
 PML_NAMES = {"precision@1": "precision_at_1", "r_precision": "r_precision", "map@r": "mean_average_precision_at_r"}
@@ -208,6 +212,76 @@ def run_worker(what: str, args: argparse.Namespace) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def summary_tables(record: dict) -> tuple[str, str]:
+    """The implementations table with the same-run ratios, and the per-level metric table."""
+    config = record["config"]
+    runs = {run["what"]: run for run in record["rows"]}
+    hcl_run, pml_run = runs.get("hcl"), runs.get("pml")
+    lines = ["| implementation | levels | wall seconds | CPU seconds | peak RSS (MB) |", "|---|---|---:|---:|---:|"]
+    lines += [f"{run['what']} failed: {run['error']}" for run in runs.values() if "error" in run]
+    if "error" not in hcl_run:
+        extra = f", GPU peak {hcl_run['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in hcl_run else ""
+        lines.append(
+            f"| hcl per_level_retrieval ({config['device']}) | all {len(BRANCHING)} | "
+            f"{hcl_run['seconds']:.1f} | {hcl_run['cpu_seconds']:.1f} | {hcl_run['peak_rss_mb']:.0f}{extra} |"
+        )
+    baselines = (
+        ("hcl-arrays", "hcl without numba (cpu, array-op rows)", "without numba"),
+        ("hcl-before", "hcl before issue 16 (cpu, every row sorted to the coarsest R)", "before issue 16"),
+    )
+    ratios = []
+    for what, title, short in baselines:
+        run = runs.get(what)
+        if run is None or "error" in run or "error" in hcl_run:
+            continue
+        lines.append(
+            f"| {title} | all {len(BRANCHING)} | {run['seconds']:.1f} | {run['cpu_seconds']:.1f} "
+            f"| {run['peak_rss_mb']:.0f} |"
+        )
+        diff = max(
+            abs(run["levels"][level][m] - hcl_run["levels"][level][m])
+            for level in hcl_run["levels"]
+            for m in (*METRICS, "recall@10")
+        )
+        ratios.append(
+            f"hcl vs {short}, same run: {run['seconds'] / hcl_run['seconds']:.2f}x faster wall, "
+            f"{run['cpu_seconds'] / hcl_run['cpu_seconds']:.2f}x less CPU; largest metric difference {diff:.1e}"
+        )
+    if pml_run is not None and "error" not in pml_run:
+        done = sorted(pml_run["seconds_per_level"], key=int)
+        total = sum(pml_run["seconds_per_level"].values())
+        lines.append(
+            f"| PML AccuracyCalculator (faiss CPU, k=max_bin_count) | {', '.join(done) or 'none'} | "
+            f"{total:.1f} | {pml_run['cpu_seconds']:.1f} | {pml_run['peak_rss_mb']:.0f} |"
+        )
+        lines += [f"| PML level {level} | skipped | {why} | | |" for level, why in sorted(pml_run["skipped"].items())]
+    table = "\n".join(lines) + ("\n\n" + "\n".join(f"- {ratio}" for ratio in ratios) if ratios else "")
+    if "error" in hcl_run:
+        return table, ""
+    metrics = ["| level | classes | metric | hcl | PML | abs diff |", "|---|---|---|---|---|---|"]
+    classes = 1
+    for level in range(len(BRANCHING)):
+        classes *= BRANCHING[level]
+        ours = hcl_run["levels"][str(level)]
+        theirs = pml_run["levels"].get(str(level)) if pml_run and "error" not in pml_run else None
+        for metric in METRICS:
+            ref = f"{theirs[metric]:.6f}" if theirs else "-"
+            diff = f"{abs(theirs[metric] - ours[metric]):.1e}" if theirs else "-"
+            metrics.append(f"| {level} | {classes} | {metric} | {ours[metric]:.6f} | {ref} | {diff} |")
+        metrics.append(f"| {level} | {classes} | recall@10 | {ours['recall@10']:.6f} | - | - |")
+    return table, "\n".join(metrics)
+
+
+def readme_block(record: dict) -> str:
+    """The README's retrieval table (with the same-run ratios) from a saved record."""
+    config = record["config"]
+    head = (
+        f"N = {config['n']:,}, D = {config['dim']}, hierarchy {' × '.join(map(str, BRANCHING))}, "
+        f"{config['threads']} CPU threads, hcl on {config['device']}:"
+    )
+    return f"{head}\n\n{summary_tables(record)[0]}\n\n{describe(record)}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100_000, help="number of embeddings")
@@ -222,6 +296,7 @@ def main() -> None:
     parser.add_argument("--skip-before", action="store_true", help="skip hcl's older full-depth CPU engine")
     parser.add_argument("--skip-arrays", action="store_true", help="skip hcl's array-op CPU engine (no numba)")
     parser.add_argument("--worker", choices=("hcl", "hcl-arrays", "hcl-before", "pml"), help=argparse.SUPPRESS)
+    add_record_arguments(parser)
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -231,78 +306,25 @@ def main() -> None:
 
         if not torch.cuda.is_available():
             sys.exit("--device cuda given but CUDA is not available")
+    load = load_at_start()
     print(
         f"# per_level_retrieval benchmark: N={args.n}, D={args.dim}, hierarchy "
         f"{' x '.join(map(str, BRANCHING))}, {args.threads} CPU threads, hcl on {args.device}"
     )
     print(
-        f"# {os.cpu_count()} CPUs here, load average {os.getloadavg()[0]:.1f} at the start; on a busy "
+        f"# {os.cpu_count()} CPUs here, load average {load} at the start; on a busy "
         "machine CPU seconds / threads is the better guide to the wall time on idle cores\n"
     )
-    hcl_run = run_worker("hcl", args)
     on_cpu = args.device == "cpu"
-    arrays_run = None if args.skip_arrays or not on_cpu else run_worker("hcl-arrays", args)
-    before_run = None if args.skip_before or not on_cpu else run_worker("hcl-before", args)
-    pml_run = None if args.skip_pml else run_worker("pml", args)
-    for run in (hcl_run, arrays_run, before_run, pml_run):
-        if run is not None and "error" in run:
-            print(f"{run['what']} failed: {run['error']}")
-    if pml_run is not None and "error" in pml_run:
-        pml_run = None
-    print("| implementation | levels | wall seconds | CPU seconds | peak RSS (MB) |")
-    print("|---|---|---|---|---|")
-    if "error" not in hcl_run:
-        extra = f", GPU peak {hcl_run['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in hcl_run else ""
-        print(
-            f"| hcl per_level_retrieval ({args.device}) | all {len(BRANCHING)} | "
-            f"{hcl_run['seconds']:.1f} | {hcl_run['cpu_seconds']:.1f} | {hcl_run['peak_rss_mb']:.0f}{extra} |"
-        )
-    baselines = (
-        (arrays_run, "hcl without numba (cpu, array-op rows)", "without numba"),
-        (before_run, "hcl before issue 16 (cpu, every row sorted to the coarsest R)", "before issue 16"),
-    )
-    ratios = []
-    for run, title, short in baselines:
-        if run is None or "error" in run or "error" in hcl_run:
-            continue
-        print(
-            f"| {title} | all {len(BRANCHING)} | "
-            f"{run['seconds']:.1f} | {run['cpu_seconds']:.1f} | {run['peak_rss_mb']:.0f} |"
-        )
-        diff = max(
-            abs(run["levels"][level][m] - hcl_run["levels"][level][m])
-            for level in hcl_run["levels"]
-            for m in (*METRICS, "recall@10")
-        )
-        ratios.append(
-            f"hcl vs {short}, same run: {run['seconds'] / hcl_run['seconds']:.2f}x faster wall, "
-            f"{run['cpu_seconds'] / hcl_run['cpu_seconds']:.2f}x less CPU; largest metric difference {diff:.1e}"
-        )
-    if pml_run is not None:
-        done = sorted(pml_run["seconds_per_level"], key=int)
-        total = sum(pml_run["seconds_per_level"].values())
-        print(
-            f"| PML AccuracyCalculator (faiss CPU, k=max_bin_count) | {', '.join(done) or 'none'} | "
-            f"{total:.1f} | {pml_run['cpu_seconds']:.1f} | {pml_run['peak_rss_mb']:.0f} |"
-        )
-        for level, why in sorted(pml_run["skipped"].items()):
-            print(f"| PML level {level} | skipped | {why} | | |")
-    if ratios:
-        print("\n" + "\n".join(ratios))
-    if "error" in hcl_run:
-        return
-    print("\n| level | classes | metric | hcl | PML | abs diff |")
-    print("|---|---|---|---|---|---|")
-    classes = 1
-    for level in range(len(BRANCHING)):
-        classes *= BRANCHING[level]
-        ours = hcl_run["levels"][str(level)]
-        theirs = pml_run["levels"].get(str(level)) if pml_run else None
-        for metric in METRICS:
-            ref = f"{theirs[metric]:.6f}" if theirs else "-"
-            diff = f"{abs(theirs[metric] - ours[metric]):.1e}" if theirs else "-"
-            print(f"| {level} | {classes} | {metric} | {ours[metric]:.6f} | {ref} | {diff} |")
-        print(f"| {level} | {classes} | recall@10 | {ours['recall@10']:.6f} | - | - |")
+    workers = ["hcl"]
+    workers += [] if args.skip_arrays or not on_cpu else ["hcl-arrays"]
+    workers += [] if args.skip_before or not on_cpu else ["hcl-before"]
+    workers += [] if args.skip_pml else ["pml"]
+    rows = [run_worker(what, args) for what in workers]
+    config = {"n": args.n, "dim": args.dim, "threads": args.threads, "device": args.device, "seed": args.seed}
+    table, metrics = summary_tables({"config": config, "rows": rows})
+    print(table + ("\n\n" + metrics if metrics else ""))
+    finish(args, f"metrics-{args.device.split(':')[0]}", rows, readme_block, load, {"config": config})
 
 
 if __name__ == "__main__":
