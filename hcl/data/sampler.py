@@ -22,6 +22,7 @@ Every step is a sort or a scan over at most N items, so an epoch costs O(N log N
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -269,7 +270,7 @@ class _LeafGroups:
         child_rank = np.r_[-1, rng.permutation(self.level_sizes[lv + 1])][child + 1]
         key = parent * (self.level_sizes[lv + 1] + 1) + child_rank + 1
         shuffled = rng.permutation(len(part))
-        order = shuffled[np.argsort(key[shuffled], kind="stable")]
+        order = shuffled[_stable_argsort(key[shuffled])]
         p_sorted, c_sorted = parent[order], child[order]
         seg_first = np.r_[True, p_sorted[1:] != p_sorted[:-1]]
         seg = np.cumsum(seg_first) - 1
@@ -301,6 +302,15 @@ class _LeafGroups:
         return unit_map, new_rep, new_level
 
 
+def _stable_argsort(keys: np.ndarray) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")`` for non-negative integer keys, as 16-bit keys when they
+    fit: NumPy radix-sorts those in linear time (a stable order is unique, so the result is the
+    same)."""
+    if len(keys) and keys.min() >= 0 and keys.max() < 1 << 16:
+        keys = keys.astype(np.uint16)
+    return np.argsort(keys, kind="stable")
+
+
 def _exclusive_cumsum(values: np.ndarray) -> np.ndarray:
     out = np.zeros(len(values), dtype=np.int64)
     np.cumsum(values[:-1], out=out[1:])
@@ -309,7 +319,7 @@ def _exclusive_cumsum(values: np.ndarray) -> np.ndarray:
 
 def _place_parts(parent_start: np.ndarray, parent_of: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """Start positions of units laid out contiguously inside their parents (in id order)."""
-    order = np.argsort(parent_of, kind="stable")
+    order = _stable_argsort(parent_of)
     parents = parent_of[order]
     offset = _exclusive_cumsum(sizes[order])
     first = np.flatnonzero(np.r_[True, parents[1:] != parents[:-1]])
@@ -328,6 +338,7 @@ def _pack(order: np.ndarray, sizes: np.ndarray, batch_size: int, max_waiting: in
     placed anyway and cut by the boundary. Linear in the number of units.
     """
     waiting: dict[int, list[int]] = {}
+    waiting_sizes: list[int] = []  # the keys of ``waiting``, sorted
     num_waiting = 0
     out: list[int] = []
     room = batch_size
@@ -335,16 +346,20 @@ def _pack(order: np.ndarray, sizes: np.ndarray, batch_size: int, max_waiting: in
     for unit in order.tolist():
         size = size_of[unit]
         if size > room and size < batch_size and num_waiting < max_waiting:
-            waiting.setdefault(size, []).append(unit)
+            if size not in waiting:
+                waiting[size] = []
+                bisect.insort(waiting_sizes, size)
+            waiting[size].append(unit)
             num_waiting += 1
             continue
         out.append(unit)
         room = (room - size) % batch_size or batch_size
-        while waiting and min(waiting) <= room:
-            best = max(s for s in waiting if s <= room)
+        while waiting_sizes and waiting_sizes[0] <= room:
+            best = waiting_sizes[bisect.bisect_right(waiting_sizes, room) - 1]
             out.append(waiting[best].pop())
             if not waiting[best]:
                 del waiting[best]
+                waiting_sizes.remove(best)
             num_waiting -= 1
             room = (room - best) % batch_size or batch_size
     for group in waiting.values():
