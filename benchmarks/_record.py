@@ -85,8 +85,10 @@ def finish(
     }
     if args.update_readme is not None and args.record is None:
         raise SystemExit("--update-readme needs --record: the README block is written from the saved record")
+    text = json.dumps(record, indent=1, sort_keys=True) + "\n"
+    record = json.loads(text)  # render what the file holds, as the README test does
     if args.record is not None:
-        write_text_atomic(args.record, json.dumps(record, indent=1, sort_keys=True) + "\n")
+        write_text_atomic(args.record, text)
         print(f"record written to {args.record}", file=sys.stderr)
     if args.update_readme is not None:
         replace_marked_block(args.update_readme, f"bench-{name}", render(record))

@@ -61,6 +61,7 @@ from hcl.train.run import start_run  # noqa: E402
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "fashion_mnist_himulcone.yaml"
 STEP_PARTS = ("data loading", "forward", "loss", "backward", "optimizer step")
+CELL_PARTS = ("training", "embedding for evaluation", "metrics")
 
 MODELS = {"resnet18_32": ("resnet18", 32, True), "resnet50_224": ("resnet50", 224, False)}
 # Step variants: (loss, replay the loss as a CUDA graph). The eager HiMulConE row is CUDA only.
@@ -132,7 +133,8 @@ def step_table(medians: dict[str, float], batch_size: int) -> str:
     """Median milliseconds, images/s and share of the step for each part, and the whole step."""
     whole = medians["whole step"]
     lines = ["| part | ms/step | images/s of the part | share of the step |", "|---|---:|---:|---:|"]
-    for part, seconds in medians.items():
+    for part in (*STEP_PARTS, "whole step"):
+        seconds = medians[part]
         share = "100%" if part == "whole step" else f"{100 * seconds / whole:.1f}%"
         lines.append(f"| {part} | {1000 * seconds:.1f} | {batch_size / seconds:.0f} | {share} |")
     return "\n".join(lines)
@@ -197,7 +199,8 @@ def cell_table(parts: dict[str, tuple[float, int]]) -> str:
     """Seconds, images/s and share of the cell for each part, and the whole cell."""
     whole = sum(seconds for seconds, _ in parts.values())
     lines = ["| part | s | images | images/s | share of the cell |", "|---|---:|---:|---:|---:|"]
-    for part, (seconds, images) in parts.items():
+    for part in CELL_PARTS:
+        seconds, images = parts[part]
         lines.append(f"| {part} | {seconds:.1f} | {images} | {images / seconds:.0f} | {100 * seconds / whole:.1f}% |")
     trained = parts["training"][1]
     lines.append(f"| whole cell | {whole:.1f} | {trained} trained | {trained / whole:.0f} | 100% |")

@@ -1,5 +1,5 @@
-"""Readings of the hierarchy constraint (HiConE, HiMulConE, paper mode), and the two whose coarse
-levels keep acting, computed level by level with dense (N, N) operations.
+"""Readings of the hierarchy constraint (HiConE, HiMulConE, paper mode): their definitions, their
+argument checks, and the two forms of the ``"level_max"`` reading.
 
 Notation as in :mod:`hcl.losses.functional`: ``ell(i, p)`` the pair loss, ``P_l(i)`` anchor i's
 positives at level l (column 0 coarsest), ``T_l`` the level term (the mean over anchors with
