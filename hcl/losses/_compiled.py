@@ -74,7 +74,7 @@ def _torch_threads() -> Iterator[None]:
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=_FAST_MATH)
-def _forward_rows(logits, start, size, num_bounded, global_group, group_weight, scale):  # noqa: ANN001, ANN202
+def _forward_rows(logits, start, size, num_bounded, global_group, group_weight, scale, find_columns):  # noqa: ANN001, ANN202
     num_levels, n = size.shape
     offsets = np.cumsum(size[0]) - size[0]
     inner = np.empty(size[0].sum(), dtype=logits.dtype)
@@ -99,7 +99,7 @@ def _forward_rows(logits, start, size, num_bounded, global_group, group_weight, 
                 value = finer[r]
                 smallest = min(smallest, value if value > -np.inf else np.inf)
             bound[level, i] = smallest
-            for r in range(finer.shape[0]):
+            for r in range(finer.shape[0] if find_columns else 0):
                 if finer[r] == smallest:
                     bound_column[level, i] = first + r
                     break
@@ -201,6 +201,7 @@ def constraint_forward(
     global_group: torch.Tensor,
     group_weight: torch.Tensor,
     scale: float,
+    find_columns: bool = True,
 ) -> tuple[np.ndarray, ...]:
     """Bounds, their columns and counts of every bounded level, the pair weights, the saved
     logits, and the constraint's part of the loss.
@@ -214,6 +215,8 @@ def constraint_forward(
         num_bounded: the bounded levels are ``0..num_bounded-1`` (at least one).
         global_group, group_weight: every view's group at every level, and each group's weight.
         scale: the factor of every pair weight: ``w_li = scale * group_weight[global_group[l, i]]``.
+        find_columns: find each bound's column (only a differentiated bound needs it; without,
+            ``bound_column`` holds the view's own column).
 
     Shape:
         logits: (N, N) float CPU, contiguous; start, size, global_group: (L, N) int64;
@@ -232,6 +235,7 @@ def constraint_forward(
             global_group.numpy(),
             group_weight.numpy(),
             scale,
+            find_columns,
         )
 
 

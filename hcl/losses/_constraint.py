@@ -177,13 +177,26 @@ class _CompiledConstraint:
     scales_rows = True  # add_gradient can scale the exponentials first, in the same pass
 
     def __init__(
-        self, compiled: ModuleType, logits: torch.Tensor, groups: ViewGroups, group_weight: torch.Tensor, scale: float
+        self,
+        compiled: ModuleType,
+        logits: torch.Tensor,
+        groups: ViewGroups,
+        group_weight: torch.Tensor,
+        scale: float,
+        bound_gradient: bool,
     ) -> None:
         self.compiled = compiled
         self.groups = groups
         self.num_bounded = _num_bounded(groups)
         *self.saved, held, level_values = compiled.constraint_forward(
-            logits, groups.start, groups.size, self.num_bounded, groups.global_group, group_weight, scale
+            logits,
+            groups.start,
+            groups.size,
+            self.num_bounded,
+            groups.global_group,
+            group_weight,
+            scale,
+            bound_gradient,
         )
         self.held = torch.from_numpy(held)
         self.level_values = torch.from_numpy(level_values)
@@ -240,7 +253,11 @@ def _num_bounded(groups: ViewGroups) -> int:
 
 
 def build_constraint(
-    logits: torch.Tensor, groups: ViewGroups, group_weight: torch.Tensor, scale: float = 1.0
+    logits: torch.Tensor,
+    groups: ViewGroups,
+    group_weight: torch.Tensor,
+    scale: float = 1.0,
+    bound_gradient: bool = True,
 ) -> _GroupedConstraint | _CompiledConstraint | None:
     """The hierarchy constraint's terms, compiled on CPUs when numba is there; None when no
     level is bounded (level l is bounded when it and level l+1 both have pairs).
@@ -254,6 +271,8 @@ def build_constraint(
         groups: the groups of every level.
         group_weight: the weight of every group of every level (level 0's first).
         scale: every pair weight is ``scale`` times its anchor's group weight, ``w_li``.
+        bound_gradient: whether the backward pass will differentiate the bound (False: the
+            compiled loops skip finding the bounds' columns).
 
     Shape:
         logits: (N, N); group_weight: (G,).
@@ -266,7 +285,7 @@ def build_constraint(
         coefficient = group_weight.index_select(0, groups.global_group.view(-1)).view(groups.global_group.shape)
         coefficient = coefficient * scale if scale != 1.0 else coefficient
         return _GroupedConstraint(logits, groups.levels, coefficient, list(range(num_bounded)))
-    return _CompiledConstraint(compiled, logits, groups, group_weight, scale)
+    return _CompiledConstraint(compiled, logits, groups, group_weight, scale, bound_gradient)
 
 
 def compiled_for(tensor: torch.Tensor) -> ModuleType | None:

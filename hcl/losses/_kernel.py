@@ -110,7 +110,7 @@ class _HierarchicalContrastive(torch.autograd.Function):
 
         constraint = None
         if constrained:
-            constraint = build_constraint(logits, groups, group_weight, constraint_scale)
+            constraint = build_constraint(logits, groups, group_weight, constraint_scale, bound_gradient)
             if constraint is not None:
                 loss = loss + constraint.value
                 level_terms = level_terms + constraint.level_values
