@@ -114,6 +114,10 @@ def check_constraint_weight(constraint_weight: Any) -> float:
 def running_max_terms(level_terms: torch.Tensor, level_weights: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``"level_max"`` combination of plain level terms, and its derivative.
 
+    Computed on the host in Python floats (one read-back of L numbers): the grouped kernel that
+    calls it reads values back anyway, and a few dozen tensor ops on L numbers would cost more
+    than the rest of a small batch's loss.
+
     Args:
         level_terms: ``T_l / L`` for l = 0..L-1 (coarse to fine), detached.
         level_weights: ``lambda_l``.
@@ -127,25 +131,22 @@ def running_max_terms(level_terms: torch.Tensor, level_weights: Sequence[float])
     Shape:
         level_terms: (L,). Returns two (L,) tensors.
     """
-    num_levels = level_terms.shape[0]
-    terms = level_terms.unbind()
+    terms = level_terms.tolist()
+    num_levels = len(terms)
     running = list(terms)
-    kept = [None] * num_levels  # the share of d/dT'_l that reaches T_l (the rest goes finer)
+    kept = [1.0] * num_levels  # the share of d/dT'_l that reaches T_l (the rest goes finer)
     for level in reversed(range(num_levels - 1)):
         finer = running[level + 1]
-        running[level] = torch.maximum(terms[level], finer)
-        kept[level] = (terms[level] > finer).to(level_terms.dtype) + 0.5 * (terms[level] == finer).to(level_terms.dtype)
+        running[level] = max(terms[level], finer)
+        kept[level] = 1.0 if terms[level] > finer else 0.5 if terms[level] == finer else 0.0
     multipliers = []
-    arriving = level_terms.new_zeros(())
+    arriving = 0.0
     for level, weight in enumerate(level_weights):
-        arriving = arriving + weight
-        if level == num_levels - 1:
-            multipliers.append(arriving)
-        else:
-            multipliers.append(arriving * kept[level])
-            arriving = arriving * (1 - kept[level])
-    weighted = torch.stack([weight * term for weight, term in zip(level_weights, running, strict=True)])
-    return weighted, torch.stack(multipliers)
+        arriving += weight
+        multipliers.append(arriving * kept[level])
+        arriving *= 1.0 - kept[level]
+    weighted = [weight * term for weight, term in zip(level_weights, running, strict=True)]
+    return level_terms.new_tensor(weighted), level_terms.new_tensor(multipliers)
 
 
 def level_constraint_loss(
