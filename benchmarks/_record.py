@@ -20,7 +20,9 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shlex
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,13 +32,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hcl.atomic import write_text_atomic  # noqa: E402
 from hcl.study.cell import provenance  # noqa: E402
-from hcl.textblock import replace_marked_block  # noqa: E402
+from hcl.textblock import block_markers, read_marked_block, replace_marked_block  # noqa: E402
 
-__all__ = ["add_record_arguments", "cpu_model", "describe", "finish", "load_at_start", "load_record", "render"]
+_SCRIPT = re.compile(r"bench_[a-z_]+\.py")
+
+__all__ = [
+    "add_record_arguments",
+    "check_record_arguments",
+    "cpu_model",
+    "describe",
+    "finish",
+    "load_at_start",
+    "load_record",
+    "render",
+]
 
 
 def add_record_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--record PATH`` and ``--update-readme README`` (the latter needs the former)."""
+    """``--record PATH``, ``--update-readme README`` (needs ``--record``) and ``--tag``."""
     parser.add_argument("--record", type=Path, help="save the rows, command and machine as JSON here")
     parser.add_argument(
         "--update-readme", type=Path, metavar="README", help="rewrite this file's generated block from the record"
@@ -44,6 +57,53 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tag", help="appended to the benchmark's name (its README block is bench-NAME-TAG), e.g. 'before'"
     )
+
+
+def check_record_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, name: str) -> str:
+    """Check the record options before anything is measured (``parser.error`` on a mistake) and
+    return the record's name: ``name``, or ``name-TAG``."""
+    if args.tag is not None:
+        name = f"{name}-{args.tag}"
+    try:
+        block_markers(f"bench-{name}")
+        if args.tag == "":
+            raise ValueError
+    except ValueError:
+        parser.error(f"--tag {args.tag!r}: a tag is letters, digits and '_.-' (it names a README block)")
+    if args.update_readme is not None and args.record is None:
+        parser.error("--update-readme needs --record: the README block is written from the saved record")
+    if args.record is not None:
+        if args.record.is_dir():
+            parser.error(f"--record {args.record}: a folder; give the JSON file's path")
+        try:
+            args.record.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            parser.error(f"--record {args.record}: cannot create its folder ({error.strerror})")
+        if not os.access(args.record.parent, os.W_OK):
+            parser.error(f"--record {args.record}: its folder is not writable")
+    if args.update_readme is not None:
+        try:
+            read_marked_block(args.update_readme, f"bench-{name}")
+        except (OSError, ValueError) as error:
+            parser.error(f"--update-readme {args.update_readme}: {error}")
+    return name
+
+
+def _changed_files(root: Path) -> bool | None:
+    """Whether ``hcl/`` or ``benchmarks/`` differ from the checkout's commit (untracked files
+    included); None outside a git checkout."""
+    try:
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", "hcl", "benchmarks"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(status.stdout.strip()) if status.returncode == 0 else None
 
 
 def cpu_model() -> str | None:
@@ -66,25 +126,24 @@ def finish(
     load: float | None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Save the record (``--record``) and rewrite the README block ``bench-<name>[-<tag>]``
-    (``--update-readme``) from it; return the record.
+    """Save the record ``name`` (``--record``; the name from :func:`check_record_arguments`) and
+    rewrite the README block ``bench-<name>`` (``--update-readme``) from it; return the record.
 
-    Raises:
-        SystemExit: ``--update-readme`` without ``--record``.
+    The record's ``git_dirty`` says whether ``hcl/`` or ``benchmarks/`` differed from the commit.
     """
-    if getattr(args, "tag", None):
-        name = f"{name}-{args.tag}"
+    environment = provenance() | {"cpu_model": cpu_model(), "load_average_at_start": load}
+    environment["git_dirty"] = (
+        _changed_files(Path(__file__).resolve().parents[1]) if environment["git_commit"] else None
+    )
     record = {
         "benchmark": name,
         "script": Path(sys.argv[0]).name,
         "command": "python " + shlex.join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
         "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "environment": provenance() | {"cpu_model": cpu_model(), "load_average_at_start": load},
+        "environment": environment,
         "rows": rows,
         **(extra or {}),
     }
-    if args.update_readme is not None and args.record is None:
-        raise SystemExit("--update-readme needs --record: the README block is written from the saved record")
     text = json.dumps(record, indent=1, sort_keys=True) + "\n"
     record = json.loads(text)  # render what the file holds, as the README test does
     if args.record is not None:
@@ -121,7 +180,7 @@ def describe(record: dict[str, Any]) -> str:
     load = env.get("load_average_at_start")
     return (
         f"Measured by `{record['command']}`"
-        + (f" at commit `{commit[:10]}`{' (uncommitted changes)' if env.get('git_dirty') else ''}" if commit else "")
+        + (f" at commit `{commit[:10]}`{' with uncommitted changes' if env.get('git_dirty') else ''}" if commit else "")
         + f" on {where}, finished {record['finished']}"
         + (f", load average {load} at the start" if load is not None else "")
         + "."
@@ -134,11 +193,23 @@ def load_record(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def render(record: dict[str, Any]) -> str:
-    """A record's README block, as the benchmark that wrote it renders it."""
-    script = Path(__file__).resolve().parent / record["script"]
-    spec = importlib.util.spec_from_file_location(f"_bench_{script.stem}", script)
+    """A record's README block, as the benchmark that wrote it renders it.
+
+    Raises:
+        ValueError: the record names no benchmark script of this folder, or a record name that
+            script does not write.
+    """
+    script = record.get("script")
+    folder = Path(__file__).resolve().parent
+    if not isinstance(script, str) or not _SCRIPT.fullmatch(script) or not (folder / script).is_file():
+        raise ValueError(f"the record's script {script!r} is not a benchmark script in {folder}")
+    spec = importlib.util.spec_from_file_location(f"_bench_{Path(script).stem}", folder / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    if not str(record.get("benchmark", "")).startswith(module.RECORD_PREFIX):
+        raise ValueError(
+            f"record {record.get('benchmark')!r} was not written by {script} (its records start {module.RECORD_PREFIX!r})"
+        )
     return module.readme_block(record)
 
 

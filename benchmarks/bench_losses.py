@@ -46,7 +46,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _record, when loaded as a module
 
-from _record import add_record_arguments, describe, finish, load_at_start  # noqa: E402
+from _record import add_record_arguments, check_record_arguments, describe, finish, load_at_start  # noqa: E402
+
+RECORD_PREFIX = "losses-"  # the names of this benchmark's records (see _record.py)
 
 from hcl.losses import HiMulCon, HiMulConE, SupConLoss  # noqa: E402
 
@@ -417,6 +419,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda requested but CUDA is not available")
+    args.record_name = check_record_arguments(parser, args, RECORD_PREFIX + args.device.split(":")[0])
     return args
 
 
@@ -428,7 +431,7 @@ def main(argv: list[str] | None = None) -> str:
         rows = run(args)
     finally:
         torch.set_num_threads(threads)
-    finish(args, "losses-" + args.device.split(":")[0], rows, readme_block, load)
+    finish(args, args.record_name, rows, readme_block, load)
     print(
         f"D={args.dim}, L={args.levels}, branching={args.branching}, V={args.views}, temperature=0.1, "
         f"threads={','.join(map(str, args.threads))}, torch {torch.__version__}; medians of {args.repeats} "

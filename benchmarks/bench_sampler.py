@@ -35,7 +35,9 @@ from torch.utils.data import BatchSampler, RandomSampler
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _record, when loaded as a module
 
-from _record import add_record_arguments, describe, finish, load_at_start  # noqa: E402
+from _record import add_record_arguments, check_record_arguments, describe, finish, load_at_start  # noqa: E402
+
+RECORD_PREFIX = "sampler"  # the names of this benchmark's records (see _record.py)
 
 from hcl.data import HierarchicalBatchSampler, sampler_coverage  # noqa: E402
 
@@ -126,6 +128,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda requested but CUDA is not available")
+    record_name = check_record_arguments(parser, args, RECORD_PREFIX)
     load = load_at_start()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
@@ -136,7 +139,7 @@ def main() -> None:
         rows.append(measure(n, args))
         print(f"measured N={n:,}", file=sys.stderr, flush=True)
     print(format_table(rows))
-    finish(args, "sampler", rows, readme_block, load, {"batch_size": args.batch_size, "branching": args.branching})
+    finish(args, record_name, rows, readme_block, load, {"batch_size": args.batch_size, "branching": args.branching})
 
 
 if __name__ == "__main__":

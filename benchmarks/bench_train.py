@@ -42,7 +42,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _record, when loaded as a module
 
-from _record import add_record_arguments, describe, finish, load_at_start  # noqa: E402
+from _record import add_record_arguments, check_record_arguments, describe, finish, load_at_start  # noqa: E402
+
+RECORD_PREFIX = "train-"  # the names of this benchmark's records (see _record.py)
 
 import hcl.train.evaluate as evaluate_module  # noqa: E402
 from hcl.models import build_encoder  # noqa: E402
@@ -304,6 +306,9 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    record_name = check_record_arguments(parser, args, RECORD_PREFIX + device.type)
+    if args.record is not None and not {"step", "cell"} & set(args.sections):
+        parser.error("--record covers the step and cell sections; pick at least one")
     accelerated = device.type != "cpu"
     args.warmup = args.warmup if args.warmup is not None else (5 if accelerated else 1)
     threads = f"{torch.get_num_threads()} thread{'' if torch.get_num_threads() == 1 else 's'}"
@@ -332,9 +337,7 @@ def main() -> None:
         args.steps = args.steps or (20 if accelerated else 2)
         models_section(args, device)
     if rows:
-        finish(args, f"train-{device.type}", rows, readme_block, load)
-    elif args.record is not None:
-        parser.error("--record covers the step and cell sections; pick at least one")
+        finish(args, record_name, rows, readme_block, load)
 
 
 def models_section(args: argparse.Namespace, device: torch.device) -> None:

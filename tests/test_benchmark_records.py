@@ -48,18 +48,44 @@ def test_every_generated_benchmark_block_has_a_record() -> None:
     assert blocks == {path.stem for path in RECORDS}
 
 
-def test_a_readme_block_needs_a_record(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--update-readme", "{readme}"], "needs --record"),
+        (["--record", "{tmp}"], "a folder"),
+        (["--record", "{tmp}/r.json", "--tag", "a b"], "a tag is letters"),
+        (["--record", "{tmp}/r.json", "--tag", ""], "a tag is letters"),
+        (["--record", "{tmp}/r.json", "--update-readme", "{tmp}/missing.md"], "missing.md"),
+        (["--record", "{tmp}/r.json", "--update-readme", "{readme}", "--tag", "other"], "bench-sampler-other"),
+    ],
+)
+def test_record_options_are_checked_before_measuring(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], message: str
+) -> None:
     readme = tmp_path / "README.md"
     readme.write_text("<!-- bench-sampler:start -->\nold\n<!-- bench-sampler:end -->\n", encoding="utf-8")
-    bench = _load("bench_sampler.py")
-    args = bench.argparse.Namespace(record=None, update_readme=readme)
-    with pytest.raises(SystemExit, match="needs --record"):
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        try:
-            bench.finish(args, "sampler", [], bench.readme_block, None)
-        finally:
-            sys.path.remove(str(ROOT / "benchmarks"))
-    assert "old" in readme.read_text(encoding="utf-8")
+    record = _load("_record.py")
+    parser = record.argparse.ArgumentParser()
+    record.add_record_arguments(parser)
+    args = parser.parse_args([option.format(tmp=tmp_path, readme=readme) for option in options])
+    with pytest.raises(SystemExit):
+        record.check_record_arguments(parser, args, "sampler")
+    assert message in capsys.readouterr().err
+    assert "old" in readme.read_text(encoding="utf-8") and not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"script": "/tmp/elsewhere.py"}, "is not a benchmark script"),
+        ({"script": "bench_missing.py"}, "is not a benchmark script"),
+        ({"benchmark": "losses-cpu"}, "was not written by bench_sampler.py"),
+    ],
+)
+def test_render_runs_only_this_folders_scripts_on_their_own_records(changes: dict, message: str) -> None:
+    record = {"benchmark": "sampler", "script": "bench_sampler.py", "rows": []} | changes
+    with pytest.raises(ValueError, match=message):
+        _load("_record.py").render(record)
 
 
 def test_render_rewrites_a_block_from_a_record(tmp_path: Path) -> None:
