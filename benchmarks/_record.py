@@ -19,7 +19,6 @@ import datetime
 import importlib.util
 import json
 import os
-import platform
 import re
 import shlex
 import subprocess
@@ -31,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hcl.atomic import write_text_atomic  # noqa: E402
-from hcl.study.cell import provenance  # noqa: E402
+from hcl.study.cell import cpu_model, provenance  # noqa: E402
 from hcl.textblock import block_markers, read_marked_block, replace_marked_block  # noqa: E402
 
 _SCRIPT = re.compile(r"bench_[a-z_]+\.py")
@@ -104,18 +103,6 @@ def _changed_files(root: Path) -> bool | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return bool(status.stdout.strip()) if status.returncode == 0 else None
-
-
-def cpu_model() -> str | None:
-    """The CPU's model name (Linux's ``/proc/cpuinfo``, else :func:`platform.processor`)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip() or None
-    except OSError:
-        pass
-    return platform.processor() or None
 
 
 def finish(

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +36,7 @@ from hcl.atomic import write_text_atomic
 from hcl.extras import requires_extra
 from hcl.losses import loss_display_name
 from hcl.losses.constraints import DEFAULT_CONSTRAINT_WEIGHT, resolve_constraint
-from hcl.study.cell import provenance
+from hcl.study.cell import cpu_model, provenance
 from hcl.textblock import replace_marked_block
 from hcl.train import EMBEDDINGS, TrainConfig, evaluate_embeddings, fit, load_config, resolve_device
 from hcl.train.faults import check_output_dir
@@ -187,7 +186,7 @@ def run_demo(
         "device": str(resolve_device(first.device)),
         "threads": threads,
         "cpu_cores": os.cpu_count(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "provenance": provenance(),
         "seconds_train_and_evaluate": time.perf_counter() - started,
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -368,15 +367,3 @@ def update_readme(readme: str | os.PathLike[str], out: str | os.PathLike[str]) -
     )
     replace_marked_block(readme, README_BLOCK, demo_table(json.loads(results.read_text(encoding="utf-8"))))
     return results
-
-
-def _cpu_model() -> str | None:
-    """The CPU's model name (Linux's ``/proc/cpuinfo``, else :func:`platform.processor`), None if unknown."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip() or None
-    except OSError:
-        pass
-    return platform.processor() or None

@@ -30,7 +30,7 @@ from hcl.atomic import write_text_atomic
 from hcl.study.grid import CELL_FILE, Cell
 from hcl.study.protocols import EvaluationProtocol
 
-__all__ = ["CellTask", "provenance", "run_cell"]
+__all__ = ["CellTask", "cpu_model", "provenance", "run_cell"]
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,18 @@ def _train_and_evaluate(task: CellTask) -> dict[str, Any]:
         "absent": evaluated["absent"],
         "timing": {"train_s": train_s, "eval_s": eval_s},
     }
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux's ``/proc/cpuinfo``, else :func:`platform.processor`), None if unknown."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def provenance() -> dict[str, Any]:

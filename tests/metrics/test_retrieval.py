@@ -240,6 +240,19 @@ def separated_or_mixed(n: int, branching: tuple[int, ...], seed: int, coarse_sca
     raise AssertionError("could not draw data without near-ties")
 
 
+def assert_modes_match_oracle(emb: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 4)) -> None:
+    """Leave-one-out (two batch sizes), query mode (the last 30 items against the first 100) and
+    a selection of every 7th query, each equal to the loop oracle."""
+    for batch_size in (1, 16):
+        assert_close(per_level_retrieval(emb, labels, ks=ks, batch_size=batch_size), oracle(emb, labels, ks))
+    query, query_labels = emb[100:], labels[100:]
+    result = per_level_retrieval(emb[:100], labels[:100], query=query, query_labels=query_labels, ks=ks)
+    assert_close(result, oracle(emb[:100], labels[:100], ks, query=query, query_labels=query_labels))
+    chosen = np.arange(0, 130, 7)
+    result = per_level_retrieval(emb, labels, ks=ks, query_indices=chosen, batch_size=4)
+    assert_close(result, oracle(emb, labels, ks, only=list(chosen)))
+
+
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("coarse_scale", [0.0, 4.0])
 @pytest.mark.parametrize("branching", [(2, 3, 2), (2,), (3, 4)])
@@ -251,15 +264,7 @@ def test_long_row_engine_matches_loop_oracle(
     monkeypatch.setattr(ranked_rows, "_LONG_ROW", 1)
     monkeypatch.setattr(ranked_rows, "_SAMPLE_STRIDE", 3)
     emb, labels = separated_or_mixed(130, branching, seed, coarse_scale)
-    ks = (1, 4)
-    for batch_size in (1, 16):
-        assert_close(per_level_retrieval(emb, labels, ks=ks, batch_size=batch_size), oracle(emb, labels, ks))
-    query, query_labels = emb[100:], labels[100:]
-    result = per_level_retrieval(emb[:100], labels[:100], query=query, query_labels=query_labels, ks=ks)
-    assert_close(result, oracle(emb[:100], labels[:100], ks, query=query, query_labels=query_labels))
-    chosen = np.arange(0, 130, 7)
-    result = per_level_retrieval(emb, labels, ks=ks, query_indices=chosen, batch_size=4)
-    assert_close(result, oracle(emb, labels, ks, only=list(chosen)))
+    assert_modes_match_oracle(emb, labels)
 
 
 @pytest.mark.parametrize("low", [None, -5, 40])
@@ -558,15 +563,7 @@ def test_cpu_row_engines_match_loop_oracle(cpu_rows: str, seed: int, coarse_scal
     """Leave-one-out, query mode and a selection, with exact ties, one-sample classes, unknown
     labels, coarse classes apart or mixed (the coarsest level's R above or below the others')."""
     emb, labels = separated_or_mixed(130, branching, seed, coarse_scale)
-    ks = (1, 4)
-    for batch_size in (1, 16):
-        assert_close(per_level_retrieval(emb, labels, ks=ks, batch_size=batch_size), oracle(emb, labels, ks))
-    query, query_labels = emb[100:], labels[100:]
-    result = per_level_retrieval(emb[:100], labels[:100], query=query, query_labels=query_labels, ks=ks)
-    assert_close(result, oracle(emb[:100], labels[:100], ks, query=query, query_labels=query_labels))
-    chosen = np.arange(0, 130, 7)
-    result = per_level_retrieval(emb, labels, ks=ks, query_indices=chosen, batch_size=4)
-    assert_close(result, oracle(emb, labels, ks, only=list(chosen)))
+    assert_modes_match_oracle(emb, labels)
     # k as large as what a query can retrieve: every rank is sorted.
     assert_close(per_level_retrieval(emb, labels, ks=(1, 129)), oracle(emb, labels, (1, 129)))
 
