@@ -361,7 +361,18 @@ def _restore(run: TrainingRun, state: dict[str, Any], path: Path) -> None:
     run.step = run.last_saved = int(state["step"])
     if run.ctx.is_main:
         rundir.truncate_metrics_log(run.run_dir, run.step)
-        print(f"resuming {run.run_dir} at step {run.step} (epoch {run.step // run.steps_per_epoch})", file=sys.stderr)
+        if run.step == run.total_steps:
+            print(
+                f"{run.run_dir} is already complete (step {run.step} of {run.total_steps}): nothing to train; "
+                "--overwrite starts it again, a larger 'epochs' or 'max_steps' continues it",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"resuming {run.run_dir} at step {run.step} of {run.total_steps} "
+                f"(epoch {run.step // run.steps_per_epoch})",
+                file=sys.stderr,
+            )
 
 
 def _wrap_for_training(model: nn.Module, cfg: TrainConfig, ctx: DistributedContext) -> nn.Module:

@@ -154,6 +154,16 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path: Path) -> None:
     assert fit(cfg, overwrite=True).step == 1
 
 
+def test_resuming_a_finished_run_says_it_is_complete(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(tmp_path, max_steps=1)
+    fit(cfg)
+    capsys.readouterr()
+    assert fit(cfg, resume=True).step == 1
+    err = capsys.readouterr().err
+    assert "is already complete (step 1 of 1): nothing to train" in err
+    assert not any(line.startswith("resuming ") for line in err.splitlines())
+
+
 def test_a_run_saved_with_the_old_key_n_views_resumes(tmp_path: Path) -> None:
     """A run folder from before the rename (config key ``n_views``) resumes under ``num_views``,
     without a warning (hcl wrote that file); a real difference in the count is still refused."""
