@@ -363,8 +363,7 @@ def _restore(run: TrainingRun, state: dict[str, Any], path: Path) -> None:
         rundir.truncate_metrics_log(run.run_dir, run.step)
         if run.step == run.total_steps:
             print(
-                f"{run.run_dir} is already complete (step {run.step} of {run.total_steps}): nothing to train; "
-                "--overwrite starts it again, a larger 'epochs' or 'max_steps' continues it",
+                f"{run.run_dir} is already complete (step {run.step} of {run.total_steps}): nothing left to train",
                 file=sys.stderr,
             )
         else:

@@ -156,7 +156,7 @@ def test_rerun_skips_finished_cells_and_reruns_a_deleted_one(finished, tmp_path:
     after = cell_files(out)
     assert {k: v for k, v in after.items() if victim not in k} == {k: v for k, v in before.items() if victim not in k}
     assert after[f"cells/{victim}/cell.json"] != before[f"cells/{victim}/cell.json"]
-    assert "resuming" in (out / "cells" / victim / "cell.log").read_text()  # from its final checkpoint
+    assert "is already complete" in (out / "cells" / victim / "cell.log").read_text()  # from its final checkpoint
 
 
 def test_an_embedding_added_later_only_evaluates(finished, tmp_path: Path) -> None:
@@ -171,7 +171,8 @@ def test_an_embedding_added_later_only_evaluates(finished, tmp_path: Path) -> No
     again = json.loads(record.read_text())
     assert again["metrics"]["projection"]["embedding"] == "projection"
     assert again["step"] == data["step"] and again["metrics"]["features"] == data["metrics"]["features"]
-    assert f"at step {data['step']}" in (record.parent / "cell.log").read_text()  # resumed at its end: no training
+    log = (record.parent / "cell.log").read_text()
+    assert f"(step {data['step']} of {data['step']}): nothing left to train" in log  # resumed at its end
 
 
 def test_changed_config_under_finished_cells_is_refused(finished, tmp_path: Path) -> None:

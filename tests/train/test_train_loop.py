@@ -160,7 +160,7 @@ def test_resuming_a_finished_run_says_it_is_complete(tmp_path: Path, capsys: pyt
     capsys.readouterr()
     assert fit(cfg, resume=True).step == 1
     err = capsys.readouterr().err
-    assert "is already complete (step 1 of 1): nothing to train" in err
+    assert "is already complete (step 1 of 1): nothing left to train" in err
     assert not any(line.startswith("resuming ") for line in err.splitlines())
 
 
