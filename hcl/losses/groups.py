@@ -32,8 +32,6 @@ class LevelGroups:
         max_size: the largest group size (0 when nothing is known at this level).
         group_start: (num_groups,) int64 sorted position of each run's first view.
         group_size: (num_groups,) int64 number of views of each run (0 for unknown views).
-        parent: (num_groups,) int64 the run of the next coarser level that holds each run (the
-            runs nest); empty at level 0.
     """
 
     group: torch.Tensor
@@ -43,7 +41,6 @@ class LevelGroups:
     max_size: int
     group_start: torch.Tensor
     group_size: torch.Tensor
-    parent: torch.Tensor
 
     def block_index(self) -> torch.Tensor:
         """Columns of each view's group (itself included), padded with the group's first column
@@ -91,7 +88,6 @@ class ViewGroups:
             total number of groups.
         group_start: (G,) int64, ``levels[l].group_start`` in that numbering.
         group_level: (G,) int64, the level of each group.
-        group_parent: (G,) int64, ``levels[l].parent`` in that numbering (0 for level 0's).
         num_groups: ``levels[l].num_groups`` for every level.
         max_size: ``levels[l].max_size`` for every level.
     """
@@ -104,7 +100,6 @@ class ViewGroups:
     group_size: torch.Tensor
     group_start: torch.Tensor
     group_level: torch.Tensor
-    group_parent: torch.Tensor
     num_groups: tuple[int, ...]
     max_size: tuple[int, ...]
 
@@ -125,7 +120,6 @@ class ViewGroups:
                     max_size=self.max_size[level],
                     group_start=self.group_start[part],
                     group_size=self.group_size[part],
-                    parent=self.group_parent[part] if level else self.group_parent[:0],
                 )
             )
             first += count
@@ -209,8 +203,6 @@ def build_view_groups(labels: torch.Tensor, num_views: int) -> ViewGroups:
     rows = (order.unsqueeze(1) * num_views + torch.arange(num_views, device=device)).reshape(-1)
 
     max_size = size.amax(dim=1).tolist() if num_views_total else [0] * num_levels
-    # The run of level l-1 that holds each run of level l: its first sample's run there.
-    parent = run[run_first, (run_level - 1).clamp_(min=0)]
     return ViewGroups(
         rows=rows,
         group=group,
@@ -220,7 +212,6 @@ def build_view_groups(labels: torch.Tensor, num_views: int) -> ViewGroups:
         group_size=run_size,
         group_start=run_start,
         group_level=run_level,
-        group_parent=parent,
         num_groups=tuple(num_groups),
         max_size=tuple(max_size),
     )
