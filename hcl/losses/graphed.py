@@ -44,6 +44,7 @@ class CUDAGraphLoss(nn.Module):
         last_level_terms: the wrapped loss's per-level terms of the last call (its own
             ``last_level_terms``, replayed with the graph), or None when it has none. Like the
             loss, a replayed one lives in the graph's buffer until the next call.
+        captured: how many input shapes have a captured graph (read-only).
 
     Shape:
         features: (B, V, D) floating; labels: (B, L) integers. Returns a scalar.
@@ -116,5 +117,10 @@ class CUDAGraphLoss(nn.Module):
             options["capture_error_mode"] = "thread_local"  # leave the loader's pinning thread alone
         return torch.cuda.make_graphed_callables(run, sample, **options)
 
+    @property
+    def captured(self) -> int:
+        """How many input shapes have a captured graph (0 while every call ran the loss directly)."""
+        return len(self._graphs)
+
     def extra_repr(self) -> str:
-        return f"max_graphs={self.max_graphs}, captured={len(self._graphs)}"
+        return f"max_graphs={self.max_graphs}, captured={self.captured}"

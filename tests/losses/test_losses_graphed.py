@@ -22,7 +22,7 @@ def test_cpu_inputs_call_the_loss_directly() -> None:
     labels = torch.randint(0, 2, (8, 3))
     assert torch.equal(graphed(features, labels), loss_fn(features, labels))
     assert torch.equal(graphed.last_level_terms, loss_fn.last_level_terms)
-    assert "captured=0" in repr(graphed)
+    assert "captured=0" in repr(graphed) and graphed.captured == 0
     flat = CUDAGraphLoss(SupConLoss(0.1))
     flat(features, labels[:, :1])
     assert flat.last_level_terms is None  # a loss without per-level terms
@@ -52,7 +52,7 @@ def test_replays_match_the_eager_loss_batch_after_batch(loss_fn: torch.nn.Module
             loss.backward()
             results.append((loss.detach().clone(), x.grad, fn.last_level_terms.clone()))
         torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-6)
-    assert "captured=1" in repr(graphed)
+    assert "captured=1" in repr(graphed) and graphed.captured == 1
 
 
 @needs_cuda
