@@ -112,13 +112,22 @@ def finish(
     render: Callable[[dict[str, Any]], str],
     load: float | None,
     extra: dict[str, Any] | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Save the record ``name`` (``--record``; the name from :func:`check_record_arguments`) and
     rewrite the README block ``bench-<name>`` (``--update-readme``) from it; return the record.
 
     The record's ``git_dirty`` says whether ``hcl/`` or ``benchmarks/`` differed from the commit.
+    ``device``: the device the benchmark measured (``"cpu"``, ``"cuda:1"``), kept in the record;
+    on CUDA its card is the record's ``gpu`` (by default the machine's first one).
     """
     environment = provenance() | {"cpu_model": cpu_model(), "load_average_at_start": load}
+    if device is not None:
+        environment["device"] = str(device)
+        if environment["device"].startswith("cuda"):
+            import torch
+
+            environment["gpu"] = torch.cuda.get_device_name(torch.device(device))
     environment["git_dirty"] = (
         _changed_files(Path(__file__).resolve().parents[1]) if environment["git_commit"] else None
     )
@@ -151,13 +160,15 @@ def load_at_start() -> float | None:
 
 
 def describe(record: dict[str, Any]) -> str:
-    """One line saying how, where and when a record was measured."""
+    """One line saying how, where and when a record was measured: the GPU's name (unless the
+    record says it measured another device), the CPU, the CPU count and torch's version."""
     env = record["environment"]
     commit = env.get("git_commit")
+    on_gpu = "device" not in env or str(env["device"]).startswith("cuda")
     where = ", ".join(
         part
         for part in (
-            env.get("gpu"),
+            env.get("gpu") if on_gpu else None,
             env.get("cpu_model"),
             f"{env['cpus']} CPUs" if env.get("cpus") else None,
             f"torch {env['torch']}",
@@ -205,10 +216,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("readme", type=Path)
     parser.add_argument("records", type=Path, nargs="+")
     args = parser.parse_args(argv)
+    try:
+        readme = args.readme.read_text(encoding="utf-8")
+    except OSError as error:
+        parser.error(f"{args.readme}: {error.strerror or error}")
+    blocks = {}  # every record is checked and rendered before the README is touched
     for path in args.records:
-        record = load_record(path)
-        replace_marked_block(args.readme, f"bench-{record['benchmark']}", render(record))
-        print(f"README block bench-{record['benchmark']} rewritten from {path}")
+        try:
+            record = load_record(path)
+            name = f"bench-{record['benchmark']}"
+            blocks[name] = (path, render(record))
+        except (OSError, KeyError, ValueError) as error:
+            parser.error(f"{path}: cannot render it ({type(error).__name__}: {error})")
+        start, end = block_markers(name)
+        if start not in readme and end not in readme:
+            parser.error(
+                f"{args.readme} has no block {name} for {path}: add these two lines where its table belongs "
+                f"(on lines of their own), then run this again:\n{start}\n{end}"
+            )
+        try:
+            read_marked_block(args.readme, name)
+        except ValueError as error:
+            parser.error(str(error))
+    for name, (path, text) in blocks.items():
+        replace_marked_block(args.readme, name, text)
+        print(f"README block {name} rewritten from {path}")
 
 
 if __name__ == "__main__":

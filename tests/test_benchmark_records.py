@@ -116,3 +116,31 @@ def test_render_rewrites_a_block_from_a_record(tmp_path: Path) -> None:
     assert "| 1,000 | 4 | 0.002 | 0.001 | 2.00× | 0.01 (0.02) | 10.00× | – | 1.000 / 0.500 |" in block
     assert "at commit `0123456789`" in block and "python benchmarks/bench_sampler.py --record x.json" in block
     assert readme.read_text(encoding="utf-8").startswith("intro\n") and readme.read_text("utf-8").endswith("end\n")
+
+
+def test_a_record_without_its_readme_block_names_the_markers_to_add(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = json.loads((ROOT / "docs" / "benchmarks" / "sampler.json").read_text(encoding="utf-8"))
+    (tmp_path / "sampler.json").write_text(json.dumps(record), encoding="utf-8")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n", encoding="utf-8")
+    with pytest.raises(SystemExit):
+        _load("_record.py").main([str(readme), str(tmp_path / "sampler.json")])
+    error = capsys.readouterr().err
+    assert "has no block bench-sampler" in error
+    assert "<!-- bench-sampler:start -->\n<!-- bench-sampler:end -->" in error
+    assert readme.read_text(encoding="utf-8") == "intro\n"
+
+
+@pytest.mark.parametrize(("device", "named"), [(None, True), ("cuda:0", True), ("cpu", False)])
+def test_the_provenance_line_names_the_gpu_of_a_cuda_record(device: str | None, named: bool) -> None:
+    environment = {"torch": "2.14", "cpus": 16, "cpu_model": "EPYC", "gpu": "NVIDIA H200"}
+    record = {
+        "command": "python benchmarks/bench_losses.py --record x.json",
+        "finished": "2026-12-06T00:00:00+00:00",
+        "environment": environment | ({} if device is None else {"device": device}),
+    }
+    line = _load("_record.py").describe(record)
+    assert ("on NVIDIA H200, EPYC, 16 CPUs, torch 2.14," in line) is named
+    assert "on EPYC, 16 CPUs, torch 2.14," in line or named
