@@ -15,13 +15,31 @@ hierarchy, interleaved round-robin so that machine noise hits all methods alike:
   per-level loop (a Python loop over the batch builds each level's (B, B) mask, then one dense
   SupCon per level), computing the same value as reference mode.
 
-Each thread count of ``--threads`` (default 1 and 2) is timed in turn. It prints a markdown
-table: median (and minimum) milliseconds, the ratio of medians to hcl's flat SupCon, to the
-limit and to PML's SupCon, and peak memory (at the first thread count); then, per HiMulConE
-reading, its worst ratio to SupCon, its worst ratio to the limit at 4,096 views and more, and its
-peak memory against SupCon's at the largest size. ``--skip PML loop reference`` leaves the
-anchors out. On a shared machine the minimum is the steadier
-figure. On CUDA peak memory is ``torch.cuda.max_memory_allocated`` above what was
+Each thread count of ``--threads`` (default 1 and 2) is timed in turn, and at each size each
+feature dtype of ``--dtypes`` (``fp32``, the default, and ``bf16``): the features are made in
+that dtype. hcl's losses compute in float32 whatever the input (a bf16 input is upcast, with
+autocast off, and its gradient cast back), so their bf16 rows time that upcast, not bf16
+arithmetic; the limit, PML and the loop formulation run in the input's dtype. A method that
+fails on a bf16 input is reported as skipped, with the error.
+
+``--graph on`` (CUDA only; ``--graph off,on`` for both) also times flat SupCon and the
+HiMulConE readings replayed as CUDA graphs (:class:`hcl.losses.CUDAGraphLoss`, as the trainer
+does), in the same rounds: the losses are built with ``check_inputs=False`` and captured during
+the warm-up call, so only replays are timed. ``hcl.losses.SupConLoss`` has no entry in the loss
+table that CUDAGraphLoss reads, so the graphed flat SupCon is ``HiMulCon(level_weights=[1])`` on
+the finest labels, the same loss by the same code path. At a size where a loss's dense form
+does not fit, CUDAGraphLoss would run it directly (the graph-off row's work, unchecked): such a
+loss is left out of that size's graph rounds after its warm-up and reported as not captured.
+The limit has no graph and is timed once per dtype.
+
+Ratios compare rows of one (threads, size, dtype, graph) setting with flat SupCon of that
+setting (so a graphed HiMulConE with a graphed SupCon); the ratio to the limit (and to PML)
+uses the limit (PML) of the same threads, size and dtype. It prints a markdown table: median
+(and minimum) milliseconds, these ratios and peak memory (at the first thread count, without
+graphs); then, per setting and HiMulConE reading, its worst ratio to SupCon, its worst ratio to
+the limit at 4,096 views and more, and its peak memory against SupCon's at the largest size
+(the tables and the README block: ``_losses_report.py``). ``--skip PML loop reference`` leaves
+the anchors out. On a shared machine the minimum is the steadier figure. On CUDA peak memory is ``torch.cuda.max_memory_allocated`` above what was
 allocated before the call. On CPU it is measured with the PyTorch profiler
 (``profile_memory=True``): the running sum of the bytes every op allocates (counted from the op's
 start) and frees (counted at its end), so at op granularity: temporaries allocated and freed
@@ -34,6 +52,7 @@ uniformly for each sample, ``--views`` views per sample.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -46,14 +65,21 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _record, when loaded as a module
 
-from _record import add_record_arguments, check_record_arguments, describe, finish, load_at_start  # noqa: E402
+from _losses_report import DTYPES, GRAPHS, LIMIT, LOOP, NOT_CAPTURED, PML, SUPCON, format_table, readme_block, summary  # noqa: E402
+from _record import add_record_arguments, check_record_arguments, finish, load_at_start  # noqa: E402
 
 RECORD_PREFIX = "losses-"  # the names of this benchmark's records (see _record.py)
 
-from hcl.losses import HiMulCon, HiMulConE, SupConLoss  # noqa: E402
+from hcl.losses import CUDAGraphLoss, HiMulCon, HiMulConE, SupConLoss  # noqa: E402
 
 REFERENCE_BASE_TEMPERATURE = 0.07
-LIMIT = "limit: 2 GEMMs + exp (no loss)"
+# The HiMulConE readings: the name of each method and its constraint.
+READINGS = {
+    "HiMulConE hinge (hcl, default)": "hinge",
+    "HiMulConE pair (hcl, paper)": "pair",
+    "HiMulConE pair_held (hcl)": "pair_held",
+    "HiMulConE level_max (hcl)": "level_max",
+}
 
 
 def loop_formulation(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
@@ -116,12 +142,9 @@ def _methods(labels: torch.Tensor, skip: list[str]) -> dict[str, Callable[[torch
     """The timed methods, by name; names holding any of ``skip`` are left out."""
     finest = labels[:, -1]
     methods: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-        "flat SupCon (hcl)": lambda x: SupConLoss(0.1)(x, finest),
+        SUPCON: lambda x: SupConLoss(0.1)(x, finest),
         LIMIT: lambda x: machine_limit(x, 0.1),
-        "HiMulConE hinge (hcl, default)": lambda x: HiMulConE(0.1)(x, labels),
-        "HiMulConE pair (hcl, paper)": lambda x: HiMulConE(0.1, constraint="pair")(x, labels),
-        "HiMulConE pair_held (hcl)": lambda x: HiMulConE(0.1, constraint="pair_held")(x, labels),
-        "HiMulConE level_max (hcl)": lambda x: HiMulConE(0.1, constraint="level_max")(x, labels),
+        **{name: _himulcone(constraint, labels) for name, constraint in READINGS.items()},
         "HiMulCon paper (hcl)": lambda x: HiMulCon(0.1)(x, labels),
         "HiMulConE reference (hcl)": lambda x: HiMulConE(0.1, mode="reference")(x, labels),
     }
@@ -131,8 +154,26 @@ def _methods(labels: torch.Tensor, skip: list[str]) -> dict[str, Callable[[torch
         pass
     else:
         pml = PMLSupConLoss(temperature=0.1)
-        methods["flat SupCon (PML)"] = lambda x: pml(torch.cat(torch.unbind(x, dim=1)), finest.repeat(x.shape[1]))
+        methods[PML] = lambda x: pml(torch.cat(torch.unbind(x, dim=1)), finest.repeat(x.shape[1]))
     return {name: method for name, method in methods.items() if not any(word in name for word in skip)}
+
+
+def _himulcone(constraint: str, labels: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: HiMulConE(0.1, constraint=constraint)(x, labels)
+
+
+def _graphed_methods(labels: torch.Tensor, skip: list[str]) -> dict[str, functools.partial]:
+    """Flat SupCon and the HiMulConE readings, unchecked and wrapped in :class:`CUDAGraphLoss`,
+    by name (``skip`` as for :func:`_methods`); each is a ``partial`` of its wrapper."""
+    losses = {
+        SUPCON: (HiMulCon(0.1, level_weights=[1.0], check_inputs=False), labels[:, -1:]),
+        **{name: (HiMulConE(0.1, constraint=c, check_inputs=False), labels) for name, c in READINGS.items()},
+    }
+    return {
+        name: functools.partial(CUDAGraphLoss(loss), labels=target)
+        for name, (loss, target) in losses.items()
+        if not any(word in name for word in skip)
+    }
 
 
 def machine_limit(features: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -201,9 +242,11 @@ def _peak_memory(method: Callable[[torch.Tensor], torch.Tensor], features: torch
 
 
 def run(args: argparse.Namespace) -> list[dict[str, object]]:
-    """Time every method at every size and thread count; return one row per (threads, size, method).
+    """Time every method at every size, thread count, dtype and graph setting; return one row per
+    (threads, size, dtype, graph, method).
 
-    Peak memory does not depend on the thread count and is measured at the first one only.
+    Peak memory does not depend on the thread count and is measured at the first one only,
+    without graphs.
     """
     device = torch.device(args.device)
     rows = []
@@ -211,180 +254,95 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
         torch.set_num_threads(threads)
         generator = torch.Generator().manual_seed(args.seed)
         for num_views_total in args.sizes:
-            rows += _run_size(args, device, num_views_total, threads, generator, memory=threads_index == 0)
+            num_samples = num_views_total // args.views
+            labels = synthetic_labels(num_samples, args.levels, args.branching, generator).to(device)
+            unit = F.normalize(torch.randn(num_samples, args.views, args.dim, generator=generator), dim=-1)
+            for dtype in args.dtypes:
+                features = unit.to(device=device, dtype=DTYPES[dtype])
+                rows += _run_setting(args, features, labels, threads, dtype, memory=threads_index == 0)
     return rows
 
 
-def _run_size(
+def _run_setting(
     args: argparse.Namespace,
-    device: torch.device,
-    num_views_total: int,
+    features: torch.Tensor,
+    labels: torch.Tensor,
     threads: int,
-    generator: torch.Generator,
+    dtype: str,
     *,
     memory: bool,
 ) -> list[dict[str, object]]:
-    num_samples = num_views_total // args.views
-    labels = synthetic_labels(num_samples, args.levels, args.branching, generator).to(device)
-    features = F.normalize(torch.randn(num_samples, args.views, args.dim, generator=generator), dim=-1).to(device)
-    methods = _methods(labels, args.skip)
-    loop_name = "loop formulation (reference HMLC, hmce)"
-    loop_skipped = any(word in loop_name for word in args.skip) or (
-        device.type == "cpu" and num_views_total > args.loop_max_views
-    )
-    if not loop_skipped:
-        methods[loop_name] = lambda x, labels=labels: loop_formulation(x, labels)
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for method in methods.values():  # warm-up
-        _time_once(method, features)
+    """Every method of every ``--graph`` setting on these features, in interleaved rounds."""
+    device = features.device
+    num_views_total = features.shape[0] * features.shape[1]
+    eager = _methods(labels, args.skip)
+    if "off" not in args.graph:  # the limit has no graph: it is timed in any case
+        eager = {name: method for name, method in eager.items() if name == LIMIT}
+    methods: dict[tuple[str, str], Callable[[torch.Tensor], torch.Tensor]] = {
+        (name, "off"): method for name, method in eager.items()
+    }
+    if "on" in args.graph:
+        methods |= {(name, "on"): method for name, method in _graphed_methods(labels, args.skip).items()}
+    loop_skipped = "off" not in args.graph or any(word in LOOP for word in args.skip)
+    loop_skipped_here = not loop_skipped and device.type == "cpu" and num_views_total > args.loop_max_views
+    if not (loop_skipped or loop_skipped_here):
+        methods[(LOOP, "off")] = lambda x, labels=labels: loop_formulation(x, labels)
+
+    def row(key: tuple[str, str], **values: object) -> dict[str, object]:
+        head = {"method": key[0], "views": num_views_total, "threads": threads, "dtype": dtype, "graph": key[1]}
+        return head | {"device": device.type} | values
+
+    skipped = []
+    if loop_skipped_here:
+        skipped.append(row((LOOP, "off"), skipped=f"skipped on CPU above --loop-max-views {args.loop_max_views}"))
+    for key, method in list(methods.items()):  # warm-up, which also captures the graphs
+        try:
+            _time_once(method, features)
+        except (RuntimeError, TypeError, NotImplementedError) as error:
+            if (dtype, key[1]) == ("fp32", "off"):
+                raise
+            del methods[key]
+            reason = f"failed ({dtype}, CUDA graph {key[1]}): {str(error).splitlines()[0][:120]}"
+            skipped.append(row(key, skipped=reason))
+            continue
+        if key[1] == "on" and method.func.captured == 0:
+            del methods[key]
+            skipped.append(row(key, skipped=NOT_CAPTURED))
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in methods}
     loop_repeats = max(3, args.repeats // 4)
     for repeat in range(args.repeats):
-        for name, method in methods.items():
-            if name.startswith("loop") and repeat >= loop_repeats:
+        for key, method in methods.items():
+            if key[0] == LOOP and repeat >= loop_repeats:
                 continue
-            times[name].append(_time_once(method, features))
-    medians = {name: statistics.median(values) * 1e3 for name, values in times.items()}
-    print(f"timed {num_views_total} views on {threads} thread(s)", file=sys.stderr)
+            times[key].append(_time_once(method, features))
+    medians = {key: statistics.median(values) * 1e3 for key, values in times.items()}
+    minima = {key: min(values) * 1e3 for key, values in times.items()}
+    print(f"timed {num_views_total} views on {threads} thread(s), {dtype}", file=sys.stderr)
+
+    def ratio(key: tuple[str, str], baseline: tuple[str, str], of: dict[tuple[str, str], float]) -> float | None:
+        return of[key] / of[baseline] if baseline in of else None
+
     rows = []
-    for name in methods:
-        rows.append(
-            {
-                "method": name,
-                "views": num_views_total,
-                "threads": threads,
-                "device": device.type,
-                "ms": medians[name],
-                "ms_min": min(times[name]) * 1e3,
-                "vs_hcl": medians[name] / medians["flat SupCon (hcl)"],
-                "vs_limit": medians[name] / medians[LIMIT] if LIMIT in medians else None,
-                "vs_hcl_min": min(times[name]) / min(times["flat SupCon (hcl)"]),
-                "vs_limit_min": min(times[name]) / min(times[LIMIT]) if LIMIT in times else None,
-                "vs_pml": medians[name] / medians["flat SupCon (PML)"] if "flat SupCon (PML)" in medians else None,
-                "peak_mib": _peak_memory(methods[name], features) / 2**20 if memory else None,
-                "repeats": len(times[name]),
-            }
-        )
-    if loop_skipped and "loop" not in args.skip:
-        rows.append(
-            {
-                "method": loop_name,
-                "views": num_views_total,
-                "threads": threads,
-                "device": device.type,
-                "skipped": f"skipped on CPU above --loop-max-views {args.loop_max_views}",
-            }
-        )
-    return rows
+    for key, method in methods.items():
+        supcon, limit, pml = (SUPCON, key[1]), (LIMIT, "off"), (PML, "off")
+        values = {
+            "ms": medians[key],
+            "ms_min": minima[key],
+            "vs_hcl": medians[key] / medians[supcon],
+            "vs_limit": ratio(key, limit, medians),
+            "vs_hcl_min": minima[key] / minima[supcon],
+            "vs_limit_min": ratio(key, limit, minima),
+            "vs_pml": ratio(key, pml, medians),
+            "peak_mib": _peak_memory(method, features) / 2**20 if memory and key[1] == "off" else None,
+            "repeats": len(times[key]),
+        }
+        rows.append(row(key, **values))
+    return rows + skipped
 
 
-def format_table(rows: list[dict[str, object]]) -> str:
-    """The rows as a markdown table."""
-    lines = [
-        "| method | views (B*V) | threads | ms (median) | ms (min) | x flat SupCon (hcl) | x limit "
-        "| x flat SupCon (PML) | peak MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-
-    def ratio(value: object) -> str:
-        return "n/a" if value is None else f"{value:.2f}"
-
-    for row in rows:
-        head = f"| {row['method']} | {row['views']} | {row['threads']} |"
-        if "skipped" in row:
-            lines.append(f"{head} {row['skipped']} | | | | | |")
-            continue
-        peak = "-" if row["peak_mib"] is None else f"{row['peak_mib']:.1f}"
-        lines.append(
-            f"{head} {row['ms']:.2f} | {row['ms_min']:.2f} | {row['vs_hcl']:.2f} | {ratio(row['vs_limit'])} | "
-            f"{ratio(row['vs_pml'])} | {peak} |"
-        )
-    return "\n".join(lines)
-
-
-def summary(rows: list[dict[str, object]]) -> str:
-    """HiMulConE's worst ratios against flat SupCon (every size) and the limit (4,096 views and
-    more), of medians and of minima (the steadier figure on a shared machine), and its peak
-    memory against SupCon's at the largest size."""
-    timed = [row for row in rows if "skipped" not in row]
-    himulcone = [row for row in timed if row["method"].startswith("HiMulConE") and "reference" not in row["method"]]
-    lines = []
-
-    def where(row: dict[str, object]) -> str:
-        return f"{row['views']:,} views, {row['threads']} thread{'' if row['threads'] == 1 else 's'}"
-
-    for name in sorted({row["method"] for row in himulcone}):
-        mine = [row for row in himulcone if row["method"] == name]
-        worst = max(mine, key=lambda row: row["vs_hcl"])
-        worst_min = max(mine, key=lambda row: row["vs_hcl_min"])
-        text = (
-            f"- {name}: at most {worst['vs_hcl']:.2f}x flat SupCon by medians ({where(worst)}), "
-            f"{worst_min['vs_hcl_min']:.2f}x by minima ({where(worst_min)})"
-        )
-        large = [row for row in mine if row["views"] >= 4096 and row["vs_limit"] is not None]
-        if large:
-            worst_limit = max(large, key=lambda row: row["vs_limit"])
-            worst_limit_min = max(large, key=lambda row: row["vs_limit_min"])
-            text += (
-                f"; at >= 4,096 views at most {worst_limit['vs_limit']:.2f}x the limit by medians, "
-                f"{worst_limit_min['vs_limit_min']:.2f}x by minima"
-            )
-        largest = max(mine, key=lambda row: (row["peak_mib"] is not None, row["views"]))
-        supcon = [
-            row
-            for row in timed
-            if row["method"] == "flat SupCon (hcl)"
-            and row["views"] == largest["views"]
-            and row["peak_mib"] is not None
-            and largest["peak_mib"] is not None
-        ]
-        if supcon:
-            text += (
-                f"; peak memory at {largest['views']:,} views {largest['peak_mib']:.0f} MiB = "
-                f"{largest['peak_mib'] / supcon[0]['peak_mib']:.2f}x SupCon's"
-            )
-        lines.append(text)
-    return "\n".join(lines)
-
-
-# README columns: short names of the methods, in this order (those a record lacks are left out).
-_COLUMNS = {
-    "flat SupCon (hcl)": "flat SupCon, ms",
-    LIMIT: "limit (GEMMs + exp)",
-    "HiMulConE hinge (hcl, default)": "HiMulConE hinge (default)",
-    "HiMulConE pair (hcl, paper)": "HiMulConE pair (paper)",
-    "HiMulConE pair_held (hcl)": "HiMulConE pair_held",
-    "HiMulConE level_max (hcl)": "HiMulConE level_max",
-    "HiMulCon paper (hcl)": "HiMulCon",
-    "HiMulConE reference (hcl)": "HiMulConE reference mode",
-    "flat SupCon (PML)": "SupCon (pytorch-metric-learning)",
-    "loop formulation (reference HMLC, hmce)": "loop formulation",
-}
-
-
-def readme_block(record: dict[str, object]) -> str:
-    """The README's loss table from a saved record: median ms of flat SupCon, and every other
-    method as median ms with its ratio to flat SupCon in the same run; then the summary lines and
-    the provenance line."""
-    rows = [row for row in record["rows"] if "skipped" not in row]
-    present = {row["method"] for row in rows}
-    columns = [name for name in _COLUMNS if name in present]
-    lines = [
-        "| views | threads | " + " | ".join(_COLUMNS[name] for name in columns) + " |",
-        "|---:|---:|" + "---:|" * len(columns),
-    ]
-    cells = {(row["views"], row["threads"], row["method"]): row for row in rows}
-    for views, threads in sorted({(row["views"], row["threads"]) for row in rows}, key=lambda k: (k[1], k[0])):
-        values = []
-        for name in columns:
-            row = cells.get((views, threads, name))
-            if row is None:
-                values.append("–")
-            elif name == "flat SupCon (hcl)":
-                values.append(f"{row['ms']:,.2f}")
-            else:
-                values.append(f"{row['ms']:,.2f} ({row['vs_hcl']:.2f}×)")
-        lines.append(f"| {views:,} | {threads} | " + " | ".join(values) + " |")
-    return "\n".join(lines) + "\n\n" + summary(record["rows"]) + "\n\n" + describe(record)
+def _names(text: str) -> list[str]:
+    """A comma-separated list, each name once, in order."""
+    return list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -414,11 +372,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         help="leave out methods whose name holds any of these words (e.g. PML loop reference)",
     )
+    parser.add_argument(
+        "--dtypes",
+        type=_names,
+        default=["fp32"],
+        help=f"feature dtypes, comma-separated ({', '.join(DTYPES)}), each timed in turn",
+    )
+    parser.add_argument(
+        "--graph",
+        type=_names,
+        default=["off"],
+        help="off, on (CUDA only: SupCon and the HiMulConE readings replayed as CUDA graphs) or off,on",
+    )
     parser.add_argument("--seed", type=int, default=0)
     add_record_arguments(parser)
     args = parser.parse_args(argv)
+    for option, values, allowed in (("--dtypes", args.dtypes, DTYPES), ("--graph", args.graph, GRAPHS)):
+        unknown = [value for value in values if value not in allowed]
+        if unknown or not values:
+            parser.error(f"{option} {','.join(values) or '(empty)'}: each value must be one of {', '.join(allowed)}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda requested but CUDA is not available")
+    if "on" in args.graph and not args.device.startswith("cuda"):
+        parser.error(f"--graph on: CUDA graphs need --device cuda, got --device {args.device}")
     args.record_name = check_record_arguments(parser, args, RECORD_PREFIX + args.device.split(":")[0])
     return args
 
@@ -431,11 +407,11 @@ def main(argv: list[str] | None = None) -> str:
         rows = run(args)
     finally:
         torch.set_num_threads(threads)
-    finish(args, args.record_name, rows, readme_block, load)
+    finish(args, args.record_name, rows, readme_block, load, device=args.device)
     print(
         f"D={args.dim}, L={args.levels}, branching={args.branching}, V={args.views}, temperature=0.1, "
-        f"threads={','.join(map(str, args.threads))}, torch {torch.__version__}; medians of {args.repeats} "
-        "interleaved runs"
+        f"threads={','.join(map(str, args.threads))}, dtypes={','.join(args.dtypes)}, CUDA graph="
+        f"{','.join(args.graph)}, torch {torch.__version__}; medians of {args.repeats} interleaved runs"
     )
     table = format_table(rows) + "\n\n" + summary(rows)
     print(table)

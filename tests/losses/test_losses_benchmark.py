@@ -48,15 +48,15 @@ def test_benchmark_prints_a_table(bench: ModuleType, capsys: pytest.CaptureFixtu
         ["--device", "cpu", "--sizes", "16", "--repeats", "1", "--loop-max-views", "8", "--threads", "1"]
     )
     lines = table.splitlines()
-    assert lines[0].startswith("| method | views (B*V) | threads | ms (median)")
+    assert lines[0].startswith("| method | views (B*V) | threads | dtype | CUDA graph | ms (median)")
     methods = {line.split(" | ")[0].lstrip("| ") for line in lines[2:] if line.startswith("|")}
     constraints = {f"HiMulConE {name} (hcl)" for name in ("pair_held", "level_max")}
     assert {"flat SupCon (hcl)", "HiMulConE pair (hcl, paper)", "HiMulConE hinge (hcl, default)"} <= methods
     assert constraints | {bench.LIMIT} <= methods
     assert "HiMulConE reference (hcl)" in methods
     assert any("skipped on CPU above --loop-max-views 8" in line for line in lines)
-    hcl_flat = [line for line in lines if line.startswith("| flat SupCon (hcl) | 16 |")]
-    assert hcl_flat and hcl_flat[0].split(" | ")[5].strip() == "1.00"
+    hcl_flat = [line for line in lines if line.startswith("| flat SupCon (hcl) | 16 | 1 | fp32 | off |")]
+    assert hcl_flat and hcl_flat[0].split(" | ")[7].strip() == "1.00"
     assert "HiMulConE hinge (hcl, default): at most" in table and "by minima" in table and "x SupCon's" in table
     assert table in capsys.readouterr().out
 
