@@ -20,6 +20,10 @@ Three sections, each printed as a markdown table (ratios and shares only; nothin
     python benchmarks/bench_train.py --sections step --threads 1
     python benchmarks/bench_train.py --device cuda --sections models --batch-size 256 --precision bf16 --channels-last
 
+``--record`` saves one README block's record: either the step and cell sections (record
+``train-DEVICE``) or the models section alone (``train-DEVICE-models``: its rows, the setup with
+the device's card, precision and batch, and the loss-alone times), not both in one run.
+
 Without Fashion-MNIST's files (``make setup`` installs Debian's dataset-fashion-mnist) the step
 and cell sections use the synthetic data set at 28 px, saying so.
 """
@@ -186,7 +190,10 @@ def time_cell(cfg: TrainConfig, epochs: int) -> dict[str, tuple[float, int]]:
 
 
 def readme_block(record: dict[str, object]) -> str:
-    """The README's demo tables (step and cell) from a saved record."""
+    """The README block of a saved record: the demo tables (step and cell), or the models
+    section's setup line and table."""
+    if "setup" in record:
+        return f"{models_text(record['setup'], record['rows'])}\n\n{describe(record)}"
     parts = []
     for row in record["rows"]:
         if row["section"] == "step":
@@ -286,7 +293,7 @@ def time_loss_only(args: argparse.Namespace, device: torch.device, cuda_graphs: 
     return statistics.median(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sections", nargs="+", choices=("step", "cell", "models"), default=["step", "cell", "models"])
     parser.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda or mps")
@@ -301,14 +308,18 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5 GPU, 1 CPU)")
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
     add_record_arguments(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     load = load_at_start()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    record_name = check_record_arguments(parser, args, RECORD_PREFIX + device.type)
-    if args.record is not None and not {"step", "cell"} & set(args.sections):
-        parser.error("--record covers the step and cell sections; pick at least one")
+    models_only = set(args.sections) == {"models"}
+    if args.record is not None and "models" in args.sections and not models_only:
+        parser.error(
+            "--record saves one README block: record the step and cell sections, or the models section "
+            "(its record is train-DEVICE-models), in separate runs"
+        )
+    record_name = check_record_arguments(parser, args, RECORD_PREFIX + device.type + ("-models" if models_only else ""))
     accelerated = device.type != "cpu"
     args.warmup = args.warmup if args.warmup is not None else (5 if accelerated else 1)
     threads = f"{torch.get_num_threads()} thread{'' if torch.get_num_threads() == 1 else 's'}"
@@ -335,54 +346,100 @@ def main() -> None:
     if "models" in args.sections:
         args.batch_size = args.batch_size or (256 if accelerated else 8)
         args.steps = args.steps or (20 if accelerated else 2)
-        models_section(args, device)
+        models = models_section(args, device)
+        print(models_text(models["setup"], models["rows"]), flush=True)
+        finish(args, record_name, models["rows"], readme_block, load, {"setup": models["setup"]}, device=str(device))
     if rows:
         finish(args, record_name, rows, readme_block, load)
 
 
-def models_section(args: argparse.Namespace, device: torch.device) -> None:
-    """The ResNet table: HiMulConE's step against cross-entropy's, and the loss's share."""
+def models_section(args: argparse.Namespace, device: torch.device) -> dict[str, object]:
+    """Time the ResNet steps: HiMulConE's against cross-entropy's, and the loss alone; return the
+    setup (device and card, precision, batch, the loss-alone times) and one row per (model,
+    variant), as :func:`models_text` prints them."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         name = torch.cuda.get_device_name(device)
     else:
-        name = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    print(
-        f"device: {device} ({name}); torch {torch.__version__}; batch {args.batch_size} x {NUM_VIEWS} views; "
-        f"{args.precision}{', channels_last' if args.channels_last else ''}{', compiled' if args.compile else ''}; "
-        f"median of {args.steps} steps after {args.warmup} warm-up\n"
-    )
+        threads = torch.get_num_threads()
+        name = f"{platform.processor() or platform.machine()}, {threads} thread{'' if threads == 1 else 's'}"
     variants = [v for v in VARIANTS if device.type == "cuda" or VARIANTS[v][1] is True or v == "cross_entropy"]
-    loss_only = {
-        graphs: time_loss_only(args, device, graphs) for graphs in sorted({VARIANTS[v][1] for v in variants[1:]})
-    }
-    print("| model | input | loss | ms/step | images/s | views/s | peak GiB | step time vs CE | loss share |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    graph_settings = sorted({VARIANTS[v][1] for v in variants[1:]})
+    loss_only = {graphs: time_loss_only(args, device, graphs) for graphs in graph_settings}
+    rows = []
     for model_key in args.models:
+        backbone, size, small = MODELS[model_key]
         medians = {}
         for variant in variants:
             times, peak = time_steps(model_key, variant, args, device)
             medians[variant] = statistics.median(times)
-            images_per_s = args.batch_size / medians[variant]
             hierarchical = variant != "cross_entropy"
-            overhead = f"{100 * (medians[variant] / medians['cross_entropy'] - 1):+.1f}%" if hierarchical else "-"
-            share = f"{100 * loss_only[VARIANTS[variant][1]] / medians[variant]:.1f}%" if hierarchical else "-"
-            backbone, size, small = MODELS[model_key]
-            print(
-                f"| {backbone}{' (small stem)' if small else ''} | {size} px | {variant} | "
-                f"{1000 * medians[variant]:.1f} | {images_per_s:.0f} | {NUM_VIEWS * images_per_s:.0f} | "
-                f"{'-' if peak is None else f'{peak:.1f}'} | {overhead} | {share} |",
-                flush=True,
+            rows.append(
+                {
+                    "section": "models",
+                    "model": backbone,
+                    "small_stem": small,
+                    "input_px": size,
+                    "variant": variant,
+                    "ms": 1000 * medians[variant],
+                    "images_per_s": args.batch_size / medians[variant],
+                    "peak_gib": peak,
+                    "vs_ce": medians[variant] / medians["cross_entropy"] - 1 if hierarchical else None,
+                    "loss_share": loss_only[VARIANTS[variant][1]] / medians[variant] if hierarchical else None,
+                }
             )
-    alone = ", ".join(
-        f"{1000 * t:.2f} ms {'as a CUDA graph' if graphs and device.type == 'cuda' else 'eager'}"
-        for graphs, t in loss_only.items()
+            print(f"timed {model_key}, {variant}", file=sys.stderr, flush=True)
+    setup = {
+        "device": str(device),
+        "device_name": name,
+        "torch": torch.__version__,
+        "batch_size": args.batch_size,
+        "views": NUM_VIEWS,
+        "precision": args.precision,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "loss_only_ms": {
+            ("as a CUDA graph" if graphs and device.type == "cuda" else "eager"): 1000 * seconds
+            for graphs, seconds in loss_only.items()
+        },
+    }
+    return {"setup": setup, "rows": rows}
+
+
+def models_text(setup: dict[str, object], rows: list[dict[str, object]]) -> str:
+    """The models section as printed and in the README: the setup line naming the device's card,
+    the table (ms/step, images/s, views/s, peak GiB, step time against cross-entropy, the loss's
+    share of the step) and what the loss alone takes."""
+    options = "".join(
+        text for key, text in (("channels_last", ", channels_last"), ("compile", ", compiled")) if setup[key]
     )
-    print(
-        f"\nloss share: HiMulConE forward + backward alone ({alone}, on (B, 2, 128) features, 4 levels) as a "
-        "fraction of the step. The CE step uses a linear classifier instead of the MLP projection head, so "
-        "'step time vs CE' also includes the head. Off CUDA the graph option has no effect."
-    )
+    lines = [
+        f"device: {setup['device']} ({setup['device_name']}); torch {setup['torch']}; batch {setup['batch_size']} x "
+        f"{setup['views']} views; {setup['precision']}{options}; median of {setup['steps']} steps after "
+        f"{setup['warmup']} warm-up",
+        "",
+        "| model | input | loss | ms/step | images/s | views/s | peak GiB | step time vs CE | loss share |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        overhead = "-" if row["vs_ce"] is None else f"{100 * row['vs_ce']:+.1f}%"
+        share = "-" if row["loss_share"] is None else f"{100 * row['loss_share']:.1f}%"
+        peak = "-" if row["peak_gib"] is None else f"{row['peak_gib']:.1f}"
+        lines.append(
+            f"| {row['model']}{' (small stem)' if row['small_stem'] else ''} | {row['input_px']} px | "
+            f"{row['variant']} | {row['ms']:.1f} | {row['images_per_s']:.0f} | "
+            f"{setup['views'] * row['images_per_s']:.0f} | {peak} | {overhead} | {share} |"
+        )
+    alone = ", ".join(f"{ms:.2f} ms {how}" for how, ms in setup["loss_only_ms"].items())
+    lines += [
+        "",
+        f"loss share: HiMulConE forward + backward alone ({alone}, on (B, {setup['views']}, 128) features, 4 "
+        "levels) as a fraction of the step. The CE step uses a linear classifier instead of the MLP projection "
+        "head, so 'step time vs CE' also includes the head. Off CUDA the graph option has no effect.",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -144,3 +144,48 @@ def test_the_provenance_line_names_the_gpu_of_a_cuda_record(device: str | None, 
     line = _load("_record.py").describe(record)
     assert ("on NVIDIA H200, EPYC, 16 CPUs, torch 2.14," in line) is named
     assert "on EPYC, 16 CPUs, torch 2.14," in line or named
+
+
+def test_a_models_record_renders_the_printed_table_naming_the_card() -> None:
+    setup = {
+        "device": "cuda",
+        "device_name": "NVIDIA H200",
+        "torch": "2.14.1",
+        "batch_size": 256,
+        "views": 2,
+        "precision": "bf16",
+        "channels_last": True,
+        "compile": False,
+        "steps": 20,
+        "warmup": 5,
+        "loss_only_ms": {"eager": 3.0, "as a CUDA graph": 0.38},
+    }
+    row = {"section": "models", "model": "resnet18", "small_stem": True, "input_px": 32, "peak_gib": 1.25}
+    rows = [
+        row | {"variant": "cross_entropy", "ms": 11.2, "images_per_s": 22857.1, "vs_ce": None, "loss_share": None},
+        row | {"variant": "himulcone", "ms": 10.9, "images_per_s": 23486.2, "vs_ce": -0.0268, "loss_share": 0.0349},
+    ]
+    record = {
+        "benchmark": "train-cuda-models",
+        "script": "bench_train.py",
+        "command": "python benchmarks/bench_train.py --device cuda --sections models --record x.json",
+        "finished": "2026-12-06T00:00:00+00:00",
+        "environment": {"torch": "2.14.1", "cpus": 16, "cpu_model": "EPYC", "gpu": "NVIDIA H200", "device": "cuda"},
+        "setup": setup,
+        "rows": rows,
+    }
+    block = _load("_record.py").render(record)
+    assert block.startswith("device: cuda (NVIDIA H200); torch 2.14.1; batch 256 x 2 views; bf16, channels_last;")
+    assert "| resnet18 (small stem) | 32 px | cross_entropy | 11.2 | 22857 | 45714 | 1.2 | - | - |" in block
+    assert "| resnet18 (small stem) | 32 px | himulcone | 10.9 | 23486 | 46972 | 1.2 | -2.7% | 3.5% |" in block
+    assert "(3.00 ms eager, 0.38 ms as a CUDA graph, on (B, 2, 128) features" in block
+    assert "on NVIDIA H200, EPYC, 16 CPUs, torch 2.14.1," in block.splitlines()[-1]
+    bench = _load("bench_train.py")
+    assert bench.models_text(setup, rows) in block  # the table the run printed
+
+
+def test_bench_train_records_either_the_demo_or_the_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    options = ["--device", "cpu", "--sections", "step", "models", "--record", str(tmp_path / "r.json")]
+    with pytest.raises(SystemExit):
+        _load("bench_train.py").main(options)
+    assert "--record saves one README block" in capsys.readouterr().err and not (tmp_path / "r.json").exists()
