@@ -87,7 +87,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             continue
         peak = "-" if row["peak_mib"] is None else f"{row['peak_mib']:.1f}"
         lines.append(
-            f"{head} {row['ms']:.2f} | {row['ms_min']:.2f} | {row['vs_hcl']:.2f} | {ratio(row['vs_limit'])} | "
+            f"{head} {row['ms']:.2f} | {row['ms_min']:.2f} | {ratio(row['vs_hcl'])} | {ratio(row['vs_limit'])} | "
             f"{ratio(row['vs_pml'])} | {peak} |"
         )
     return "\n".join(lines)
@@ -172,7 +172,7 @@ def readme_block(record: dict[str, Any]) -> str:
             row = cells.get((views, threads, dtype, graph, name))
             if row is None:
                 values.append("–")
-            elif name == SUPCON:
+            elif name == SUPCON or row["vs_hcl"] is None:
                 values.append(f"{row['ms']:,.2f}")
             else:
                 values.append(f"{row['ms']:,.2f} ({row['vs_hcl']:.2f}×)")

@@ -328,9 +328,9 @@ def _run_setting(
         values = {
             "ms": medians[key],
             "ms_min": minima[key],
-            "vs_hcl": medians[key] / medians[supcon],
+            "vs_hcl": ratio(key, supcon, medians),
             "vs_limit": ratio(key, limit, medians),
-            "vs_hcl_min": minima[key] / minima[supcon],
+            "vs_hcl_min": ratio(key, supcon, minima),
             "vs_limit_min": ratio(key, limit, minima),
             "vs_pml": ratio(key, pml, medians),
             "peak_mib": _peak_memory(method, features) / 2**20 if memory and key[1] == "off" else None,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
 
-from hcl.losses import HiMulConE
+from hcl.losses import CUDAGraphLoss, HiMulConE
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +67,73 @@ def test_machine_limit_is_a_graph_free_zero(bench: ModuleType) -> None:
     value = bench.machine_limit(features, 0.1)
     value.backward()
     assert float(value.detach()) == 0.0 and torch.equal(features.grad, torch.zeros_like(features))
+
+
+def _check_ratios_within_settings(rows: list[dict], settings: set[tuple[str, str]]) -> None:
+    timed = [row for row in rows if "skipped" not in row]
+    assert {(row["dtype"], row["graph"]) for row in timed} == settings
+    for dtype, graph in settings:
+        group = [row for row in timed if (row["dtype"], row["graph"]) == (dtype, graph)]
+        (supcon,) = [row for row in group if row["method"] == "flat SupCon (hcl)"]
+        assert supcon["vs_hcl"] == 1.0 and supcon["vs_hcl_min"] == 1.0
+        for row in group:
+            assert row["vs_hcl"] == pytest.approx(row["ms"] / supcon["ms"], rel=1e-12)
+
+
+def test_each_dtype_is_timed_and_compared_with_its_own_supcon(bench: ModuleType, tmp_path: Path) -> None:
+    options = ["--device", "cpu", "--sizes", "64", "--repeats", "2", "--threads", "1", "--dtypes", "fp32,bf16"]
+    bench.main([*options, "--skip", "PML", "loop", "reference", "--record", str(tmp_path / "r.json")])
+    record = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    _check_ratios_within_settings(record["rows"], {("fp32", "off"), ("bf16", "off")})
+    block = bench.readme_block(record)
+    assert block.startswith("| views | threads | dtype | CUDA graph | flat SupCon, ms |")
+    assert "\n| 64 | 1 | fp32 | off | " in block and "\n| 64 | 1 | bf16 | off | " in block
+    assert "- HiMulConE hinge (hcl, default) [bf16, CUDA graph off]: at most" in block
+    assert "- HiMulConE hinge (hcl, default) [fp32, CUDA graph off]: at most" in block
+
+
+def test_graph_rows_are_compared_with_the_graphed_supcon(bench: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Captured(CUDAGraphLoss):  # calls the loss directly on CPU, but says it captured it
+        captured = 1
+
+    monkeypatch.setattr(bench, "CUDAGraphLoss", Captured)
+    args = bench.parse_args(["--device", "cpu", "--sizes", "32", "--repeats", "1", "--threads", "1"])
+    args.graph, args.skip = ["off", "on"], ["PML", "loop", "reference"]  # as --graph off,on would on CUDA
+    rows = bench.run(args)
+    _check_ratios_within_settings(rows, {("fp32", "off"), ("fp32", "on")})
+    graphed = {row["method"] for row in rows if row["graph"] == "on"}
+    assert graphed == {"flat SupCon (hcl)", *bench.READINGS}
+    record = {"rows": rows, "command": "c", "finished": "f", "environment": {"torch": "2", "device": "cuda"}}
+    block = bench.readme_block(record)
+    assert "\n| 32 | 1 | fp32 | on | " in block and "[fp32, CUDA graph on]: at most" in block
+
+
+def test_losses_not_captured_are_left_out_of_the_graph_rounds_and_said_so(bench: ModuleType) -> None:
+    args = bench.parse_args(["--device", "cpu", "--sizes", "32", "--repeats", "1", "--threads", "1"])
+    args.graph, args.skip = ["on"], ["PML", "loop", "reference"]  # on CPU nothing is captured
+    rows = bench.run(args)
+    assert {row["method"] for row in rows if "skipped" not in row} == {bench.LIMIT}
+    assert {row["method"] for row in rows if row.get("skipped") == bench.NOT_CAPTURED} == {
+        "flat SupCon (hcl)",
+        *bench.READINGS,
+    }
+    record = {"rows": rows, "command": "c", "finished": "f", "environment": {"torch": "2"}}
+    assert "Not captured as CUDA graphs, so absent from the graph rows: flat SupCon (hcl) at 32 views;" in (
+        bench.readme_block(record)
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--device", "cpu", "--graph", "on"], "--graph on: CUDA graphs need --device cuda"),
+        (["--device", "cpu", "--graph", "off,sometimes"], "--graph off,sometimes: each value must be one of off, on"),
+        (["--device", "cpu", "--dtypes", "fp16"], "--dtypes fp16: each value must be one of fp32, bf16"),
+    ],
+)
+def test_settings_are_checked_before_measuring(
+    bench: ModuleType, capsys: pytest.CaptureFixture[str], options: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit):
+        bench.parse_args(options)
+    assert message in capsys.readouterr().err
