@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -189,3 +190,15 @@ def test_bench_train_records_either_the_demo_or_the_models(tmp_path: Path, capsy
     with pytest.raises(SystemExit):
         _load("bench_train.py").main(options)
     assert "--record saves one README block" in capsys.readouterr().err and not (tmp_path / "r.json").exists()
+
+
+def test_the_gpu_script_is_valid_bash_and_times_out_every_command() -> None:
+    script = ROOT / "benchmarks" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True, check=False).returncode == 0
+    commands = [
+        line.strip()
+        for line in script.read_text(encoding="utf-8").splitlines()
+        if not line.lstrip().startswith("#") and re.search(r'python3 (-m pytest|benchmarks/)|"\$\{LOSSES', line)
+    ]
+    assert len(commands) >= 6
+    assert all(line.startswith(("timeout ", "LOSSES=(")) for line in commands), commands
