@@ -50,6 +50,7 @@ _COLUMNS = {
     PML: "SupCon (pytorch-metric-learning)",
     LOOP: "loop formulation",
 }
+FAILED = "failed"  # a skipped row's reason starts with it when the method raised in the warm-up
 NOT_CAPTURED = "not captured as a CUDA graph (its dense form does not fit), so not timed with a graph"
 
 
@@ -178,9 +179,13 @@ def readme_block(record: dict[str, Any]) -> str:
                 values.append(f"{row['ms']:,.2f} ({row['vs_hcl']:.2f}×)")
         shown = f"{dtype} | {graph} | " if labelled else ""
         lines.append(f"| {views:,} | {threads} | {shown}" + " | ".join(values) + " |")
-    table = "\n".join(lines)
-    note = _not_captured(record["rows"])
-    table += f"\n\n{note}" if note else ""
+    notes = [_not_captured(record["rows"])]
+    notes += [
+        f"{row['method']} at {row['views']:,} views was left out: it {row['skipped']}."
+        for row in record["rows"]
+        if str(row.get("skipped", "")).startswith(FAILED)
+    ]
+    table = "\n\n".join(["\n".join(lines), *filter(None, notes)])
     return table + "\n\n" + summary(record["rows"]) + "\n\n" + describe(record)
 
 

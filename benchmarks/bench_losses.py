@@ -65,7 +65,19 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _record, when loaded as a module
 
-from _losses_report import DTYPES, GRAPHS, LIMIT, LOOP, NOT_CAPTURED, PML, SUPCON, format_table, readme_block, summary  # noqa: E402
+from _losses_report import (
+    DTYPES,
+    FAILED,
+    GRAPHS,
+    LIMIT,
+    LOOP,
+    NOT_CAPTURED,
+    PML,
+    SUPCON,
+    format_table,
+    readme_block,
+    summary,
+)  # noqa: E402
 from _record import add_record_arguments, check_record_arguments, finish, load_at_start  # noqa: E402
 
 RECORD_PREFIX = "losses-"  # the names of this benchmark's records (see _record.py)
@@ -283,9 +295,9 @@ def _run_setting(
     }
     if "on" in args.graph:
         methods |= {(name, "on"): method for name, method in _graphed_methods(labels, args.skip).items()}
-    loop_skipped = "off" not in args.graph or any(word in LOOP for word in args.skip)
-    loop_skipped_here = not loop_skipped and device.type == "cpu" and num_views_total > args.loop_max_views
-    if not (loop_skipped or loop_skipped_here):
+    loop_left_out = "off" not in args.graph or any(word in LOOP for word in args.skip)
+    loop_too_large = not loop_left_out and device.type == "cpu" and num_views_total > args.loop_max_views
+    if not (loop_left_out or loop_too_large):
         methods[(LOOP, "off")] = lambda x, labels=labels: loop_formulation(x, labels)
 
     def row(key: tuple[str, str], **values: object) -> dict[str, object]:
@@ -293,7 +305,7 @@ def _run_setting(
         return head | {"device": device.type} | values
 
     skipped = []
-    if loop_skipped_here:
+    if loop_too_large:
         skipped.append(row((LOOP, "off"), skipped=f"skipped on CPU above --loop-max-views {args.loop_max_views}"))
     for key, method in list(methods.items()):  # warm-up, which also captures the graphs
         try:
@@ -302,7 +314,7 @@ def _run_setting(
             if (dtype, key[1]) == ("fp32", "off"):
                 raise
             del methods[key]
-            reason = f"failed ({dtype}, CUDA graph {key[1]}): {str(error).splitlines()[0][:120]}"
+            reason = f"{FAILED} ({dtype}, CUDA graph {key[1]}): {str(error).splitlines()[0][:120]}"
             skipped.append(row(key, skipped=reason))
             continue
         if key[1] == "on" and method.func.captured == 0:
