@@ -19,8 +19,9 @@ Each thread count of ``--threads`` (default 1 and 2) is timed in turn, and at ea
 feature dtype of ``--dtypes`` (``fp32``, the default, and ``bf16``): the features are made in
 that dtype. hcl's losses compute in float32 whatever the input (a bf16 input is upcast, with
 autocast off, and its gradient cast back), so their bf16 rows time that upcast, not bf16
-arithmetic; the limit, PML and the loop formulation run in the input's dtype. A method that
-fails on a bf16 input is reported as skipped, with the error.
+arithmetic; the limit's GEMMs and exp run in the input's dtype, PML and the loop formulation
+as their code does. A method that fails on a bf16 input (or as a graph) is left out there and
+reported with its error; in fp32 without a graph a failure stops the run.
 
 ``--graph on`` (CUDA only; ``--graph off,on`` for both) also times flat SupCon and the
 HiMulConE readings replayed as CUDA graphs (:class:`hcl.losses.CUDAGraphLoss`, as the trainer
@@ -39,8 +40,11 @@ uses the limit (PML) of the same threads, size and dtype. It prints a markdown t
 graphs); then, per setting and HiMulConE reading, its worst ratio to SupCon, its worst ratio to
 the limit at 4,096 views and more, and its peak memory against SupCon's at the largest size
 (the tables and the README block: ``_losses_report.py``). ``--skip PML loop reference`` leaves
-the anchors out. On a shared machine the minimum is the steadier figure. On CUDA peak memory is ``torch.cuda.max_memory_allocated`` above what was
-allocated before the call. On CPU it is measured with the PyTorch profiler
+the anchors out. On a shared machine the minimum is the steadier figure.
+
+On CUDA peak memory is ``torch.cuda.max_memory_allocated`` above what was allocated before the
+call (a graph's replay allocates nothing, its buffers are held from the capture on, so graph
+rows have none). On CPU it is measured with the PyTorch profiler
 (``profile_memory=True``): the running sum of the bytes every op allocates (counted from the op's
 start) and frees (counted at its end), so at op granularity: temporaries allocated and freed
 inside one ATen op are not seen. Only tensors are counted.
