@@ -30,15 +30,16 @@ and that count is torch's intra-op count when the two share libgomp: started fro
 thread, the pool raised a caller's ``OMP_NUM_THREADS=1`` or ``torch.set_num_threads(1)`` to 2 for
 the rest of the process (and a resumed run then did one step with fewer threads than an
 uninterrupted one). So the pool is started from a short-lived thread of its own, and each call
-sets numba's (thread-local) count to torch's for the call only.
+sets numba's (thread-local) count to torch's for the call only. On one torch thread the loops run
+as serial twins (the same code compiled without ``parallel``): no pool, and no count to set and
+restore, which costs tens of microseconds a call next to torch's own threads.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
-from collections.abc import Iterator
+import types
 
 import numba
 import numpy as np
@@ -60,17 +61,32 @@ def _start_numba_pool() -> None:
     starter.join()
 
 
-@contextlib.contextmanager
-def _torch_threads() -> Iterator[None]:
-    """Run numba's parallel loops on ``torch.get_num_threads()`` threads (at most the pool's size)
-    for the ``with`` block; the calling thread's numba count is restored after it."""
+def _run(kernel: numba.core.registry.CPUDispatcher, *args: object) -> object:
+    """Call a parallel loop on ``torch.get_num_threads()`` threads (at most numba's pool size):
+    on one thread its serial twin (no pool, no thread count to set), else the parallel loop with
+    the calling thread's numba count set for the call only (and left alone when it is right)."""
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if threads == 1:
+        return _SERIAL[kernel](*args)
     _start_numba_pool()
     previous = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    if previous == threads:
+        return kernel(*args)
+    numba.set_num_threads(threads)
     try:
-        yield
+        return kernel(*args)
     finally:
         numba.set_num_threads(previous)
+
+
+def _serial_twin(kernel: numba.core.registry.CPUDispatcher) -> numba.core.registry.CPUDispatcher:
+    """The same loop compiled without ``parallel``: ``prange`` is then ``range``. A copy of the
+    Python function under its own name, so that the two do not share numba's on-disk cache."""
+    function = kernel.py_func
+    name = f"{function.__name__}_serial"
+    twin = types.FunctionType(function.__code__, function.__globals__, name, function.__defaults__)
+    twin.__qualname__ = name
+    return numba.njit(parallel=False, cache=True, nogil=True, fastmath=_FAST_MATH)(twin)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=_FAST_MATH)
@@ -182,14 +198,16 @@ def _scale_rows(exponentials, scale):  # noqa: ANN001
             row[j] *= own + scale[j]
 
 
+_SERIAL = {kernel: _serial_twin(kernel) for kernel in (_forward_rows, _backward_rows, _scale_rows)}
+
+
 def scale_symmetric_(exponentials: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``E_ij (scale_i + scale_j)``, in place and in one pass (array ops need a temporary).
 
     Shape:
         exponentials: (N, N) float CPU, contiguous; scale: (N,). Returns ``exponentials``.
     """
-    with _torch_threads():
-        _scale_rows(exponentials.numpy(), scale.contiguous().numpy())
+    _run(_scale_rows, exponentials.numpy(), scale.contiguous().numpy())
     return exponentials
 
 
@@ -226,17 +244,17 @@ def constraint_forward(
         logits, flat); ``held``, (N,) ``sum_l w_li n_li``; and ``level_values``, (L,)
         ``sum_i w_li R_li``.
     """
-    with _torch_threads():
-        return _forward_rows(
-            logits.numpy(),
-            start.numpy(),
-            size.numpy(),
-            num_bounded,
-            global_group.numpy(),
-            group_weight.numpy(),
-            scale,
-            find_columns,
-        )
+    return _run(
+        _forward_rows,
+        logits.numpy(),
+        start.numpy(),
+        size.numpy(),
+        num_bounded,
+        global_group.numpy(),
+        group_weight.numpy(),
+        scale,
+        find_columns,
+    )
 
 
 def constraint_backward(
@@ -265,18 +283,18 @@ def constraint_backward(
     values = grad_logits.numpy()
     factor = np.array([grad_output, 1.0 if bound_gradient else 0.0], dtype=values.dtype)
     row_scale = values[0, :0] if scale is None else scale.contiguous().numpy()
-    with _torch_threads():
-        _backward_rows(
-            values,
-            row_scale,
-            start.numpy(),
-            size.numpy(),
-            num_bounded,
-            offsets,
-            inner,
-            bound,
-            bound_column,
-            coefficient,
-            count,
-            factor,
-        )
+    _run(
+        _backward_rows,
+        values,
+        row_scale,
+        start.numpy(),
+        size.numpy(),
+        num_bounded,
+        offsets,
+        inner,
+        bound,
+        bound_column,
+        coefficient,
+        count,
+        factor,
+    )

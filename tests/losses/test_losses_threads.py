@@ -16,11 +16,13 @@ import sys
 from collections.abc import Callable
 
 import numba
+import numpy as np
 import pytest
 import torch
 
 import hcl.losses._compiled as compiled
 from hcl.losses import HiMulConE, SupConLoss
+from hcl.losses.groups import build_view_groups
 
 LABELS = torch.tensor([[0, 0], [0, 0], [0, 1], [1, 2], [1, 2], [1, 3]])
 
@@ -40,7 +42,11 @@ before = counts()
 SupConLoss()(torch.randn(8, 2, 4, requires_grad=True), torch.arange(8) % 2).backward()
 labels = torch.tensor([[0, 0], [0, 1], [1, 2], [1, 3]] * 2)
 HiMulConE()(torch.randn(8, 2, 4, requires_grad=True), labels).backward()
-print(json.dumps({"before": before, "after": counts(), "layer": numba.threading_layer()}))
+try:
+    layer = numba.threading_layer()
+except ValueError:  # no pool started: on one thread the loops run their serial twins
+    layer = None
+print(json.dumps({"before": before, "after": counts(), "layer": layer}))
 """
 
 
@@ -75,15 +81,24 @@ def test_the_callers_torch_and_numba_thread_counts_survive_a_loss() -> None:
 
 
 def test_the_compiled_loops_run_on_torchs_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[int] = []
+    """On one torch thread the serial twins run (no pool, no numba count touched); on more the
+    parallel loops, with numba's count equal to torch's during the call."""
+    seen: list[tuple[str, int | None]] = []
+
+    def recording(kernel: Callable[..., object], kind: str) -> Callable[..., object]:
+        def record(*args: object) -> object:
+            seen.append((kind, None if kind == "serial" else numba.get_num_threads()))
+            return kernel(*args)
+
+        return record
+
+    serial = {}
     for name in ("_forward_rows", "_backward_rows", "_scale_rows"):
         kernel = getattr(compiled, name)
-
-        def recording(*args: object, _kernel: Callable[..., object] = kernel) -> object:
-            seen.append(numba.get_num_threads())
-            return _kernel(*args)
-
-        monkeypatch.setattr(compiled, name, recording)
+        parallel = recording(kernel, "parallel")
+        serial[parallel] = recording(compiled._SERIAL[kernel], "serial")
+        monkeypatch.setattr(compiled, name, parallel)
+    monkeypatch.setattr(compiled, "_SERIAL", serial)
     numba_threads = numba.get_num_threads()
     for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
         torch.set_num_threads(threads)  # the fixture restores the test's count afterwards
@@ -91,5 +106,29 @@ def test_the_compiled_loops_run_on_torchs_thread_count(monkeypatch: pytest.Monke
         features = torch.randn(6, 2, 3, requires_grad=True)
         HiMulConE()(features, LABELS).backward()
         SupConLoss()(features, LABELS[:, 0]).backward()
-        assert seen and set(seen) == {threads}, (threads, seen)
+        expected = ("serial", None) if threads == 1 else ("parallel", threads)
+        assert len(seen) >= 3 and set(seen) == {expected}, (threads, seen)
         assert numba.get_num_threads() == numba_threads
+
+
+def test_the_serial_twins_give_the_parallel_loops_values_bit_for_bit() -> None:
+    """Each row is one thread's work in both, so one and two threads agree exactly."""
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, 3, (40, 3), generator=generator).cumsum(dim=1)
+    groups = build_view_groups(labels, 2)
+    z = torch.nn.functional.normalize(torch.randn(80, 8, generator=generator), dim=1)
+    logits = torch.mm(z * 10, z.t())
+    logits.diagonal().fill_(float("-inf"))
+    weights = torch.rand(groups.group_size.shape[0], generator=generator)
+    scale = torch.rand(80, generator=generator)
+    results = []
+    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        torch.set_num_threads(threads)  # the fixture restores the test's count afterwards
+        *saved, held, values = compiled.constraint_forward(
+            logits.clone(), groups.start, groups.size, 2, groups.global_group, weights, 0.5
+        )
+        gradient = logits.nan_to_num(neginf=0.0).exp()
+        compiled.constraint_backward(gradient, groups.start, groups.size, 2, tuple(saved), 0.7, True, scale)
+        results.append([*saved, held, values, gradient.numpy()])
+    for one, two in zip(*results):
+        assert np.array_equal(one, two)
