@@ -15,9 +15,11 @@ same group, halves the visits but stops the loops from vectorising: 2x slower, m
 
 The backward pass adds, to row i of d loss / d logits, ``w_li [x_ip > c_li] + w_lp [x_ip > c_lp]``
 on i's level-l group, the pair's own term and its transpose's: every row writes only itself, so
-the rows run in parallel. It reads the logits from a copy of each row's level-0 group entries
-made by the forward pass, since the forward pass turns the logits into exponentials in place.
-The bound pairs' terms (a few entries per row, where the bound is differentiated) follow in a
+the rows run in parallel. The forward pass, while it counts the pairs above each bound, sums
+each pair's own part over the levels, ``sum_l w_li [x_ip > c_li]``, into one float per pair of
+i's level-0 group (the *pair weights*); the backward pass adds each pair's weight and its
+transpose's in one pass over the level-0 group, with no logits to keep (the forward pass turns
+them into exponentials in place). The bound pairs' terms (a few entries per row, where the bound is differentiated) follow in a
 serial pass.
 
 Each pair costs a few instructions per level in one pass, where array ops need about ten passes
@@ -93,9 +95,8 @@ def _serial_twin(kernel: numba.core.registry.CPUDispatcher) -> numba.core.regist
 def _forward_rows(logits, start, size, num_bounded, global_group, group_weight, scale, find_columns):  # noqa: ANN001, ANN202
     num_levels, n = size.shape
     offsets = np.cumsum(size[0]) - size[0]
-    inner = np.empty(size[0].sum(), dtype=logits.dtype)
-    coefficient = np.empty((num_levels, n), dtype=logits.dtype)
-    bound = np.empty((num_levels, n), dtype=logits.dtype)
+    pair_weight = np.zeros(size[0].sum(), dtype=logits.dtype)
+    coefficient = np.zeros((num_levels, n), dtype=logits.dtype)
     bound_column = np.empty((num_levels, n), dtype=np.int64)
     count = np.zeros((num_levels, n), dtype=logits.dtype)
     excess = np.zeros((num_levels, n), dtype=logits.dtype)
@@ -103,45 +104,48 @@ def _forward_rows(logits, start, size, num_bounded, global_group, group_weight, 
     level_values = np.zeros(num_levels, dtype=logits.dtype)
     for i in prange(n):
         row = logits[i]
+        group_start = start[0, i]
         for level in range(num_levels):
-            coefficient[level, i] = group_weight[global_group[level, i]] * scale
-            bound[level, i] = np.inf
             bound_column[level, i] = i
         for level in range(num_bounded):
+            weight = group_weight[global_group[level, i]] * scale
+            coefficient[level, i] = weight
             first = start[level + 1, i]
             finer = row[first : first + size[level + 1, i]]
             smallest = np.inf
             for r in range(finer.shape[0]):
                 value = finer[r]
                 smallest = min(smallest, value if value > -np.inf else np.inf)
-            bound[level, i] = smallest
             for r in range(finer.shape[0] if find_columns else 0):
                 if finer[r] == smallest:
                     bound_column[level, i] = first + r
                     break
             first = start[level, i]
             group = row[first : first + size[level, i]]
+            slot = offsets[i] + first - group_start
+            weights = pair_weight[slot : slot + group.shape[0]]
             total = 0.0
             above = 0.0
             for r in range(group.shape[0]):
                 difference = group[r] - smallest
+                is_above = 1.0 if difference > 0 else 0.0
                 total += max(difference, 0.0)
-                above += 1.0 if difference > 0 else 0.0
+                above += is_above
+                weights[r] += weight * is_above
             excess[level, i] = total
             count[level, i] = above
-            held[i] += coefficient[level, i] * above
-        inner[offsets[i] : offsets[i] + size[0, i]] = row[start[0, i] : start[0, i] + size[0, i]]
+            held[i] += weight * above
     for level in range(num_bounded):
         total = 0.0
         for i in range(n):
             total += coefficient[level, i] * excess[level, i]
         level_values[level] = total
-    return bound, bound_column, count, coefficient, offsets, inner, held, level_values
+    return bound_column, count, coefficient, offsets, pair_weight, held, level_values
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=_FAST_MATH)
 def _backward_rows(
-    grad, scale, start, size, num_bounded, offsets, inner, bound, bound_column, coefficient, count, factor
+    grad, scale, start, size, num_bounded, offsets, pair_weight, bound_column, coefficient, count, factor
 ):  # noqa
     # factor: (2,) the incoming gradient, and 1 (the bound differentiated) or 0 (held constant).
     # scale: empty, or (N,): the row is first scaled as _scale_rows does, while it is in cache.
@@ -152,31 +156,18 @@ def _backward_rows(
             own = scale[i]
             for j in range(row.shape[0]):
                 row[j] *= own + scale[j]
-        # Row i's saved logits, and column i of the saved logits of its coarsest group's rows: x_pi
-        # as row p computed it (a float product need not be exactly symmetric). Both are indexed
-        # by column minus the group's start.
+        # Row i's pair weights, and column i of those of its coarsest group's rows (pair (p, i)
+        # as row p weighed it), both indexed by column minus the group's start.
         group_start = start[0, i]
         group_size = size[0, i]
         if group_size == 0:
             continue
-        saved = inner[offsets[i] : offsets[i] + group_size]
+        own_weights = pair_weight[offsets[i] : offsets[i] + group_size]
         column = offsets[group_start] + i - group_start
-        saved_transposed = inner[column : column + group_size * group_size : group_size]
-        for level in range(num_bounded):
-            own_bound = bound[level, i]
-            own_weight = coefficient[level, i] * gradient
-            zero = own_weight * 0
-            first = start[level, i]
-            stop = first + size[level, i]
-            out = row[first:stop]
-            logits = saved[first - group_start : stop - group_start]
-            transposed = saved_transposed[first - group_start : stop - group_start]
-            bounds = bound[level, first:stop]
-            weights = coefficient[level, first:stop]
-            for r in range(out.shape[0]):
-                out[r] += (own_weight if logits[r] > own_bound else zero) + (
-                    weights[r] * gradient if transposed[r] > bounds[r] else zero
-                )
+        transposed = pair_weight[column : column + group_size * group_size : group_size]
+        out = row[group_start : group_start + group_size]
+        for r in range(group_size):
+            out[r] += gradient * (own_weights[r] + transposed[r])
     if factor[1] == 0:
         return
     # The bound pairs: -w_li n_li at (i, bound column) and its transpose, a few entries per row
@@ -221,8 +212,8 @@ def constraint_forward(
     scale: float,
     find_columns: bool = True,
 ) -> tuple[np.ndarray, ...]:
-    """Bounds, their columns and counts of every bounded level, the pair weights, the saved
-    logits, and the constraint's part of the loss.
+    """The bounds' columns and counts of every bounded level, the pair weights, and the
+    constraint's part of the loss.
 
     The outputs are NumPy arrays allocated inside the compiled code: a small torch op costs
     several microseconds, which at a few hundred views is as much as the loops themselves.
@@ -238,10 +229,11 @@ def constraint_forward(
 
     Shape:
         logits: (N, N) float CPU, contiguous; start, size, global_group: (L, N) int64;
-        group_weight: (G,). Returns ``bound``, ``bound_column``, ``count`` (the pairs above the
-        bound) and ``coefficient`` (``w_li``), each (L, N) (+inf, the view's own column and 0 on
-        levels that are not bounded); ``offsets`` (N,) and ``inner`` (the saved level-0 group
-        logits, flat); ``held``, (N,) ``sum_l w_li n_li``; and ``level_values``, (L,)
+        group_weight: (G,). Returns ``bound_column``, ``count`` (the pairs above the bound) and
+        ``coefficient`` (``w_li``), each (L, N) (the view's own column, 0 and 0 on levels that
+        are not bounded); ``offsets`` (N,), where each view's entries start in ``pair_weight``,
+        the flat ``sum_l w_li [x_ip > c_li]`` over the views p of i's level-0 group, in column
+        order; ``held``, (N,) ``sum_l w_li n_li``; and ``level_values``, (L,)
         ``sum_i w_li R_li``.
     """
     return _run(
@@ -275,11 +267,11 @@ def constraint_backward(
     :func:`scale_symmetric_`), row by row in the same pass.
 
     Shape:
-        grad_logits: (N, N) float CPU, contiguous; ``saved``: ``bound``, ``bound_column``,
-        ``count``, ``coefficient``, ``offsets`` and ``inner`` as returned by
+        grad_logits: (N, N) float CPU, contiguous; ``saved``: ``bound_column``, ``count``,
+        ``coefficient``, ``offsets`` and ``pair_weight`` as returned by
         :func:`constraint_forward`; scale: (N,).
     """
-    bound, bound_column, count, coefficient, offsets, inner = saved
+    bound_column, count, coefficient, offsets, pair_weight = saved
     values = grad_logits.numpy()
     factor = np.array([grad_output, 1.0 if bound_gradient else 0.0], dtype=values.dtype)
     row_scale = values[0, :0] if scale is None else scale.contiguous().numpy()
@@ -291,8 +283,7 @@ def constraint_backward(
         size.numpy(),
         num_bounded,
         offsets,
-        inner,
-        bound,
+        pair_weight,
         bound_column,
         coefficient,
         count,

@@ -11,7 +11,7 @@ on GPUs (and without numba) array ops visit a level's in-group pairs either as o
 logits (few large groups).
 
 Memory: the constraint keeps one float per pair inside the coarsest constrained level's groups
-(compiled: their logits; array ops: 1.0 where a pair exceeds its bound, per level).
+(compiled: its pair weights; array ops: 1.0 where a pair exceeds its bound, per level).
 """
 
 from __future__ import annotations
