@@ -2,7 +2,8 @@
 
 Run ``python benchmarks/bench_losses.py`` (``--device cuda`` on a GPU). For every batch size
 (counted in views, N = B*V) it times, on the same random unit features and the same synthetic
-hierarchy, interleaved round-robin so that machine noise hits all methods alike:
+hierarchy, interleaved round-robin so that machine noise hits all methods alike (each round
+starting one method later, so that none always follows the same one):
 
 * hcl ``HiMulConE`` in paper mode with every constraint reading (``hinge``, the default;
   ``pair``, the paper's; ``pair_held``; ``level_max``), ``HiMulCon`` in paper mode and
@@ -57,6 +58,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
+import math
 import statistics
 import sys
 import time
@@ -220,6 +223,17 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _rounds(
+    args: argparse.Namespace, baselines: list[Callable[[torch.Tensor], torch.Tensor]], features: torch.Tensor
+) -> int:
+    """``--repeats`` rounds, or more where a call is short: enough for flat SupCon (the ratios'
+    baseline, timed once more here) to be timed for about ``--min-seconds``, at most 1,000."""
+    if not baselines or args.min_seconds <= 0:
+        return args.repeats
+    seconds = _time_once(baselines[0], features)
+    return max(args.repeats, min(1000, math.ceil(args.min_seconds / max(seconds, 1e-6))))
+
+
 def _time_once(method: Callable[[torch.Tensor], torch.Tensor], features: torch.Tensor) -> float:
     x = features.detach().clone().requires_grad_(True)
     _synchronize(features.device)
@@ -325,12 +339,23 @@ def _run_setting(
             del methods[key]
             skipped.append(row(key, skipped=NOT_CAPTURED))
     times: dict[tuple[str, str], list[float]] = {key: [] for key in methods}
-    loop_repeats = max(3, args.repeats // 4)
-    for repeat in range(args.repeats):
-        for key, method in methods.items():
-            if key[0] == LOOP and repeat >= loop_repeats:
-                continue
-            times[key].append(_time_once(method, features))
+    rounds = _rounds(args, [method for key, method in methods.items() if key[0] == SUPCON], features)
+    loop_repeats = max(3, rounds // 4)
+    order = list(methods.items())
+    collecting = gc.isenabled()
+    gc.disable()  # as timeit does: a collection would land on whichever call triggers it
+    try:
+        for repeat in range(rounds):
+            # Each round starts one method later, so that no method always follows the same one
+            # (a method runs slower after one that has filled the caches with its own data).
+            shift = repeat % len(order)
+            for key, method in order[shift:] + order[:shift]:
+                if key[0] == LOOP and repeat >= loop_repeats:
+                    continue
+                times[key].append(_time_once(method, features))
+    finally:
+        if collecting:
+            gc.enable()
     medians = {key: statistics.median(values) * 1e3 for key, values in times.items()}
     minima = {key: min(values) * 1e3 for key, values in times.items()}
     print(f"timed {num_views_total} views on {threads} thread(s), {dtype}", file=sys.stderr)
@@ -370,7 +395,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[256, 1024, 4096, 8192],
         help="batch sizes in views (B*V), comma-separated",
     )
-    parser.add_argument("--repeats", type=int, default=20, help="timed runs per method (median reported)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed rounds at least (median reported)")
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=0.5,
+        help="more rounds where a call is short, until flat SupCon is timed for about this long (0: --repeats)",
+    )
     parser.add_argument("--views", type=int, default=2, help="views per sample")
     parser.add_argument("--dim", type=int, default=128, help="embedding dimension D")
     parser.add_argument("--levels", type=int, default=4, help="label levels L")
@@ -427,7 +458,8 @@ def main(argv: list[str] | None = None) -> str:
     print(
         f"D={args.dim}, L={args.levels}, branching={args.branching}, V={args.views}, temperature=0.1, "
         f"threads={','.join(map(str, args.threads))}, dtypes={','.join(args.dtypes)}, CUDA graph="
-        f"{','.join(args.graph)}, torch {torch.__version__}; medians of {args.repeats} interleaved runs"
+        f"{','.join(args.graph)}, torch {torch.__version__}; medians of at least {args.repeats} interleaved "
+        f"rounds (more where a call is short: about {args.min_seconds} s of flat SupCon per size)"
     )
     table = format_table(rows) + "\n\n" + summary(rows)
     print(table)
