@@ -46,9 +46,13 @@ import types
 import numba
 import numpy as np
 import torch
+from llvmlite import ir
 from numba import prange
+from numba import types as numba_types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
-__all__ = ["constraint_backward", "constraint_forward", "scale_symmetric_"]
+__all__ = ["constraint_backward", "constraint_forward", "group_sums", "scale_symmetric_", "subtract_positive_part_"]
 
 # Reassociation lets the row sums vectorise; no flag assumes finite values (the diagonal is -inf).
 _FAST_MATH = {"reassoc", "contract", "nsz"}
@@ -91,6 +95,29 @@ def _serial_twin(kernel: numba.core.registry.CPUDispatcher) -> numba.core.regist
     return numba.njit(parallel=False, cache=True, nogil=True, fastmath=_FAST_MATH)(twin)
 
 
+# How many rows ahead the forward loop asks for its next rows' groups (see _prefetch).
+_PREFETCH_ROWS = 1
+
+
+@intrinsic
+def _prefetch(typing_context, array, index):  # noqa: ANN001, ANN202
+    """Ask the CPU to bring ``array[index]``'s cache line in (LLVM's prefetch: read, keep in all
+    levels), without waiting for it. The logits come from a GEMM whose output has left the caches
+    by the time the loop reads it, and each row's group is a short run that the hardware
+    prefetcher does not see coming: read cold, the forward loop waits on memory most of the time."""
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        pointer = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
+        flag = ir.IntType(32)
+        function_type = ir.FunctionType(ir.VoidType(), [pointer.type, flag, flag, flag])
+        prefetch = cgutils.get_or_insert_function(builder.module, function_type, "llvm.prefetch.p0i8")
+        builder.call(prefetch, [pointer, flag(0), flag(3), flag(1)])
+        return context.get_dummy_value()
+
+    return numba_types.void(array, numba_types.intp), codegen
+
+
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=_FAST_MATH)
 def _forward_rows(logits, start, size, num_bounded, global_group, group_weight, scale, find_columns):  # noqa: ANN001, ANN202
     num_levels, n = size.shape
@@ -102,7 +129,12 @@ def _forward_rows(logits, start, size, num_bounded, global_group, group_weight, 
     excess = np.zeros((num_levels, n), dtype=logits.dtype)
     held = np.zeros(n, dtype=logits.dtype)
     level_values = np.zeros(num_levels, dtype=logits.dtype)
+    line = max(1, 64 // logits.itemsize)
     for i in prange(n):
+        ahead = min(i + _PREFETCH_ROWS, n - 1)
+        upcoming = logits[ahead]
+        for column in range(start[0, ahead], start[0, ahead] + size[0, ahead], line):
+            _prefetch(upcoming, column)
         row = logits[i]
         group_start = start[0, i]
         for level in range(num_levels):
@@ -189,7 +221,75 @@ def _scale_rows(exponentials, scale):  # noqa: ANN001
             row[j] *= own + scale[j]
 
 
-_SERIAL = {kernel: _serial_twin(kernel) for kernel in (_forward_rows, _backward_rows, _scale_rows)}
+@numba.njit(cache=True, nogil=True, fastmath=_FAST_MATH)
+def _group_sum_rows(z, global_group, num_groups):  # noqa: ANN001, ANN202
+    # Serial: the rows of a group add into one sum.
+    sums = np.zeros((num_groups, z.shape[1]), dtype=z.dtype)
+    for level in range(global_group.shape[0]):
+        for i in range(z.shape[0]):
+            total = sums[global_group[level, i]]
+            row = z[i]
+            for d in range(row.shape[0]):
+                total[d] += row[d]
+    return sums
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, fastmath=_FAST_MATH)
+def _positive_rows(grad, z, sums, group_weight, own_weight, global_group, factor):  # noqa: ANN001
+    for i in prange(grad.shape[0]):
+        out = grad[i]
+        own = z[i]
+        weight = own_weight[i] * factor
+        for d in range(out.shape[0]):
+            out[d] += weight * own[d]
+        for level in range(global_group.shape[0]):
+            group = global_group[level, i]
+            weight = group_weight[group] * factor
+            total = sums[group]
+            for d in range(out.shape[0]):
+                out[d] -= weight * total[d]
+
+
+_SERIAL = {kernel: _serial_twin(kernel) for kernel in (_forward_rows, _backward_rows, _scale_rows, _positive_rows)}
+
+
+def group_sums(z: torch.Tensor, global_group: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Every group's sum of embeddings, all levels in one pass (each level an ``index_add_``
+    with array ops, which at a few hundred views costs more than the adding).
+
+    Shape:
+        z: (N, D) float CPU, contiguous; global_group: (L, N) int64, ids in ``0..num_groups-1``.
+        Returns (num_groups, D).
+    """
+    return torch.from_numpy(_group_sum_rows(z.numpy(), global_group.numpy(), num_groups))
+
+
+def subtract_positive_part_(
+    grad_z: torch.Tensor,
+    z: torch.Tensor,
+    sums: torch.Tensor,
+    group_weight: torch.Tensor,
+    own_weight: torch.Tensor,
+    global_group: torch.Tensor,
+    factor: float,
+) -> None:
+    """``grad_z_i -= factor (sum_l w_{g_l(i)} S_{g_l(i)} - W_i z_i)``, in place: the positive sums'
+    part of the gradient, row by row (array ops: a gather and an add per level).
+
+    Shape:
+        grad_z, z: (N, D) float CPU, contiguous; sums: (G, D); group_weight: (G,);
+        own_weight: (N,) ``W``; global_group: (L, N) int64.
+    """
+    _run(
+        _positive_rows,
+        grad_z.numpy(),
+        z.numpy(),
+        sums.numpy(),
+        group_weight.contiguous().numpy(),
+        own_weight.contiguous().numpy(),
+        global_group.numpy(),
+        factor,
+    )
 
 
 def scale_symmetric_(exponentials: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

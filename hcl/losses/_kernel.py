@@ -99,9 +99,13 @@ class _HierarchicalContrastive(torch.autograd.Function):
         own_weight, lse_weight = per_level.sum(dim=0).unbind(1)
 
         # Positive sums: sum_g w_g |S_g|^2 - sum_i W_i |z_i|^2, every level's group sums at once.
-        sums = z.new_zeros(groups.group_size.shape[0], z.shape[1])
-        for level_group in groups.global_group:  # level by level: no (L N, D) copy of z
-            sums.index_add_(0, level_group, z)
+        compiled = compiled_for(z)
+        if compiled is not None:
+            sums = compiled.group_sums(z, groups.global_group, groups.group_size.shape[0])
+        else:
+            sums = z.new_zeros(groups.group_size.shape[0], z.shape[1])
+            for level_group in groups.global_group:  # level by level: no (L N, D) copy of z
+                sums.index_add_(0, level_group, z)
         squared_sums, squared_norms = (sums * sums).sum(dim=1), (z * z).sum(dim=1)
         weighted_squares = group_weight * squared_sums
         loss = -inv_temperature * (weighted_squares.sum() - torch.dot(own_weight, squared_norms))
@@ -177,11 +181,18 @@ class _HierarchicalContrastive(torch.autograd.Function):
         grad_z = product if grad_z is None else grad_z.add_(product)
 
         # Positive sums: d/dz_j is 2 sum_l w_{g_l(j)} S_{g_l(j)} - 2 W_j z_j.
-        weighted_sums = sums * (group_weight * (2 * grad_output)).unsqueeze(1)
-        positive_grad = torch.mul(z, (own_weight * (-2 * grad_output)).unsqueeze(1))
-        for level_group in groups.global_group:
-            positive_grad.add_(weighted_sums.index_select(0, level_group))
-        grad_z.sub_(positive_grad).mul_(ctx.inv_temperature)
+        compiled = compiled_for(z)
+        if compiled is not None:
+            compiled.subtract_positive_part_(
+                grad_z, z, sums, group_weight, own_weight, groups.global_group, 2 * float(grad_output)
+            )
+        else:
+            weighted_sums = sums * (group_weight * (2 * grad_output)).unsqueeze(1)
+            positive_grad = torch.mul(z, (own_weight * (-2 * grad_output)).unsqueeze(1))
+            for level_group in groups.global_group:
+                positive_grad.add_(weighted_sums.index_select(0, level_group))
+            grad_z.sub_(positive_grad)
+        grad_z.mul_(ctx.inv_temperature)
 
         # Through the normalisation z = x / |x| and back to the caller's row order.
         grad_z.addcmul_(z, (z * grad_z).sum(dim=1, keepdim=True), value=-1).div_(norm.unsqueeze(1))

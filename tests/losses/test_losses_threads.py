@@ -93,7 +93,7 @@ def test_the_compiled_loops_run_on_torchs_thread_count(monkeypatch: pytest.Monke
         return record
 
     serial = {}
-    for name in ("_forward_rows", "_backward_rows", "_scale_rows"):
+    for name in ("_forward_rows", "_backward_rows", "_scale_rows", "_positive_rows"):
         kernel = getattr(compiled, name)
         parallel = recording(kernel, "parallel")
         serial[parallel] = recording(compiled._SERIAL[kernel], "serial")
