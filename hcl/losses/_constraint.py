@@ -184,10 +184,11 @@ class _CompiledConstraint:
         group_weight: torch.Tensor,
         scale: float,
         bound_gradient: bool,
+        num_bounded: int,
     ) -> None:
         self.compiled = compiled
         self.groups = groups
-        self.num_bounded = _num_bounded(groups)
+        self.num_bounded = num_bounded
         *self.saved, held, level_values = compiled.constraint_forward(
             logits,
             groups.start,
@@ -285,7 +286,7 @@ def build_constraint(
         coefficient = group_weight.index_select(0, groups.global_group.view(-1)).view(groups.global_group.shape)
         coefficient = coefficient * scale if scale != 1.0 else coefficient
         return _GroupedConstraint(logits, groups.levels, coefficient, list(range(num_bounded)))
-    return _CompiledConstraint(compiled, logits, groups, group_weight, scale, bound_gradient)
+    return _CompiledConstraint(compiled, logits, groups, group_weight, scale, bound_gradient, num_bounded)
 
 
 def compiled_for(tensor: torch.Tensor) -> ModuleType | None:
