@@ -101,3 +101,20 @@ def test_compiled_constraint_matches_array_ops_in_float32(monkeypatch: pytest.Mo
     monkeypatch.setattr(constraint, "compiled_module", lambda: None)
     array_ops = value_and_grad(loss_fn(x, labels), x)
     torch.testing.assert_close(compiled, array_ops, rtol=1e-4, atol=1e-6)
+
+
+def test_compiled_constraint_matches_oracle_on_large_ragged_groups() -> None:
+    # Level-0 groups of 88 and 58 views (each row's pair weights and their transposes span many
+    # cache lines and prefetched rows); unknown labels make groups of size 0 and 2.
+    generator = torch.Generator().manual_seed(11)
+    coarse = torch.cat([torch.zeros(46, dtype=torch.int64), torch.ones(29, dtype=torch.int64)])
+    labels = torch.stack(
+        [coarse, torch.randint(0, 3, (75,), generator=generator), torch.randint(0, 4, (75,), generator=generator)], 1
+    )
+    labels[:2] = -1
+    labels[2:4, 1:] = -1
+    x = torch.randn(75, 2, 6, generator=generator, dtype=torch.float64).requires_grad_()
+    weights = [1.0, 2.0, 3.0]
+    actual = value_and_grad(HiMulConE(0.3, level_weights=weights, constraint="pair")(x, labels), x)
+    expected = value_and_grad(oracle_paper_loss(x, labels, 0.3, weights, constrained=True), x)
+    torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-12)

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import hcl.losses._compiled as compiled
+import hcl.losses._numba_loops as numba_loops
 from hcl.losses import HiMulConE, SupConLoss
 from hcl.losses.groups import build_view_groups
 
@@ -93,12 +94,14 @@ def test_the_compiled_loops_run_on_torchs_thread_count(monkeypatch: pytest.Monke
         return record
 
     serial = {}
-    for name in ("_forward_rows", "_backward_rows", "_scale_rows", "_positive_rows"):
+    names = [name for name, value in vars(compiled).items() if any(value is kernel for kernel in numba_loops._SERIAL)]
+    assert len(names) >= 4, names
+    for name in names:
         kernel = getattr(compiled, name)
         parallel = recording(kernel, "parallel")
-        serial[parallel] = recording(compiled._SERIAL[kernel], "serial")
+        serial[parallel] = recording(numba_loops._SERIAL[kernel], "serial")
         monkeypatch.setattr(compiled, name, parallel)
-    monkeypatch.setattr(compiled, "_SERIAL", serial)
+    monkeypatch.setattr(numba_loops, "_SERIAL", serial)
     numba_threads = numba.get_num_threads()
     for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
         torch.set_num_threads(threads)  # the fixture restores the test's count afterwards
