@@ -340,7 +340,7 @@ def _run_setting(
             skipped.append(row(key, skipped=NOT_CAPTURED))
     times: dict[tuple[str, str], list[float]] = {key: [] for key in methods}
     rounds = _rounds(args, [method for key, method in methods.items() if key[0] == SUPCON], features)
-    loop_repeats = max(3, rounds // 4)
+    loop_repeats = max(3, args.repeats // 4)  # the loop formulation is slow: --repeats only
     order = list(methods.items())
     collecting = gc.isenabled()
     gc.disable()  # as timeit does: a collection would land on whichever call triggers it

@@ -33,7 +33,7 @@ fi
 } 2>&1 | tee "$OUT/device.txt"
 timeout 120 python3 -m pytest -q -p no:cacheprovider tests/losses tests/reliability/test_numerical_stress.py \
   tests/metrics -k "cuda or gpu or graphed" 2>&1 | tail -25 | tee "$OUT/tests_cuda.txt"
-LOSSES=(python3 benchmarks/bench_losses.py --device cuda --threads 1 --dtypes fp32,bf16 --graph off,on)
+LOSSES=(python3 benchmarks/bench_losses.py --device cuda --threads 1 --dtypes fp32,bf16 --graph off,on --min-seconds 0)
 timeout 100 "${LOSSES[@]}" --sizes 1024,4096 --repeats 20 \
   --record "$OUT/losses-cuda.json" 2>&1 | tee "$OUT/bench_losses_cuda.md"
 timeout 120 python3 benchmarks/bench_train.py --device cuda --sections models --precision bf16 --channels-last \
