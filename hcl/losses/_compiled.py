@@ -110,8 +110,12 @@ def _forward_rows(logits, start, size, num_bounded, global_group, group_weight, 
                     break
             first = start[level, i]
             group = row[first : first + size[level, i]]
-            slot = offsets[i] + first - group_start
-            weights = pair_weight[slot : slot + group.shape[0]]
+            # Valid labels put every group inside the view's level-0 group. A known label below
+            # an unknown one (let through by check_inputs=False) can break that: such pairs then
+            # get no weight, rather than a write outside the row's weights.
+            inside = group_start <= first and first + group.shape[0] <= group_start + size[0, i]
+            slot = offsets[i] + first - group_start if inside else 0
+            weights = pair_weight[slot : slot + group.shape[0]] if inside else pair_weight[:0]
             total = 0.0
             above = 0.0
             for r in range(group.shape[0]):
@@ -119,7 +123,8 @@ def _forward_rows(logits, start, size, num_bounded, global_group, group_weight, 
                 is_above = 1.0 if difference > 0 else 0.0
                 total += max(difference, 0.0)
                 above += is_above
-                weights[r] += weight * is_above
+                if inside:
+                    weights[r] += weight * is_above
             excess[level, i] = total
             count[level, i] = above
             held[i] += weight * above

@@ -4,6 +4,11 @@ pairs, and a shared versus per-row shift for the log-sum-exp."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from oracles import oracle_paper_loss, paper_default_weights
@@ -118,3 +123,34 @@ def test_compiled_constraint_matches_oracle_on_large_ragged_groups() -> None:
     actual = value_and_grad(HiMulConE(0.3, level_weights=weights, constraint="pair")(x, labels), x)
     expected = value_and_grad(oracle_paper_loss(x, labels, 0.3, weights, constrained=True), x)
     torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-12)
+
+
+GARBAGE_LABELS_SCRIPT = """
+import torch
+from hcl.losses import HiMulConE, get_loss
+labels = torch.tensor([[-1, 0, 0], [-1, 0, 0], [-1, 0, 1], [0, 1, 2], [0, 1, 2], [0, 1, 3], [1, -1, 2], [1, 0, -1]] * 6)
+for threads in (1, 2):
+    torch.set_num_threads(threads)
+    losses = [get_loss("himulcone").build()]
+    losses += [HiMulConE(constraint=reading, check_inputs=False) for reading in ("pair", "pair_held", "level_max")]
+    for loss in losses:
+        x = torch.randn(48, 2, 4, generator=torch.Generator().manual_seed(0)).requires_grad_()
+        value = loss(x, labels)
+        value.backward()
+        assert torch.isfinite(value) and torch.isfinite(x.grad).all(), (value, loss)
+print("in bounds")
+"""
+
+
+def test_compiled_loops_stay_in_bounds_on_labels_that_skip_validation(tmp_path: Path) -> None:
+    # check_inputs=False (the registry's losses, the trainer's path) lets through labels with a
+    # known value below an unknown one, whose groups need not nest. The loss is then wrong, as
+    # documented, but the compiled loops must not read or write outside their arrays: numba's
+    # bounds checks (fresh cache, so that they are compiled in) turn any such access into an
+    # IndexError. (Before the guard in _forward_rows this corrupted memory: exit code 139.)
+    environment = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path))
+    environment["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), *sys.path])
+    result = subprocess.run(
+        [sys.executable, "-c", GARBAGE_LABELS_SCRIPT], env=environment, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0 and "in bounds" in result.stdout, result.stderr[-2000:]
