@@ -2,8 +2,8 @@
 
 Run ``python benchmarks/bench_losses.py`` (``--device cuda`` on a GPU). For every batch size
 (counted in views, N = B*V) it times, on the same random unit features and the same synthetic
-hierarchy, interleaved round-robin so that machine noise hits all methods alike (each round
-starting one method later, so that none always follows the same one):
+hierarchy, interleaved in rounds so that machine noise hits all methods alike (each round in a
+fresh seeded order, so that no method mostly follows the same one):
 
 * hcl ``HiMulConE`` in paper mode with every constraint reading (``hinge``, the default;
   ``pair``, the paper's; ``pair_held``; ``level_max``), ``HiMulCon`` in paper mode and
@@ -60,6 +60,7 @@ import argparse
 import functools
 import gc
 import math
+import random
 import statistics
 import sys
 import time
@@ -340,16 +341,17 @@ def _run_setting(
             skipped.append(row(key, skipped=NOT_CAPTURED))
     times: dict[tuple[str, str], list[float]] = {key: [] for key in methods}
     rounds = _rounds(args, [method for key, method in methods.items() if key[0] == SUPCON], features)
-    loop_repeats = max(3, args.repeats // 4)  # the loop formulation is slow: --repeats only
+    loop_repeats = max(3, args.repeats // 4)  # the loop formulation is slow: a quarter of --repeats
     order = list(methods.items())
+    shuffle = random.Random(args.seed)
     collecting = gc.isenabled()
     gc.disable()  # as timeit does: a collection would land on whichever call triggers it
     try:
         for repeat in range(rounds):
-            # Each round starts one method later, so that no method always follows the same one
-            # (a method runs slower after one that has filled the caches with its own data).
-            shift = repeat % len(order)
-            for key, method in order[shift:] + order[:shift]:
+            # A fresh order each round (seeded), so that no method mostly follows the same one:
+            # a method runs slower after one that has filled the caches with its own data.
+            shuffle.shuffle(order)
+            for key, method in order:
                 if key[0] == LOOP and repeat >= loop_repeats:
                     continue
                 times[key].append(_time_once(method, features))
@@ -438,6 +440,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         unknown = [value for value in values if value not in allowed]
         if unknown or not values:
             parser.error(f"{option} {','.join(values) or '(empty)'}: each value must be one of {', '.join(allowed)}")
+    if args.repeats < 1 or args.min_seconds < 0 or args.views < 1 or min(args.threads, default=0) < 1:
+        parser.error(
+            f"--repeats {args.repeats}, --min-seconds {args.min_seconds}, --views {args.views}, --threads "
+            f"{','.join(map(str, args.threads))}: need at least 1 round, 0 s, 1 view and 1 thread"
+        )
+    uneven = [size for size in args.sizes if size < 2 * args.views or size % args.views]
+    if uneven or not args.sizes:
+        parser.error(
+            f"--sizes {','.join(map(str, uneven)) or '(empty)'}: a size counts views (samples x --views "
+            f"{args.views}), so a multiple of {args.views} and at least {2 * args.views}"
+        )
+    if any(word in SUPCON for word in args.skip):
+        parser.error(f"--skip {' '.join(args.skip)}: {SUPCON!r} is every ratio's baseline and cannot be left out")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda requested but CUDA is not available")
     if "on" in args.graph and not args.device.startswith("cuda"):
@@ -458,8 +473,14 @@ def main(argv: list[str] | None = None) -> str:
     print(
         f"D={args.dim}, L={args.levels}, branching={args.branching}, V={args.views}, temperature=0.1, "
         f"threads={','.join(map(str, args.threads))}, dtypes={','.join(args.dtypes)}, CUDA graph="
-        f"{','.join(args.graph)}, torch {torch.__version__}; medians of at least {args.repeats} interleaved "
-        f"rounds (more where a call is short: about {args.min_seconds} s of flat SupCon per size)"
+        f"{','.join(args.graph)}, torch {torch.__version__}; medians of "
+        + (
+            f"at least {args.repeats} interleaved rounds (more where a call is short: about {args.min_seconds} s "
+            "of flat SupCon per size)"
+            if args.min_seconds
+            else f"{args.repeats} interleaved rounds"
+        )
+        + f"; the loop formulation in {max(3, args.repeats // 4)} of them"
     )
     table = format_table(rows) + "\n\n" + summary(rows)
     print(table)

@@ -46,7 +46,8 @@ def test_synthetic_labels_form_a_tree(bench: ModuleType) -> None:
 
 def test_benchmark_prints_a_table(bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
     table = bench.main(
-        ["--device", "cpu", "--sizes", "16", "--repeats", "1", "--loop-max-views", "8", "--threads", "1"]
+        ["--device", "cpu", "--sizes", "16", "--repeats", "1", "--min-seconds", "0", "--loop-max-views", "8"]
+        + ["--threads", "1"]
     )
     lines = table.splitlines()
     assert lines[0].startswith("| method | views (B*V) | threads | dtype | CUDA graph | ms (median)")
@@ -129,6 +130,11 @@ def test_losses_not_captured_are_left_out_of_the_graph_rounds_and_said_so(bench:
         (["--device", "cpu", "--graph", "on"], "--graph on: CUDA graphs need --device cuda"),
         (["--device", "cpu", "--graph", "off,sometimes"], "--graph off,sometimes: each value must be one of off, on"),
         (["--device", "cpu", "--dtypes", "fp16"], "--dtypes fp16: each value must be one of fp32, bf16"),
+        (["--device", "cpu", "--repeats", "0"], "--repeats 0, --min-seconds 0.5, --views 2, --threads 1,2: need"),
+        (["--device", "cpu", "--min-seconds", "-1"], "--min-seconds -1.0"),
+        (["--device", "cpu", "--threads", "0"], "--threads 0: need"),
+        (["--device", "cpu", "--sizes", "64,33,2"], "--sizes 33,2: a size counts views (samples x --views 2)"),
+        (["--device", "cpu", "--skip", "SupCon"], "'flat SupCon (hcl)' is every ratio's baseline"),
     ],
 )
 def test_settings_are_checked_before_measuring(
@@ -163,3 +169,20 @@ def test_a_method_failing_in_bf16_is_left_out_and_said_so(bench: ModuleType, mon
     args.dtypes = ["fp32"]
     with pytest.raises(RuntimeError, match="no bf16 here"):  # in fp32 without a graph a failure is a bug
         bench.run(args)
+
+
+def test_each_round_times_the_methods_in_a_fresh_order(bench: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A method runs slower after one that filled the caches: no method may mostly follow the
+    # same one, as it would in a fixed (or merely rotated) order.
+    calls: list[object] = []
+    time_once = bench._time_once
+    monkeypatch.setattr(bench, "_time_once", lambda method, x: calls.append(method) or time_once(method, x))
+    args = bench.parse_args(["--device", "cpu", "--sizes", "8", "--repeats", "12", "--min-seconds", "0"])
+    args.threads, args.skip = [1], ["PML", "loop", "reference"]
+    features = torch.nn.functional.normalize(torch.randn(4, 2, 8), dim=-1)
+    bench._run_setting(args, features, bench.synthetic_labels(4, 4, 4, torch.Generator()), 1, "fp32", memory=False)
+    methods = len(set(map(id, calls)))
+    rounds = [calls[i : i + methods] for i in range(len(calls) - 12 * methods, len(calls), methods)]
+    assert len({tuple(map(id, order)) for order in rounds}) >= 10
+    first = {id(order[0]) for order in rounds}
+    assert len(first) >= 3
