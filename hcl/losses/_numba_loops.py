@@ -39,8 +39,10 @@ def parallel_loop(function: Callable[..., object]) -> Callable[..., object]:
     # The twin is a copy of the function under its own name: the two must not share numba's
     # on-disk cache entry. Without ``parallel``, ``prange`` is ``range``.
     name = f"{function.__name__}_serial"
-    twin = types.FunctionType(function.__code__, function.__globals__, name, function.__defaults__)
-    twin.__qualname__ = name
+    twin = types.FunctionType(
+        function.__code__, function.__globals__, name, function.__defaults__, function.__closure__
+    )
+    twin.__kwdefaults__, twin.__qualname__ = function.__kwdefaults__, name
     _SERIAL[kernel] = numba.njit(parallel=False, **options)(twin)
     return kernel
 
