@@ -114,7 +114,7 @@ def _forward_rows(logits, start, size, num_bounded, global_group, group_weight, 
             # an unknown one (let through by check_inputs=False) can break that: such pairs then
             # get no weight, rather than a write outside the row's weights.
             inside = group_start <= first and first + group.shape[0] <= group_start + size[0, i]
-            slot = offsets[i] + first - group_start if inside else 0
+            slot = offsets[i] + first - group_start
             weights = pair_weight[slot : slot + group.shape[0]] if inside else pair_weight[:0]
             total = 0.0
             above = 0.0

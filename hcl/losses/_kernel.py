@@ -8,8 +8,8 @@ that averages ``ell`` over positives is therefore a weighted sum of
 * ``sum_{p in P_l(i)} x_ip = z_i . (S_g - z_i) / t``, with S_g the sum of the embeddings of the
   anchor's level-l group g. The weight of an anchor's positives depends only on its group
   (``w_g``), so summed over anchors this is ``sum_g w_g |S_g|^2 - sum_i W_i |z_i|^2`` with
-  ``W_i = sum_l w_{g_l(i)}``: O(L N D) for all levels, one scatter-add per level (and one
-  gather back per level in the backward pass);
+  ``W_i = sum_l w_{g_l(i)}``: O(L N D) for all levels, one compiled pass on CPUs each way,
+  else one scatter-add per level (and one gather back per level in the backward pass);
 * for the hierarchy constraint, ``max(ell(i,p), m_i) = LSE_i - min(x_ip, c_i)``: the plain sum
   less a term over the pairs inside each anchor's group (:mod:`hcl.losses._constraint`).
 
